@@ -1,0 +1,3 @@
+module github.com/coapgate/coapgate
+
+go 1.26.8

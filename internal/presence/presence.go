@@ -1,0 +1,99 @@
+// Package presence tracks which devices are online: a device is online from
+// its first authenticated exchange until its lifetime passes with no message
+// from it (PROTOCOL.md §2, "Online status").
+package presence
+
+import (
+	"sync"
+	"time"
+)
+
+// Status is one device's last contact.
+type Status struct {
+	LastSeen  time.Time
+	Address   string
+	Transport string
+	Lifetime  time.Duration
+}
+
+// Online reports whether the device is online at now.
+func (s Status) Online(now time.Time) bool {
+	return !s.LastSeen.IsZero() && now.Sub(s.LastSeen) < s.Lifetime
+}
+
+type key struct{ pk, dk string }
+
+// Tracker is an in-memory, per-node presence table. Safe for concurrent use.
+type Tracker struct {
+	mu    sync.Mutex
+	state map[key]Status // guarded by mu
+	dirty map[key]struct{} // guarded by mu; seen since the last Drain
+}
+
+// NewTracker returns an empty Tracker.
+func NewTracker() *Tracker {
+	return &Tracker{state: make(map[key]Status), dirty: make(map[key]struct{})}
+}
+
+// Seen records contact from a device and reports whether it was offline
+// before (an offline→online transition).
+func (t *Tracker) Seen(pk, dk, addr, transport string, lifetime time.Duration, now time.Time) (cameOnline bool) {
+	k := key{pk, dk}
+	t.mu.Lock()
+	prev, ok := t.state[k]
+	t.state[k] = Status{LastSeen: now, Address: addr, Transport: transport, Lifetime: lifetime}
+	t.dirty[k] = struct{}{}
+	t.mu.Unlock()
+	return !ok || !prev.Online(now)
+}
+
+// Lookup returns a device's status if it has been seen by this node.
+func (t *Tracker) Lookup(pk, dk string) (Status, bool) {
+	t.mu.Lock()
+	s, ok := t.state[key{pk, dk}]
+	t.mu.Unlock()
+	return s, ok
+}
+
+// Forget drops a device (deleted or disabled).
+func (t *Tracker) Forget(pk, dk string) {
+	t.mu.Lock()
+	delete(t.state, key{pk, dk})
+	delete(t.dirty, key{pk, dk})
+	t.mu.Unlock()
+}
+
+// Online counts devices online at now.
+func (t *Tracker) Online(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, s := range t.state {
+		if s.Online(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// Drain returns the devices seen since the previous Drain, for a batched
+// write of lastSeenAt/lastAddress to the registry.
+func (t *Tracker) Drain(fn func(pk, dk string, s Status)) {
+	t.mu.Lock()
+	dirty := t.dirty
+	t.dirty = make(map[key]struct{}, len(dirty))
+	out := make([]struct {
+		k key
+		s Status
+	}, 0, len(dirty))
+	for k := range dirty {
+		out = append(out, struct {
+			k key
+			s Status
+		}{k, t.state[k]})
+	}
+	t.mu.Unlock()
+	for _, e := range out {
+		fn(e.k.pk, e.k.dk, e.s)
+	}
+}
