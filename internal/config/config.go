@@ -1,0 +1,189 @@
+// Package config holds coapgate's configuration: one Config struct with
+// Default, Load (YAML file, then COAPGATE_* environment, then flags) and
+// Validate. It imports no adapters; cmd/coapgate picks them.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Secret is a configuration value that must not be logged or printed.
+type Secret string
+
+// String redacts the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[REDACTED]"
+}
+
+// LogValue redacts the secret for slog.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalYAML redacts the secret in --print-config output.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// Config is the whole gateway configuration.
+type Config struct {
+	// DataDir holds the embedded database, the token key and generated
+	// certificates.
+	DataDir string    `yaml:"data_dir"`
+	Log     LogConfig `yaml:"log"`
+	CoAP    CoAP      `yaml:"coap"`
+	Auth    Auth      `yaml:"auth"`
+	API     API       `yaml:"api"`
+	Store   Store     `yaml:"store"`
+}
+
+// LogConfig selects log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// CoAP configures the plain CoAP/UDP listener (RFC 7252).
+type CoAP struct {
+	// Listen is the UDP address of the token-auth listener (default :5683).
+	Listen string `yaml:"listen"`
+	// Workers bounds concurrent request handling.
+	Workers int `yaml:"workers"`
+	// Queue is the number of datagrams waiting for a worker before new CON
+	// requests are answered 5.03.
+	Queue int `yaml:"queue"`
+	// ReadBuffer is the socket receive buffer requested (SO_RCVBUF), bytes.
+	ReadBuffer int `yaml:"read_buffer"`
+	// MaxBody is the largest request body accepted (Block1 reassembled);
+	// larger requests get 4.13 with Size1.
+	MaxBody int `yaml:"max_body"`
+	// BlockSize is the Block2 size for large responses (16..1024, power of 2).
+	BlockSize int `yaml:"block_size"`
+	// DedupEntries bounds the duplicate-detection / response cache.
+	DedupEntries int `yaml:"dedup_entries"`
+	// ExchangeLifetime is how long a CON's response is replayed to
+	// duplicates (RFC 7252 §4.8.2: 247 s).
+	ExchangeLifetime time.Duration `yaml:"exchange_lifetime"`
+	// NonLifetime is how long a NON's Message ID is remembered (145 s).
+	NonLifetime time.Duration `yaml:"non_lifetime"`
+}
+
+// Auth configures device authentication.
+type Auth struct {
+	// TokenTTL is the lifetime of tokens issued by POST /auth.
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// TokenKey signs tokens (hex, 32 bytes). Every gateway node of a
+	// cluster needs the same key. Empty: generated into DataDir/token.key.
+	TokenKey Secret `yaml:"token_key"`
+	// OnlineLifetime is how long a token device stays online after its
+	// last message unless its product sets its own.
+	OnlineLifetime time.Duration `yaml:"online_lifetime"`
+	// DeviceCacheTTL bounds how stale a cached device record may be.
+	DeviceCacheTTL time.Duration `yaml:"device_cache_ttl"`
+}
+
+// API configures the management HTTP API.
+type API struct {
+	Listen string `yaml:"listen"`
+}
+
+// Store configures persistence.
+type Store struct {
+	// Driver is "sqlite" (embedded, default).
+	Driver string `yaml:"driver"`
+	// SQLitePath defaults to DataDir/coapgate.db.
+	SQLitePath string `yaml:"sqlite_path"`
+	// BatchMax is the largest group-commit batch of uplinks.
+	BatchMax int `yaml:"batch_max"`
+	// UnavailableMaxAge is the Max-Age sent with 5.03 when storage fails.
+	UnavailableMaxAge time.Duration `yaml:"unavailable_max_age"`
+}
+
+// Default returns the embedded defaults: everything runs on one machine
+// with an SQLite file under ./data.
+func Default() Config {
+	return Config{
+		DataDir: "data",
+		Log:     LogConfig{Level: "info", Format: "text"},
+		CoAP: CoAP{
+			Listen:           ":5683",
+			Workers:          512,
+			Queue:            8192,
+			ReadBuffer:       4 << 20,
+			MaxBody:          64 << 10,
+			BlockSize:        1024,
+			DedupEntries:     1 << 18,
+			ExchangeLifetime: 247 * time.Second,
+			NonLifetime:      145 * time.Second,
+		},
+		Auth: Auth{
+			TokenTTL:       7 * 24 * time.Hour,
+			OnlineLifetime: 5 * time.Minute,
+			DeviceCacheTTL: 10 * time.Second,
+		},
+		API:   API{Listen: ":8080"},
+		Store: Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
+	}
+}
+
+// Validate returns every problem found, joined.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("config: "+format, a...)) }
+	if c.DataDir == "" {
+		bad("data_dir must be set")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format %q: want text or json", c.Log.Format)
+	}
+	for name, addr := range map[string]string{"coap.listen": c.CoAP.Listen, "api.listen": c.API.Listen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("%s %q: %v", name, addr, err)
+		}
+	}
+	if c.CoAP.Workers < 1 {
+		bad("coap.workers must be >= 1")
+	}
+	if c.CoAP.Queue < 1 {
+		bad("coap.queue must be >= 1")
+	}
+	if c.CoAP.MaxBody < 16 {
+		bad("coap.max_body must be >= 16")
+	}
+	if b := c.CoAP.BlockSize; b < 16 || b > 1024 || b&(b-1) != 0 {
+		bad("coap.block_size %d: want a power of two in 16..1024", b)
+	}
+	if c.CoAP.DedupEntries < 1024 {
+		bad("coap.dedup_entries must be >= 1024")
+	}
+	if c.CoAP.ExchangeLifetime <= 0 || c.CoAP.NonLifetime <= 0 {
+		bad("coap.exchange_lifetime and coap.non_lifetime must be > 0")
+	}
+	if c.Auth.TokenTTL < time.Minute {
+		bad("auth.token_ttl must be >= 1m")
+	}
+	if c.Auth.OnlineLifetime < time.Second {
+		bad("auth.online_lifetime must be >= 1s")
+	}
+	if c.Auth.DeviceCacheTTL < 0 {
+		bad("auth.device_cache_ttl must be >= 0")
+	}
+	if c.Store.Driver != "sqlite" {
+		bad("store.driver %q: only sqlite is available", c.Store.Driver)
+	}
+	if c.Store.BatchMax < 1 {
+		bad("store.batch_max must be >= 1")
+	}
+	if c.Store.UnavailableMaxAge < time.Second {
+		bad("store.unavailable_max_age must be >= 1s")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,101 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	yml := "data_dir: /from/file\ncoap:\n  listen: \":1111\"\n  workers: 7\napi:\n  listen: \":2222\"\nauth:\n  token_ttl: 2h\n"
+	if err := os.WriteFile(file, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"COAPGATE_COAP_LISTEN":    ":3333", // env beats file
+		"COAPGATE_API_LISTEN":     ":4444", // flag beats env
+		"COAPGATE_AUTH_TOKEN_TTL": "3h",
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	ov := RegisterFlags(fs)
+	if err := fs.Parse([]string{"--api.listen", ":5555", "--coap.max-body", "1024"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"file only", c.DataDir, "/from/file"},
+		{"file over default", c.CoAP.Workers, 7},
+		{"env over file", c.CoAP.Listen, ":3333"},
+		{"flag over env", c.API.Listen, ":5555"},
+		{"env duration", c.Auth.TokenTTL, 3 * time.Hour},
+		{"flag over default", c.CoAP.MaxBody, 1024},
+		{"default kept", c.CoAP.ExchangeLifetime, 247 * time.Second},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s: got %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	typo := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typo, []byte("coap:\n  lissten: \":1\"\n"), 0o600)
+	if _, err := Load(typo, nil, nil); err == nil || !strings.Contains(err.Error(), "lissten") {
+		t.Errorf("unknown key: err = %v, want mention of lissten", err)
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, nil, 0o600)
+	if _, err := Load(empty, nil, nil); err != nil {
+		t.Errorf("empty file: %v", err)
+	}
+	if _, err := Load("", func(k string) (string, bool) {
+		if k == "COAPGATE_COAP_WORKERS" {
+			return "many", true
+		}
+		return "", false
+	}, nil); err == nil {
+		t.Error("bad env int accepted")
+	}
+	// Validate reports every problem at once.
+	c := Default()
+	c.CoAP.Workers = 0
+	c.Log.Format = "xml"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "workers") || !strings.Contains(err.Error(), "xml") {
+		t.Errorf("Validate = %v, want both problems", err)
+	}
+}
+
+func TestPrintConfigRedactsSecret(t *testing.T) {
+	c := Default()
+	c.Auth.TokenKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	b, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "0011223344") {
+		t.Fatalf("secret leaked:\n%s", b)
+	}
+	if !strings.Contains(string(b), "exchange_lifetime: 4m7s") {
+		t.Errorf("durations not human-readable:\n%s", b)
+	}
+}

@@ -1,0 +1,177 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts every environment variable the gateway reads.
+const EnvPrefix = "COAPGATE_"
+
+// Field is one settable leaf of Config.
+type Field struct {
+	Key  string // dotted YAML path, e.g. "coap.listen"
+	Env  string // e.g. COAPGATE_COAP_LISTEN
+	Flag string // e.g. coap.listen, data-dir
+	v    reflect.Value
+}
+
+// Fields lists every leaf of c, in declaration order, addressable for Set.
+func Fields(c *Config) []Field {
+	var out []Field
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		t := v.Type()
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			key := prefix + name
+			fv := v.Field(i)
+			if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Duration(0)) {
+				walk(fv, key+".")
+				continue
+			}
+			out = append(out, Field{
+				Key:  key,
+				Env:  EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_")),
+				Flag: strings.ReplaceAll(key, "_", "-"),
+				v:    fv,
+			})
+		}
+	}
+	walk(reflect.ValueOf(c).Elem(), "")
+	return out
+}
+
+// Set parses s into the field.
+func (f Field) Set(s string) error {
+	switch f.v.Interface().(type) {
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Key, err)
+		}
+		f.v.SetInt(int64(d))
+		return nil
+	}
+	switch f.v.Kind() {
+	case reflect.String:
+		f.v.SetString(s)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Key, err)
+		}
+		f.v.SetInt(n)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Key, err)
+		}
+		f.v.SetBool(b)
+	default:
+		return fmt.Errorf("%s: unsupported kind %s", f.Key, f.v.Kind())
+	}
+	return nil
+}
+
+// String returns the field's current value as it would be written on a
+// command line (secrets redacted).
+func (f Field) String() string {
+	if s, ok := f.v.Interface().(fmt.Stringer); ok {
+		return s.String()
+	}
+	return fmt.Sprint(f.v.Interface())
+}
+
+// Overrides collects flag values; they are applied last.
+type Overrides struct {
+	set map[string]string // key -> raw value
+}
+
+// RegisterFlags adds one flag per Config field to fs (e.g. --coap.listen,
+// --data-dir) and returns where their values are collected.
+func RegisterFlags(fs *flag.FlagSet) *Overrides {
+	ov := &Overrides{set: map[string]string{}}
+	def := Default()
+	for _, f := range Fields(&def) {
+		key := f.Key
+		usage := fmt.Sprintf("sets %s (env %s)", key, f.Env)
+		fs.Func(f.Flag, usage+defaultNote(f), func(s string) error {
+			ov.set[key] = s
+			return nil
+		})
+	}
+	return ov
+}
+
+func defaultNote(f Field) string {
+	s := f.String()
+	if s == "" {
+		return ""
+	}
+	return " (default " + s + ")"
+}
+
+// Load builds the configuration: Default(), then the YAML file at path (if
+// path is not empty), then environment variables (lookup is os.LookupEnv in
+// production), then flag overrides. The result is validated.
+func Load(path string, lookup func(string) (string, bool), ov *Overrides) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	fields := Fields(&c)
+	for _, f := range fields {
+		if lookup == nil {
+			break
+		}
+		if s, ok := lookup(f.Env); ok {
+			if err := f.Set(s); err != nil {
+				return Config{}, fmt.Errorf("config: env %s: %w", f.Env, err)
+			}
+		}
+	}
+	if ov != nil {
+		for _, f := range fields {
+			if s, ok := ov.set[f.Key]; ok {
+				if err := f.Set(s); err != nil {
+					return Config{}, fmt.Errorf("config: flag --%s: %w", f.Flag, err)
+				}
+			}
+		}
+	}
+	return c, c.Validate()
+}
+
+// YAML renders c as YAML for --print-config; secrets are redacted.
+func (c Config) YAML() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), enc.Close()
+}
