@@ -1,0 +1,5 @@
+package coapx
+
+import "crypto/rand"
+
+func randRead(b []byte) { _, _ = rand.Read(b) }

@@ -1,0 +1,481 @@
+package coapx
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+)
+
+// Request is one decoded CoAP request handed to a Handler. Options and
+// Payload alias a buffer owned by the server: a Handler must copy what it
+// keeps after ServeCoAP returns.
+type Request struct {
+	Peer      netip.AddrPort
+	Type      message.Type
+	Code      codes.Code
+	MessageID uint16
+	Token     []byte
+	Options   message.Options
+	// Path is the Uri-Path, one element per segment.
+	Path     []string
+	Payload  []byte
+	Received time.Time
+}
+
+// Response is a Handler's answer. The server adds type, Message ID and token,
+// and Block1/Block2 options as needed.
+type Response struct {
+	Code    codes.Code
+	Options message.Options
+	Payload []byte
+}
+
+// SetUint sets uint option id (replacing an existing one).
+func (r *Response) SetUint(id message.OptionID, v uint32) *Response {
+	return r.SetBytes(id, EncodeUint(v))
+}
+
+// SetBytes sets option id to v (replacing an existing one).
+func (r *Response) SetBytes(id message.OptionID, v []byte) *Response {
+	r.Options = r.Options.Remove(id)
+	r.Options = append(r.Options, message.Option{ID: id, Value: v})
+	return r
+}
+
+// Handler answers requests. ServeCoAP is called concurrently from the worker
+// pool; it must not retain req's buffers, and must return a response (the
+// server sends it piggybacked in the ACK of a CON, or as a NON response to
+// a NON). A nil response sends nothing for NON and an empty ACK for CON.
+type Handler interface {
+	ServeCoAP(ctx context.Context, req *Request) *Response
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, req *Request) *Response
+
+// ServeCoAP calls f.
+func (f HandlerFunc) ServeCoAP(ctx context.Context, req *Request) *Response { return f(ctx, req) }
+
+// Config tunes a Server. Zero fields take the defaults of config.Default().
+type Config struct {
+	Workers          int
+	Queue            int
+	ReadBuffer       int
+	MaxBody          int
+	BlockSize        int
+	DedupEntries     int
+	ExchangeLifetime time.Duration
+	NonLifetime      time.Duration
+	// Transport labels this listener's metrics ("coap", "coap-sym", ...).
+	Transport string
+}
+
+func (c *Config) fill() {
+	def := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&c.Workers, 512)
+	def(&c.Queue, 8192)
+	def(&c.MaxBody, 64<<10)
+	def(&c.BlockSize, 1024)
+	def(&c.DedupEntries, 1<<18)
+	if c.ExchangeLifetime <= 0 {
+		c.ExchangeLifetime = 247 * time.Second
+	}
+	if c.NonLifetime <= 0 {
+		c.NonLifetime = 145 * time.Second
+	}
+	if c.Transport == "" {
+		c.Transport = "coap"
+	}
+}
+
+// Server serves CoAP over one UDP socket: one read loop, a bounded worker
+// pool, a bounded dedup/response cache and block-wise transfers.
+type Server struct {
+	cfg    Config
+	h      Handler
+	log    *slog.Logger
+	m      *listenerMetrics
+	dedup  *dedupCache
+	blocks *blockStore
+	mid    atomic.Uint32
+	now    func() time.Time
+
+	conn *net.UDPConn // set once by Serve
+	jobs chan job
+	// out replaces the socket write in tests (fuzzing without a socket).
+	out func(b []byte, peer netip.AddrPort)
+}
+
+type job struct {
+	data []byte
+	peer netip.AddrPort
+	at   time.Time
+}
+
+// NewServer returns a Server; m may be nil (no metrics).
+func NewServer(cfg Config, h Handler, m *Metrics, log *slog.Logger) *Server {
+	cfg.fill()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:    cfg,
+		h:      h,
+		log:    log.With("component", "coap", "transport", cfg.Transport),
+		m:      m.forListener(cfg.Transport),
+		dedup:  newDedupCache(cfg.DedupEntries),
+		blocks: newBlockStore(4096, cfg.ExchangeLifetime),
+		now:    time.Now,
+		jobs:   make(chan job, cfg.Queue),
+	}
+	var b [2]byte
+	randRead(b[:])
+	s.mid.Store(uint32(binary.BigEndian.Uint16(b[:])))
+	return s
+}
+
+// Serve reads datagrams from conn until ctx is done or conn is closed, and
+// returns after every worker has finished. It closes conn when ctx ends.
+func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
+	s.conn = conn
+	if s.cfg.ReadBuffer > 0 {
+		if err := conn.SetReadBuffer(s.cfg.ReadBuffer); err != nil {
+			s.log.Warn("cannot set socket receive buffer", "want", s.cfg.ReadBuffer, "err", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range s.cfg.Workers {
+		wg.Go(func() {
+			for j := range s.jobs {
+				s.process(ctx, j)
+			}
+		})
+	}
+	wg.Go(func() { // closes the socket on shutdown and sweeps caches
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				conn.Close()
+				return
+			case <-t.C:
+				now := s.now()
+				s.dedup.sweep(now)
+				s.blocks.sweep(now)
+				s.m.setDedupSize(s.dedup.len())
+			}
+		}
+	})
+	err := s.readLoop(ctx, conn)
+	cancel()
+	close(s.jobs)
+	wg.Wait()
+	return err
+}
+
+// Addr returns the local address (valid once Serve has started).
+func (s *Server) Addr() net.Addr {
+	if s.conn == nil {
+		return nil
+	}
+	return s.conn.LocalAddr()
+}
+
+func (s *Server) readLoop(ctx context.Context, conn *net.UDPConn) error {
+	buf := make([]byte, 65536)
+	for {
+		n, peer, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			s.log.Warn("udp read failed", "err", err)
+			continue
+		}
+		s.receive(buf[:n], netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()))
+	}
+}
+
+// receive runs on the read loop: the cheap header checks, duplicate
+// detection and hand-off to a worker. Nothing here allocates peer state for
+// a datagram that is not a well-formed request header.
+func (s *Server) receive(b []byte, peer netip.AddrPort) {
+	now := s.now()
+	if len(b) < 4 || b[0]>>6 != 1 {
+		s.m.malformed("header") // not CoAP v1: silently ignored (RFC 7252 §3)
+		return
+	}
+	typ := message.Type(b[0] >> 4 & 3)
+	tkl := int(b[0] & 0xf)
+	code := codes.Code(b[1])
+	mid := binary.BigEndian.Uint16(b[2:4])
+	switch {
+	case typ == message.Acknowledgement || typ == message.Reset:
+		return // we send no CON requests yet: nothing to match
+	case code == codes.Empty:
+		if typ == message.Confirmable {
+			s.m.ping()
+			s.writeRaw(s.reset(mid), peer) // CoAP ping (RFC 7252 §4.3)
+		}
+		return
+	case tkl > 8 || len(b) < 4+tkl || code>>5 != 0:
+		// Format error, or a response where a request belongs: reject.
+		s.m.malformed("header")
+		if typ == message.Confirmable {
+			s.writeRaw(s.reset(mid), peer)
+		}
+		return
+	}
+	k := exchangeKey{peer: peer, mid: mid}
+	ttl := s.cfg.NonLifetime
+	if typ == message.Confirmable {
+		ttl = s.cfg.ExchangeLifetime
+	}
+	st, resp, evicted := s.dedup.begin(k, ttl, now)
+	if evicted > 0 {
+		s.m.dedupEvicted(evicted)
+	}
+	switch st {
+	case dedupDone:
+		s.m.duplicate()
+		if typ == message.Confirmable && resp != nil {
+			s.writeRaw(resp, peer) // RFC 7252 §4.5: replay the cached response
+		}
+		return
+	case dedupInFlight:
+		s.m.duplicate()
+		return
+	}
+	data := make([]byte, len(b))
+	copy(data, b)
+	select {
+	case s.jobs <- job{data: data, peer: peer, at: now}:
+	default:
+		// Overload: forget the exchange so a retransmission is processed,
+		// and tell a CON sender to back off.
+		s.dedup.abort(k)
+		s.m.overload()
+		if typ == message.Confirmable {
+			r := &Response{Code: codes.ServiceUnavailable}
+			r.SetUint(message.MaxAge, 1)
+			if out, err := s.encode(r, message.Acknowledgement, mid, b[4:4+tkl]); err == nil {
+				s.writeRaw(out, peer)
+			}
+		}
+	}
+}
+
+// process decodes and answers one request on a worker.
+func (s *Server) process(ctx context.Context, j job) {
+	typ := message.Type(j.data[0] >> 4 & 3)
+	mid := binary.BigEndian.Uint16(j.data[2:4])
+	k := exchangeKey{peer: j.peer, mid: mid}
+	msg := message.Message{Options: make(message.Options, 0, 32)}
+	if _, err := coder.DefaultCoder.Decode(j.data, &msg); err != nil {
+		// RFC 7252 §4.2/§4.3: a message that cannot be parsed is rejected.
+		s.m.malformed("options")
+		var out []byte
+		if typ == message.Confirmable {
+			out = s.reset(mid)
+			s.writeRaw(out, j.peer)
+		}
+		s.dedup.complete(k, out, s.now())
+		return
+	}
+	req := &Request{
+		Peer: j.peer, Type: typ, Code: msg.Code, MessageID: mid,
+		Token: msg.Token, Options: msg.Options, Payload: msg.Payload, Received: j.at,
+	}
+	resp := s.serve(ctx, req)
+	var out []byte
+	if resp != nil || typ == message.Confirmable {
+		if resp == nil {
+			resp = &Response{Code: codes.Empty}
+		}
+		rtyp, rmid := message.Acknowledgement, mid
+		if typ == message.NonConfirmable {
+			rtyp, rmid = message.NonConfirmable, s.nextMID()
+		}
+		var err error
+		out, err = s.encode(resp, rtyp, rmid, req.Token)
+		if err != nil {
+			s.log.Error("encode response failed", "err", err)
+			resp = &Response{Code: codes.InternalServerError}
+			out, _ = s.encode(resp, rtyp, rmid, req.Token)
+		}
+		s.m.response(resp.Code, s.now().Sub(j.at))
+		s.writeRaw(out, j.peer)
+	}
+	if typ != message.Confirmable {
+		out = nil // duplicates of a NON are dropped, never answered
+	}
+	s.dedup.complete(k, out, s.now())
+}
+
+// serve applies the protocol rules around the Handler: critical options,
+// proxying, Block1 reassembly, Block2 slicing.
+func (s *Server) serve(ctx context.Context, req *Request) *Response {
+	if id, ok := unknownCritical(req.Options); ok {
+		return &Response{Code: codes.BadOption, Payload: fmt.Appendf(nil, "unsupported critical option %d", id)}
+	}
+	if req.Options.HasOption(message.ProxyURI) || req.Options.HasOption(message.ProxyScheme) {
+		return &Response{Code: codes.ProxyingNotSupported}
+	}
+	for _, o := range req.Options {
+		if o.ID == message.URIPath {
+			req.Path = append(req.Path, string(o.Value))
+		}
+	}
+	tk := transferKey{peer: req.Peer, code: req.Code, path: strings.Join(req.Path, "/")}
+
+	// RFC 7959 §2.4: a Block2 request for a later block of a stored body.
+	var b2 block
+	hasB2 := false
+	if v, ok := Uint(req.Options, message.Block2); ok {
+		if b2, ok = decodeBlock(v); !ok {
+			return &Response{Code: codes.BadRequest, Payload: []byte("invalid Block2 option")}
+		}
+		hasB2 = true
+		if b2.num > 0 {
+			d, ok := s.blocks.getDownload(tk, req.Received)
+			if !ok {
+				return &Response{Code: codes.RequestEntityIncomplete, Payload: []byte("no body to continue")}
+			}
+			return s.slice(d, b2)
+		}
+	}
+
+	// RFC 7959 §2.5: Block1 request bodies.
+	var b1 block
+	hasB1 := false
+	if size1, ok := Uint(req.Options, message.Size1); ok && int(size1) > s.cfg.MaxBody {
+		return s.tooLarge()
+	}
+	if v, ok := Uint(req.Options, message.Block1); ok {
+		if b1, ok = decodeBlock(v); !ok {
+			return &Response{Code: codes.BadRequest, Payload: []byte("invalid Block1 option")}
+		}
+		if b1.more && len(req.Payload) != b1.size() {
+			return &Response{Code: codes.BadRequest, Payload: []byte("Block1 payload size does not match SZX")}
+		}
+		hasB1 = true
+		res, body := s.blocks.addBlock1(tk, b1, req.Payload, s.cfg.MaxBody, req.Received)
+		switch res {
+		case block1Continue:
+			r := &Response{Code: codes.Continue}
+			return r.SetUint(message.Block1, b1.encode())
+		case block1Incomplete:
+			return &Response{Code: codes.RequestEntityIncomplete, Payload: []byte("Block1 out of sequence")}
+		case block1TooLarge:
+			return s.tooLarge()
+		}
+		req.Payload = body
+	} else if len(req.Payload) > s.cfg.MaxBody {
+		return s.tooLarge()
+	}
+
+	resp := s.callHandler(ctx, req)
+	if resp == nil {
+		return nil
+	}
+	if hasB1 {
+		resp.SetUint(message.Block1, block{num: b1.num, szx: b1.szx}.encode())
+	}
+	size := s.cfg.BlockSize
+	if hasB2 && b2.size() < size {
+		size = b2.size()
+	}
+	if len(resp.Payload) > size {
+		d := &download{code: resp.Code, options: resp.Options, body: resp.Payload}
+		s.blocks.putDownload(tk, d, req.Received)
+		return s.slice(d, block{num: 0, szx: szxFor(size)})
+	}
+	return resp
+}
+
+// callHandler runs the Handler; a panic is logged and answered 5.00 so one
+// bad request never takes the server down.
+func (s *Server) callHandler(ctx context.Context, req *Request) (resp *Response) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("handler panic", "panic", fmt.Sprint(p), "peer", req.Peer.String())
+			resp = &Response{Code: codes.InternalServerError}
+		}
+	}()
+	return s.h.ServeCoAP(ctx, req)
+}
+
+// slice returns block b of a stored body (RFC 7959 §2.3).
+func (s *Server) slice(d *download, b block) *Response {
+	size := b.size()
+	start := int(b.num) * size
+	if start >= len(d.body) {
+		return &Response{Code: codes.BadOption, Payload: []byte("Block2 beyond end of body")}
+	}
+	end := min(start+size, len(d.body))
+	r := &Response{Code: d.code, Options: append(message.Options(nil), d.options...), Payload: d.body[start:end]}
+	r.SetUint(message.Block2, block{num: b.num, more: end < len(d.body), szx: b.szx}.encode())
+	if b.num == 0 {
+		r.SetUint(message.Size2, uint32(len(d.body)))
+	}
+	return r
+}
+
+func (s *Server) tooLarge() *Response {
+	r := &Response{Code: codes.RequestEntityTooLarge, Payload: []byte("request body too large")}
+	return r.SetUint(message.Size1, uint32(s.cfg.MaxBody))
+}
+
+func (s *Server) nextMID() uint16 { return uint16(s.mid.Add(1)) }
+
+// reset returns an RST for mid.
+func (s *Server) reset(mid uint16) []byte {
+	return []byte{0x70, 0, byte(mid >> 8), byte(mid)}
+}
+
+func (s *Server) encode(r *Response, typ message.Type, mid uint16, token []byte) ([]byte, error) {
+	sortOptions(r.Options)
+	m := message.Message{
+		Token: token, Options: r.Options, Code: r.Code, Payload: r.Payload,
+		MessageID: int32(mid), Type: typ,
+	}
+	n, err := coder.DefaultCoder.Size(m)
+	if err != nil {
+		return nil, fmt.Errorf("coap: size response: %w", err)
+	}
+	out := make([]byte, n)
+	if _, err := coder.DefaultCoder.Encode(m, out); err != nil {
+		return nil, fmt.Errorf("coap: encode response: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Server) writeRaw(b []byte, peer netip.AddrPort) {
+	if s.out != nil {
+		s.out(b, peer)
+		return
+	}
+	if _, err := s.conn.WriteToUDPAddrPort(b, peer); err != nil {
+		s.m.writeError()
+		s.log.Debug("udp write failed", "peer", peer.String(), "err", err)
+	}
+}
