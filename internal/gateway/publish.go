@@ -1,0 +1,127 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/coapgate/coapgate/internal/auth/token"
+	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/topic"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// requestToken returns the token from option 2088 or, as SDK v3.x and
+// third-party modules send it, option 61 (PROTOCOL.md §3.2).
+func requestToken(req *coapx.Request) string {
+	if v, ok := coapx.Bytes(req.Options, coapx.OptionAuthToken); ok && len(v) > 0 {
+		return string(v)
+	}
+	if v, ok := coapx.Bytes(req.Options, coapx.OptionToken61); ok {
+		return string(v)
+	}
+	return ""
+}
+
+// authenticate checks the request's token and returns the device, or the
+// response to send: 4.01 (no payload) for a missing, malformed, expired or
+// revoked token or a deleted device, 4.03 for a disabled one.
+func (g *Gateway) authenticate(ctx context.Context, req *coapx.Request) (identity, *coapx.Response) {
+	tok := requestToken(req)
+	if tok == "" {
+		return identity{}, g.tokenFail(req, reasonNoToken, codes.Unauthorized, "", "")
+	}
+	cl, err := g.o.Tokens.Verify(tok, req.Received)
+	if err != nil {
+		reason := reasonBadToken
+		if errors.Is(err, token.ErrExpired) {
+			reason = reasonExpired
+		}
+		return identity{}, g.tokenFail(req, reason, codes.Unauthorized, "", "")
+	}
+	id, err := g.cache.get(ctx, cl.ProductKey, cl.DeviceKey, req.Received)
+	switch {
+	case isStoreTrouble(err):
+		g.log.Error("device lookup failed", "productKey", cl.ProductKey, "deviceKey", cl.DeviceKey, "err", err)
+		return identity{}, g.unavailable()
+	case err != nil:
+		return identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	case id.dev.Generation != cl.Generation:
+		return identity{}, g.tokenFail(req, reasonRevoked, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	case !id.dev.Enabled:
+		return identity{}, g.tokenFail(req, reasonDisabled, codes.Forbidden, cl.ProductKey, cl.DeviceKey)
+	}
+	return id, nil
+}
+
+func (g *Gateway) tokenFail(req *coapx.Request, reason string, code codes.Code, pk, dk string) *coapx.Response {
+	g.m.authFailures.WithLabelValues(reason).Inc()
+	g.log.Debug("token refused", "reason", reason, "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
+	return &coapx.Response{Code: code}
+}
+
+// publish answers POST /topic/{topic…} (PROTOCOL.md §3.2, §4): token, ACL,
+// payload check, durable store, then 2.04 with option 2090 and the reply.
+func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Response {
+	id, resp := g.authenticate(ctx, req)
+	if resp != nil {
+		g.m.publish.WithLabelValues("refused").Inc()
+		return resp
+	}
+	top, err := topic.Parse(req.Path[1:])
+	if err != nil {
+		g.m.publish.WithLabelValues("bad_topic").Inc()
+		return badRequest(err)
+	}
+	if !topic.Allowed(top, id.dev.ProductKey, id.dev.DeviceKey) {
+		g.m.authFailures.WithLabelValues(reasonACL).Inc()
+		g.m.publish.WithLabelValues("denied").Inc()
+		g.log.Info("topic denied", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "topic", top, "peer", req.Peer.String())
+		return &coapx.Response{Code: codes.Forbidden}
+	}
+	def := cfJSON
+	if id.prod.DataFormat == registry.FormatCBOR {
+		def = cfCBOR
+	}
+	cf, ok := contentFormat(req, def)
+	if !ok {
+		g.m.publish.WithLabelValues("bad_content_format").Inc()
+		return &coapx.Response{Code: codes.UnsupportedMediaType}
+	}
+	respCF, ok := accept(req, cf)
+	if !ok {
+		g.m.publish.WithLabelValues("not_acceptable").Inc()
+		return &coapx.Response{Code: codes.NotAcceptable}
+	}
+	var (
+		jsonID []byte
+		cborID any
+	)
+	if topic.Classify(top) == topic.KindThing {
+		if jsonID, cborID, err = thingID(req.Payload, cf); err != nil {
+			g.m.publish.WithLabelValues("bad_payload").Inc()
+			return badRequest(err)
+		}
+	}
+	msg := &message.Message{
+		ProductKey:    id.dev.ProductKey,
+		DeviceKey:     id.dev.DeviceKey,
+		Topic:         top,
+		Payload:       append([]byte(nil), req.Payload...), // req buffers are the server's
+		ContentFormat: cf,
+		ReceivedAt:    req.Received,
+		Peer:          req.Peer.String(),
+		Transport:     g.o.Transport,
+	}
+	if err := g.o.Ingest.Append(ctx, msg); err != nil {
+		g.m.publish.WithLabelValues("store_unavailable").Inc()
+		return g.unavailable()
+	}
+	g.m.publish.WithLabelValues("stored").Inc()
+	g.seen(id, req)
+	r := &coapx.Response{Code: codes.Changed, Payload: encodeReply(respCF, jsonID, cborID)}
+	r.SetBytes(coapx.OptionMessageID, strconv.AppendInt(nil, msg.ID, 10))
+	return r.SetUint(optContentFormat, uint32(respCF))
+}
