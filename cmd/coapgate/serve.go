@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/api"
+	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/auth/token"
+	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/gateway"
+	"github.com/coapgate/coapgate/internal/ingest"
+	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/sqlitestore"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// server is one running gateway node: the CoAP listener, the management API
+// and the stores behind them.
+type server struct {
+	cfg      config.Config
+	log      *slog.Logger
+	store    *sqlitestore.Store
+	batcher  *ingest.Batcher
+	coapConn *net.UDPConn
+	apiLn    net.Listener
+	// AdminKey is set when this start created the first API key.
+	AdminKey string
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when a listener fails
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	err    error // guarded by errMu; first fatal serving error
+}
+
+// newLogger builds the slog logger the config asks for.
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// loadTokenKey returns the token signing key: from config (hex) or from
+// DataDir/token.key, generated on first start.
+func loadTokenKey(cfg config.Config, log *slog.Logger) ([]byte, error) {
+	if cfg.Auth.TokenKey != "" {
+		k, err := hex.DecodeString(string(cfg.Auth.TokenKey))
+		if err != nil || len(k) < 16 {
+			return nil, errors.New("auth.token_key must be at least 16 bytes of hex")
+		}
+		return k, nil
+	}
+	path := filepath.Join(cfg.DataDir, "token.key")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(k) < 16 {
+			return nil, fmt.Errorf("%s: not a hex key of at least 16 bytes", path)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read token key: %w", err)
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	log.Info("generated token signing key; share it with every node of a cluster", "path", path)
+	return k, nil
+}
+
+// startServer opens the stores and starts the listeners; it returns once
+// both sockets are bound.
+func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *server, err error) {
+	s := &server{cfg: cfg, log: log, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.shutdown()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	key, err := loadTokenKey(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	codec, err := token.NewCodec(key)
+	if err != nil {
+		return nil, err
+	}
+	dbPath := cfg.Store.SQLitePath
+	if dbPath == "" {
+		dbPath = filepath.Join(cfg.DataDir, "coapgate.db")
+	}
+	if s.store, err = sqlitestore.Open(ctx, dbPath); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if s.AdminKey, err = ensureAdminKey(ctx, s.store); err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.batcher = ingest.NewBatcher(s.store, cfg.Store.BatchMax, reg, log)
+	pres := presence.NewTracker()
+	gw := gateway.New(gateway.Options{
+		Registry:          s.store,
+		Tokens:            codec,
+		Ingest:            s.batcher,
+		Presence:          pres,
+		Transport:         message.TransportCoAP,
+		TokenTTL:          cfg.Auth.TokenTTL,
+		OnlineLifetime:    cfg.Auth.OnlineLifetime,
+		DeviceCacheTTL:    cfg.Auth.DeviceCacheTTL,
+		UnavailableMaxAge: cfg.Store.UnavailableMaxAge,
+		Registerer:        reg,
+		Logger:            log,
+	})
+	coapMetrics := coapx.NewMetrics(reg)
+	coapSrv := coapx.NewServer(coapx.Config{
+		Workers: cfg.CoAP.Workers, Queue: cfg.CoAP.Queue, ReadBuffer: cfg.CoAP.ReadBuffer,
+		MaxBody: cfg.CoAP.MaxBody, BlockSize: cfg.CoAP.BlockSize, DedupEntries: cfg.CoAP.DedupEntries,
+		ExchangeLifetime: cfg.CoAP.ExchangeLifetime, NonLifetime: cfg.CoAP.NonLifetime,
+		Transport: message.TransportCoAP,
+	}, gw, coapMetrics, log)
+
+	udpAddr, err := net.ResolveUDPAddr("udp", cfg.CoAP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("coap.listen: %w", err)
+	}
+	if s.coapConn, err = net.ListenUDP("udp", udpAddr); err != nil {
+		return nil, fmt.Errorf("coap listen: %w", err)
+	}
+	if s.apiLn, err = net.Listen("tcp", cfg.API.Listen); err != nil {
+		return nil, fmt.Errorf("api listen: %w", err)
+	}
+	handler := api.New(api.Options{
+		Registry: s.store, Messages: s.store, Keys: s.store,
+		Presence: pres, Health: s.store.Ping,
+		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		OnDeviceChange:        gw.Invalidate,
+		Logger:                log,
+		Version:               version,
+		DefaultOnlineLifetime: cfg.Auth.OnlineLifetime,
+	})
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Go(func() {
+		if err := coapSrv.Serve(runCtx, s.coapConn); err != nil {
+			s.fail(fmt.Errorf("coap: %w", err))
+		}
+	})
+	s.wg.Go(func() {
+		if err := httpSrv.Serve(s.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.fail(fmt.Errorf("api: %w", err))
+		}
+	})
+	s.wg.Go(func() {
+		<-runCtx.Done()
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = httpSrv.Shutdown(sctx)
+	})
+	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
+	log.Info("coapgate started", "version", version, "coap", s.coapConn.LocalAddr().String(), "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
+	return s, nil
+}
+
+func (s *server) fail(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+		close(s.done)
+	}
+	s.errMu.Unlock()
+	s.cancel()
+}
+
+func (s *server) doneCh() <-chan struct{} { return s.done }
+
+// CoAPAddr and APIAddr are the bound addresses.
+func (s *server) CoAPAddr() *net.UDPAddr { return s.coapConn.LocalAddr().(*net.UDPAddr) }
+func (s *server) APIAddr() string         { return s.apiLn.Addr().String() }
+
+// shutdown stops accepting, lets in-flight requests finish (their uplinks
+// commit before the batcher closes), then closes the store.
+func (s *server) shutdown() error {
+	if s.cancel != nil {
+		s.cancel()
+	} else {
+		if s.coapConn != nil {
+			s.coapConn.Close()
+		}
+		if s.apiLn != nil {
+			s.apiLn.Close()
+		}
+	}
+	s.wg.Wait()
+	if s.batcher != nil {
+		s.batcher.Close()
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			return err
+		}
+	}
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// ensureAdminKey creates the first API key when none exists and returns
+// its secret (shown once); "" when keys exist already.
+func ensureAdminKey(ctx context.Context, st apikey.Store) (string, error) {
+	keys, err := st.ListAPIKeys(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list api keys: %w", err)
+	}
+	if len(keys) > 0 {
+		return "", nil
+	}
+	secret, k, err := apikey.New("admin", time.Now())
+	if err != nil {
+		return "", err
+	}
+	if err := st.CreateAPIKey(ctx, k); err != nil {
+		return "", fmt.Errorf("create admin api key: %w", err)
+	}
+	return secret, nil
+}
