@@ -296,9 +296,11 @@ func (s *Server) process(ctx context.Context, j job) {
 		var out []byte
 		if typ == message.Confirmable {
 			out = s.reset(mid)
-			s.writeRaw(out, j.peer)
 		}
 		s.dedup.complete(k, out, s.now())
+		if out != nil {
+			s.writeRaw(out, j.peer)
+		}
 		return
 	}
 	req := &Request{
@@ -322,13 +324,18 @@ func (s *Server) process(ctx context.Context, j job) {
 			resp = &Response{Code: codes.InternalServerError}
 			out, _ = s.encode(resp, rtyp, rmid, req.Token)
 		}
+	}
+	// Record the exchange before answering, so a duplicate that races the
+	// answer finds the cached response rather than an in-flight entry.
+	cached := out
+	if typ != message.Confirmable {
+		cached = nil // duplicates of a NON are dropped, never answered
+	}
+	s.dedup.complete(k, cached, s.now())
+	if out != nil {
 		s.m.response(resp.Code, s.now().Sub(j.at))
 		s.writeRaw(out, j.peer)
 	}
-	if typ != message.Confirmable {
-		out = nil // duplicates of a NON are dropped, never answered
-	}
-	s.dedup.complete(k, out, s.now())
 }
 
 // serve applies the protocol rules around the Handler: critical options,
