@@ -83,7 +83,7 @@ Quick start:
   coapgate serve                       # embedded defaults, data in ./data
   export COAPGATE_API_KEY=<printed admin key>
   coapgate product create --name demo
-  coapgate device create --product <productKey>
+  coapgate device create <productKey> [deviceKey]
 `)
 }
 

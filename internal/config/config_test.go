@@ -99,3 +99,12 @@ func TestPrintConfigRedactsSecret(t *testing.T) {
 		t.Errorf("durations not human-readable:\n%s", b)
 	}
 }
+
+func TestEveryFieldHasHelp(t *testing.T) {
+	c := Default()
+	for _, f := range Fields(&c) {
+		if Help[f.Key] == "" {
+			t.Errorf("config key %s has no help text", f.Key)
+		}
+	}
+}

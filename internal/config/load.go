@@ -97,6 +97,31 @@ func (f Field) String() string {
 	return fmt.Sprint(f.v.Interface())
 }
 
+// Help describes each setting, for --help and the docs.
+var Help = map[string]string{
+	"data_dir":                  "directory for the embedded database, the token key and generated certificates",
+	"log.level":                 "log level: debug, info, warn or error",
+	"log.format":                "log format: text or json",
+	"coap.listen":               "UDP address of the plain CoAP listener (token auth)",
+	"coap.workers":              "requests handled concurrently",
+	"coap.queue":                "datagrams waiting for a worker before CON requests get 5.03",
+	"coap.read_buffer":          "socket receive buffer to request (SO_RCVBUF), bytes; capped by net.core.rmem_max",
+	"coap.max_body":             "largest request body (after Block1 reassembly); larger gets 4.13 with Size1",
+	"coap.block_size":           "Block2 size for large responses (power of two, 16..1024)",
+	"coap.dedup_entries":        "exchanges kept for duplicate detection and response replay",
+	"coap.exchange_lifetime":    "how long a CON's response is replayed to duplicates (RFC 7252 EXCHANGE_LIFETIME)",
+	"coap.non_lifetime":         "how long a NON's Message ID is remembered (RFC 7252 NON_LIFETIME)",
+	"auth.token_ttl":            "lifetime of tokens issued by POST /auth",
+	"auth.token_key":            "hex token signing key shared by all nodes (default: generated into data_dir/token.key)",
+	"auth.online_lifetime":      "how long a token device stays online after its last message (unless its product sets one)",
+	"auth.device_cache_ttl":     "how stale a cached device record may be (other nodes' changes show within this)",
+	"api.listen":                "TCP address of the management HTTP API",
+	"store.driver":              "storage driver: sqlite (embedded)",
+	"store.sqlite_path":         "SQLite database file (default data_dir/coapgate.db)",
+	"store.batch_max":           "largest group commit of uplinks",
+	"store.unavailable_max_age": "Max-Age sent with 5.03 while storage is unavailable",
+}
+
 // Overrides collects flag values; they are applied last.
 type Overrides struct {
 	set map[string]string // key -> raw value
@@ -109,7 +134,7 @@ func RegisterFlags(fs *flag.FlagSet) *Overrides {
 	def := Default()
 	for _, f := range Fields(&def) {
 		key := f.Key
-		usage := fmt.Sprintf("sets %s (env %s)", key, f.Env)
+		usage := fmt.Sprintf("%s (env %s)", Help[key], f.Env)
 		fs.Func(f.Flag, usage+defaultNote(f), func(s string) error {
 			ov.set[key] = s
 			return nil
