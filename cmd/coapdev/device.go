@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+
+	"github.com/coapgate/coapgate/sdk"
+)
+
+// deviceFlags are the connection and credential flags shared by commands.
+type deviceFlags struct {
+	server      string
+	product     string
+	device      string
+	secret      string
+	clientID    string
+	signMethod  string
+	cbor        bool
+	timeout     time.Duration
+	tokenOption uint
+	blockSize   int
+}
+
+func addDeviceFlags(fs *flag.FlagSet) *deviceFlags {
+	d := &deviceFlags{}
+	fs.StringVar(&d.server, "server", "127.0.0.1:5683", "CoAP server `host:port`")
+	fs.StringVar(&d.product, "product", "", "product key (or env COAPDEV_PRODUCT)")
+	fs.StringVar(&d.device, "device", "", "device name (or env COAPDEV_DEVICE)")
+	fs.StringVar(&d.secret, "secret", "", "device secret (or env COAPDEV_SECRET, preferred: keeps it out of shell history)")
+	fs.StringVar(&d.clientID, "client-id", "", "clientId sent in /auth (default \"<product>.<device>\")")
+	fs.StringVar(&d.signMethod, "sign-method", "hmacmd5", "signature method: hmacmd5, hmacsha1 or hmacsha256")
+	fs.BoolVar(&d.cbor, "cbor", false, "use CBOR (Content-Format 60) instead of JSON (50)")
+	fs.DurationVar(&d.timeout, "timeout", 10*time.Second, "give up on a request after this long")
+	fs.UintVar(&d.tokenOption, "token-option", 2088, "CoAP option carrying the auth token: 2088 or 61")
+	fs.IntVar(&d.blockSize, "block-size", sdk.DefaultBlockSize, "RFC 7959 Block1 size for large payloads (16..1024)")
+	return d
+}
+
+// applyEnv fills credentials left empty on the command line from the environment.
+func (d *deviceFlags) applyEnv(getenv func(string) string) {
+	if d.product == "" {
+		d.product = getenv("COAPDEV_PRODUCT")
+	}
+	if d.device == "" {
+		d.device = getenv("COAPDEV_DEVICE")
+	}
+	if d.secret == "" {
+		d.secret = getenv("COAPDEV_SECRET")
+	}
+}
+
+// missing names the credentials that are not set.
+func (d *deviceFlags) missing() []string {
+	var m []string
+	if d.product == "" {
+		m = append(m, "--product (COAPDEV_PRODUCT)")
+	}
+	if d.device == "" {
+		m = append(m, "--device (COAPDEV_DEVICE)")
+	}
+	if d.secret == "" {
+		m = append(m, "--secret (COAPDEV_SECRET)")
+	}
+	return m
+}
+
+func (d *deviceFlags) contentFormat() message.MediaType {
+	if d.cbor {
+		return sdk.CBOR
+	}
+	return sdk.JSON
+}
+
+// dial connects with the flags; withCreds false dials without credentials.
+func (d *deviceFlags) dial(ctx context.Context, withCreds bool, extra ...sdk.Option) (*sdk.Client, error) {
+	opts := []sdk.Option{
+		sdk.WithContentFormat(d.contentFormat()),
+		sdk.WithTokenOption(message.OptionID(d.tokenOption)),
+		sdk.WithBlockSize(d.blockSize),
+	}
+	if withCreds {
+		opts = append(opts, sdk.WithCredentials(sdk.Credentials{
+			ProductKey:   d.product,
+			DeviceName:   d.device,
+			DeviceSecret: d.secret,
+			ClientID:     d.clientID,
+			SignMethod:   d.signMethod,
+		}))
+	}
+	return sdk.Dial(ctx, d.server, append(opts, extra...)...)
+}
+
+// dialError maps a Dial error to an exit code and message.
+func dialError(e *env, name string, err error) int {
+	fmt.Fprintf(e.stderr, "coapdev %s: %v\n", name, err)
+	if errors.Is(err, sdk.ErrInvalidOption) {
+		return exitUsage
+	}
+	return exitError
+}
