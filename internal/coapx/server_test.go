@@ -263,8 +263,11 @@ func TestBlock1Upload(t *testing.T) {
 	if final.Code != codes.Changed {
 		t.Fatalf("final block: %v", final.Code)
 	}
-	if h.calls.Load() != 1 || !bytes.Equal(h.last, body) {
-		t.Fatalf("handler calls %d, body len %d, want 1 call with %d bytes", h.calls.Load(), len(h.last), len(body))
+	h.mu.Lock()
+	last := h.last
+	h.mu.Unlock()
+	if h.calls.Load() != 1 || !bytes.Equal(last, body) {
+		t.Fatalf("handler calls %d, body len %d, want 1 call with %d bytes", h.calls.Load(), len(last), len(body))
 	}
 	// A block out of sequence: 4.08.
 	b := block{num: 3, more: true, szx: szx}
