@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
+	"strconv"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -20,14 +22,26 @@ type authRequest struct {
 	ClientID   string `json:"clientId"`
 	Sign       string `json:"sign"`
 	SignMethod string `json:"signmethod"`
+	// Seq is sent (as a string, as the vendor SDK does) in symmetric mode.
+	Seq string `json:"seq,omitempty"`
 }
 
+// authResponse is the /auth answer; Random and SeqOffset come only in
+// symmetric mode (PROTOCOL.md §3.1).
 type authResponse struct {
-	Token string `json:"token"`
+	Token     string `json:"token"`
+	Random    string `json:"random"`
+	SeqOffset uint64 `json:"seqOffset"`
 }
 
 // authPayload builds the signed POST /auth body of cr in format cf (pure).
 func authPayload(cr Credentials, cf message.MediaType) ([]byte, error) {
+	return authPayloadSeq(cr, cf, "")
+}
+
+// authPayloadSeq is authPayload with the symmetric mode's seq field (signed
+// like every field, PROTOCOL.md §3.4) when seq is not empty (pure).
+func authPayloadSeq(cr Credentials, cf message.MediaType, seq string) ([]byte, error) {
 	method, err := devsign.ParseMethod(cr.SignMethod)
 	if err != nil {
 		return nil, err
@@ -37,13 +51,18 @@ func authPayload(cr Credentials, cf message.MediaType) ([]byte, error) {
 		DeviceName: cr.DeviceName,
 		ClientID:   cr.clientID(),
 		SignMethod: string(method),
+		Seq:        seq,
 	}
 	// PROTOCOL.md §3.1: every submitted field except sign and signmethod is signed.
-	req.Sign, err = devsign.Sign(method, cr.DeviceSecret, map[string]string{
+	fields := map[string]string{
 		"productKey": req.ProductKey,
 		"deviceName": req.DeviceName,
 		"clientId":   req.ClientID,
-	})
+	}
+	if seq != "" {
+		fields["seq"] = seq
+	}
+	req.Sign, err = devsign.Sign(method, cr.DeviceSecret, fields)
 	if err != nil {
 		return nil, err
 	}
@@ -55,6 +74,13 @@ func authPayload(cr Credentials, cf message.MediaType) ([]byte, error) {
 
 // parseAuthToken extracts the token of a 2.xx /auth response body (pure).
 func parseAuthToken(payload []byte, isCBOR bool) (string, error) {
+	ar, err := parseAuthReply(payload, isCBOR, false)
+	return ar.Token, err
+}
+
+// parseAuthReply decodes a 2.xx /auth response body; symmetric requires
+// random (at most 32 characters) and a seqOffset >= 1 as well (pure).
+func parseAuthReply(payload []byte, isCBOR, symmetric bool) (authResponse, error) {
 	var ar authResponse
 	var err error
 	if isCBOR {
@@ -63,33 +89,42 @@ func parseAuthToken(payload []byte, isCBOR bool) (string, error) {
 		err = json.Unmarshal(payload, &ar)
 	}
 	if err != nil {
-		return "", fmt.Errorf("%w: auth response: %w", ErrMalformed, err)
+		return authResponse{}, fmt.Errorf("%w: auth response: %w", ErrMalformed, err)
 	}
 	if ar.Token == "" {
-		return "", ErrNoToken
+		return authResponse{}, ErrNoToken
 	}
-	return ar.Token, nil
+	if symmetric && (ar.Random == "" || len(ar.Random) > 32 || ar.SeqOffset == 0) {
+		return authResponse{}, fmt.Errorf("%w: symmetric auth response needs random and seqOffset", ErrMalformed)
+	}
+	return ar, nil
 }
 
 // Auth sends POST /auth with the credentials given to Dial, stores the
 // returned token in the Client and returns it. A non-2.xx answer is a
 // *StatusError: 4.00 bad payload, 4.01 bad signature or unknown device,
-// 4.03 disabled device.
+// 4.03 disabled device. With WithSymmetric the request carries seq and the
+// Client keeps the session (random, seqOffset, key) with the token.
 func (c *Client) Auth(ctx context.Context) (string, error) {
 	c.authMu.Lock()
 	defer c.authMu.Unlock()
-	return c.authLocked(ctx)
+	st, err := c.authLocked(ctx)
+	return st.token, err
 }
 
 // authLocked is Auth with c.authMu held.
-func (c *Client) authLocked(ctx context.Context) (string, error) {
+func (c *Client) authLocked(ctx context.Context) (authState, error) {
 	if !c.cfg.hasCreds {
-		return "", ErrNoCredentials
+		return authState{}, ErrNoCredentials
 	}
 	cf := c.cfg.contentFormat
-	body, err := authPayload(c.cfg.creds, cf)
+	var seq string
+	if c.cfg.symmetric {
+		seq = strconv.FormatUint(uint64(mrand.Uint32N(1<<31)), 10)
+	}
+	body, err := authPayloadSeq(c.cfg.creds, cf, seq)
 	if err != nil {
-		return "", fmt.Errorf("auth payload: %w", err)
+		return authState{}, fmt.Errorf("auth payload: %w", err)
 	}
 	resp, err := c.send(ctx, &request{
 		code:          codes.POST,
@@ -101,50 +136,56 @@ func (c *Client) authLocked(ctx context.Context) (string, error) {
 		payload:       body,
 	}, 0)
 	if err != nil {
-		return "", fmt.Errorf("auth: %w", err)
+		return authState{}, fmt.Errorf("auth: %w", err)
 	}
 	if !isSuccess(resp.Code) {
-		return "", statusError(resp)
+		return authState{}, statusError(resp)
 	}
-	var token string
+	sym := c.cfg.symmetric
+	var ar authResponse
 	if resp.hasContentFormat {
-		token, err = parseAuthToken(resp.Payload, resp.ContentFormat == CBOR)
+		ar, err = parseAuthReply(resp.Payload, resp.ContentFormat == CBOR, sym)
 	} else {
 		// No Content-Format: expect what we asked for, accept the other.
-		token, err = parseAuthToken(resp.Payload, cf == CBOR)
+		ar, err = parseAuthReply(resp.Payload, cf == CBOR, sym)
 		if err != nil {
-			if t, err2 := parseAuthToken(resp.Payload, cf != CBOR); err2 == nil {
-				token, err = t, nil
+			if a, err2 := parseAuthReply(resp.Payload, cf != CBOR, sym); err2 == nil {
+				ar, err = a, nil
 			}
 		}
 	}
 	if err != nil {
-		return "", err
+		return authState{}, err
 	}
-	c.setToken(token)
-	return token, nil
+	st := authState{token: ar.Token}
+	if sym {
+		st.sym = newSymSession(c.cfg.creds.DeviceSecret, ar)
+	}
+	c.setAuth(st)
+	return st, nil
 }
 
-// ensureToken returns the stored token, authenticating first if there is none.
-func (c *Client) ensureToken(ctx context.Context) (string, error) {
-	if t := c.Token(); t != "" {
-		return t, nil
+// ensureAuth returns the stored token (and session), authenticating first
+// if there is none.
+func (c *Client) ensureAuth(ctx context.Context) (authState, error) {
+	if st := c.auth(); st.usable(c.cfg.symmetric) {
+		return st, nil
 	}
 	c.authMu.Lock()
 	defer c.authMu.Unlock()
-	if t := c.Token(); t != "" { // another request authenticated meanwhile
-		return t, nil
+	if st := c.auth(); st.usable(c.cfg.symmetric) { // another request authenticated meanwhile
+		return st, nil
 	}
 	return c.authLocked(ctx)
 }
 
 // reauth replaces the token stale that the server refused, once for all the
 // requests that were refused with it.
-func (c *Client) reauth(ctx context.Context, stale string) (string, error) {
+func (c *Client) reauth(ctx context.Context, stale string) (authState, error) {
 	c.authMu.Lock()
 	defer c.authMu.Unlock()
-	if t := c.Token(); t != "" && t != stale {
-		return t, nil
+	if st := c.auth(); st.usable(c.cfg.symmetric) && st.token != stale {
+		return st, nil
 	}
 	return c.authLocked(ctx)
 }

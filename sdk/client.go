@@ -39,6 +39,7 @@ type Client struct {
 	byToken   map[string]*exchange // guarded by mu; requests awaiting a response
 	recentACK midRing              // guarded by mu; CON responses we ACKed (RFC 7252 §4.5)
 	token     string               // guarded by mu; the auth token
+	sym       *symSession          // guarded by mu; the symmetric session of token (WithSymmetric)
 
 	authMu  sync.Mutex // serialises POST /auth
 	thingID atomic.Uint64
@@ -119,9 +120,16 @@ func (c *Client) Token() string {
 	return c.token
 }
 
-func (c *Client) setToken(t string) {
+// auth returns the stored token with its session.
+func (c *Client) auth() authState {
 	c.mu.Lock()
-	c.token = t
+	defer c.mu.Unlock()
+	return authState{token: c.token, sym: c.sym}
+}
+
+func (c *Client) setAuth(st authState) {
+	c.mu.Lock()
+	c.token, c.sym = st.token, st.sym
 	c.mu.Unlock()
 }
 

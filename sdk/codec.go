@@ -91,6 +91,7 @@ type request struct {
 	hasAccept     bool
 	authOption    message.OptionID // 0: none
 	authToken     string
+	seq           []byte // option 2089 (symmetric mode), nil: none
 	payload       []byte
 	block1        *blockOpt // nil: no Block1 option
 	size1         int       // >0: Size1 option (RFC 7959 §4)
@@ -134,6 +135,9 @@ func buildMessage(r *request, mid uint16, token []byte) (message.Message, error)
 	}
 	if r.authOption != 0 {
 		opts = opts.Add(message.Option{ID: r.authOption, Value: []byte(r.authToken)})
+	}
+	if r.seq != nil {
+		opts = opts.Add(message.Option{ID: OptionSeq, Value: r.seq})
 	}
 	return message.Message{
 		Token:     token,

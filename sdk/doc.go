@@ -15,7 +15,11 @@
 //     token carried in option 2088 (or 61) and the platform message ID read
 //     from option 2090 of the response;
 //   - one automatic re-authentication and retry when a publish is answered
-//     with 4.01 Unauthorized and the credentials are known.
+//     with 4.01 Unauthorized and the credentials are known;
+//   - the symmetric-encryption mode (WithSymmetric, PROTOCOL.md §3.4; the
+//     gateway's port 5682): seq in /auth, the session key derived from the
+//     returned random, AES-128-CBC payloads, the next sequence number in
+//     option 2089 and decrypted replies, transparently to Publish.
 //
 // A Client owns one reader goroutine (stopped by Close) and is safe for
 // concurrent use: ACKs are matched by Message ID, responses by CoAP token.

@@ -21,7 +21,14 @@ const (
 	// OptionMessageID is the response option holding the platform message ID
 	// (decimal ASCII) of an uplink.
 	OptionMessageID message.OptionID = 2090
+	// OptionSeq carries the encrypted sequence number of a symmetric-mode
+	// uplink (PROTOCOL.md §3.4).
+	OptionSeq message.OptionID = 2089
 )
+
+// DefaultSymmetricPort is the gateway's symmetric-encryption port; plain
+// CoAP is on 5683.
+const DefaultSymmetricPort = 5682
 
 // Content formats the SDK can label a body with.
 const (
@@ -121,6 +128,7 @@ type config struct {
 	creds         Credentials
 	hasCreds      bool
 	token         string
+	symmetric     bool
 }
 
 func defaultConfig() config {
@@ -153,6 +161,9 @@ func (c *config) validate() error {
 		if _, err := devsign.ParseMethod(c.creds.SignMethod); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.symmetric && !c.hasCreds {
+		errs = append(errs, errors.New("symmetric mode needs credentials (the session key derives from the device secret)"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
@@ -200,6 +211,18 @@ func WithBlockSize(n int) Option {
 // authentication before the first publish and by the re-authentication on 4.01.
 func WithCredentials(cr Credentials) Option {
 	return func(c *config) { c.creds, c.hasCreds = cr, true }
+}
+
+// WithSymmetric selects the symmetric-encryption mode of the platform
+// (PROTOCOL.md §3.4; the gateway serves it on port 5682, DefaultSymmetricPort):
+// Auth sends seq and keeps the session the server returns (random,
+// seqOffset, and the key SHA-256(secret+","+random)[8:24]); Publish encrypts
+// the payload with AES-128-CBC, sends the next sequence number encrypted in
+// option 2089 (starting at seqOffset) and decrypts the reply. It needs
+// WithCredentials: the key derives from the device secret. A token given by
+// WithToken has no session and is not used in this mode.
+func WithSymmetric() Option {
+	return func(c *config) { c.symmetric = true }
 }
 
 // WithToken starts the Client with a token obtained earlier (for example a

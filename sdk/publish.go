@@ -34,30 +34,38 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 	if err != nil {
 		return nil, err
 	}
-	token, err := c.ensureToken(ctx)
+	st, err := c.ensureAuth(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.publishOnce(ctx, path, payload, &pc, token)
+	resp, err := c.publishOnce(ctx, path, payload, &pc, st)
 	if err != nil || resp == nil {
 		return nil, err
 	}
 	if resp.Code == codes.Unauthorized && c.cfg.hasCreds {
-		if token, err = c.reauth(ctx, token); err != nil {
+		if st, err = c.reauth(ctx, st.token); err != nil {
 			return nil, fmt.Errorf("re-authenticate after 4.01: %w", err)
 		}
-		if resp, err = c.publishOnce(ctx, path, payload, &pc, token); err != nil || resp == nil {
+		if resp, err = c.publishOnce(ctx, path, payload, &pc, st); err != nil || resp == nil {
 			return nil, err
 		}
 	}
 	if !isSuccess(resp.Code) {
 		return nil, statusError(resp)
 	}
+	if st.sym != nil && len(resp.Payload) > 0 {
+		// PROTOCOL.md §3.4: every non-empty response payload is encrypted.
+		plain, err := st.sym.open(resp.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: decrypt reply: %w", ErrMalformed, err)
+		}
+		resp.Payload = plain
+	}
 	return resp, nil
 }
 
-func (c *Client) publishOnce(ctx context.Context, path []string, payload []byte, pc *publishConfig, token string) (*Response, error) {
-	return c.send(ctx, &request{
+func (c *Client) publishOnce(ctx context.Context, path []string, payload []byte, pc *publishConfig, st authState) (*Response, error) {
+	r := &request{
 		code:          codes.POST,
 		path:          path,
 		confirmable:   !pc.nonConfirmable,
@@ -65,9 +73,13 @@ func (c *Client) publishOnce(ctx context.Context, path []string, payload []byte,
 		accept:        pc.accept,
 		hasAccept:     true,
 		authOption:    c.cfg.tokenOption,
-		authToken:     token,
+		authToken:     st.token,
 		payload:       payload,
-	}, pc.waitNON)
+	}
+	if st.sym != nil {
+		r.payload, r.seq = st.sym.seal(payload)
+	}
+	return c.send(ctx, r, pc.waitNON)
 }
 
 // thingRequest is the thing-model request body (PROTOCOL.md §4).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -24,11 +25,18 @@ type deviceFlags struct {
 	timeout     time.Duration
 	tokenOption uint
 	blockSize   int
+	mode        string
 }
+
+// Modes of --mode.
+const (
+	modePlain     = "plain"
+	modeSymmetric = "symmetric"
+)
 
 func addDeviceFlags(fs *flag.FlagSet) *deviceFlags {
 	d := &deviceFlags{}
-	fs.StringVar(&d.server, "server", "127.0.0.1:5683", "CoAP server `host:port`")
+	fs.StringVar(&d.server, "server", "127.0.0.1:5683", "CoAP server `host:port`; with --mode symmetric the default is 127.0.0.1:5682")
 	fs.StringVar(&d.product, "product", "", "product key (or env COAPDEV_PRODUCT)")
 	fs.StringVar(&d.device, "device", "", "device name (or env COAPDEV_DEVICE)")
 	fs.StringVar(&d.secret, "secret", "", "device secret (or env COAPDEV_SECRET, preferred: keeps it out of shell history)")
@@ -38,7 +46,23 @@ func addDeviceFlags(fs *flag.FlagSet) *deviceFlags {
 	fs.DurationVar(&d.timeout, "timeout", 10*time.Second, "give up on a request after this long")
 	fs.UintVar(&d.tokenOption, "token-option", 2088, "CoAP option carrying the auth token: 2088 or 61")
 	fs.IntVar(&d.blockSize, "block-size", sdk.DefaultBlockSize, "RFC 7959 Block1 size for large payloads (16..1024)")
+	fs.StringVar(&d.mode, "mode", modePlain, "plain (token auth, port 5683) or symmetric (AES-encrypted payloads and\nsequence numbers, port 5682)")
 	return d
+}
+
+// resolve checks --mode and picks the symmetric port when --server was not
+// given; it returns a usage problem or "".
+func (d *deviceFlags) resolve(fs *flag.FlagSet) string {
+	switch d.mode {
+	case modePlain:
+	case modeSymmetric:
+		if !isFlagSet(fs, "server") {
+			d.server = "127.0.0.1:" + strconv.Itoa(sdk.DefaultSymmetricPort)
+		}
+	default:
+		return fmt.Sprintf("--mode %q: want plain or symmetric", d.mode)
+	}
+	return ""
 }
 
 // applyEnv fills credentials left empty on the command line from the environment.
@@ -82,6 +106,9 @@ func (d *deviceFlags) dial(ctx context.Context, withCreds bool, extra ...sdk.Opt
 		sdk.WithContentFormat(d.contentFormat()),
 		sdk.WithTokenOption(message.OptionID(d.tokenOption)),
 		sdk.WithBlockSize(d.blockSize),
+	}
+	if d.mode == modeSymmetric {
+		opts = append(opts, sdk.WithSymmetric())
 	}
 	if withCreds {
 		opts = append(opts, sdk.WithCredentials(sdk.Credentials{

@@ -6,6 +6,10 @@
 //	coapdev publish --server 127.0.0.1:5683 --product PK --device DK --secret DS --topic /sys/PK/DK/... --data '{...}'
 //	coapdev version
 //
+// --mode symmetric (port 5682 unless --server is given) uses the
+// symmetric-encryption mode (§3.4): seq in /auth, encrypted payloads and
+// sequence numbers.
+//
 // Credentials may come from COAPDEV_PRODUCT, COAPDEV_DEVICE and
 // COAPDEV_SECRET instead of flags, so that secrets stay out of shell history.
 package main

@@ -32,6 +32,10 @@ A NON publish without --wait-non prints "seq=N sent=NON". A 4.01 answer
 triggers one re-authentication and one retry. Failed messages are reported on
 stderr; the exit status is 1 if any message failed.
 
+With --mode symmetric (port 5682 by default) the payload is AES-encrypted,
+each message carries the next sequence number in option 2089 and the reply
+is decrypted before it is printed; --token cannot be used then.
+
 The topic defaults to /sys/{product}/{device}/thing/event/property/post.
 With --cbor, a JSON payload is converted to CBOR before it is sent; a payload
 that is not JSON is sent as it is.`, `
@@ -53,6 +57,12 @@ that is not JSON is sent as it is.`, `
 		return code
 	}
 	d.applyEnv(e.getenv)
+	if msg := d.resolve(fs); msg != "" {
+		return usageError(e, fs, "%s", msg)
+	}
+	if d.mode == modeSymmetric && *token != "" {
+		return usageError(e, fs, "--token cannot be used with --mode symmetric (the session key comes from auth)")
+	}
 
 	withCreds := len(d.missing()) == 0
 	if !withCreds && *token == "" {

@@ -37,9 +37,17 @@ type testGateway struct {
 
 func startTestGateway(t *testing.T, mutate ...func(*config.Config)) *testGateway {
 	t.Helper()
+	return startTestGatewayHooks(t, nil, mutate...)
+}
+
+// startTestGatewayHooks is startTestGateway with server hooks (e.g. a fixed
+// random source).
+func startTestGatewayHooks(t *testing.T, hooks []func(*serverHooks), mutate ...func(*config.Config)) *testGateway {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.CoAP.Listen = "127.0.0.1:0"
+	cfg.CoAP.SymmetricListen = "127.0.0.1:0"
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.CoAP.Workers = 64
 	for _, m := range mutate {
@@ -49,7 +57,7 @@ func startTestGateway(t *testing.T, mutate ...func(*config.Config)) *testGateway
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := startServer(context.Background(), cfg, log)
+	s, err := startServer(context.Background(), cfg, log, hooks...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,7 @@ type server struct {
 	store    *sqlitestore.Store
 	batcher  *ingest.Batcher
 	coapConn *net.UDPConn
+	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	apiLn    net.Listener
 	// AdminKey is set when this start created the first API key.
 	AdminKey string
@@ -94,9 +95,20 @@ func loadTokenKey(cfg config.Config, log *slog.Logger) ([]byte, error) {
 	return k, nil
 }
 
+// serverHooks replace parts of a server in tests.
+type serverHooks struct {
+	// rand is the gateways' source of session randoms (default crypto/rand).
+	rand io.Reader
+}
+
 // startServer opens the stores and starts the listeners; it returns once
-// both sockets are bound.
-func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *server, err error) {
+// every socket is bound.
+func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks ...func(*serverHooks)) (_ *server, err error) {
+	started := time.Now()
+	var hk serverHooks
+	for _, h := range hooks {
+		h(&hk)
+	}
 	s := &server{cfg: cfg, log: log, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -129,42 +141,74 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *s
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.batcher = ingest.NewBatcher(s.store, cfg.Store.BatchMax, reg, log)
 	pres := presence.NewTracker()
-	gw := gateway.New(gateway.Options{
-		Registry:          s.store,
-		Tokens:            codec,
-		Ingest:            s.batcher,
-		Presence:          pres,
-		Transport:         message.TransportCoAP,
-		TokenTTL:          cfg.Auth.TokenTTL,
-		OnlineLifetime:    cfg.Auth.OnlineLifetime,
-		DeviceCacheTTL:    cfg.Auth.DeviceCacheTTL,
-		UnavailableMaxAge: cfg.Store.UnavailableMaxAge,
-		Registerer:        reg,
-		Logger:            log,
-	})
-	coapMetrics := coapx.NewMetrics(reg)
-	coapSrv := coapx.NewServer(coapx.Config{
-		Workers: cfg.CoAP.Workers, Queue: cfg.CoAP.Queue, ReadBuffer: cfg.CoAP.ReadBuffer,
-		MaxBody: cfg.CoAP.MaxBody, BlockSize: cfg.CoAP.BlockSize, DedupEntries: cfg.CoAP.DedupEntries,
-		ExchangeLifetime: cfg.CoAP.ExchangeLifetime, NonLifetime: cfg.CoAP.NonLifetime,
-		Transport: message.TransportCoAP,
-	}, gw, coapMetrics, log)
-
-	udpAddr, err := net.ResolveUDPAddr("udp", cfg.CoAP.Listen)
+	signEIV, err := cfg.Auth.SignEIV()
 	if err != nil {
+		return nil, err
+	}
+	// One Gateway per listener; they share the registry, the batcher, the
+	// presence table and the metrics registry (their metrics differ by the
+	// transport label).
+	newGateway := func(transport string, symmetric bool) *gateway.Gateway {
+		return gateway.New(gateway.Options{
+			Registry:          s.store,
+			Tokens:            codec,
+			Ingest:            s.batcher,
+			Presence:          pres,
+			Transport:         transport,
+			Symmetric:         symmetric,
+			Rand:              hk.rand,
+			Started:           started,
+			ReplayWindow:      cfg.CoAP.ReplayWindow,
+			MaxSessions:       cfg.CoAP.ReplaySessions,
+			SignEIV:           signEIV,
+			TokenTTL:          cfg.Auth.TokenTTL,
+			OnlineLifetime:    cfg.Auth.OnlineLifetime,
+			DeviceCacheTTL:    cfg.Auth.DeviceCacheTTL,
+			UnavailableMaxAge: cfg.Store.UnavailableMaxAge,
+			Registerer:        reg,
+			Logger:            log,
+		})
+	}
+	coapMetrics := coapx.NewMetrics(reg)
+	newCoAPServer := func(transport string, h coapx.Handler) *coapx.Server {
+		return coapx.NewServer(coapx.Config{
+			Workers: cfg.CoAP.Workers, Queue: cfg.CoAP.Queue, ReadBuffer: cfg.CoAP.ReadBuffer,
+			MaxBody: cfg.CoAP.MaxBody, BlockSize: cfg.CoAP.BlockSize, DedupEntries: cfg.CoAP.DedupEntries,
+			ExchangeLifetime: cfg.CoAP.ExchangeLifetime, NonLifetime: cfg.CoAP.NonLifetime,
+			Transport: transport,
+		}, h, coapMetrics, log)
+	}
+	gw := newGateway(message.TransportCoAP, false)
+	coapSrv := newCoAPServer(message.TransportCoAP, gw)
+	gateways := []*gateway.Gateway{gw}
+	var symSrv *coapx.Server
+	if cfg.CoAP.SymmetricListen != "" {
+		symGW := newGateway(message.TransportSymmetric, true)
+		symSrv = newCoAPServer(message.TransportSymmetric, symGW)
+		gateways = append(gateways, symGW)
+	}
+
+	if s.coapConn, err = listenUDP(cfg.CoAP.Listen); err != nil {
 		return nil, fmt.Errorf("coap.listen: %w", err)
 	}
-	if s.coapConn, err = net.ListenUDP("udp", udpAddr); err != nil {
-		return nil, fmt.Errorf("coap listen: %w", err)
+	if symSrv != nil {
+		if s.symConn, err = listenUDP(cfg.CoAP.SymmetricListen); err != nil {
+			return nil, fmt.Errorf("coap.symmetric_listen: %w", err)
+		}
 	}
 	if s.apiLn, err = net.Listen("tcp", cfg.API.Listen); err != nil {
 		return nil, fmt.Errorf("api listen: %w", err)
+	}
+	invalidate := func(pk, dk string) {
+		for _, g := range gateways {
+			g.Invalidate(pk, dk)
+		}
 	}
 	handler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store,
 		Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		OnDeviceChange:        gw.Invalidate,
+		OnDeviceChange:        invalidate,
 		Logger:                log,
 		Version:               version,
 		DefaultOnlineLifetime: cfg.Auth.OnlineLifetime,
@@ -178,6 +222,13 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *s
 			s.fail(fmt.Errorf("coap: %w", err))
 		}
 	})
+	if symSrv != nil {
+		s.wg.Go(func() {
+			if err := symSrv.Serve(runCtx, s.symConn); err != nil {
+				s.fail(fmt.Errorf("coap-sym: %w", err))
+			}
+		})
+	}
 	s.wg.Go(func() {
 		if err := httpSrv.Serve(s.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.fail(fmt.Errorf("api: %w", err))
@@ -189,9 +240,22 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *s
 		defer c()
 		_ = httpSrv.Shutdown(sctx)
 	})
+	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
-	log.Info("coapgate started", "version", version, "coap", s.coapConn.LocalAddr().String(), "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
+	symAddr := "disabled"
+	if s.symConn != nil {
+		symAddr = s.symConn.LocalAddr().String()
+	}
+	log.Info("coapgate started", "version", version, "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+func listenUDP(addr string) (*net.UDPConn, error) {
+	udpAddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return net.ListenUDP("udp", udpAddr)
 }
 
 func (s *server) fail(err error) {
@@ -208,7 +272,15 @@ func (s *server) doneCh() <-chan struct{} { return s.done }
 
 // CoAPAddr and APIAddr are the bound addresses.
 func (s *server) CoAPAddr() *net.UDPAddr { return s.coapConn.LocalAddr().(*net.UDPAddr) }
-func (s *server) APIAddr() string         { return s.apiLn.Addr().String() }
+func (s *server) APIAddr() string        { return s.apiLn.Addr().String() }
+
+// SymmetricAddr is the bound symmetric-encryption address, nil if disabled.
+func (s *server) SymmetricAddr() *net.UDPAddr {
+	if s.symConn == nil {
+		return nil
+	}
+	return s.symConn.LocalAddr().(*net.UDPAddr)
+}
 
 // shutdown stops accepting, lets in-flight requests finish (their uplinks
 // commit before the batcher closes), then closes the store.
@@ -218,6 +290,9 @@ func (s *server) shutdown() error {
 	} else {
 		if s.coapConn != nil {
 			s.coapConn.Close()
+		}
+		if s.symConn != nil {
+			s.symConn.Close()
 		}
 		if s.apiLn != nil {
 			s.apiLn.Close()

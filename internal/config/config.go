@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,16 @@ type CoAP struct {
 	ExchangeLifetime time.Duration `yaml:"exchange_lifetime"`
 	// NonLifetime is how long a NON's Message ID is remembered (145 s).
 	NonLifetime time.Duration `yaml:"non_lifetime"`
+	// SymmetricListen is the UDP address of dialect A's symmetric-encryption
+	// listener (PROTOCOL.md §3.4, default :5682); empty disables it. It
+	// shares every other coap.* setting with the plain listener.
+	SymmetricListen string `yaml:"symmetric_listen"`
+	// ReplayWindow is how many sequence numbers below the highest one seen
+	// a session remembers (options 2089 and 2101); older ones are refused.
+	ReplayWindow int `yaml:"replay_window"`
+	// ReplaySessions bounds the sessions whose replay state a node holds;
+	// a token whose state was evicted must re-authenticate.
+	ReplaySessions int `yaml:"replay_sessions"`
 }
 
 // Auth configures device authentication.
@@ -83,6 +94,27 @@ type Auth struct {
 	OnlineLifetime time.Duration `yaml:"online_lifetime"`
 	// DeviceCacheTTL bounds how stale a cached device record may be.
 	DeviceCacheTTL time.Duration `yaml:"device_cache_ttl"`
+	// DialectEIV is the AES-CBC IV of dialect E's option 2101 (PROTOCOL.md
+	// §2.2; not published): 16 ASCII characters or 32 hex digits.
+	DialectEIV string `yaml:"dialect_e_iv"`
+}
+
+// DefaultDialectEIV is the dialect-A IV (PROTOCOL.md §3.4), the default of
+// auth.dialect_e_iv.
+const DefaultDialectEIV = "543yhjy97ae7fyfg"
+
+// SignEIV returns the 16-byte IV that DialectEIV names.
+func (a Auth) SignEIV() ([]byte, error) {
+	switch len(a.DialectEIV) {
+	case 16:
+		return []byte(a.DialectEIV), nil
+	case 32:
+		b, err := hex.DecodeString(a.DialectEIV)
+		if err == nil {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("auth.dialect_e_iv %q: want 16 ASCII characters or 32 hex digits", a.DialectEIV)
 }
 
 // API configures the management HTTP API.
@@ -118,11 +150,15 @@ func Default() Config {
 			DedupEntries:     1 << 18,
 			ExchangeLifetime: 247 * time.Second,
 			NonLifetime:      145 * time.Second,
+			SymmetricListen:  ":5682",
+			ReplayWindow:     1024,
+			ReplaySessions:   100000,
 		},
 		Auth: Auth{
 			TokenTTL:       7 * 24 * time.Hour,
 			OnlineLifetime: 5 * time.Minute,
 			DeviceCacheTTL: 10 * time.Second,
+			DialectEIV:     DefaultDialectEIV,
 		},
 		API:   API{Listen: ":8080"},
 		Store: Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
@@ -144,10 +180,22 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format %q: want text or json", c.Log.Format)
 	}
-	for name, addr := range map[string]string{"coap.listen": c.CoAP.Listen, "api.listen": c.API.Listen} {
+	for name, addr := range map[string]string{"coap.listen": c.CoAP.Listen, "api.listen": c.API.Listen, "coap.symmetric_listen": c.CoAP.SymmetricListen} {
+		if addr == "" && name == "coap.symmetric_listen" {
+			continue // disabled
+		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad("%s %q: %v", name, addr, err)
 		}
+	}
+	if c.CoAP.ReplayWindow < 1 || c.CoAP.ReplayWindow > 65536 {
+		bad("coap.replay_window %d: want 1..65536", c.CoAP.ReplayWindow)
+	}
+	if c.CoAP.ReplaySessions < 16 {
+		bad("coap.replay_sessions must be >= 16")
+	}
+	if _, err := c.Auth.SignEIV(); err != nil {
+		bad("%v", err)
 	}
 	if c.CoAP.Workers < 1 {
 		bad("coap.workers must be >= 1")

@@ -108,3 +108,51 @@ func TestEveryFieldHasHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestReadmeListsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Skipf("README: %v", err)
+	}
+	c := Default()
+	for _, f := range Fields(&c) {
+		if !strings.Contains(string(b), "`"+f.Key+"`") {
+			t.Errorf("README's configuration table lacks `%s`", f.Key)
+		}
+	}
+}
+
+func TestSessionModeSettings(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		bad    string // substring of the error, "" when valid
+	}{
+		{"symmetric listener disabled", func(c *Config) { c.CoAP.SymmetricListen = "" }, ""},
+		{"symmetric listener without port", func(c *Config) { c.CoAP.SymmetricListen = "localhost" }, "coap.symmetric_listen"},
+		{"window 0", func(c *Config) { c.CoAP.ReplayWindow = 0 }, "coap.replay_window"},
+		{"window too large", func(c *Config) { c.CoAP.ReplayWindow = 1 << 20 }, "coap.replay_window"},
+		{"sessions too few", func(c *Config) { c.CoAP.ReplaySessions = 1 }, "coap.replay_sessions"},
+		{"IV as hex", func(c *Config) { c.Auth.DialectEIV = "00112233445566778899aabbccddeeff" }, ""},
+		{"IV too short", func(c *Config) { c.Auth.DialectEIV = "short" }, "auth.dialect_e_iv"},
+		{"IV 32 chars not hex", func(c *Config) { c.Auth.DialectEIV = strings.Repeat("z", 32) }, "auth.dialect_e_iv"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.bad == "" && err != nil || tt.bad != "" && (err == nil || !strings.Contains(err.Error(), tt.bad)) {
+				t.Fatalf("Validate = %v, want %q", err, tt.bad)
+			}
+		})
+	}
+	c := Default()
+	if iv, err := c.Auth.SignEIV(); err != nil || string(iv) != "543yhjy97ae7fyfg" {
+		t.Fatalf("default IV %q, %v", iv, err)
+	}
+	c.Auth.DialectEIV = "00112233445566778899aabbccddeeff"
+	if iv, _ := c.Auth.SignEIV(); len(iv) != 16 || iv[1] != 0x11 {
+		t.Fatalf("hex IV %x", iv)
+	}
+}

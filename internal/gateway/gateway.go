@@ -1,20 +1,32 @@
-// Package gateway answers the dialects' CoAP requests (PROTOCOL.md §3–5):
-// POST /auth issues tokens (dialect A, §3.1) and POST /topic/{topic…}
+// Package gateway answers the dialects' CoAP requests (PROTOCOL.md §2.2,
+// §3–5): POST /auth issues tokens (dialect A, §3.1) and POST /topic/{topic…}
 // authenticates the token, applies the topic ACL, stores the uplink durably
 // and replies 2.04 with option 2090 and the thing-model reply (§3.2, §4).
+//
+// A Gateway serves one listener in one of two modes. The plain mode (port
+// 5683) also serves dialect E's non-DTLS auth, POST /auth/{pk}/{dk}, and
+// uplinks authenticated by option 2101 (§2.2). The symmetric mode (port
+// 5682, §3.4) issues session randoms from POST /auth and takes uplinks whose
+// payload and sequence number (option 2089) are AES-128-CBC encrypted. Both
+// session modes refuse replayed sequence numbers with per-node state
+// (package replay).
 package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"io"
 	"log/slog"
 	"time"
 
+	"github.com/coapgate/coapgate/internal/auth/symmetric"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,7 +43,27 @@ type Options struct {
 	Tokens    *token.Codec
 	Ingest    Ingester
 	Presence  *presence.Tracker
-	Transport string // message.TransportCoAP for 5683
+	Transport string // message.TransportCoAP for 5683, TransportSymmetric for 5682
+	// Symmetric selects dialect A's symmetric-encryption mode (port 5682,
+	// PROTOCOL.md §3.4): /auth requires seq and answers random and
+	// seqOffset; /topic requires a symmetric token, option 2089 and an
+	// encrypted payload, and gets an encrypted reply.
+	Symmetric bool
+	// Rand is the source of session randoms and seqOffsets (default
+	// crypto/rand); tests inject fixed bytes.
+	Rand io.Reader
+	// Started is when the node started (default: New's time). Session
+	// tokens issued at or before its second are refused: this node may
+	// have lost their replay state.
+	Started time.Time
+	// ReplayWindow is how many sequence numbers below the highest one a
+	// session remembers (default 1024); older ones are refused.
+	ReplayWindow int
+	// MaxSessions bounds the replay state held (default 100000).
+	MaxSessions int
+	// SignEIV is the AES-CBC IV of dialect E's option 2101 (16 bytes,
+	// default symmetric.IV: the document does not publish one).
+	SignEIV []byte
 	// TokenTTL is the lifetime of issued tokens.
 	TokenTTL time.Duration
 	// OnlineLifetime applies to products without their own.
@@ -45,13 +77,14 @@ type Options struct {
 	Now               func() time.Time
 }
 
-// Gateway is the coapx.Handler for the token-auth listener.
+// Gateway is the coapx.Handler of one token-auth listener.
 type Gateway struct {
-	o      Options
-	cache  *devCache
-	log    *slog.Logger
-	m      *metrics
-	maxAge uint32
+	o        Options
+	cache    *devCache
+	sessions *replay.Sessions
+	log      *slog.Logger
+	m        *metrics
+	maxAge   uint32
 }
 
 var _ coapx.Handler = (*Gateway)(nil)
@@ -66,14 +99,27 @@ func New(o Options) *Gateway {
 	}
 	if o.Transport == "" {
 		o.Transport = message.TransportCoAP
+		if o.Symmetric {
+			o.Transport = message.TransportSymmetric
+		}
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.Started.IsZero() {
+		o.Started = o.Now()
+	}
+	if len(o.SignEIV) != symmetric.BlockSize {
+		o.SignEIV = []byte(symmetric.IV)
 	}
 	g := &Gateway{
-		o:      o,
-		cache:  newDevCache(o.Registry, o.DeviceCacheTTL, 1<<20),
-		log:    o.Logger.With("component", "gateway", "transport", o.Transport),
-		maxAge: uint32(max(o.UnavailableMaxAge, time.Second) / time.Second),
+		o:        o,
+		cache:    newDevCache(o.Registry, o.DeviceCacheTTL, 1<<20),
+		sessions: replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow, MaxSessions: o.MaxSessions}),
+		log:      o.Logger.With("component", "gateway", "transport", o.Transport),
+		maxAge:   uint32(max(o.UnavailableMaxAge, time.Second) / time.Second),
 	}
-	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, o.Now)
+	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, g.sessions, o.Now)
 	return g
 }
 
@@ -85,6 +131,16 @@ func (g *Gateway) Invalidate(pk, dk string) {
 
 // ServeCoAP routes a request.
 func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Response {
+	resp := g.route(ctx, req)
+	if g.o.Symmetric && resp != nil && resp.Code>>5 != 2 {
+		// The device decrypts every non-empty response payload (PROTOCOL.md
+		// §3.4): error answers carry none here.
+		resp.Payload = nil
+	}
+	return resp
+}
+
+func (g *Gateway) route(ctx context.Context, req *coapx.Request) *coapx.Response {
 	p := req.Path
 	switch {
 	case len(p) == 1 && p[0] == "auth":
@@ -92,6 +148,11 @@ func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Resp
 			return &coapx.Response{Code: codes.MethodNotAllowed}
 		}
 		return g.auth(ctx, req)
+	case len(p) == 3 && p[0] == "auth" && !g.o.Symmetric:
+		if req.Code != codes.POST {
+			return &coapx.Response{Code: codes.MethodNotAllowed}
+		}
+		return g.authSignE(ctx, req)
 	case len(p) >= 2 && p[0] == "topic":
 		if req.Code != codes.POST {
 			return &coapx.Response{Code: codes.MethodNotAllowed}

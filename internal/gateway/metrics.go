@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"errors"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -11,6 +13,7 @@ type metrics struct {
 	authOK       prometheus.Counter
 	authFailures *prometheus.CounterVec
 	publish      *prometheus.CounterVec
+	replays      *prometheus.CounterVec
 }
 
 // Failure reasons, as metric labels and log attributes.
@@ -25,9 +28,13 @@ const (
 	reasonExpired       = "expired_token"
 	reasonRevoked       = "revoked_token"
 	reasonACL           = "topic_denied"
+	reasonWrongMode     = "token_mode"    // a token of another mode (plain, symmetric, sign-E)
+	reasonStaleSession  = "stale_session" // session token this node may have forgotten (restart, eviction)
+	reasonNoSeq         = "no_seq"        // symmetric uplink without option 2089
+	reasonBadSignE      = "bad_sign_e"    // option 2101 that no candidate device's key opens
 )
 
-func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker, now func() time.Time) *metrics {
+func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker, sess *replay.Sessions, now func() time.Time) *metrics {
 	labels := prometheus.Labels{"transport": transport}
 	m := &metrics{
 		authOK: prometheus.NewCounter(prometheus.CounterOpts{
@@ -39,14 +46,35 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 		publish: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgate_publish_total", Help: "Uplink publishes by result.", ConstLabels: labels,
 		}, []string{"result"}),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coapgate_replay_rejected_total", Help: "Session-mode uplinks refused for their sequence number (options 2089, 2101), by reason.", ConstLabels: labels,
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.authOK, m.authFailures, m.publish)
+		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays)
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
+		}, func() float64 { return float64(sess.Len()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coapgate_replay_sessions_evicted_total", Help: "Unexpired sessions evicted for room (their tokens must re-authenticate).", ConstLabels: labels,
+		}, func() float64 { return float64(sess.Evicted()) }))
 		if p != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "coapgate_devices_online", Help: "Devices online (seen within their lifetime) on this node.", ConstLabels: labels,
-			}, func() float64 { return float64(p.Online(now())) }))
+				Name: "coapgate_devices_online", Help: "Devices online (seen within their lifetime) on this node, by the transport of their last contact.", ConstLabels: labels,
+			}, func() float64 { return float64(p.OnlineVia(transport, now())) }))
 		}
 	}
 	return m
+}
+
+// replayReason labels a refused sequence number.
+func replayReason(err error) string {
+	switch {
+	case errors.Is(err, replay.ErrBelowFloor):
+		return "below_offset"
+	case errors.Is(err, replay.ErrTooOld):
+		return "too_old"
+	default:
+		return "repeated"
+	}
 }

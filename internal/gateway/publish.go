@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 
+	"github.com/coapgate/coapgate/internal/auth/symmetric"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/message"
@@ -25,35 +26,51 @@ func requestToken(req *coapx.Request) string {
 	return ""
 }
 
-// authenticate checks the request's token and returns the device, or the
-// response to send: 4.01 (no payload) for a missing, malformed, expired or
-// revoked token or a deleted device, 4.03 for a disabled one.
+// authenticate checks the plain-mode token of the request and returns the
+// device, or the response to send: 4.01 (no payload) for a missing,
+// malformed, expired or revoked token, a token of a session mode, or a
+// deleted device; 4.03 for a disabled one.
 func (g *Gateway) authenticate(ctx context.Context, req *coapx.Request) (identity, *coapx.Response) {
 	tok := requestToken(req)
 	if tok == "" {
 		return identity{}, g.tokenFail(req, reasonNoToken, codes.Unauthorized, "", "")
 	}
+	cl, id, resp := g.checkToken(ctx, req, tok)
+	if resp != nil {
+		return identity{}, resp
+	}
+	if cl.Symmetric || cl.SignE {
+		// A session token is sent in the clear: alone it must not let
+		// anyone publish without the session key.
+		return identity{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	}
+	return id, nil
+}
+
+// checkToken verifies tok and loads its device: signature, expiry,
+// generation (revocation) and enabled flag.
+func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string) (token.Claims, identity, *coapx.Response) {
 	cl, err := g.o.Tokens.Verify(tok, req.Received)
 	if err != nil {
 		reason := reasonBadToken
 		if errors.Is(err, token.ErrExpired) {
 			reason = reasonExpired
 		}
-		return identity{}, g.tokenFail(req, reason, codes.Unauthorized, "", "")
+		return cl, identity{}, g.tokenFail(req, reason, codes.Unauthorized, "", "")
 	}
 	id, err := g.cache.get(ctx, cl.ProductKey, cl.DeviceKey, req.Received)
 	switch {
 	case isStoreTrouble(err):
 		g.log.Error("device lookup failed", "productKey", cl.ProductKey, "deviceKey", cl.DeviceKey, "err", err)
-		return identity{}, g.unavailable()
+		return cl, identity{}, g.unavailable()
 	case err != nil:
-		return identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+		return cl, identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case id.dev.Generation != cl.Generation:
-		return identity{}, g.tokenFail(req, reasonRevoked, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+		return cl, identity{}, g.tokenFail(req, reasonRevoked, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case !id.dev.Enabled:
-		return identity{}, g.tokenFail(req, reasonDisabled, codes.Forbidden, cl.ProductKey, cl.DeviceKey)
+		return cl, identity{}, g.tokenFail(req, reasonDisabled, codes.Forbidden, cl.ProductKey, cl.DeviceKey)
 	}
-	return id, nil
+	return cl, id, nil
 }
 
 func (g *Gateway) tokenFail(req *coapx.Request, reason string, code codes.Code, pk, dk string) *coapx.Response {
@@ -62,14 +79,28 @@ func (g *Gateway) tokenFail(req *coapx.Request, reason string, code codes.Code, 
 	return &coapx.Response{Code: code}
 }
 
-// publish answers POST /topic/{topic…} (PROTOCOL.md §3.2, §4): token, ACL,
-// payload check, durable store, then 2.04 with option 2090 and the reply.
+// publish answers POST /topic/{topic…} (PROTOCOL.md §2.2, §3.2–3.4, §4):
+// authentication (token, option 2101 or symmetric token), ACL, the session
+// modes' sequence number and decryption, payload check, durable store, then
+// 2.04 with option 2090 and the reply (encrypted in symmetric mode).
 func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Response {
-	id, resp := g.authenticate(ctx, req)
+	var (
+		up   uplinkAuth
+		resp *coapx.Response
+	)
+	switch {
+	case g.o.Symmetric:
+		up, resp = g.authenticateSymmetric(ctx, req)
+	case hasSignE(req):
+		up, resp = g.authenticateSignE(ctx, req)
+	default:
+		up.id, resp = g.authenticate(ctx, req)
+	}
 	if resp != nil {
 		g.m.publish.WithLabelValues("refused").Inc()
 		return resp
 	}
+	id := up.id
 	top, err := topic.Parse(req.Path[1:])
 	if err != nil {
 		g.m.publish.WithLabelValues("bad_topic").Inc()
@@ -95,21 +126,28 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		g.m.publish.WithLabelValues("not_acceptable").Inc()
 		return &coapx.Response{Code: codes.NotAcceptable}
 	}
+	payload, resp := g.open(req, &up)
+	if resp != nil {
+		return resp
+	}
 	var (
 		jsonID []byte
 		cborID any
 	)
 	if topic.Classify(top) == topic.KindThing {
-		if jsonID, cborID, err = thingID(req.Payload, cf); err != nil {
+		if jsonID, cborID, err = thingID(payload, cf); err != nil {
 			g.m.publish.WithLabelValues("bad_payload").Inc()
 			return badRequest(err)
 		}
+	}
+	if up.key == nil {
+		payload = append([]byte(nil), payload...) // req buffers are the server's
 	}
 	msg := &message.Message{
 		ProductKey:    id.dev.ProductKey,
 		DeviceKey:     id.dev.DeviceKey,
 		Topic:         top,
-		Payload:       append([]byte(nil), req.Payload...), // req buffers are the server's
+		Payload:       payload,
 		ContentFormat: cf,
 		ReceivedAt:    req.Received,
 		Peer:          req.Peer.String(),
@@ -121,7 +159,14 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	}
 	g.m.publish.WithLabelValues("stored").Inc()
 	g.seen(id, req)
-	r := &coapx.Response{Code: codes.Changed, Payload: encodeReply(respCF, jsonID, cborID)}
+	body := encodeReply(respCF, jsonID, cborID)
+	if up.key != nil {
+		// PROTOCOL.md §3.4: the reply is encrypted like the uplink.
+		if body, err = symmetric.Encrypt(*up.key, []byte(symmetric.IV), body); err != nil {
+			return &coapx.Response{Code: codes.InternalServerError}
+		}
+	}
+	r := &coapx.Response{Code: codes.Changed, Payload: body}
 	r.SetBytes(coapx.OptionMessageID, strconv.AppendInt(nil, msg.ID, 10))
 	return r.SetUint(optContentFormat, uint32(respCF))
 }

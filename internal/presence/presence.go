@@ -26,7 +26,7 @@ type key struct{ pk, dk string }
 // Tracker is an in-memory, per-node presence table. Safe for concurrent use.
 type Tracker struct {
 	mu    sync.Mutex
-	state map[key]Status // guarded by mu
+	state map[key]Status   // guarded by mu
 	dirty map[key]struct{} // guarded by mu; seen since the last Drain
 }
 
@@ -70,6 +70,20 @@ func (t *Tracker) Online(now time.Time) int {
 	n := 0
 	for _, s := range t.state {
 		if s.Online(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// OnlineVia counts devices online at now whose last contact came over
+// transport (each device counts for one transport: its latest).
+func (t *Tracker) OnlineVia(transport string, now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, s := range t.state {
+		if s.Transport == transport && s.Online(now) {
 			n++
 		}
 	}

@@ -98,3 +98,28 @@ func Classify(topic string) Kind {
 	}
 	return KindThing
 }
+
+// Owner is a device a topic may belong to.
+type Owner struct{ ProductKey, DeviceKey string }
+
+// Owners returns the devices for which Allowed(topic, pk, dk) holds, the
+// /sys/, /ext/session/ and /ext/ntp/ forms first, then the custom
+// /{pk}/{dk}/… form (at most two). Requests authenticated by option 2101
+// (PROTOCOL.md §2.2) carry no device in the clear: the topic names it.
+func Owners(topic string) []Owner {
+	var out []Owner
+	for _, prefix := range [...]string{"/sys/", "/ext/session/", "/ext/ntp/", "/"} {
+		rest, ok := strings.CutPrefix(topic, prefix)
+		if !ok {
+			continue
+		}
+		parts := strings.SplitN(rest, "/", 3)
+		if len(parts) == 3 && parts[0] != "" && parts[1] != "" && parts[2] != "" {
+			out = append(out, Owner{parts[0], parts[1]})
+		}
+		if len(out) == 2 {
+			break
+		}
+	}
+	return out
+}

@@ -102,3 +102,34 @@ func FuzzParseAllowed(f *testing.F) {
 		}
 	})
 }
+
+func TestOwners(t *testing.T) {
+	tests := []struct {
+		topic string
+		want  []Owner
+	}{
+		{"/sys/pk/dk/thing/event/property/post", []Owner{{"pk", "dk"}, {"sys", "pk"}}},
+		{"/ext/session/pk/dk/thing/activate/info", []Owner{{"pk", "dk"}, {"ext", "session"}}},
+		{"/ext/ntp/pk/dk/request", []Owner{{"pk", "dk"}, {"ext", "ntp"}}},
+		{"/pk/dk/user/data", []Owner{{"pk", "dk"}}},
+		{"/pk/dk", nil},
+		{"/sys/pk/dk", []Owner{{"sys", "pk"}}},
+		{"/sys/pk", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.topic, func(t *testing.T) {
+			got := Owners(tt.topic)
+			if len(got) != len(tt.want) {
+				t.Fatalf("Owners = %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("Owners = %v, want %v", got, tt.want)
+				}
+				if !Allowed(tt.topic, got[i].ProductKey, got[i].DeviceKey) {
+					t.Fatalf("owner %v not Allowed on %s", got[i], tt.topic)
+				}
+			}
+		})
+	}
+}

@@ -7,7 +7,7 @@
 // Wire form: base64url (no padding) of
 //
 //	version(1) kid(1) flags(1) issued(4, unix s) expires(4, unix s)
-//	generation(4) seqOffset(4) [random(8) if flagSymmetric]
+//	generation(4) seqOffset(4) [random(8) if flagSymmetric or flagSignE]
 //	len(pk)(1) pk len(dk)(1) dk mac(16)
 //
 // where mac is HMAC-SHA256(key, everything before it) truncated to 128 bits
@@ -36,6 +36,7 @@ const (
 	version       = 1
 	macLen        = 16
 	flagSymmetric = 1 << 0
+	flagSignE     = 1 << 1
 	// MaxLen is the longest token Issue produces (keys of 32 bytes each);
 	// the dialect allows 192 characters.
 	MaxLen = 150
@@ -55,7 +56,13 @@ type Claims struct {
 	Symmetric bool
 	Random    [8]byte
 	SeqOffset uint32
+	// SignE is set for tokens of dialect E's non-DTLS mode (POST
+	// /auth/{pk}/{dk}, PROTOCOL.md §2.2): usable only inside option 2101.
+	// Random is part of the session then too.
+	SignE bool
 }
+
+func (cl Claims) hasRandom() bool { return cl.Symmetric || cl.SignE }
 
 // Codec signs and verifies tokens. Safe for concurrent use.
 type Codec struct {
@@ -86,17 +93,23 @@ func (c *Codec) Issue(cl Claims) (string, error) {
 	if len(cl.ProductKey) == 0 || len(cl.ProductKey) > MaxKeyLen || len(cl.DeviceKey) == 0 || len(cl.DeviceKey) > MaxKeyLen {
 		return "", fmt.Errorf("token: key length out of range (%d, %d)", len(cl.ProductKey), len(cl.DeviceKey))
 	}
+	if cl.Symmetric && cl.SignE {
+		return "", errors.New("token: a token is symmetric or sign-E, not both")
+	}
 	b := make([]byte, 0, 64+len(cl.ProductKey)+len(cl.DeviceKey))
 	var flags byte
 	if cl.Symmetric {
 		flags |= flagSymmetric
+	}
+	if cl.SignE {
+		flags |= flagSignE
 	}
 	b = append(b, version, c.kids[0], flags)
 	b = binary.BigEndian.AppendUint32(b, unix32(cl.IssuedAt))
 	b = binary.BigEndian.AppendUint32(b, unix32(cl.ExpiresAt))
 	b = binary.BigEndian.AppendUint32(b, cl.Generation)
 	b = binary.BigEndian.AppendUint32(b, cl.SeqOffset)
-	if cl.Symmetric {
+	if cl.hasRandom() {
 		b = append(b, cl.Random[:]...)
 	}
 	b = append(b, byte(len(cl.ProductKey)))
@@ -151,13 +164,17 @@ func (c *Codec) Verify(tok string, now time.Time) (Claims, error) {
 	}
 	cl := Claims{
 		Symmetric:  b[2]&flagSymmetric != 0,
+		SignE:      b[2]&flagSignE != 0,
 		IssuedAt:   time.Unix(int64(binary.BigEndian.Uint32(b[3:])), 0),
 		ExpiresAt:  time.Unix(int64(binary.BigEndian.Uint32(b[7:])), 0),
 		Generation: binary.BigEndian.Uint32(b[11:]),
 		SeqOffset:  binary.BigEndian.Uint32(b[15:]),
 	}
+	if b[2]&^(flagSymmetric|flagSignE) != 0 || cl.Symmetric && cl.SignE {
+		return Claims{}, ErrMalformed
+	}
 	rest := body[fixed:]
-	if cl.Symmetric {
+	if cl.hasRandom() {
 		if len(rest) < 8 {
 			return Claims{}, ErrMalformed
 		}

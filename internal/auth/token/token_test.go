@@ -30,6 +30,8 @@ func TestIssueVerify(t *testing.T) {
 		{ProductKey: "a1MZxOdcBnO", DeviceKey: "test_01", Generation: 3, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)},
 		{ProductKey: strings.Repeat("p", 32), DeviceKey: strings.Repeat("d", 32), IssuedAt: t0, ExpiresAt: t0.Add(time.Hour),
 			Symmetric: true, Random: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, SeqOffset: 77},
+		{ProductKey: strings.Repeat("p", 32), DeviceKey: strings.Repeat("d", 32), IssuedAt: t0, ExpiresAt: t0.Add(time.Hour),
+			SignE: true, Random: [8]byte{8, 7, 6, 5, 4, 3, 2, 1}},
 	}
 	for _, cl := range cases {
 		tok, err := c.Issue(cl)
@@ -46,6 +48,13 @@ func TestIssueVerify(t *testing.T) {
 		if got != cl {
 			t.Fatalf("claims round trip: got %+v, want %+v", got, cl)
 		}
+	}
+}
+
+func TestSessionFlagsExclusive(t *testing.T) {
+	c := mustCodec(t, key1)
+	if _, err := c.Issue(Claims{ProductKey: "pk", DeviceKey: "dk", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), Symmetric: true, SignE: true}); err == nil {
+		t.Fatal("a token both symmetric and sign-E was issued")
 	}
 }
 

@@ -1,0 +1,251 @@
+package replay
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestWindow(t *testing.T) {
+	type step struct {
+		seq  uint64
+		want error // nil: accepted
+	}
+	tests := []struct {
+		name  string
+		floor uint64
+		size  int
+		steps []step
+	}{
+		{"first at the offset", 5, 1024, []step{{5, nil}}},
+		{"first above the offset", 5, 1024, []step{{900, nil}}},
+		{"repeat", 1, 1024, []step{{1, nil}, {1, ErrRepeated}, {2, nil}, {2, ErrRepeated}, {1, ErrRepeated}}},
+		{"below offset", 10, 1024, []step{{9, ErrBelowFloor}, {0, ErrBelowFloor}, {10, nil}, {9, ErrBelowFloor}}},
+		{"out of order within the window", 1, 1024, []step{{10, nil}, {3, nil}, {7, nil}, {3, ErrRepeated}, {11, nil}, {7, ErrRepeated}}},
+		{"far ahead slides the window", 1, 1024, []step{{1, nil}, {1 << 40, nil}, {2, ErrTooOld}, {1<<40 - 1023, nil}, {1<<40 - 1024, ErrTooOld}, {1 << 40, ErrRepeated}}},
+		{"below window", 1, 64, []step{{100, nil}, {36, ErrTooOld}, {35, ErrTooOld}, {37, nil}, {37, ErrRepeated}}},
+		{"window edge across words", 1, 130, []step{{200, nil}, {71, nil}, {70, ErrTooOld}, {264, nil}, {135, nil}, {71, ErrTooOld}, {200, ErrRepeated}, {135, ErrRepeated}}},
+		{"slide keeps what stays inside", 1, 128, []step{{50, nil}, {60, nil}, {150, nil}, {50, ErrRepeated}, {60, ErrRepeated}, {55, nil}, {178, nil}, {50, ErrTooOld}, {60, ErrRepeated}}},
+		{"size 1 is strictly increasing", 1, 1, []step{{1, nil}, {1, ErrRepeated}, {3, nil}, {2, ErrTooOld}, {4, nil}}},
+		{"max uint64", 1, 1024, []step{{1<<64 - 1, nil}, {1<<64 - 1, ErrRepeated}, {1<<64 - 2, nil}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := NewWindow(tt.floor, tt.size)
+			for i, s := range tt.steps {
+				err := w.Check(s.seq)
+				if !errors.Is(err, s.want) || (s.want == nil) != (err == nil) {
+					t.Fatalf("step %d: Check(%d) = %v, want %v", i, s.seq, err, s.want)
+				}
+				if err == nil {
+					w.Accept(s.seq)
+				} else if !IsReplay(err) {
+					t.Fatalf("step %d: %v is not IsReplay", i, err)
+				}
+			}
+		})
+	}
+}
+
+func TestWindowAcceptedBounded(t *testing.T) {
+	w := NewWindow(1, 100)
+	for s := uint64(1); s <= 1000; s++ {
+		w.Accept(s)
+	}
+	if n := w.Accepted(); n != 100 {
+		t.Fatalf("Accepted = %d, want the window size 100", n)
+	}
+}
+
+func TestSessionUseConcurrent(t *testing.T) {
+	s := NewSessions(Config{Started: time.Unix(1000, 0)})
+	now := time.Unix(2000, 0)
+	k := Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{1}}
+	var accepted [64]atomic.Int32
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for seq := uint64(1); seq <= 64; seq++ {
+				sess, err := s.Get(k, 1, time.Unix(1500, 0), now.Add(time.Hour), now)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				err = sess.Use(seq, func() error {
+					if g%4 == 0 && seq%2 == 0 {
+						return errors.New("bad payload") // must not burn the number
+					}
+					return nil
+				})
+				if err == nil {
+					accepted[seq-1].Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range accepted {
+		if n := accepted[i].Load(); n != 1 {
+			t.Fatalf("seq %d accepted %d times, want exactly once", i+1, n)
+		}
+	}
+}
+
+func TestUseFailureDoesNotBurn(t *testing.T) {
+	s := NewSessions(Config{Started: time.Unix(1000, 0)})
+	now := time.Unix(2000, 0)
+	sess, _ := s.Get(Key{ProductKey: "p", DeviceKey: "d"}, 1, time.Unix(1500, 0), now.Add(time.Hour), now)
+	bad := errors.New("bad padding")
+	if err := sess.Use(1, func() error { return bad }); !errors.Is(err, bad) {
+		t.Fatalf("Use = %v", err)
+	}
+	if err := sess.Use(1, nil); err != nil {
+		t.Fatalf("retry after a failed accept: %v", err)
+	}
+	called := false
+	if err := sess.Use(1, func() error { called = true; return nil }); !errors.Is(err, ErrRepeated) || called {
+		t.Fatalf("replay: err %v, accept called %v", err, called)
+	}
+}
+
+func TestSessionsRestartAndEviction(t *testing.T) {
+	started := time.Unix(1000, 500_000_000)
+	now := time.Unix(2000, 0)
+	exp := now.Add(time.Hour)
+	s := NewSessions(Config{Started: started, MaxSessions: 2})
+	key := func(i byte) Key { return Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{i}} }
+
+	t.Run("token from before the start second is refused", func(t *testing.T) {
+		for _, iss := range []time.Time{time.Unix(999, 0), time.Unix(1000, 0)} {
+			if _, err := s.Get(key(1), 1, iss, exp, now); !errors.Is(err, ErrUnknownSession) {
+				t.Fatalf("issued %v: err %v", iss, err)
+			}
+		}
+	})
+	t.Run("a token this node issues in its start second has state", func(t *testing.T) {
+		k := key(7)
+		s2 := NewSessions(Config{Started: started, MaxSessions: 2})
+		s2.Create(k, 1, time.Unix(1000, 0), exp, started)
+		if _, err := s2.Get(k, 1, time.Unix(1000, 0), exp, now); err != nil {
+			t.Fatal(err)
+		}
+	})
+	a, err := s.Get(key(1), 1, time.Unix(1100, 0), exp, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Use(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(key(2), 1, time.Unix(1200, 0), exp, now); err != nil {
+		t.Fatal(err)
+	}
+	// A third session evicts the least recently used (key 1, issued 1100):
+	// its token must not come back with a fresh window.
+	if _, err := s.Get(key(3), 1, time.Unix(1300, 0), exp, now); err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 2 || s.Evicted() != 1 {
+		t.Fatalf("Len %d Evicted %d", s.Len(), s.Evicted())
+	}
+	if _, err := s.Get(key(1), 1, time.Unix(1100, 0), exp, now); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("evicted session's token: err %v, want ErrUnknownSession", err)
+	}
+	if _, err := s.Get(key(9), 1, time.Unix(1100, 0), exp, now); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("token as old as an evicted live session: err %v, want ErrUnknownSession", err)
+	}
+	// Sessions still held keep working; newer tokens get state.
+	if _, err := s.Get(key(2), 1, time.Unix(1200, 0), exp, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(key(4), 1, time.Unix(1101, 0), exp, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSessionsExpiredEvictionKeepsFloor(t *testing.T) {
+	now := time.Unix(2000, 0)
+	s := NewSessions(Config{Started: time.Unix(1000, 0), MaxSessions: 1})
+	key := func(i byte) Key { return Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{i}} }
+	if _, err := s.Get(key(1), 1, time.Unix(1500, 0), now.Add(time.Second), now); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(time.Minute) // key 1's token has expired
+	if _, err := s.Get(key(2), 1, time.Unix(1600, 0), later.Add(time.Hour), later); err != nil {
+		t.Fatal(err)
+	}
+	if s.Evicted() != 0 {
+		t.Fatal("an expired session counted as evicted")
+	}
+	if _, err := s.Get(key(3), 1, time.Unix(1400, 0), later.Add(time.Hour), later); err != nil {
+		t.Fatalf("floor raised by an expired session: %v", err)
+	}
+}
+
+func TestSessionsSharded(t *testing.T) {
+	now := time.Unix(2000, 0)
+	s := NewSessions(Config{Started: time.Unix(1000, 0), MaxSessions: 5000})
+	if len(s.shards) < 2 {
+		t.Fatal("large table not sharded")
+	}
+	for i := range 6000 {
+		var r [8]byte
+		binary.BigEndian.PutUint64(r[:], uint64(i))
+		if _, err := s.Get(Key{ProductKey: "p", DeviceKey: "d", Random: r}, 1, time.Unix(1001+int64(i), 0), now.Add(time.Hour), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Len(); n > 5000+len(s.shards) {
+		t.Fatalf("Len %d exceeds the bound", n)
+	}
+}
+
+// FuzzWindow checks the Window against a model (a set of every accepted
+// number): a number is never accepted twice, never below the floor, and a
+// number is refused only when the model says it was used or it lies outside
+// the window.
+func FuzzWindow(f *testing.F) {
+	f.Add(uint64(1), uint16(64), []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1})
+	f.Add(uint64(5), uint16(1), []byte{0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 10})
+	f.Add(uint64(0), uint16(130), []byte{0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, 71, 0, 0, 0, 0, 0, 0, 1, 8})
+	f.Fuzz(func(t *testing.T, floor uint64, size uint16, seqs []byte) {
+		w := NewWindow(floor, int(size))
+		used := map[uint64]bool{}
+		var high uint64
+		started := false
+		for len(seqs) >= 8 {
+			seq := binary.BigEndian.Uint64(seqs)
+			seqs = seqs[8:]
+			err := w.Check(seq)
+			switch {
+			case seq < floor:
+				if !errors.Is(err, ErrBelowFloor) {
+					t.Fatalf("seq %d below floor %d: %v", seq, floor, err)
+				}
+				continue
+			case used[seq]:
+				if err == nil {
+					t.Fatalf("seq %d accepted twice", seq)
+				}
+				continue
+			case !started || seq > high || high-seq < w.size:
+				if err != nil {
+					t.Fatalf("fresh seq %d (high %d, size %d) refused: %v", seq, high, w.size, err)
+				}
+			default:
+				if !errors.Is(err, ErrTooOld) {
+					t.Fatalf("seq %d outside the window: %v", seq, err)
+				}
+				continue
+			}
+			w.Accept(seq)
+			used[seq] = true
+			if !started || seq > high {
+				high, started = seq, true
+			}
+		}
+	})
+}
