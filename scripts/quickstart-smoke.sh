@@ -10,7 +10,7 @@ pid=
 trap '[ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 go build -o "$tmp/coapgate" ./cmd/coapgate
 go build -o "$tmp/coapdev" ./cmd/coapdev
-export COAPGATE_DATA_DIR=$tmp/data COAPGATE_COAP_LISTEN=127.0.0.1:25683 COAPGATE_COAP_SYMMETRIC_LISTEN=127.0.0.1:25682 COAPGATE_API_LISTEN=127.0.0.1:28080
+export COAPGATE_DATA_DIR=$tmp/data COAPGATE_COAP_LISTEN=127.0.0.1:25683 COAPGATE_COAP_SYMMETRIC_LISTEN=127.0.0.1:25682 COAPGATE_DTLS_LISTEN=127.0.0.1:25684 COAPGATE_API_LISTEN=127.0.0.1:28080
 # Its own process group, so the signal reaches the server under `go run`.
 setsid go run ./cmd/coapgate serve >"$tmp/out" 2>&1 &
 pid=$!
@@ -30,9 +30,13 @@ export COAPDEV_PRODUCT=$pk COAPDEV_DEVICE=dev1 COAPDEV_SECRET=$ds
 # The symmetric-encryption listener (AES payloads, option 2089).
 "$tmp/coapdev" publish --mode symmetric --server 127.0.0.1:25682 --topic "/$pk/dev1/user/sym" --data '{"sym":true}' | tee "$tmp/sym"
 grep -q 'code=2.04' "$tmp/sym"
+# CoAP over DTLS-PSK (identity pk,dk,2,lifetime; no token).
+"$tmp/coapdev" publish --dtls --server 127.0.0.1:25684 --topic "/$pk/dev1/user/dtls" --data '{"dtls":true}' | tee "$tmp/dtls"
+grep -q 'code=2.04' "$tmp/dtls"
 "$tmp/coapgate" messages "$pk" dev1 | tee "$tmp/msgs"
 grep -q "/sys/$pk/dev1/thing/event/property/post" "$tmp/msgs"
 grep -q "/$pk/dev1/user/sym" "$tmp/msgs"
+grep -q "/$pk/dev1/user/dtls" "$tmp/msgs"
 kill -TERM -- "-$pid"
 wait "$pid" || true # `go run` may exit before the server has finished
 for _ in $(seq 1 50); do grep -q 'msg=stopped' "$tmp/out" && break; sleep 0.2; done

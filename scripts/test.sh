@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need on a Debian
-# machine (libcoap's coap-client for the interop tests), then runs vet and
+# machine (libcoap's coap-client builds and openssl for the interop tests,
+# plain and DTLS), then runs vet and
 # every Go test. Tests whose outside peer is missing skip and say why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v coap-client-notls >/dev/null 2>&1 || need+=(libcoap3-bin)
+{ command -v coap-client-notls && command -v coap-client-openssl && command -v coap-client-gnutls; } >/dev/null 2>&1 || need+=(libcoap3-bin)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

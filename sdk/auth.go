@@ -168,6 +168,9 @@ func (c *Client) authLocked(ctx context.Context) (authState, error) {
 // ensureAuth returns the stored token (and session), authenticating first
 // if there is none.
 func (c *Client) ensureAuth(ctx context.Context) (authState, error) {
+	if c.cfg.dtlsPSK != nil {
+		return authState{}, nil // PROTOCOL.md §2: the DTLS-PSK session is the device
+	}
 	if st := c.auth(); st.usable(c.cfg.symmetric) {
 		return st, nil
 	}

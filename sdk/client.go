@@ -28,7 +28,7 @@ const recvBufSize = 65535
 // Client is a CoAP device client bound to one server address. It is safe for
 // concurrent use; Close stops its reader goroutine.
 type Client struct {
-	conn *net.UDPConn
+	conn net.Conn // a connected UDP socket, or a DTLS session over one
 	cfg  config
 	szx  blockwise.SZX
 
@@ -71,18 +71,26 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	szx, _ := blockSZX(cfg.blockSize) // validated above
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("sdk: dial %s: %w", addr, err)
-	}
-	uc, ok := conn.(*net.UDPConn)
-	if !ok {
-		_ = conn.Close()
-		return nil, fmt.Errorf("sdk: dial %s: not a UDP connection", addr)
+	var conn net.Conn
+	if cfg.dtlsPSK != nil || cfg.dtlsCert != nil {
+		var err error
+		if conn, err = dialDTLS(ctx, addr, cfg.dtlsPSK, cfg.dtlsCert); err != nil {
+			return nil, err
+		}
+	} else {
+		var d net.Dialer
+		uc, err := d.DialContext(ctx, "udp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("sdk: dial %s: %w", addr, err)
+		}
+		if _, ok := uc.(*net.UDPConn); !ok {
+			_ = uc.Close()
+			return nil, fmt.Errorf("sdk: dial %s: not a UDP connection", addr)
+		}
+		conn = uc
 	}
 	c := &Client{
-		conn:    uc,
+		conn:    conn,
 		cfg:     cfg,
 		szx:     szx,
 		nextMID: uint16(mrand.Uint32()), // RFC 7252 §4.4: randomised start
@@ -145,7 +153,9 @@ func (c *Client) readLoop() {
 				return
 			default:
 			}
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || c.cfg.dtlsPSK != nil || c.cfg.dtlsCert != nil {
+				// A DTLS session that ended (close_notify, fatal alert)
+				// does not come back: requests time out; dial again.
 				return
 			}
 			if !errors.Is(err, syscall.ECONNREFUSED) {

@@ -129,6 +129,8 @@ type config struct {
 	hasCreds      bool
 	token         string
 	symmetric     bool
+	dtlsPSK       *DTLSPSK  // nil: plain UDP
+	dtlsCert      *DTLSCert // nil: no certificate DTLS
 }
 
 func defaultConfig() config {
@@ -161,6 +163,17 @@ func (c *config) validate() error {
 		if _, err := devsign.ParseMethod(c.creds.SignMethod); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.dtlsPSK != nil {
+		if err := c.dtlsPSK.validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if (c.dtlsPSK != nil || c.dtlsCert != nil) && c.symmetric {
+		errs = append(errs, errors.New("symmetric mode and DTLS exclude each other"))
+	}
+	if c.dtlsPSK != nil && c.dtlsCert != nil {
+		errs = append(errs, errors.New("WithDTLSPSK and WithDTLSCert exclude each other"))
 	}
 	if c.symmetric && !c.hasCreds {
 		errs = append(errs, errors.New("symmetric mode needs credentials (the session key derives from the device secret)"))

@@ -79,6 +79,9 @@ func (c *Client) publishOnce(ctx context.Context, path []string, payload []byte,
 	if st.sym != nil {
 		r.payload, r.seq = st.sym.seal(payload)
 	}
+	if c.cfg.dtlsPSK != nil {
+		r.authOption = 0 // no token on a DTLS-PSK session
+	}
 	return c.send(ctx, r, pc.waitNON)
 }
 
@@ -106,15 +109,17 @@ func encodeThing(id uint64, method string, params any, cf message.MediaType) ([]
 
 // postThing publishes a thing-model request to /sys/{pk}/{dk}/{suffix}.
 func (c *Client) postThing(ctx context.Context, suffix, method string, params any, opts []PublishOption) (*Response, error) {
-	cr := c.cfg.creds
-	if !c.cfg.hasCreds {
+	pk, dk := c.cfg.creds.ProductKey, c.cfg.creds.DeviceName
+	if p := c.cfg.dtlsPSK; p != nil {
+		pk, dk = p.ProductKey, p.DeviceName
+	} else if !c.cfg.hasCreds {
 		return nil, ErrNoCredentials
 	}
 	body, err := encodeThing(c.thingID.Add(1), method, params, c.cfg.contentFormat)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", method, err)
 	}
-	return c.Publish(ctx, "/sys/"+cr.ProductKey+"/"+cr.DeviceName+"/"+suffix, body, opts...)
+	return c.Publish(ctx, "/sys/"+pk+"/"+dk+"/"+suffix, body, opts...)
 }
 
 // PostMeasurePoints publishes measure points with method

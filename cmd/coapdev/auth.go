@@ -20,6 +20,9 @@ second line prints the session: random=<hex> seqOffset=<n>.`, `
 		return code
 	}
 	d.applyEnv(e.getenv)
+	if d.dtls {
+		return usageError(e, fs, "--dtls needs no auth: the DTLS-PSK session is the device (use publish --dtls)")
+	}
 	if msg := d.resolve(fs); msg != "" {
 		return usageError(e, fs, "%s", msg)
 	}

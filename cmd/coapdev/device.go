@@ -26,6 +26,11 @@ type deviceFlags struct {
 	tokenOption uint
 	blockSize   int
 	mode        string
+	dtls        bool
+	secureMode  int
+	lifetime    int
+	// activated is set by dial after a secureMode 3 activation.
+	activated *sdk.Activation
 }
 
 // Modes of --mode.
@@ -47,12 +52,30 @@ func addDeviceFlags(fs *flag.FlagSet) *deviceFlags {
 	fs.UintVar(&d.tokenOption, "token-option", 2088, "CoAP option carrying the auth token: 2088 or 61")
 	fs.IntVar(&d.blockSize, "block-size", sdk.DefaultBlockSize, "RFC 7959 Block1 size for large payloads (16..1024)")
 	fs.StringVar(&d.mode, "mode", modePlain, "plain (token auth, port 5683) or symmetric (AES-encrypted payloads and\nsequence numbers, port 5682)")
+	fs.BoolVar(&d.dtls, "dtls", false, "CoAP over DTLS-PSK (port 5684 unless --server is given): identity\n\"<product>,<device>,<secure-mode>,<lifetime>\", no token")
+	fs.IntVar(&d.secureMode, "secure-mode", 2, "with --dtls: 2 (key from the device secret) or 3 (--secret is the\nproduct secret: activate, print the device secret, reconnect in mode 2)")
+	fs.IntVar(&d.lifetime, "lifetime", 3600, "with --dtls: seconds the device stays online without a message (30..86400)")
 	return d
 }
 
 // resolve checks --mode and picks the symmetric port when --server was not
 // given; it returns a usage problem or "".
 func (d *deviceFlags) resolve(fs *flag.FlagSet) string {
+	if d.dtls {
+		if d.mode != modePlain {
+			return "--dtls excludes --mode symmetric"
+		}
+		if d.secureMode != 2 && d.secureMode != 3 {
+			return fmt.Sprintf("--secure-mode %d: want 2 or 3", d.secureMode)
+		}
+		if d.lifetime < 30 || d.lifetime > 86400 {
+			return fmt.Sprintf("--lifetime %d: want 30..86400", d.lifetime)
+		}
+		if !isFlagSet(fs, "server") {
+			d.server = "127.0.0.1:5684"
+		}
+		return ""
+	}
 	switch d.mode {
 	case modePlain:
 	case modeSymmetric:
@@ -109,6 +132,18 @@ func (d *deviceFlags) dial(ctx context.Context, withCreds bool, extra ...sdk.Opt
 	}
 	if d.mode == modeSymmetric {
 		opts = append(opts, sdk.WithSymmetric())
+	}
+	if d.dtls {
+		p := sdk.DTLSPSK{ProductKey: d.product, DeviceName: d.device, Secret: d.secret,
+			SecureMode: d.secureMode, Lifetime: time.Duration(d.lifetime) * time.Second}
+		dctx, cancel := context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+		if d.secureMode == sdk.SecureModeProduct {
+			c, act, err := sdk.DialActivated(dctx, d.server, p, append(opts, extra...)...)
+			d.activated = act
+			return c, err
+		}
+		return sdk.Dial(dctx, d.server, append(append(opts, sdk.WithDTLSPSK(p)), extra...)...)
 	}
 	if withCreds {
 		opts = append(opts, sdk.WithCredentials(sdk.Credentials{

@@ -50,9 +50,10 @@ type command struct {
 
 // commands is the subcommand dispatcher; a later "bench" registers here.
 var commands = map[string]command{
-	"auth":    {summary: "authenticate a device (POST /auth) and print its token", run: runAuth},
-	"publish": {summary: "publish messages to a topic (POST /topic/...)", run: runPublish},
-	"version": {summary: "print the version", run: runVersion},
+	"auth":      {summary: "authenticate a device (POST /auth) and print its token", run: runAuth},
+	"dtls-load": {summary: "DTLS-PSK load: handshakes/s, uplinks/s, idle sessions held open", run: runDTLSLoad},
+	"publish":   {summary: "publish messages to a topic (POST /topic/...)", run: runPublish},
+	"version":   {summary: "print the version", run: runVersion},
 }
 
 func main() {

@@ -32,6 +32,12 @@ A NON publish without --wait-non prints "seq=N sent=NON". A 4.01 answer
 triggers one re-authentication and one retry. Failed messages are reported on
 stderr; the exit status is 1 if any message failed.
 
+With --dtls (port 5684 by default) the device makes a DTLS-PSK handshake
+with the identity "<product>,<device>,<secure-mode>,<lifetime>" and publishes
+without a token. --secure-mode 3 takes the product secret in --secret: the
+device activates first, prints "activated ... device-secret=<secret>" and
+publishes on a new secureMode 2 session.
+
 With --mode symmetric (port 5682 by default) the payload is AES-encrypted,
 each message carries the next sequence number in option 2089 and the reply
 is decrypted before it is printed; --token cannot be used then.
@@ -96,6 +102,11 @@ that is not JSON is sent as it is.`, `
 		extra = append(extra, sdk.WithToken(*token))
 	}
 	c, err := d.dial(ctx, withCreds, extra...)
+	if d.activated != nil {
+		// The point of secureMode 3: keep this secret for mode 2 next time.
+		fmt.Fprintf(e.stdout, "activated product=%s device=%s asset-id=%s device-secret=%s\n",
+			d.activated.ProductKey, d.activated.DeviceName, d.activated.AssetID, d.activated.DeviceSecret)
+	}
 	if err != nil {
 		return dialError(e, "publish", err)
 	}

@@ -48,6 +48,7 @@ func startTestGatewayHooks(t *testing.T, hooks []func(*serverHooks), mutate ...f
 	cfg.DataDir = t.TempDir()
 	cfg.CoAP.Listen = "127.0.0.1:0"
 	cfg.CoAP.SymmetricListen = "127.0.0.1:0"
+	cfg.DTLS.Listen = "127.0.0.1:0"
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.CoAP.Workers = 64
 	for _, m := range mutate {

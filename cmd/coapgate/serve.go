@@ -21,6 +21,7 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/dtlsx"
 	"github.com/coapgate/coapgate/internal/gateway"
 	"github.com/coapgate/coapgate/internal/ingest"
 	"github.com/coapgate/coapgate/internal/message"
@@ -40,7 +41,12 @@ type server struct {
 	batcher  *ingest.Batcher
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
-	apiLn    net.Listener
+	dtlsConn *net.UDPConn // nil when dtls.listen is empty
+	dtls     *dtlsx.Server
+	// flushPresence records offline transitions due at now and writes the
+	// presence table (tests call it with a clock of their own).
+	flushPresence func(now time.Time)
+	apiLn         net.Listener
 	// AdminKey is set when this start created the first API key.
 	AdminKey string
 
@@ -151,6 +157,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	newGateway := func(transport string, symmetric bool) *gateway.Gateway {
 		return gateway.New(gateway.Options{
 			Registry:          s.store,
+			Devices:           s.store,
 			Tokens:            codec,
 			Ingest:            s.batcher,
 			Presence:          pres,
@@ -188,6 +195,44 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		gateways = append(gateways, symGW)
 	}
 
+	var dtlsCoAP *coapx.Server
+	if cfg.DTLS.Listen != "" {
+		dtlsGW := newGateway(message.TransportDTLS, false)
+		gateways = append(gateways, dtlsGW)
+		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
+		cert, err := loadDTLSCert(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		rate := float64(cfg.DTLS.HandshakeRate)
+		if rate == 0 {
+			rate = -1 // unlimited
+		}
+		s.dtls, err = dtlsx.New(dtlsx.Config{
+			LookupPSK:        dtlsGW.LookupPSK,
+			Certificate:      cert,
+			ConnectionID:     cfg.DTLS.ConnectionID,
+			MaxSessions:      cfg.DTLS.MaxSessions,
+			MaxHandshakes:    cfg.DTLS.MaxHandshakes,
+			HandshakeRate:    rate,
+			HandshakeTimeout: cfg.DTLS.HandshakeTimeout,
+			CookieTimeout:    cfg.DTLS.CookieTimeout,
+			IdleTimeout:      cfg.DTLS.IdleTimeout,
+			ReadBuffer:       cfg.CoAP.ReadBuffer,
+			OnUp: func(ss *dtlsx.Session) {
+				dtlsGW.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
+			},
+			Registerer: reg,
+			Logger:     log,
+		}, dtlsCoAP)
+		if err != nil {
+			return nil, err
+		}
+		if s.dtlsConn, err = listenUDP(cfg.DTLS.Listen); err != nil {
+			return nil, fmt.Errorf("dtls.listen: %w", err)
+		}
+	}
+
 	if s.coapConn, err = listenUDP(cfg.CoAP.Listen); err != nil {
 		return nil, fmt.Errorf("coap.listen: %w", err)
 	}
@@ -205,7 +250,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		}
 	}
 	handler := api.New(api.Options{
-		Registry: s.store, Messages: s.store, Keys: s.store,
+		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store,
 		Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		OnDeviceChange:        invalidate,
@@ -229,6 +274,18 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			}
 		})
 	}
+	if s.dtls != nil {
+		s.wg.Go(func() {
+			if err := dtlsCoAP.Run(runCtx); err != nil {
+				s.fail(fmt.Errorf("coap-dtls: %w", err))
+			}
+		})
+		s.wg.Go(func() {
+			if err := s.dtls.Serve(runCtx, s.dtlsConn); err != nil {
+				s.fail(fmt.Errorf("dtls: %w", err))
+			}
+		})
+	}
 	s.wg.Go(func() {
 		if err := httpSrv.Serve(s.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.fail(fmt.Errorf("api: %w", err))
@@ -242,11 +299,16 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
+	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }
 	symAddr := "disabled"
 	if s.symConn != nil {
 		symAddr = s.symConn.LocalAddr().String()
 	}
-	log.Info("coapgate started", "version", version, "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
+	dtlsAddr := "disabled"
+	if s.dtlsConn != nil {
+		dtlsAddr = s.dtlsConn.LocalAddr().String()
+	}
+	log.Info("coapgate started", "version", version, "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "dtls", dtlsAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
 	return s, nil
 }
 
@@ -282,6 +344,14 @@ func (s *server) SymmetricAddr() *net.UDPAddr {
 	return s.symConn.LocalAddr().(*net.UDPAddr)
 }
 
+// DTLSAddr is the bound DTLS address, nil if disabled.
+func (s *server) DTLSAddr() *net.UDPAddr {
+	if s.dtlsConn == nil {
+		return nil
+	}
+	return s.dtlsConn.LocalAddr().(*net.UDPAddr)
+}
+
 // shutdown stops accepting, lets in-flight requests finish (their uplinks
 // commit before the batcher closes), then closes the store.
 func (s *server) shutdown() error {
@@ -293,6 +363,9 @@ func (s *server) shutdown() error {
 		}
 		if s.symConn != nil {
 			s.symConn.Close()
+		}
+		if s.dtlsConn != nil {
+			s.dtlsConn.Close()
 		}
 		if s.apiLn != nil {
 			s.apiLn.Close()

@@ -507,6 +507,7 @@ func TestE2ESymmetricRestartRule(t *testing.T) {
 	cfg := config.Default()
 	cfg.DataDir = dir
 	cfg.CoAP.Listen, cfg.CoAP.SymmetricListen, cfg.API.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DTLS.Listen = "127.0.0.1:0"
 	s1, err := startServer(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/registry"
@@ -35,6 +36,8 @@ type Options struct {
 	Registry registry.Store
 	Messages message.Store
 	Keys     apikey.Store
+	// Events lists device online/offline transitions; nil: none recorded.
+	Events event.Store
 	// Presence supplies live online status; nil means "never seen".
 	Presence PresenceLookup
 	// Health checks the stores (a ping); nil means always healthy.
@@ -124,6 +127,7 @@ func (s *server) routes() []route {
 		{"POST", Prefix + "/devices/{productKey}/{deviceKey}/revoke-tokens", s.revokeTokens, true},
 		{"POST", Prefix + "/devices/{productKey}/{deviceKey}/rotate-secret", s.rotateSecret, true},
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/messages", s.listDeviceMessages, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/events", s.listDeviceEvents, true},
 
 		{"GET", Prefix + "/messages", s.listMessages, true},
 

@@ -13,6 +13,7 @@ import (
 // §2.4 matches them by endpoint and request target, not by token.
 type transferKey struct {
 	peer netip.AddrPort
+	sess uint64 // secured session (peer zero), see exchangeKey
 	code codes.Code
 	path string
 }

@@ -96,8 +96,11 @@ func (c *fifoCache[K, V]) len() int { return len(c.m) }
 // exchangeKey identifies a message exchange: RFC 7252 §4.5 duplicate
 // detection keys on the peer and the Message ID, never on the token (the
 // vendor SDK restarts its token counter on every init, PROTOCOL.md §3.3).
+// On a secured session the session is the peer (its address may change,
+// RFC 9146): peer is then zero and sess the session's ID.
 type exchangeKey struct {
 	peer netip.AddrPort
+	sess uint64
 	mid  uint16
 }
 

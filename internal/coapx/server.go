@@ -32,6 +32,25 @@ type Request struct {
 	Path     []string
 	Payload  []byte
 	Received time.Time
+	// Session is the secured session the request arrived on (DTLS), nil on
+	// plain UDP. Its Identity is set by the transport, never by the message.
+	Session Session
+}
+
+// Session is a secured transport's association with one peer (a DTLS
+// session). The transport decrypts datagrams and hands them to
+// Server.ServeSession; responses go back through WriteDatagram.
+type Session interface {
+	// SessionID identifies the session for duplicate detection and
+	// block-wise transfers: unique among the server's live sessions and
+	// never reused within EXCHANGE_LIFETIME.
+	SessionID() uint64
+	// WriteDatagram sends one encoded CoAP message to the peer. It is called
+	// concurrently from the workers and must not retain b.
+	WriteDatagram(b []byte) error
+	// Identity is what the transport authenticated (the handshake's
+	// principal), or nil when it authenticated no device.
+	Identity() any
 }
 
 // Response is a Handler's answer. The server adds type, Message ID and token,
@@ -118,6 +137,9 @@ type Server struct {
 
 	conn *net.UDPConn // set once by Serve
 	jobs chan job
+	// closing guards closing jobs against concurrent ServeSession callers.
+	closing sync.RWMutex
+	closed  bool // guarded by closing
 	// out replaces the socket write in tests (fuzzing without a socket).
 	out func(b []byte, peer netip.AddrPort)
 }
@@ -125,7 +147,16 @@ type Server struct {
 type job struct {
 	data []byte
 	peer netip.AddrPort
+	sess Session // nil on plain UDP
 	at   time.Time
+}
+
+// key returns the exchange key of a message from peer (or sess).
+func exchangeKeyOf(peer netip.AddrPort, sess Session, mid uint16) exchangeKey {
+	if sess != nil {
+		return exchangeKey{sess: sess.SessionID(), mid: mid}
+	}
+	return exchangeKey{peer: peer, mid: mid}
 }
 
 // NewServer returns a Server; m may be nil (no metrics).
@@ -159,6 +190,33 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 			s.log.Warn("cannot set socket receive buffer", "want", s.cfg.ReadBuffer, "err", err)
 		}
 	}
+	return s.run(ctx, func(ctx context.Context) error {
+		go func() { <-ctx.Done(); conn.Close() }()
+		return s.readLoop(ctx, conn)
+	})
+}
+
+// Run serves datagrams that a secured transport hands over through
+// ServeSession, with no socket of its own: it runs the workers and cache
+// sweeps until ctx is done, then returns after every worker has finished.
+// ServeSession must not be called after Run returned.
+func (s *Server) Run(ctx context.Context) error {
+	return s.run(ctx, func(ctx context.Context) error {
+		<-ctx.Done()
+		return nil
+	})
+}
+
+// ServeSession hands one decrypted datagram received on sess from peer to
+// the request path (header check, duplicate detection, queue); responses
+// are written through sess. Safe for concurrent use while Run runs.
+func (s *Server) ServeSession(b []byte, peer netip.AddrPort, sess Session) {
+	s.receiveFrom(b, peer, sess)
+}
+
+// run starts the workers and the sweeper, calls feed until it returns, then
+// stops the workers.
+func (s *Server) run(ctx context.Context, feed func(ctx context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -169,13 +227,12 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 			}
 		})
 	}
-	wg.Go(func() { // closes the socket on shutdown and sweeps caches
+	wg.Go(func() { // sweeps caches until shutdown
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
-				conn.Close()
 				return
 			case <-t.C:
 				now := s.now()
@@ -185,9 +242,12 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 			}
 		}
 	})
-	err := s.readLoop(ctx, conn)
+	err := feed(ctx)
 	cancel()
+	s.closing.Lock()
+	s.closed = true
 	close(s.jobs)
+	s.closing.Unlock()
 	wg.Wait()
 	return err
 }
@@ -218,7 +278,9 @@ func (s *Server) readLoop(ctx context.Context, conn *net.UDPConn) error {
 // receive runs on the read loop: the cheap header checks, duplicate
 // detection and hand-off to a worker. Nothing here allocates peer state for
 // a datagram that is not a well-formed request header.
-func (s *Server) receive(b []byte, peer netip.AddrPort) {
+func (s *Server) receive(b []byte, peer netip.AddrPort) { s.receiveFrom(b, peer, nil) }
+
+func (s *Server) receiveFrom(b []byte, peer netip.AddrPort, sess Session) {
 	now := s.now()
 	if len(b) < 4 || b[0]>>6 != 1 {
 		s.m.malformed("header") // not CoAP v1: silently ignored (RFC 7252 §3)
@@ -234,18 +296,18 @@ func (s *Server) receive(b []byte, peer netip.AddrPort) {
 	case code == codes.Empty:
 		if typ == message.Confirmable {
 			s.m.ping()
-			s.writeRaw(s.reset(mid), peer) // CoAP ping (RFC 7252 §4.3)
+			s.write(s.reset(mid), peer, sess) // CoAP ping (RFC 7252 §4.3)
 		}
 		return
 	case tkl > 8 || len(b) < 4+tkl || code>>5 != 0:
 		// Format error, or a response where a request belongs: reject.
 		s.m.malformed("header")
 		if typ == message.Confirmable {
-			s.writeRaw(s.reset(mid), peer)
+			s.write(s.reset(mid), peer, sess)
 		}
 		return
 	}
-	k := exchangeKey{peer: peer, mid: mid}
+	k := exchangeKeyOf(peer, sess, mid)
 	ttl := s.cfg.NonLifetime
 	if typ == message.Confirmable {
 		ttl = s.cfg.ExchangeLifetime
@@ -258,7 +320,7 @@ func (s *Server) receive(b []byte, peer netip.AddrPort) {
 	case dedupDone:
 		s.m.duplicate()
 		if typ == message.Confirmable && resp != nil {
-			s.writeRaw(resp, peer) // RFC 7252 §4.5: replay the cached response
+			s.write(resp, peer, sess) // RFC 7252 §4.5: replay the cached response
 		}
 		return
 	case dedupInFlight:
@@ -267,9 +329,17 @@ func (s *Server) receive(b []byte, peer netip.AddrPort) {
 	}
 	data := make([]byte, len(b))
 	copy(data, b)
-	select {
-	case s.jobs <- job{data: data, peer: peer, at: now}:
-	default:
+	s.closing.RLock()
+	queued := false
+	if !s.closed {
+		select {
+		case s.jobs <- job{data: data, peer: peer, sess: sess, at: now}:
+			queued = true
+		default:
+		}
+	}
+	s.closing.RUnlock()
+	if !queued {
 		// Overload: forget the exchange so a retransmission is processed,
 		// and tell a CON sender to back off.
 		s.dedup.abort(k)
@@ -278,7 +348,7 @@ func (s *Server) receive(b []byte, peer netip.AddrPort) {
 			r := &Response{Code: codes.ServiceUnavailable}
 			r.SetUint(message.MaxAge, 1)
 			if out, err := s.encode(r, message.Acknowledgement, mid, b[4:4+tkl]); err == nil {
-				s.writeRaw(out, peer)
+				s.write(out, peer, sess)
 			}
 		}
 	}
@@ -288,7 +358,7 @@ func (s *Server) receive(b []byte, peer netip.AddrPort) {
 func (s *Server) process(ctx context.Context, j job) {
 	typ := message.Type(j.data[0] >> 4 & 3)
 	mid := binary.BigEndian.Uint16(j.data[2:4])
-	k := exchangeKey{peer: j.peer, mid: mid}
+	k := exchangeKeyOf(j.peer, j.sess, mid)
 	msg := message.Message{Options: make(message.Options, 0, 32)}
 	if _, err := coder.DefaultCoder.Decode(j.data, &msg); err != nil {
 		// RFC 7252 §4.2/§4.3: a message that cannot be parsed is rejected.
@@ -299,13 +369,14 @@ func (s *Server) process(ctx context.Context, j job) {
 		}
 		s.dedup.complete(k, out, s.now())
 		if out != nil {
-			s.writeRaw(out, j.peer)
+			s.write(out, j.peer, j.sess)
 		}
 		return
 	}
 	req := &Request{
 		Peer: j.peer, Type: typ, Code: msg.Code, MessageID: mid,
 		Token: msg.Token, Options: msg.Options, Payload: msg.Payload, Received: j.at,
+		Session: j.sess,
 	}
 	resp := s.serve(ctx, req)
 	var out []byte
@@ -334,7 +405,7 @@ func (s *Server) process(ctx context.Context, j job) {
 	s.dedup.complete(k, cached, s.now())
 	if out != nil {
 		s.m.response(resp.Code, s.now().Sub(j.at))
-		s.writeRaw(out, j.peer)
+		s.write(out, j.peer, j.sess)
 	}
 }
 
@@ -353,6 +424,9 @@ func (s *Server) serve(ctx context.Context, req *Request) *Response {
 		}
 	}
 	tk := transferKey{peer: req.Peer, code: req.Code, path: strings.Join(req.Path, "/")}
+	if req.Session != nil {
+		tk.peer, tk.sess = netip.AddrPort{}, req.Session.SessionID()
+	}
 
 	// RFC 7959 §2.4: a Block2 request for a later block of a stored body.
 	var b2 block
@@ -474,6 +548,18 @@ func (s *Server) encode(r *Response, typ message.Type, mid uint16, token []byte)
 		return nil, fmt.Errorf("coap: encode response: %w", err)
 	}
 	return out, nil
+}
+
+// write sends b to peer, or through sess when the message came on one.
+func (s *Server) write(b []byte, peer netip.AddrPort, sess Session) {
+	if sess == nil {
+		s.writeRaw(b, peer)
+		return
+	}
+	if err := sess.WriteDatagram(b); err != nil {
+		s.m.writeError()
+		s.log.Debug("session write failed", "peer", peer.String(), "err", err)
+	}
 }
 
 func (s *Server) writeRaw(b []byte, peer netip.AddrPort) {

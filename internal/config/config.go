@@ -36,6 +36,7 @@ type Config struct {
 	DataDir string    `yaml:"data_dir"`
 	Log     LogConfig `yaml:"log"`
 	CoAP    CoAP      `yaml:"coap"`
+	DTLS    DTLS      `yaml:"dtls"`
 	Auth    Auth      `yaml:"auth"`
 	API     API       `yaml:"api"`
 	Store   Store     `yaml:"store"`
@@ -80,6 +81,34 @@ type CoAP struct {
 	// ReplaySessions bounds the sessions whose replay state a node holds;
 	// a token whose state was evicted must re-authenticate.
 	ReplaySessions int `yaml:"replay_sessions"`
+}
+
+// DTLS configures the CoAP-over-DTLS 1.2 listener (PROTOCOL.md §2, §3.6).
+type DTLS struct {
+	// Listen is the UDP address (default :5684); empty disables DTLS.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile are the server certificate (PEM) for
+	// certificate clients; both empty: a self-signed ECDSA development
+	// certificate is generated into DataDir on first start.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ConnectionID negotiates RFC 9146 Connection IDs with clients that
+	// offer them, so a session survives a NAT rebinding.
+	ConnectionID bool `yaml:"connection_id"`
+	// MaxSessions bounds established sessions plus handshakes in flight.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxHandshakes bounds handshakes in flight.
+	MaxHandshakes int `yaml:"max_handshakes"`
+	// HandshakeRate is the new handshakes allowed per second per source IP
+	// address (also the burst); 0 disables the limit.
+	HandshakeRate int `yaml:"handshake_rate"`
+	// HandshakeTimeout bounds a whole handshake.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// CookieTimeout bounds the wait for the HelloVerifyRequest cookie echo.
+	CookieTimeout time.Duration `yaml:"cookie_timeout"`
+	// IdleTimeout closes certificate sessions (no PSK lifetime) after this
+	// long without a datagram.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // Auth configures device authentication.
@@ -154,6 +183,16 @@ func Default() Config {
 			ReplayWindow:     1024,
 			ReplaySessions:   100000,
 		},
+		DTLS: DTLS{
+			Listen:           ":5684",
+			ConnectionID:     true,
+			MaxSessions:      100000,
+			MaxHandshakes:    1024,
+			HandshakeRate:    20,
+			HandshakeTimeout: 30 * time.Second,
+			CookieTimeout:    5 * time.Second,
+			IdleTimeout:      time.Hour,
+		},
 		Auth: Auth{
 			TokenTTL:       7 * 24 * time.Hour,
 			OnlineLifetime: 5 * time.Minute,
@@ -180,8 +219,8 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format %q: want text or json", c.Log.Format)
 	}
-	for name, addr := range map[string]string{"coap.listen": c.CoAP.Listen, "api.listen": c.API.Listen, "coap.symmetric_listen": c.CoAP.SymmetricListen} {
-		if addr == "" && name == "coap.symmetric_listen" {
+	for name, addr := range map[string]string{"coap.listen": c.CoAP.Listen, "api.listen": c.API.Listen, "coap.symmetric_listen": c.CoAP.SymmetricListen, "dtls.listen": c.DTLS.Listen} {
+		if addr == "" && (name == "coap.symmetric_listen" || name == "dtls.listen") {
 			continue // disabled
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -214,6 +253,18 @@ func (c Config) Validate() error {
 	}
 	if c.CoAP.ExchangeLifetime <= 0 || c.CoAP.NonLifetime <= 0 {
 		bad("coap.exchange_lifetime and coap.non_lifetime must be > 0")
+	}
+	if (c.DTLS.CertFile == "") != (c.DTLS.KeyFile == "") {
+		bad("dtls.cert_file and dtls.key_file must be set together")
+	}
+	if c.DTLS.MaxSessions < 1 || c.DTLS.MaxHandshakes < 1 {
+		bad("dtls.max_sessions and dtls.max_handshakes must be >= 1")
+	}
+	if c.DTLS.HandshakeRate < 0 {
+		bad("dtls.handshake_rate must be >= 0 (0: unlimited)")
+	}
+	if c.DTLS.HandshakeTimeout < time.Second || c.DTLS.CookieTimeout < 100*time.Millisecond || c.DTLS.IdleTimeout < time.Second {
+		bad("dtls.handshake_timeout and dtls.idle_timeout must be >= 1s, dtls.cookie_timeout >= 100ms")
 	}
 	if c.Auth.TokenTTL < time.Minute {
 		bad("auth.token_ttl must be >= 1m")

@@ -23,6 +23,8 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/registry"
@@ -39,7 +41,10 @@ type Ingester interface {
 
 // Options configures a Gateway.
 type Options struct {
-	Registry  Registry
+	Registry Registry
+	// Devices creates devices on DTLS activation (secureMode 3); nil
+	// refuses activation of devices that do not exist.
+	Devices   DeviceCreator
 	Tokens    *token.Codec
 	Ingest    Ingester
 	Presence  *presence.Tracker
@@ -141,6 +146,9 @@ func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Resp
 }
 
 func (g *Gateway) route(ctx context.Context, req *coapx.Request) *coapx.Response {
+	if psk, ok := pskIdentity(req); ok && psk.SecureMode == dtlspsk.ModeProduct {
+		return g.routeActivation(ctx, req, psk)
+	}
 	p := req.Path
 	switch {
 	case len(p) == 1 && p[0] == "auth":
@@ -182,7 +190,11 @@ func (g *Gateway) seen(id identity, req *coapx.Request) {
 	if g.o.Presence == nil {
 		return
 	}
-	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), g.o.Transport, g.lifetime(id), req.Received) {
+	lifetime := g.lifetime(id)
+	if psk, ok := pskIdentity(req); ok {
+		lifetime = psk.Lifetime // PROTOCOL.md §2: the identity's lifetime
+	}
+	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), g.o.Transport, lifetime, req.Received) {
 		g.log.Info("device online", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "peer", req.Peer.String())
 	}
 }
@@ -193,35 +205,59 @@ func isStoreTrouble(err error) bool {
 	return err != nil && !errors.Is(err, registry.ErrNotFound)
 }
 
-// FlushPresence writes last-contact times to the registry every interval
-// until ctx ends (and once more then), so lastSeenAt survives restarts
-// without a database write per uplink.
-func (g *Gateway) FlushPresence(ctx context.Context, w interface {
+// PresenceWriter persists what the presence table learnt: last contacts and
+// online/offline transitions.
+type PresenceWriter interface {
 	TouchDevices(ctx context.Context, seen []registry.Presence) error
-}, interval time.Duration) {
+	AppendEvents(ctx context.Context, evs []event.Event) error
+}
+
+// FlushPresence writes last-contact times and online/offline transitions
+// to the store every interval until ctx ends (and once more then), so
+// lastSeenAt survives restarts without a database write per uplink.
+// Offline transitions are detected here: at most interval late, with the
+// exact time (last contact + lifetime) recorded.
+func (g *Gateway) FlushPresence(ctx context.Context, w PresenceWriter, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	flush := func() {
-		var batch []registry.Presence
-		g.o.Presence.Drain(func(pk, dk string, s presence.Status) {
-			batch = append(batch, registry.Presence{ProductKey: pk, DeviceKey: dk, SeenAt: s.LastSeen, Address: s.Address})
-		})
-		if len(batch) == 0 {
+	for {
+		select {
+		case <-ctx.Done():
+			g.FlushPresenceOnce(w, g.o.Now())
 			return
+		case <-t.C:
+			g.FlushPresenceOnce(w, g.o.Now())
 		}
-		wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
+	}
+}
+
+// FlushPresenceOnce records offline transitions due at now and writes
+// everything pending.
+func (g *Gateway) FlushPresenceOnce(w PresenceWriter, now time.Time) {
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var batch []registry.Presence
+	g.o.Presence.Drain(func(pk, dk string, s presence.Status) {
+		batch = append(batch, registry.Presence{ProductKey: pk, DeviceKey: dk, SeenAt: s.LastSeen, Address: s.Address})
+	})
+	if len(batch) > 0 {
 		if err := w.TouchDevices(wctx, batch); err != nil {
 			g.log.Warn("presence flush failed", "devices", len(batch), "err", err)
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			flush()
-			return
-		case <-t.C:
-			flush()
+	g.o.Presence.Sweep(now)
+	evs, dropped := g.o.Presence.DrainEvents()
+	if dropped > 0 {
+		g.log.Warn("device events dropped (flush too slow)", "dropped", dropped)
+	}
+	for _, e := range evs {
+		if e.Type == event.Offline {
+			g.log.Info("device offline", "productKey", e.ProductKey, "deviceKey", e.DeviceKey, "lastPeer", e.Peer, "transport", e.Transport)
+		}
+	}
+	if len(evs) > 0 {
+		if err := w.AppendEvents(wctx, evs); err != nil {
+			g.log.Warn("device events write failed", "events", len(evs), "err", err)
 		}
 	}
 }

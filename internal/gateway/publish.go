@@ -88,7 +88,11 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		up   uplinkAuth
 		resp *coapx.Response
 	)
+	psk, isPSK := pskIdentity(req)
 	switch {
+	case isPSK:
+		// DTLS-PSK: the session is the device, no token (PROTOCOL.md §2).
+		up.id, resp = g.authenticateSession(ctx, req, psk)
 	case g.o.Symmetric:
 		up, resp = g.authenticateSymmetric(ctx, req)
 	case hasSignE(req):

@@ -6,7 +6,13 @@ package presence
 import (
 	"sync"
 	"time"
+
+	"github.com/coapgate/coapgate/internal/event"
 )
+
+// maxPending bounds the transitions waiting for DrainEvents; beyond it the
+// oldest are dropped (and counted).
+const maxPending = 1 << 16
 
 // Status is one device's last contact.
 type Status struct {
@@ -14,6 +20,7 @@ type Status struct {
 	Address   string
 	Transport string
 	Lifetime  time.Duration
+	offline   bool // the offline transition was recorded
 }
 
 // Online reports whether the device is online at now.
@@ -25,9 +32,11 @@ type key struct{ pk, dk string }
 
 // Tracker is an in-memory, per-node presence table. Safe for concurrent use.
 type Tracker struct {
-	mu    sync.Mutex
-	state map[key]Status   // guarded by mu
-	dirty map[key]struct{} // guarded by mu; seen since the last Drain
+	mu      sync.Mutex
+	state   map[key]Status   // guarded by mu
+	dirty   map[key]struct{} // guarded by mu; seen since the last Drain
+	pending []event.Event    // guarded by mu; transitions since the last DrainEvents
+	dropped int              // guarded by mu
 }
 
 // NewTracker returns an empty Tracker.
@@ -43,8 +52,54 @@ func (t *Tracker) Seen(pk, dk, addr, transport string, lifetime time.Duration, n
 	prev, ok := t.state[k]
 	t.state[k] = Status{LastSeen: now, Address: addr, Transport: transport, Lifetime: lifetime}
 	t.dirty[k] = struct{}{}
+	came := !ok || !prev.Online(now)
+	if came {
+		if ok && !prev.offline {
+			// Back before a Sweep noticed: the offline transition first.
+			t.record(event.Event{ProductKey: pk, DeviceKey: dk, Type: event.Offline, At: prev.LastSeen.Add(prev.Lifetime), Transport: prev.Transport, Peer: prev.Address})
+		}
+		t.record(event.Event{ProductKey: pk, DeviceKey: dk, Type: event.Online, At: now, Transport: transport, Peer: addr})
+	}
 	t.mu.Unlock()
-	return !ok || !prev.Online(now)
+	return came
+}
+
+// record queues an event; t.mu is held.
+func (t *Tracker) record(e event.Event) {
+	if len(t.pending) >= maxPending {
+		t.pending = t.pending[1:]
+		t.dropped++
+	}
+	t.pending = append(t.pending, e)
+}
+
+// Sweep records the offline transition of every device whose lifetime has
+// passed at now without a message (PROTOCOL.md §2); At is last contact +
+// lifetime. It returns how many went offline.
+func (t *Tracker) Sweep(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for k, s := range t.state {
+		if s.offline || s.Online(now) {
+			continue
+		}
+		s.offline = true
+		t.state[k] = s
+		t.record(event.Event{ProductKey: k.pk, DeviceKey: k.dk, Type: event.Offline, At: s.LastSeen.Add(s.Lifetime), Transport: s.Transport, Peer: s.Address})
+		n++
+	}
+	return n
+}
+
+// DrainEvents returns the transitions recorded since the previous call, in
+// order, and how many were dropped for room meanwhile.
+func (t *Tracker) DrainEvents() (evs []event.Event, dropped int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	evs, dropped = t.pending, t.dropped
+	t.pending, t.dropped = nil, 0
+	return evs, dropped
 }
 
 // Lookup returns a device's status if it has been seen by this node.

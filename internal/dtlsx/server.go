@@ -1,0 +1,540 @@
+// Package dtlsx serves CoAP over DTLS 1.2 (RFC 6347, RFC 7252 §9) on
+// pion/dtls, for dialect E's PSK devices (PROTOCOL.md §2) and certificate
+// clients (§3.6). It owns the UDP socket and demultiplexes datagrams to
+// sessions itself, by address or by Connection ID (RFC 9146), so that it
+// can bound and account for session state: pion drives each session's
+// handshake and record protection, and the decrypted CoAP datagrams go to a
+// coapx.Server through ServeSession.
+//
+// Only a datagram whose first record is a well-formed ClientHello creates
+// state for an unknown address, and only within the limits (sessions,
+// handshakes in flight, handshakes per source address per second); pion
+// answers it with a HelloVerifyRequest cookie. A handshake whose cookie is
+// not echoed within Config.CookieTimeout is dropped. A session closes when
+// its lifetime passes without a datagram from the peer.
+package dtlsx
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/pion/dtls/v3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons a handshake fails besides the dtlspsk ones (label values of
+// coapgate_dtls_handshake_failures_total{reason}).
+const (
+	ReasonNoCookieEcho    = "no_cookie_echo"   // HelloVerifyRequest never answered (spoofed source)
+	ReasonTimeout         = "timeout"          // handshake did not finish in time
+	ReasonPeerAlert       = "peer_alert"       // the client aborted
+	ReasonHandshakeError  = "handshake_error"  // protocol error (no common suite, bad message…)
+	ReasonLimitSessions   = "limit_sessions"   // dtls.max_sessions reached
+	ReasonLimitHandshakes = "limit_handshakes" // dtls.max_handshakes reached
+	ReasonRateLimited     = "rate_limited"     // dtls.handshake_rate exceeded for the source address
+)
+
+// Reasons a session ends (coapgate_dtls_sessions_closed_total{reason}).
+const (
+	CloseIdle     = "idle"     // lifetime passed without a datagram
+	ClosePeer     = "peer"     // close_notify, fatal alert or read error
+	CloseShutdown = "shutdown" // server stopping
+	CloseReplaced = "replaced" // a new handshake from the same address
+)
+
+// Config configures a Server. Zero values take the defaults in brackets.
+type Config struct {
+	// LookupPSK returns the key of a parsed PSK identity; a refusal is a
+	// *dtlspsk.Error whose Reason is counted and logged. It runs on the
+	// session's handshake goroutine, never on the read loop. Nil disables
+	// PSK suites.
+	LookupPSK func(ctx context.Context, id dtlspsk.Identity) ([]byte, error)
+	// Certificate enables ECDHE-ECDSA suites; nil: PSK only.
+	Certificate *tls.Certificate
+	// ConnectionID enables RFC 9146 Connection IDs (8 bytes) when a client
+	// offers them.
+	ConnectionID bool
+	// MaxSessions bounds established sessions plus handshakes [100000].
+	MaxSessions int
+	// MaxHandshakes bounds handshakes in flight [1024].
+	MaxHandshakes int
+	// HandshakeRate is the handshakes per second allowed per source IP
+	// address, with a burst of the same size [20]; < 0 disables the limit.
+	HandshakeRate float64
+	// HandshakeTimeout bounds a handshake [30s].
+	HandshakeTimeout time.Duration
+	// CookieTimeout bounds the wait for the cookie echo [5s].
+	CookieTimeout time.Duration
+	// IdleTimeout closes sessions without a PSK lifetime (certificate
+	// clients) after this long without a datagram [1h].
+	IdleTimeout time.Duration
+	// ReadBuffer is the socket receive buffer to ask for (0: system default).
+	ReadBuffer int
+	// OnUp is called once a session is established, OnDown when it ends
+	// (only for sessions that were up). Both run on the session's goroutine.
+	OnUp   func(s *Session)
+	OnDown func(s *Session, reason string)
+	// Registerer receives the metrics (nil: none).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Now is the clock of idle and cookie expiry (default time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) fill() {
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 100000
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 1024
+	}
+	if c.HandshakeRate == 0 {
+		c.HandshakeRate = 20
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 30 * time.Second
+	}
+	if c.CookieTimeout <= 0 {
+		c.CookieTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// cidLen is the length of the Connection IDs the server issues.
+const cidLen = 8
+
+// Server is a DTLS listener in front of a coapx.Server.
+type Server struct {
+	cfg  Config
+	coap *coapx.Server
+	log  *slog.Logger
+	m    *metrics
+	opts []dtls.ServerOption // shared part of every session's options
+
+	conn *net.UDPConn // set once by Serve
+	ctx  context.Context
+	wg   sync.WaitGroup // session goroutines
+
+	nextID     atomic.Uint64
+	inflight   atomic.Int64
+	sessions   atomic.Int64
+	rate       *rateLimiter // read loop only
+	mu         sync.Mutex
+	byAddr     map[netip.AddrPort]*Session // guarded by mu; every live session by its first address
+	pending    map[netip.AddrPort]*Session // guarded by mu; handshakes that may replace a session at their address
+	byCID      map[string]*Session         // guarded by mu
+	nextSweep  time.Time                   // read loop only
+	shutdownMu sync.Mutex
+	stopping   bool // guarded by shutdownMu
+}
+
+// New returns a Server whose sessions feed coap (which must be Run by the
+// caller).
+func New(cfg Config, coap *coapx.Server) (*Server, error) {
+	cfg.fill()
+	if cfg.LookupPSK == nil && cfg.Certificate == nil {
+		return nil, errors.New("dtlsx: neither PSK lookup nor certificate configured")
+	}
+	s := &Server{
+		cfg:     cfg,
+		coap:    coap,
+		log:     cfg.Logger.With("component", "dtls"),
+		m:       newMetrics(cfg.Registerer),
+		byAddr:  make(map[netip.AddrPort]*Session),
+		pending: make(map[netip.AddrPort]*Session),
+		byCID:   make(map[string]*Session),
+		rate:    newRateLimiter(cfg.HandshakeRate, 1<<16),
+	}
+	var suites []dtls.CipherSuiteID
+	if cfg.LookupPSK != nil {
+		// Exactly the dialect's suites (PROTOCOL.md §2): offering more
+		// (GCM, ECDHE-PSK) makes stock clients pick those instead, which
+		// the platform's devices were never tested against.
+		suites = append(suites,
+			dtls.TLS_PSK_WITH_AES_128_CCM_8,
+			dtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
+		)
+	}
+	if cfg.Certificate != nil {
+		suites = append(suites,
+			dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+			dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM,
+			dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		)
+		s.opts = append(s.opts, dtls.WithCertificates(*cfg.Certificate))
+	}
+	s.opts = append(s.opts,
+		dtls.WithCipherSuites(suites...),
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+		// Cookies are pion's default as a server (never
+		// WithInsecureSkipVerifyHello); TestSpoofedClientHellos checks it.
+	)
+	return s, nil
+}
+
+// Serve reads datagrams from conn until ctx ends; it then closes every
+// session and returns once their goroutines are done. It closes conn.
+func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
+	s.conn = conn
+	s.ctx = ctx
+	if s.cfg.ReadBuffer > 0 {
+		if err := conn.SetReadBuffer(s.cfg.ReadBuffer); err != nil {
+			s.log.Warn("cannot set socket receive buffer", "want", s.cfg.ReadBuffer, "err", err)
+		}
+	}
+	stop := make(chan struct{})
+	var loops sync.WaitGroup
+	loops.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				conn.Close()
+				return
+			case <-stop:
+				return
+			case <-t.C:
+				s.sweep(s.cfg.Now())
+			}
+		}
+	})
+	err := s.readLoop(ctx, conn)
+	close(stop)
+	loops.Wait()
+	s.shutdownMu.Lock()
+	s.stopping = true
+	s.shutdownMu.Unlock()
+	s.mu.Lock()
+	all := make([]*Session, 0, len(s.byAddr)+len(s.pending))
+	for _, ss := range s.byAddr {
+		all = append(all, ss)
+	}
+	for _, ss := range s.pending {
+		all = append(all, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range all {
+		ss.close(CloseShutdown)
+	}
+	s.wg.Wait()
+	return err
+}
+
+// Addr returns the bound address (valid once Serve has started).
+func (s *Server) Addr() net.Addr {
+	if s.conn == nil {
+		return nil
+	}
+	return s.conn.LocalAddr()
+}
+
+// Sessions returns the number of established sessions.
+func (s *Server) Sessions() int { return int(s.sessions.Load()) }
+
+// Handshakes returns the number of handshakes in flight.
+func (s *Server) Handshakes() int { return int(s.inflight.Load()) }
+
+func (s *Server) readLoop(ctx context.Context, conn *net.UDPConn) error {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			s.log.Warn("udp read failed", "err", err)
+			continue
+		}
+		s.dispatch(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), s.cfg.Now())
+	}
+}
+
+// dispatch routes one datagram: by Connection ID, else by address, else —
+// for a ClientHello within the limits — to a new session. Anything else
+// from an unknown address is dropped without state.
+func (s *Server) dispatch(b []byte, from netip.AddrPort, now time.Time) {
+	if len(b) < recordHeaderLen {
+		s.m.dropped.Inc()
+		return
+	}
+	s.mu.Lock()
+	var ss *Session
+	if cid, ok := recordCID(b, cidLen); ok && s.cfg.ConnectionID {
+		ss = s.byCID[string(cid)]
+	}
+	byAddr := false
+	if ss == nil {
+		ss, byAddr = s.byAddr[from], true
+	}
+	s.mu.Unlock()
+	ch, isHello := parseClientHello(b)
+	if ss != nil && byAddr && isHello && ss.up.Load() {
+		// A ClientHello on an established session's address: the device
+		// restarted (NB-IoT modules often reuse their source port). The
+		// new handshake runs beside the old session, which it replaces
+		// only once the cookie came back (RFC 6347 §4.2.8): a spoofed
+		// ClientHello cannot end an established session.
+		s.mu.Lock()
+		next := s.pending[from]
+		if next != nil && ch.cookie {
+			delete(s.pending, from)
+			s.byAddr[from] = next
+		}
+		s.mu.Unlock()
+		switch {
+		case next != nil && ch.cookie:
+			old := ss
+			s.wg.Go(func() { old.close(CloseReplaced) }) // never block the read loop
+			next.deliver(b, from)
+			return
+		case next != nil:
+			next.deliver(b, from)
+			return
+		case !ch.cookie:
+			s.startSession(b, from, now, true)
+			return
+		}
+	}
+	if ss != nil {
+		ss.deliver(b, from)
+		return
+	}
+	if !isHello {
+		s.m.dropped.Inc()
+		return
+	}
+	s.startSession(b, from, now, false)
+}
+
+// startSession creates the state of a new handshake for a ClientHello,
+// within the limits. A replacement waits in pending until its cookie echo.
+func (s *Server) startSession(b []byte, from netip.AddrPort, now time.Time, replacement bool) {
+	switch {
+	case int(s.sessions.Load()+s.inflight.Load()) >= s.cfg.MaxSessions:
+		s.refuse(ReasonLimitSessions, from)
+		return
+	case int(s.inflight.Load()) >= s.cfg.MaxHandshakes:
+		s.refuse(ReasonLimitHandshakes, from)
+		return
+	case !s.allowRate(from.Addr(), now):
+		s.refuse(ReasonRateLimited, from)
+		return
+	}
+	s.shutdownMu.Lock()
+	defer s.shutdownMu.Unlock()
+	if s.stopping {
+		return
+	}
+	ss := s.newSession(from, now)
+	s.mu.Lock()
+	if replacement {
+		s.pending[from] = ss
+	} else {
+		s.byAddr[from] = ss
+	}
+	s.mu.Unlock()
+	s.inflight.Add(1)
+	s.m.inflight.Inc()
+	s.wg.Go(func() { s.run(ss) })
+	ss.deliver(b, from)
+}
+
+// allowRate applies the per-address handshake rate (read loop only).
+func (s *Server) allowRate(a netip.Addr, now time.Time) bool {
+	if now.After(s.nextSweep) {
+		s.rate.prune(now)
+		s.nextSweep = now.Add(time.Second)
+	}
+	return s.rate.allow(a, now)
+}
+
+// refuse counts a handshake refused by a limit; nothing is allocated.
+func (s *Server) refuse(reason string, from netip.AddrPort) {
+	s.m.failures.WithLabelValues(reason).Inc()
+	s.log.Debug("handshake refused", "reason", reason, "peer", from.String())
+}
+
+// sweep closes idle sessions and handshakes whose cookie was not echoed.
+func (s *Server) sweep(now time.Time) {
+	s.mu.Lock()
+	var expired []*Session
+	for _, m := range []map[netip.AddrPort]*Session{s.byAddr, s.pending} {
+		for _, ss := range m {
+			if ss.expired(now, s.cfg.CookieTimeout) {
+				expired = append(expired, ss)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range expired {
+		if ss.up.Load() {
+			ss.close(CloseIdle)
+		} else {
+			ss.abort(ReasonNoCookieEcho)
+		}
+	}
+}
+
+// run drives one session: handshake, then the read loop feeding coapx.
+func (s *Server) run(ss *Session) {
+	defer s.remove(ss)
+	opts := append([]dtls.ServerOption{dtls.WithLoggerFactory(ss)}, s.opts...)
+	if s.cfg.LookupPSK != nil {
+		opts = append(opts, dtls.WithPSK(ss.psk))
+	}
+	if s.cfg.ConnectionID {
+		opts = append(opts, dtls.WithConnectionIDGenerator(ss.newCID))
+	}
+	conn, err := dtls.ServerWithOptions((*pconn)(ss), net.UDPAddrFromAddrPort(ss.addr), opts...)
+	if err != nil {
+		s.handshakeDone()
+		s.fail(ss, ReasonHandshakeError, err)
+		return
+	}
+	hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	ss.setConn(conn, cancel)
+	err = conn.HandshakeContext(hctx)
+	timedOut := hctx.Err() != nil
+	cancel()
+	s.handshakeDone()
+	if err != nil {
+		reason := ss.refusal()
+		switch {
+		case reason != "":
+		case timedOut && s.ctx.Err() != nil:
+			reason = CloseShutdown
+		case timedOut && !ss.verified.Load():
+			reason = ReasonNoCookieEcho
+		case timedOut:
+			reason = ReasonTimeout
+		case isPeerAlert(err):
+			reason = ReasonPeerAlert
+		default:
+			reason = ReasonHandshakeError
+		}
+		if reason == dtlspsk.ReasonBadKey {
+			// pion drops a Finished it cannot decrypt without a word: tell
+			// the client now rather than let it retransmit until timeout.
+			ss.writeRaw(fatalAlert(alertDecryptError))
+		}
+		_ = conn.Close()
+		if reason != CloseShutdown {
+			s.fail(ss, reason, err)
+		}
+		return
+	}
+	if st, ok := conn.ConnectionState(); ok {
+		s.m.handshakes.WithLabelValues(cipherName(st.CipherSuiteID)).Inc()
+	}
+	ss.established(s.cfg.Now())
+	s.sessions.Add(1)
+	s.m.sessions.Inc()
+	if s.cfg.OnUp != nil {
+		s.cfg.OnUp(ss)
+	}
+	s.log.Debug("session up", ss.logAttrs()...)
+	reason := ss.readLoop(s.coap, s.cfg.Now)
+	s.sessions.Add(-1)
+	s.m.sessions.Dec()
+	s.m.closed.WithLabelValues(reason).Inc()
+	_ = conn.Close()
+	if s.cfg.OnDown != nil {
+		s.cfg.OnDown(ss, reason)
+	}
+	s.log.Debug("session down", append(ss.logAttrs(), "reason", reason)...)
+}
+
+func (s *Server) handshakeDone() {
+	s.inflight.Add(-1)
+	s.m.inflight.Dec()
+}
+
+// fail counts and logs a refused handshake.
+func (s *Server) fail(ss *Session, reason string, err error) {
+	s.m.failures.WithLabelValues(reason).Inc()
+	lvl := slog.LevelInfo
+	if reason == ReasonNoCookieEcho {
+		lvl = slog.LevelDebug // what a spoofed flood produces: do not flood the log
+	}
+	attrs := append(ss.logAttrs(), "reason", reason)
+	if err != nil {
+		attrs = append(attrs, "err", err.Error())
+	}
+	s.log.Log(context.Background(), lvl, "handshake refused", attrs...)
+}
+
+// remove forgets a session's routes.
+func (s *Server) remove(ss *Session) {
+	ss.closeConn()
+	s.mu.Lock()
+	if s.byAddr[ss.addr] == ss {
+		delete(s.byAddr, ss.addr)
+	}
+	if s.pending[ss.addr] == ss {
+		delete(s.pending, ss.addr)
+	}
+	for _, c := range ss.cids {
+		if s.byCID[c] == ss {
+			delete(s.byCID, c)
+		}
+	}
+	ss.cids = nil
+	s.mu.Unlock()
+}
+
+// registerCID routes datagrams carrying cid to ss.
+func (s *Server) registerCID(ss *Session, cid []byte) {
+	s.mu.Lock()
+	s.byCID[string(cid)] = ss
+	ss.cids = append(ss.cids, string(cid))
+	s.mu.Unlock()
+}
+
+func isPeerAlert(err error) bool {
+	var ae interface{ IsFatalOrCloseNotify() bool }
+	return errors.As(err, &ae)
+}
+
+// newCIDBytes returns a random Connection ID.
+func newCIDBytes() []byte {
+	b := make([]byte, cidLen)
+	rand.Read(b)
+	return b
+}
+
+func cipherName(id dtls.CipherSuiteID) string {
+	switch id {
+	case dtls.TLS_PSK_WITH_AES_128_CCM_8:
+		return "psk_aes_128_ccm_8"
+	case dtls.TLS_PSK_WITH_AES_128_CBC_SHA256:
+		return "psk_aes_128_cbc_sha256"
+	case dtls.TLS_PSK_WITH_AES_128_CCM:
+		return "psk_aes_128_ccm"
+	case dtls.TLS_PSK_WITH_AES_128_GCM_SHA256:
+		return "psk_aes_128_gcm_sha256"
+	case dtls.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256:
+		return "ecdhe_psk_aes_128_cbc_sha256"
+	}
+	return fmt.Sprintf("0x%04x", uint16(id))
+}
