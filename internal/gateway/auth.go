@@ -19,20 +19,30 @@ import (
 // maxClientID is the dialect's clientId limit (PROTOCOL.md §3.1).
 const maxClientID = 64
 
-// auth answers POST /auth (PROTOCOL.md §3.1).
-func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response {
+// authBody negotiates the formats of an auth request and decodes its body
+// (both dialects' /auth): a non-nil resp is 4.15 or 4.06 to send as is; err
+// is a payload that does not decode (4.00).
+func authBody(req *coapx.Request) (respCF uint16, fields map[string]string, resp *coapx.Response, err error) {
 	cf, ok := contentFormat(req, 0)
 	if !ok {
-		return &coapx.Response{Code: codes.UnsupportedMediaType}
+		return 0, nil, &coapx.Response{Code: codes.UnsupportedMediaType}, nil
 	}
 	if cf == 0 || cf == cfOctets {
 		cf = sniff(req.Payload)
 	}
-	respCF, ok := accept(req, cf)
-	if !ok {
-		return &coapx.Response{Code: codes.NotAcceptable}
+	if respCF, ok = accept(req, cf); !ok {
+		return 0, nil, &coapx.Response{Code: codes.NotAcceptable}, nil
 	}
-	fields, err := decodeFields(req.Payload, cf)
+	fields, err = decodeFields(req.Payload, cf)
+	return respCF, fields, nil, err
+}
+
+// auth answers POST /auth (PROTOCOL.md §3.1).
+func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response {
+	respCF, fields, resp, err := authBody(req)
+	if resp != nil {
+		return resp
+	}
 	if err != nil {
 		return g.authFail(req, reasonBadPayload, badRequest(err), "", "")
 	}

@@ -24,18 +24,10 @@ const (
 // inside option 2101. Implemented from the documents alone.
 func (g *Gateway) authSignE(ctx context.Context, req *coapx.Request) *coapx.Response {
 	pk, dk := req.Path[1], req.Path[2]
-	cf, ok := contentFormat(req, 0)
-	if !ok {
-		return &coapx.Response{Code: codes.UnsupportedMediaType}
+	respCF, fields, resp, err := authBody(req)
+	if resp != nil {
+		return resp
 	}
-	if cf == 0 || cf == cfOctets {
-		cf = sniff(req.Payload)
-	}
-	respCF, ok := accept(req, cf)
-	if !ok {
-		return &coapx.Response{Code: codes.NotAcceptable}
-	}
-	fields, err := decodeFields(req.Payload, cf)
 	if err != nil {
 		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dk)
 	}
