@@ -246,11 +246,7 @@ func TestE2ERetransmittedCONStoredOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.DialUDP("udp", nil, g.s.CoAPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := udpConn(t, g.s.CoAPAddr())
 	topic := fmt.Sprintf("/sys/%s/%s/thing/event/property/post", d.pk, d.dk)
 	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 4242, Token: []byte{1, 2, 3, 4},
 		Options: topicOpts(tok, 61, topic), Payload: []byte(`{"id":"1"}`)}
@@ -301,11 +297,7 @@ func TestE2ERefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.DialUDP("udp", nil, g.s.CoAPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := udpConn(t, g.s.CoAPAddr())
 	mid := int32(100)
 	post := func(tok string, topic string) codes.Code {
 		mid++
@@ -380,11 +372,7 @@ func TestE2EProtocolAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.DialUDP("udp", nil, g.s.CoAPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := udpConn(t, g.s.CoAPAddr())
 	own := fmt.Sprintf("/sys/%s/%s/thing/event/property/post", d.pk, d.dk)
 	mid := int32(1)
 	ex := func(code codes.Code, opts message.Options, payload string) *message.Message {
