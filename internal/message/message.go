@@ -12,7 +12,27 @@ const (
 	TransportCoAP      = "coap"      // plain CoAP/UDP, token auth (5683)
 	TransportSymmetric = "coap-sym"  // payload-encrypted CoAP (5682)
 	TransportDTLS      = "coap-dtls" // CoAP over DTLS (5684)
+	// TransportEvent marks a lifecycle event in the log (see EventTopic).
+	TransportEvent = "event"
 )
+
+// EventTopicPrefix starts the topics of lifecycle events (a device going
+// online or offline, a downlink command changing state). They are stored in
+// the same ordered log as uplinks, under EventTopic(pk, dk, type), so that
+// forwarding rules and the live stream see one sequence with one cursor.
+// As in MQTT (v3.1.1 §4.7.2), a topic filter starting with a wildcard does
+// not match a topic starting with '$', and listings leave events out unless
+// Query.IncludeEvents is set.
+const EventTopicPrefix = "$events/"
+
+// EventTopic returns the log topic of a lifecycle event of one device,
+// "$events/{pk}/{dk}/{typ}" (typ e.g. "online", "offline", "command").
+func EventTopic(pk, dk, typ string) string {
+	return EventTopicPrefix + pk + "/" + dk + "/" + typ
+}
+
+// IsEvent reports whether topic is a lifecycle event's topic.
+func IsEvent(topic string) bool { return len(topic) > 0 && topic[0] == '$' }
 
 // Message is one stored uplink.
 type Message struct {
@@ -38,6 +58,9 @@ type Query struct {
 	AfterID    int64
 	Descending bool
 	Limit      int // <= 0 means 100; adapters cap it at 1000
+	// IncludeEvents also returns lifecycle events (topics starting with
+	// '$', see EventTopic); listings of uplinks leave it false.
+	IncludeEvents bool
 }
 
 // Store persists messages. Append assigns IDs to msgs in order and returns
@@ -46,4 +69,12 @@ type Query struct {
 type Store interface {
 	Append(ctx context.Context, msgs []*Message) error
 	List(ctx context.Context, q Query) ([]Message, error)
+}
+
+// Notifier is implemented by stores that signal new log entries, so that
+// tailing readers (forwarding rules, the live stream) need not poll.
+type Notifier interface {
+	// Changed returns a channel that is closed at the next commit that
+	// appends to the log. Call it again after it fires.
+	Changed() <-chan struct{}
 }

@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -72,6 +73,26 @@ func (s *Store) Append(ctx context.Context, msgs []*message.Message) (err error)
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlitestore: append %d messages: commit: %w", len(msgs), err)
 	}
+	s.notifyLog()
+	return nil
+}
+
+// appendLogTx appends m to the message log inside tx (for writes that must
+// commit together with a log entry, such as lifecycle events) and sets
+// m.ID. The caller commits and then calls s.notifyLog.
+func (s *Store) appendLogTx(ctx context.Context, tx *sql.Tx, m *message.Message) error {
+	payload := m.Payload
+	if payload == nil {
+		payload = emptyPayload
+	}
+	res, err := tx.StmtContext(ctx, s.insertMessage).ExecContext(ctx, m.ProductKey, m.DeviceKey, m.Topic,
+		payload, int64(m.ContentFormat), toNanos(m.ReceivedAt), m.Peer, m.Transport)
+	if err != nil {
+		return fmt.Errorf("append log entry %s: %w", m.Topic, err)
+	}
+	if m.ID, err = res.LastInsertId(); err != nil {
+		return fmt.Errorf("append log entry %s: id: %w", m.Topic, err)
+	}
 	return nil
 }
 
@@ -140,6 +161,9 @@ func listQuery(q message.Query) (query string, args []any, limit int) {
 	}
 	if q.DeviceKey != "" {
 		where("device_key = ?", q.DeviceKey)
+	}
+	if !q.IncludeEvents {
+		where("substr(topic, 1, 1) <> ?", "$")
 	}
 	if !q.From.IsZero() {
 		where("received_at >= ?", q.From.UnixNano())

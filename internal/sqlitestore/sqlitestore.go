@@ -31,9 +31,10 @@ import (
 
 // Compile-time guards: *Store implements every store interface.
 var (
-	_ registry.Store = (*Store)(nil)
-	_ message.Store  = (*Store)(nil)
-	_ apikey.Store   = (*Store)(nil)
+	_ registry.Store   = (*Store)(nil)
+	_ message.Store    = (*Store)(nil)
+	_ apikey.Store     = (*Store)(nil)
+	_ message.Notifier = (*Store)(nil)
 )
 
 // Sentinel errors of this package.
@@ -76,6 +77,8 @@ type Store struct {
 
 	insertMessage *sql.Stmt // on writer
 	touchDevice   *sql.Stmt // on writer
+
+	notify notifier // wakes log tailers after appends
 }
 
 // Open opens (creating if needed) the database file at path, applies any

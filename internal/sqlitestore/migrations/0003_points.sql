@@ -1,0 +1,2 @@
+-- 0003_points: reserved (filled in by its feature branch).
+SELECT 1;

@@ -1,0 +1,2 @@
+-- 0005_rules: reserved (filled in by its feature branch).
+SELECT 1;
