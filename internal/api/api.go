@@ -36,6 +36,11 @@ type Options struct {
 	Registry registry.Store
 	Messages message.Store
 	Keys     apikey.Store
+	// Notify wakes live streams when the message log grows; nil: they poll.
+	Notify message.Notifier
+	// MaxStreams bounds concurrently open live streams (GET /stream);
+	// <= 0 means 64.
+	MaxStreams int
 	// Events lists device online/offline transitions; nil: none recorded.
 	Events event.Store
 	// Presence supplies live online status; nil means "never seen".
@@ -75,6 +80,8 @@ type server struct {
 	auth  *authCache
 	mux   *http.ServeMux
 	table []route
+	// streams holds a token per open live stream (capacity MaxStreams).
+	streams chan struct{}
 }
 
 // New returns the API handler. It serves /api/v1/... and, when o.Metrics is
@@ -97,11 +104,15 @@ func newServer(o Options) *server {
 	if o.OnDeviceChange == nil {
 		o.OnDeviceChange = func(string, string) {}
 	}
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = defaultMaxStreams
+	}
 	s := &server{
-		o:    o,
-		log:  o.Logger.With("component", "api"),
-		auth: newAuthCache(authCacheSize, authCacheTTL),
-		mux:  http.NewServeMux(),
+		streams: make(chan struct{}, o.MaxStreams),
+		o:       o,
+		log:     o.Logger.With("component", "api"),
+		auth:    newAuthCache(authCacheSize, authCacheTTL),
+		mux:     http.NewServeMux(),
 	}
 	s.table = s.routes()
 	return s
@@ -130,6 +141,7 @@ func (s *server) routes() []route {
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/events", s.listDeviceEvents, true},
 
 		{"GET", Prefix + "/messages", s.listMessages, true},
+		{"GET", Prefix + "/stream", s.stream, true},
 
 		{"POST", Prefix + "/apikeys", s.createAPIKey, true},
 		{"GET", Prefix + "/apikeys", s.listAPIKeys, true},
