@@ -294,9 +294,9 @@ func TestE2ESymmetricReplayAndTamper(t *testing.T) {
 		m := symUplink(t, 0, tok, key, ss.SeqOffset+2, body, topic)
 		m.Payload = cbcSeal(t, wrong, dialectAIV, body)
 		if r := send(m); r.Code != codes.BadRequest {
-			// A wrong key breaks the padding with probability ~255/256;
-			// otherwise the garbage is not the JSON object a thing-model
-			// topic needs: 4.00 either way.
+			// A wrong key breaks the padding with probability ~255/256
+			// (this ciphertext is fixed and does); were the padding to
+			// survive, the garbage would be stored with a 400 reply.
 			t.Fatalf("wrong key: %v", r.Code)
 		}
 	})
@@ -368,8 +368,21 @@ func TestE2ESymmetricReplayAndTamper(t *testing.T) {
 			t.Fatalf("answers %v, want one 2.04 and %d 4.01", got, copies-1)
 		}
 	})
-	if n := stored(); n != 5 {
-		t.Fatalf("stored %d, want 5", n)
+	t.Run("invalid thing payload: stored, encrypted 460 reply", func(t *testing.T) {
+		bad := []byte(`{"id":"6","params":[1]}`)
+		r := send(symUplink(t, 0, tok, key, ss.SeqOffset+300000, bad, topic))
+		if r.Code != codes.Changed {
+			t.Fatalf("code %v", r.Code)
+		}
+		if got := cbcOpen(t, key, r.Payload); string(got) != `{"id":"6","code":460,"data":{},"message":"params must be an object"}` {
+			t.Fatalf("reply %s", got)
+		}
+		if msgs := g.messages(d); string(msgs[len(msgs)-1].PayloadBase64) != string(bad) {
+			t.Fatalf("last stored message %q, want the invalid plaintext", msgs[len(msgs)-1].PayloadBase64)
+		}
+	})
+	if n := stored(); n != 6 {
+		t.Fatalf("stored %d, want 6", n)
 	}
 	m := scrape(t, g)
 	for _, want := range []string{

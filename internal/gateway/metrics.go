@@ -14,6 +14,9 @@ type metrics struct {
 	authFailures *prometheus.CounterVec
 	publish      *prometheus.CounterVec
 	replays      *prometheus.CounterVec
+	// thingDecodeFailures counts stored uplinks whose payload failed
+	// thing-model validation (replied with a non-200 code), by kind.
+	thingDecodeFailures *prometheus.CounterVec
 }
 
 // Failure reasons, as metric labels and log attributes.
@@ -49,9 +52,12 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgate_replay_rejected_total", Help: "Session-mode uplinks refused for their sequence number (options 2089, 2101), by reason.", ConstLabels: labels,
 		}, []string{"reason"}),
+		thingDecodeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coapgate_thing_decode_failures_total", Help: "Uplinks stored whose thing-model payload failed validation (answered with a non-200 reply code), by topic kind.", ConstLabels: labels,
+		}, []string{"kind"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays)
+		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
 		}, func() float64 { return float64(sess.Len()) }))

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/thing"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -139,48 +141,44 @@ func scalarString(v any) (string, error) {
 	return "", fmt.Errorf("not a string, number or boolean (%T)", v)
 }
 
-// thingID validates a thing-model request body (a JSON or CBOR object) and
-// returns its "id" for the reply: raw JSON for JSON bodies, the decoded
-// value for CBOR. A missing id is not an error.
-func thingID(body []byte, cf uint16) (jsonID json.RawMessage, cborID any, err error) {
-	switch cf {
-	case cfJSON:
-		var v struct {
-			ID json.RawMessage `json:"id"`
-		}
-		if err := json.Unmarshal(body, &v); err != nil {
-			return nil, nil, fmt.Errorf("%w: want a JSON object: %v", errPayload, err)
-		}
-		return v.ID, nil, nil
-	case cfCBOR:
-		var v map[string]any
-		if err := cborDec.Unmarshal(body, &v); err != nil {
-			return nil, nil, fmt.Errorf("%w: want a CBOR map with text keys: %v", errPayload, err)
-		}
-		return nil, v["id"], nil
+// thingReply decodes a publish's payload by its topic's kind (package
+// thing) and renders the reply in respCF: code 200 "success" or, when the
+// payload fails validation, the *thing.Error's code and message. The
+// request is returned with the error (nil on success) for metrics and logs.
+func thingReply(top string, payload []byte, cf, respCF uint16, at time.Time) ([]byte, *thing.Request, *thing.Error) {
+	req, err := thing.Decode(top, payload, cf, at)
+	if err == nil {
+		return encodeReply(respCF, req.ID, req.IDIsNumber, thing.CodeSuccess, "success"), req, nil
 	}
-	return nil, nil, nil
+	var te *thing.Error
+	if !errors.As(err, &te) { // Decode documents *Error; stay safe if that changes
+		te = &thing.Error{Code: thing.CodeMalformed, Message: "invalid payload"}
+	}
+	return encodeReply(respCF, req.ID, req.IDIsNumber, te.Code, te.Message), req, te
 }
 
-// reply is the thing-model reply of PROTOCOL.md §4.
+// reply is the thing-model reply of PROTOCOL.md §4, keys in wire order.
 type reply struct {
-	ID      any      `json:"id,omitempty" cbor:"id,omitempty"`
-	Code    int      `json:"code" cbor:"code"`
-	Data    struct{} `json:"data" cbor:"data"`
-	Message string   `json:"message" cbor:"message"`
+	ID      any      `cbor:"id,omitempty"`
+	Code    int      `cbor:"code"`
+	Data    struct{} `cbor:"data"`
+	Message string   `cbor:"message"`
 }
 
-// encodeReply renders the success reply in format cf, echoing id.
-func encodeReply(cf uint16, jsonID json.RawMessage, cborID any) []byte {
+// encodeReply renders the reply {"id":…,"code":…,"data":{},"message":…}
+// in format cf (CBOR for 60, else JSON): id echoed as sent, a number as a
+// number and a string as a string, omitted when empty. The JSON form is
+// byte for byte the platform's (no spaces, this key order, "/<>&" not
+// escaped); the CBOR form is a map with the same keys in the same order.
+func encodeReply(cf uint16, id string, idIsNumber bool, code int, msg string) []byte {
 	if cf == cfCBOR {
-		r := reply{Code: 200, Message: "success"}
-		if cborID != nil {
-			r.ID = cborID
-		} else if len(jsonID) > 0 {
-			var v any
-			if json.Unmarshal(jsonID, &v) == nil {
-				r.ID = v
-			}
+		r := reply{Code: code, Message: msg}
+		switch {
+		case id == "":
+		case !idIsNumber:
+			r.ID = id
+		default:
+			r.ID = cborNumber(id)
 		}
 		b, err := cbor.Marshal(r)
 		if err != nil {
@@ -188,23 +186,46 @@ func encodeReply(cf uint16, jsonID json.RawMessage, cborID any) []byte {
 		}
 		return b
 	}
-	// JSON, byte for byte as the platform sends it.
-	var b bytes.Buffer
-	b.WriteString(`{`)
-	switch {
-	case len(jsonID) > 0:
-		b.WriteString(`"id":`)
-		b.Write(jsonID)
-		b.WriteString(`,`)
-	case cborID != nil:
-		if j, err := json.Marshal(cborID); err == nil {
-			b.WriteString(`"id":`)
-			b.Write(j)
-			b.WriteString(`,`)
+	b := make([]byte, 0, 48+len(id)+len(msg))
+	b = append(b, '{')
+	if id != "" {
+		b = append(b, `"id":`...)
+		if idIsNumber {
+			b = append(b, id...)
+		} else {
+			b = appendJSONString(b, id)
 		}
+		b = append(b, ',')
 	}
-	b.WriteString(`"code":200,"data":{},"message":"success"}`)
-	return b.Bytes()
+	b = append(b, `"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `,"data":{},"message":`...)
+	b = appendJSONString(b, msg)
+	return append(b, '}')
+}
+
+// cborNumber turns a number id's text back into a CBOR number: an integer
+// when it is one, else a float.
+func cborNumber(s string) any {
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i
+	}
+	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return u
+	}
+	f, _ := strconv.ParseFloat(s, 64)
+	return f
+}
+
+// appendJSONString appends s as a JSON string without HTML escaping.
+func appendJSONString(b []byte, s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil { // cannot fail for a string
+		return append(b, `""`...)
+	}
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
 // badRequest is 4.00 with a diagnostic payload (RFC 7252 §5.5.2).

@@ -1,8 +1,9 @@
 package gateway
 
 import (
-	"encoding/json"
+	"encoding/hex"
 	"testing"
+	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/devsign"
 	"github.com/fxamacker/cbor/v2"
@@ -79,26 +80,76 @@ func mustCBOR(t *testing.T, v any) []byte {
 	return b
 }
 
-func TestReplyBytes(t *testing.T) {
+// TestReplyGolden: the reply bytes for a publish, through thing.Decode, byte
+// for byte. JSON is the platform's exact format; the CBOR hex was built by
+// hand from RFC 8949 (map, text keys in order id, code, data, message).
+func TestReplyGolden(t *testing.T) {
+	const (
+		prop = "/sys/pk/dk/thing/event/property/post"
+		mp   = "/sys/pk/dk/thing/measurepoint/post"
+	)
+	at := time.UnixMilli(1700000000000)
 	tests := []struct {
-		name   string
-		jsonID json.RawMessage
-		cborID any
-		want   string
+		name    string
+		topic   string
+		payload []byte
+		cf      uint16
+		respCF  uint16
+		want    string // JSON text, or hex for CBOR replies
+		code    int    // thing error code, 0 for success
 	}{
-		{"string id", json.RawMessage(`"123"`), nil, `{"id":"123","code":200,"data":{},"message":"success"}`},
-		{"number id", json.RawMessage(`123`), nil, `{"id":123,"code":200,"data":{},"message":"success"}`},
-		{"no id (raw)", nil, nil, `{"code":200,"data":{},"message":"success"}`},
-		{"cbor id to json", nil, "abc", `{"id":"abc","code":200,"data":{},"message":"success"}`},
+		{"string id", prop, []byte(`{"id":"123","params":{"a":1}}`), cfJSON, cfJSON,
+			`{"id":"123","code":200,"data":{},"message":"success"}`, 0},
+		{"number id", prop, []byte(`{"id":123,"params":{"a":1}}`), cfJSON, cfJSON,
+			`{"id":123,"code":200,"data":{},"message":"success"}`, 0},
+		{"no id", prop, []byte(`{"params":{"a":1}}`), cfJSON, cfJSON,
+			`{"code":200,"data":{},"message":"success"}`, 0},
+		{"raw topic", "/sys/pk/dk/thing/model/up_raw", []byte{0, 1, 2}, cfOctets, cfJSON,
+			`{"code":200,"data":{},"message":"success"}`, 0},
+		{"custom topic", "/pk/dk/user/data", []byte("hello"), cfOctets, cfJSON,
+			`{"code":200,"data":{},"message":"success"}`, 0},
+		{"id with slash and html characters", prop, []byte(`{"id":"a/b<c>&","params":{}}`), cfJSON, cfJSON,
+			`{"id":"a/b<c>&","code":200,"data":{},"message":"success"}`, 0},
+		{"CBOR request, JSON reply", prop, mustCBOR(t, map[string]any{"id": "abc", "params": map[string]any{}}), cfCBOR, cfJSON,
+			`{"id":"abc","code":200,"data":{},"message":"success"}`, 0},
+		{"unparsable JSON", prop, []byte(`{"id":`), cfJSON, cfJSON,
+			`{"code":400,"data":{},"message":"payload is not valid JSON: unexpected end of input"}`, 400},
+		{"not an object", prop, []byte(`[1]`), cfJSON, cfJSON,
+			`{"code":400,"data":{},"message":"payload is not a JSON object"}`, 400},
+		{"params missing, id echoed", prop, []byte(`{"id":"9"}`), cfJSON, cfJSON,
+			`{"id":"9","code":460,"data":{},"message":"params is missing"}`, 460},
+		{"number id echoed on error", mp, []byte(`{"id":9,"params":{"measurepoints":{"t":1},"time":"x"}}`), cfJSON, cfJSON,
+			`{"id":9,"code":460,"data":{},"message":"params.time must be a number (unix milliseconds)"}`, 460},
+		{"name with quotes escaped", mp, []byte(`{"params":{"measurepoints":{"a\"<b":null}}}`), cfJSON, cfJSON,
+			`{"code":460,"data":{},"message":"measure point \"a\\\"<b\": value is null"}`, 460},
+		{"CBOR success", prop, mustCBOR(t, map[string]any{"id": "1", "params": map[string]any{"a": 1}}), cfCBOR, cfCBOR,
+			"a4626964613164636f646518c86464617461a0676d6573736167656773756363657373", 0},
+		{"CBOR success, number id from JSON", prop, []byte(`{"id":12,"params":{}}`), cfJSON, cfCBOR,
+			"a46269640c64636f646518c86464617461a0676d6573736167656773756363657373", 0},
+		{"CBOR error", prop, mustCBOR(t, map[string]any{"params": 1}), cfCBOR, cfCBOR,
+			"a364636f64651901cc6464617461a0676d6573736167657818706172616d73206d75737420626520616e206f626a656374", 460},
 	}
 	for _, tt := range tests {
-		if got := string(encodeReply(cfJSON, tt.jsonID, tt.cborID)); got != tt.want {
-			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
-		}
-	}
-	var r map[string]any
-	if err := cbor.Unmarshal(encodeReply(cfCBOR, json.RawMessage(`"7"`), nil), &r); err != nil || r["id"] != "7" || r["message"] != "success" {
-		t.Fatalf("CBOR reply %v %v", r, err)
+		t.Run(tt.name, func(t *testing.T) {
+			body, req, terr := thingReply(tt.topic, tt.payload, tt.cf, tt.respCF, at)
+			if req == nil {
+				t.Fatal("no request")
+			}
+			got := string(body)
+			if tt.respCF == cfCBOR {
+				got = hex.EncodeToString(body)
+			}
+			if got != tt.want {
+				t.Fatalf("reply\n got %s\nwant %s", got, tt.want)
+			}
+			if (terr == nil) != (tt.code == 0) || (terr != nil && terr.Code != tt.code) {
+				t.Fatalf("thing error %v, want code %d", terr, tt.code)
+			}
+			// The reply is the same every time (no map order, no clock).
+			if again, _, _ := thingReply(tt.topic, tt.payload, tt.cf, tt.respCF, at); string(again) != string(body) {
+				t.Fatal("reply bytes differ between two calls")
+			}
+		})
 	}
 }
 

@@ -81,8 +81,10 @@ func (g *Gateway) tokenFail(req *coapx.Request, reason string, code codes.Code, 
 
 // publish answers POST /topic/{topic…} (PROTOCOL.md §2.2, §3.2–3.4, §4):
 // authentication (token, option 2101 or symmetric token), ACL, the session
-// modes' sequence number and decryption, payload check, durable store, then
-// 2.04 with option 2090 and the reply (encrypted in symmetric mode).
+// modes' sequence number and decryption, thing-model decoding (package
+// thing), durable store, then 2.04 with option 2090 and the reply
+// (encrypted in symmetric mode). A thing payload that fails decoding is
+// stored all the same; its reply carries the error's code and message.
 func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Response {
 	var (
 		up   uplinkAuth
@@ -134,15 +136,13 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	if resp != nil {
 		return resp
 	}
-	var (
-		jsonID []byte
-		cborID any
-	)
-	if topic.Classify(top) == topic.KindThing {
-		if jsonID, cborID, err = thingID(payload, cf); err != nil {
-			g.m.publish.WithLabelValues("bad_payload").Inc()
-			return badRequest(err)
-		}
+	// PROTOCOL.md §4: a payload that fails validation is still stored and
+	// gets a reply with a non-200 code and a message, never silence.
+	body, treq, terr := thingReply(top, payload, cf, respCF, req.Received)
+	if terr != nil {
+		g.m.thingDecodeFailures.WithLabelValues(string(treq.Kind)).Inc()
+		g.log.Debug("thing payload invalid", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey,
+			"topic", top, "kind", string(treq.Kind), "code", terr.Code, "reason", terr.Message)
 	}
 	if up.key == nil {
 		payload = append([]byte(nil), payload...) // req buffers are the server's
@@ -163,7 +163,6 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	}
 	g.m.publish.WithLabelValues("stored").Inc()
 	g.seen(id, req)
-	body := encodeReply(respCF, jsonID, cborID)
 	if up.key != nil {
 		// PROTOCOL.md §3.4: the reply is encrypted like the uplink.
 		if body, err = symmetric.Encrypt(*up.key, []byte(symmetric.IV), body); err != nil {
