@@ -71,7 +71,7 @@ func (e *env) publish(dk, payload string) int64 {
 func (e *env) start(reg prometheus.Registerer) (p *point.Projector, stop func()) {
 	p = point.NewProjector(point.ProjectorOptions{
 		Log: e.store, Store: e.store, Notify: e.store, Decode: decodeMeasurePoints,
-		Poll: time.Hour, // only the store's notifications wake it
+		Poll:  time.Hour, // only the store's notifications wake it
 		Batch: 3, Registerer: reg,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
