@@ -25,6 +25,7 @@ import (
 	"github.com/coapgate/coapgate/internal/gateway"
 	"github.com/coapgate/coapgate/internal/ingest"
 	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,10 +36,12 @@ import (
 // server is one running gateway node: the CoAP listener, the management API
 // and the stores behind them.
 type server struct {
-	cfg      config.Config
-	log      *slog.Logger
-	store    *sqlitestore.Store
-	batcher  *ingest.Batcher
+	cfg     config.Config
+	log     *slog.Logger
+	store   *sqlitestore.Store
+	batcher *ingest.Batcher
+	// points projects the message log into the point store.
+	points   *point.Projector
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
@@ -146,6 +149,10 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.batcher = ingest.NewBatcher(s.store, cfg.Store.BatchMax, reg, log)
+	s.points = point.NewProjector(point.ProjectorOptions{
+		Log: s.store, Store: s.store, Notify: s.store, Decode: decodePoints,
+		Registerer: reg, Logger: log,
+	})
 	pres := presence.NewTracker()
 	signEIV, err := cfg.Auth.SignEIV()
 	if err != nil {
@@ -250,7 +257,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		}
 	}
 	handler := api.New(api.Options{
-		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store,
+		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store,
 		Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		OnDeviceChange:        invalidate,
@@ -297,6 +304,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		defer c()
 		_ = httpSrv.Shutdown(sctx)
 	})
+	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
 	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }

@@ -16,6 +16,7 @@ import (
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/registry"
 )
@@ -43,6 +44,9 @@ type Options struct {
 	MaxStreams int
 	// Events lists device online/offline transitions; nil: none recorded.
 	Events event.Store
+	// Points answers the measure-point routes (latest, history, export);
+	// nil: they answer 503 unavailable.
+	Points point.Reader
 	// Presence supplies live online status; nil means "never seen".
 	Presence PresenceLookup
 	// Health checks the stores (a ping); nil means always healthy.
@@ -139,6 +143,9 @@ func (s *server) routes() []route {
 		{"POST", Prefix + "/devices/{productKey}/{deviceKey}/rotate-secret", s.rotateSecret, true},
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/messages", s.listDeviceMessages, true},
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/events", s.listDeviceEvents, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/measurepoints", s.latestPoints, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/measurepoints/{point}/history", s.pointHistory, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/measurepoints/export", s.exportPoints, true},
 
 		{"GET", Prefix + "/messages", s.listMessages, true},
 		{"GET", Prefix + "/stream", s.stream, true},

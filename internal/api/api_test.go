@@ -83,6 +83,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		Registry: st,
 		Messages: st,
 		Keys:     st,
+		Points:   st,
 		Presence: e.presence,
 		Health: func(ctx context.Context) error {
 			if e.health != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/registry"
 )
 
@@ -48,6 +49,7 @@ var errorTable = []struct {
 	{registry.ErrConflict, http.StatusConflict, codeConflict},
 	{registry.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{errBadRequest, http.StatusBadRequest, codeInvalidArgument},
+	{point.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{errUnauthorized, http.StatusUnauthorized, codeUnauthorized},
 	{errTooLarge, http.StatusRequestEntityTooLarge, codeTooLarge},
 	{errUnavailable, http.StatusServiceUnavailable, codeUnavailable},

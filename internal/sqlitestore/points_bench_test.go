@@ -1,0 +1,118 @@
+package sqlitestore
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/point"
+)
+
+const (
+	benchPoints = 1_000_000
+	benchStep   = 500 * time.Millisecond // one sample every 0.5 s: 1M span ~5.8 days
+)
+
+var benchBase = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// openHistory1M opens (building on first use) a database holding 1,000,000
+// samples of one point of one device. It is kept in the temp directory
+// across runs and sub-benchmarks; delete it to rebuild.
+func openHistory1M(b *testing.B) *Store {
+	b.Helper()
+	ctx := context.Background()
+	path := filepath.Join(os.TempDir(), "coapgate-bench-history-1m-v1.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if cur, err := s.Cursor(ctx, "bench"); err == nil && cur == benchPoints {
+		return s
+	}
+	start := time.Now()
+	const batch = 100_000 // ten transactions
+	samples := make([]point.Sample, 0, batch)
+	for i := range benchPoints {
+		samples = append(samples, point.Sample{ProductKey: "bench_pk", DeviceKey: "bench_dev", Kind: point.KindPoint, Name: "temp",
+			Time: benchBase.Add(time.Duration(i) * benchStep), Value: 20 + 5*math.Sin(float64(i)/1000), MessageID: int64(i + 1)})
+		if len(samples) == batch {
+			if err := s.Project(ctx, "bench", int64(i+1), samples); err != nil {
+				b.Fatal(err)
+			}
+			samples = samples[:0]
+		}
+	}
+	b.Logf("loaded %d points in %v", benchPoints, time.Since(start))
+	return s
+}
+
+// BenchmarkHistory1M measures the point queries on 1,000,000 samples of one
+// point (go test ./internal/sqlitestore/ -run '^$' -bench History1M).
+func BenchmarkHistory1M(b *testing.B) {
+	s := openHistory1M(b)
+	ctx := context.Background()
+	span := time.Duration(benchPoints) * benchStep
+	q := point.HistoryQuery{PK: "bench_pk", DK: "bench_dev", Name: "temp"}
+	for _, limit := range []int{100, 1000} {
+		b.Run("page-1h/limit="+strconv.Itoa(limit), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				// Walk the hours of the range so caches do not flatter.
+				from := benchBase.Add(time.Duration(i%int(span/time.Hour)) * time.Hour)
+				i += 37
+				hq := q
+				hq.From, hq.To, hq.Limit = from, from.Add(time.Hour), limit
+				p, err := s.History(ctx, hq)
+				if err != nil || len(p.Samples) != limit {
+					b.Fatalf("page: %d samples, %v", len(p.Samples), err)
+				}
+			}
+		})
+	}
+	b.Run("page-deep-cursor/limit=100", func(b *testing.B) {
+		// A page 900,000 samples into the full range: keyset paging seeks.
+		at := benchBase.Add(900_000 * benchStep)
+		hq := q
+		hq.Limit, hq.Cursor = 100, point.EncodeCursor(at.UnixNano(), 900_001)
+		for b.Loop() {
+			p, err := s.History(ctx, hq)
+			if err != nil || len(p.Samples) != 100 {
+				b.Fatalf("page: %d samples, %v", len(p.Samples), err)
+			}
+		}
+	})
+	b.Run("aggregate-full/1m", func(b *testing.B) {
+		hq := q
+		hq.From, hq.To, hq.Interval = benchBase, benchBase.Add(span), time.Minute
+		want := int(span / time.Minute)
+		for b.Loop() {
+			bs, err := s.Aggregate(ctx, hq)
+			if err != nil || len(bs) < want {
+				b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+			}
+		}
+	})
+	b.Run("aggregate-1h/1m", func(b *testing.B) {
+		hq := q
+		hq.From, hq.To, hq.Interval = benchBase.Add(24*time.Hour), benchBase.Add(25*time.Hour), time.Minute
+		for b.Loop() {
+			bs, err := s.Aggregate(ctx, hq)
+			if err != nil || len(bs) != 60 {
+				b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+			}
+		}
+	})
+	b.Run("latest", func(b *testing.B) {
+		for b.Loop() {
+			l, err := s.Latest(ctx, "bench_pk", "bench_dev", point.KindPoint)
+			if err != nil || len(l) != 1 {
+				b.Fatalf("latest: %v, %v", l, err)
+			}
+		}
+	})
+}
