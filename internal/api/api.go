@@ -38,6 +38,8 @@ type Options struct {
 	Keys     apikey.Store
 	// Events lists device online/offline transitions; nil: none recorded.
 	Events event.Store
+	// Commands is the downlink command queue; nil answers its routes 503.
+	Commands CommandService
 	// Presence supplies live online status; nil means "never seen".
 	Presence PresenceLookup
 	// Health checks the stores (a ping); nil means always healthy.
@@ -128,6 +130,10 @@ func (s *server) routes() []route {
 		{"POST", Prefix + "/devices/{productKey}/{deviceKey}/rotate-secret", s.rotateSecret, true},
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/messages", s.listDeviceMessages, true},
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/events", s.listDeviceEvents, true},
+		{"POST", Prefix + "/devices/{productKey}/{deviceKey}/commands", s.createCommand, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/commands", s.listCommands, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/commands/{id}", s.getCommand, true},
+		{"DELETE", Prefix + "/devices/{productKey}/{deviceKey}/commands/{id}", s.cancelCommand, true},
 
 		{"GET", Prefix + "/messages", s.listMessages, true},
 

@@ -14,6 +14,7 @@ type metrics struct {
 	authFailures *prometheus.CounterVec
 	publish      *prometheus.CounterVec
 	replays      *prometheus.CounterVec
+	downlink     *prometheus.CounterVec
 }
 
 // Failure reasons, as metric labels and log attributes.
@@ -49,9 +50,12 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgate_replay_rejected_total", Help: "Session-mode uplinks refused for their sequence number (options 2089, 2101), by reason.", ConstLabels: labels,
 		}, []string{"reason"}),
+		downlink: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coapgate_downlink_total", Help: "Downlink command traffic on the CoAP listener by result: announced (option 2100), delivered, none_waiting, denied, refused, replied, reply_unmatched, reply_late, reply_unparsable.", ConstLabels: labels,
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays)
+		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.downlink)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
 		}, func() float64 { return float64(sess.Len()) }))

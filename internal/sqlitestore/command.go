@@ -20,7 +20,6 @@ const commandColumns = `id, product_key, device_key, topic, method, params, raw,
 	created_at, expires_at, delivered_at, replied_at, attempts, delivered_via,
 	reply_code, reply_data, reply_message`
 
-
 func scanCommand(r rowScanner) (command.Command, error) {
 	var (
 		c                  command.Command
