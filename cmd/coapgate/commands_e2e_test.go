@@ -10,8 +10,10 @@ import (
 
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/sdk"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
 // apiCommand is the API's JSON form of a command.
@@ -251,5 +253,158 @@ func TestE2ECommandExpiry(t *testing.T) {
 	}
 	if m := dev.exchange(codes.GET, c.Topic, ""); m.Code != codes.NotFound {
 		t.Fatalf("GET of an expired command: %v", m.Code)
+	}
+}
+
+// handled records the commands an SDK handler received.
+type handled chan sdk.Command
+
+func (h handled) handler(ctx context.Context, cmd sdk.Command) (int, any) {
+	h <- cmd
+	return 200, map[string]any{"applied": true}
+}
+
+func (h handled) wait(t *testing.T) sdk.Command {
+	t.Helper()
+	select {
+	case c := <-h:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler got no command")
+	}
+	return sdk.Command{}
+}
+
+func fastPush(c *config.Config) {
+	c.Commands.PushTimeout = 100 * time.Millisecond
+	c.Commands.PushRetransmit = 1
+}
+
+func TestE2ECommandPushUDP(t *testing.T) {
+	g := startTestGateway(t, fastPush)
+	d := g.newDevice("", "push_udp")
+	h := make(handled, 4)
+	c := g.dial(d, sdk.WithCommandHandler(h.handler))
+	ctx := context.Background()
+	// One uplink makes the device live at its address.
+	if _, err := c.PostProperties(ctx, map[string]any{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := g.sendCommand(d, map[string]any{"type": "invokeService", "service": "blink", "params": map[string]any{"times": 3}})
+	got := h.wait(t)
+	if got.ID != cmd.ID || got.Method != "thing.service.blink" || string(got.Params) != `{"times":3}` {
+		t.Fatalf("handler got %+v", got)
+	}
+	st := g.waitCommand(d, cmd.ID, "replied")
+	if st.DeliveredVia != "push" || st.Reply == nil || string(st.Reply.Data) != `{"applied":true}` {
+		t.Fatalf("replied command %+v (reply %+v)", st, st.Reply)
+	}
+}
+
+func TestE2ECommandPushDTLS(t *testing.T) {
+	g := startTestGateway(t, fastPush)
+	d := g.newDevice("", "push_dtls")
+	h := make(handled, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := sdk.Dial(ctx, g.s.DTLSAddr().String(),
+		sdk.WithDTLSPSK(sdk.DTLSPSK{ProductKey: d.pk, DeviceName: d.dk, Secret: d.secret, Lifetime: time.Minute}),
+		sdk.WithTransmissionParams(sdk.TransmissionParams{AckTimeout: 500 * time.Millisecond, AckRandomFactor: 1.5, MaxRetransmit: 2}),
+		sdk.WithCommandHandler(h.handler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.PostMeasurePoints(ctx, map[string]any{"t": 1}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := g.sendCommand(d, map[string]any{"type": "setMeasurepoints", "params": map[string]any{"measurepoints": map[string]any{"sp": 21}}})
+	if got := h.wait(t); got.ID != cmd.ID || got.Method != "thing.service.measurepoint.set" {
+		t.Fatalf("handler got %+v", got)
+	}
+	if st := g.waitCommand(d, cmd.ID, "replied"); st.DeliveredVia != "push" || st.Reply.Code != 200 {
+		t.Fatalf("replied command %+v", st)
+	}
+}
+
+// A device that ignores pushes (as the vendor's C SDK does) keeps the
+// command pending and fetches it after option 2100.
+func TestE2ECommandPushIgnored(t *testing.T) {
+	g := startTestGateway(t, fastPush)
+	d := g.newDevice("", "push_deaf")
+	dev := newRawDevice(t, g, d)
+	dev.uplink() // live at this socket's address
+	cmd := g.sendCommand(d, map[string]any{"type": "setProperties", "params": map[string]any{"on": true}})
+	buf := make([]byte, 2048)
+	for i := range 2 { // the push and its one retransmission, never answered
+		dev.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := dev.conn.Read(buf)
+		if err != nil {
+			t.Fatalf("push transmission %d: %v", i, err)
+		}
+		m := &message.Message{Options: make(message.Options, 0, 16)}
+		if _, err := coder.DefaultCoder.Decode(buf[:n], m); err != nil || m.Type != message.Confirmable || m.Code != codes.POST {
+			t.Fatalf("push %d: %+v %v", i, m, err)
+		}
+		if p, _ := m.Options.Path(); p != "/topic"+cmd.Topic {
+			t.Fatalf("push path %q, want %q", p, "/topic"+cmd.Topic)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // past the last retransmission timeout
+	if st := g.command(d, cmd.ID); st.State != "pending" {
+		t.Fatalf("state %s after an unanswered push", st.State)
+	}
+	m := dev.uplink()
+	if option2100(m) != "/topic"+cmd.Topic {
+		t.Fatalf("2100 %q after the unanswered push", option2100(m))
+	}
+	if got := dev.exchange(codes.GET, cmd.Topic, ""); got.Code != codes.Content {
+		t.Fatalf("GET: %v", got.Code)
+	}
+	if st := g.command(d, cmd.ID); st.State != "delivered" || st.DeliveredVia != "get" {
+		t.Fatalf("after GET: %+v", st)
+	}
+}
+
+// Without push the SDK follows option 2100: GET, handler, _reply; in
+// plain and symmetric mode (fetch with option 2089, encrypted payloads).
+func TestE2ECommandSDKFollows2100(t *testing.T) {
+	g := startTestGateway(t, noPush)
+	for _, tt := range []struct {
+		name string
+		addr func() string
+		opts []sdk.Option
+	}{
+		{"plain", func() string { return g.s.CoAPAddr().String() }, nil},
+		{"symmetric", func() string { return g.s.SymmetricAddr().String() }, []sdk.Option{sdk.WithSymmetric()}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := g.newDevice("", "follow_"+tt.name)
+			h := make(handled, 4)
+			opts := append([]sdk.Option{
+				sdk.WithCredentials(sdk.Credentials{ProductKey: d.pk, DeviceName: d.dk, DeviceSecret: d.secret}),
+				sdk.WithTransmissionParams(sdk.TransmissionParams{AckTimeout: 500 * time.Millisecond, AckRandomFactor: 1.5, MaxRetransmit: 2}),
+				sdk.WithCommandHandler(h.handler),
+			}, tt.opts...)
+			c, err := sdk.Dial(context.Background(), tt.addr(), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			a := g.sendCommand(d, map[string]any{"type": "setProperties", "params": map[string]any{"a": 1}})
+			b := g.sendCommand(d, map[string]any{"type": "rawDown", "raw": "AQID"})
+			if _, err := c.PostProperties(context.Background(), map[string]any{"x": 1}); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.wait(t); got.ID != a.ID || string(got.Params) != `{"a":1}` {
+				t.Fatalf("first command %+v", got)
+			}
+			if got := h.wait(t); got.Topic != b.Topic || string(got.Raw) != "\x01\x02\x03" {
+				t.Fatalf("raw command %+v", got)
+			}
+			if st := g.waitCommand(d, a.ID, "replied"); st.DeliveredVia != "get" {
+				t.Fatalf("first: %+v", st)
+			}
+		})
 	}
 }
