@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/coapgate/coapgate/internal/api"
-	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/apikey"
+	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 )
