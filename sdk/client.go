@@ -32,14 +32,17 @@ type Client struct {
 	cfg  config
 	szx  blockwise.SZX
 
-	mu        sync.Mutex
-	closed    bool                 // guarded by mu
-	nextMID   uint16               // guarded by mu
-	byMID     map[uint16]*exchange // guarded by mu; CON (and awaited NON) messages not yet ACKed
-	byToken   map[string]*exchange // guarded by mu; requests awaiting a response
-	recentACK midRing              // guarded by mu; CON responses we ACKed (RFC 7252 §4.5)
-	token     string               // guarded by mu; the auth token
-	sym       *symSession          // guarded by mu; the symmetric session of token (WithSymmetric)
+	mu         sync.Mutex
+	closed     bool                 // guarded by mu
+	nextMID    uint16               // guarded by mu
+	byMID      map[uint16]*exchange // guarded by mu; CON (and awaited NON) messages not yet ACKed
+	byToken    map[string]*exchange // guarded by mu; requests awaiting a response
+	recentACK  midRing              // guarded by mu; CON responses we ACKed (RFC 7252 §4.5)
+	recentPush midRing              // guarded by mu; pushed commands we took
+	token      string               // guarded by mu; the auth token
+	sym        *symSession          // guarded by mu; the symmetric session of token (WithSymmetric)
+
+	cmds chan cmdJob // commands for the handler (WithCommandHandler)
 
 	authMu  sync.Mutex // serialises POST /auth
 	thingID atomic.Uint64
@@ -101,6 +104,11 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	}
 	c.wg.Add(1)
 	go c.readLoop()
+	if cfg.cmdHandler != nil {
+		c.cmds = make(chan cmdJob, cmdQueueLen)
+		c.wg.Add(1)
+		go c.serveCommands()
+	}
 	return c, nil
 }
 
@@ -217,8 +225,9 @@ func (c *Client) handleDatagram(data []byte) {
 		}
 		c.mu.Unlock()
 	case kindConRequestOrPing:
-		// The SDK serves no resources; a CoAP ping is answered by RST (RFC 7252 §4.3).
-		c.sendEmpty(message.Reset, mid)
+		// Pushed commands go to the handler; anything else (and a CoAP
+		// ping) is answered by RST (RFC 7252 §4.3).
+		c.handleRequest(&m)
 	}
 }
 

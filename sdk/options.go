@@ -129,8 +129,9 @@ type config struct {
 	hasCreds      bool
 	token         string
 	symmetric     bool
-	dtlsPSK       *DTLSPSK  // nil: plain UDP
-	dtlsCert      *DTLSCert // nil: no certificate DTLS
+	dtlsPSK       *DTLSPSK       // nil: plain UDP
+	dtlsCert      *DTLSCert      // nil: no certificate DTLS
+	cmdHandler    CommandHandler // nil: commands are not taken
 }
 
 func defaultConfig() config {

@@ -61,6 +61,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 		}
 		resp.Payload = plain
 	}
+	c.followDownlink(resp)
 	return resp, nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/api"
 	"github.com/coapgate/coapgate/internal/apikey"
+	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 )
@@ -42,7 +43,11 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	if err := st.CreateAPIKey(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Options{Registry: st, Messages: st, Keys: st, Version: "test"}))
+	queue, err := downlink.NewQueue(ctx, downlink.Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.New(api.Options{Registry: st, Messages: st, Keys: st, Commands: queue, Version: "test"}))
 	t.Cleanup(func() {
 		srv.Close()
 		st.Close()

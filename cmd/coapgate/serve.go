@@ -20,7 +20,9 @@ import (
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
+	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx"
 	"github.com/coapgate/coapgate/internal/gateway"
 	"github.com/coapgate/coapgate/internal/ingest"
@@ -158,6 +160,20 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if err != nil {
 		return nil, err
 	}
+	// The downlink queue; pushes go through whichever listener reaches the
+	// device (gateways are appended below, before anything is served).
+	var pushers pushRouter
+	var pusher downlink.Pusher
+	if cfg.Commands.Push {
+		pusher = &pushers
+	}
+	queue, err := downlink.NewQueue(ctx, downlink.Options{
+		Store: s.store, Pusher: pusher, DefaultTTL: cfg.Commands.DefaultTTL, MaxTTL: cfg.Commands.MaxTTL,
+		Registerer: reg, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	// One Gateway per listener; they share the registry, the batcher, the
 	// presence table and the metrics registry (their metrics differ by the
 	// transport label).
@@ -168,6 +184,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			Tokens:            codec,
 			Ingest:            s.batcher,
 			Presence:          pres,
+			Commands:          queue,
 			Transport:         transport,
 			Symmetric:         symmetric,
 			Rand:              hk.rand,
@@ -189,11 +206,13 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			Workers: cfg.CoAP.Workers, Queue: cfg.CoAP.Queue, ReadBuffer: cfg.CoAP.ReadBuffer,
 			MaxBody: cfg.CoAP.MaxBody, BlockSize: cfg.CoAP.BlockSize, DedupEntries: cfg.CoAP.DedupEntries,
 			ExchangeLifetime: cfg.CoAP.ExchangeLifetime, NonLifetime: cfg.CoAP.NonLifetime,
-			Transport: transport,
+			Transport:  transport,
+			AckTimeout: cfg.Commands.PushTimeout, MaxRetransmit: cfg.Commands.PushRetransmit,
 		}, h, coapMetrics, log)
 	}
 	gw := newGateway(message.TransportCoAP, false)
 	coapSrv := newCoAPServer(message.TransportCoAP, gw)
+	gw.SetRequester(coapSrv)
 	gateways := []*gateway.Gateway{gw}
 	var symSrv *coapx.Server
 	if cfg.CoAP.SymmetricListen != "" {
@@ -207,6 +226,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		dtlsGW := newGateway(message.TransportDTLS, false)
 		gateways = append(gateways, dtlsGW)
 		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
+		dtlsGW.SetRequester(dtlsCoAP)
+		pushers = append(pushers, dtlsGW) // a live DTLS session first
 		cert, err := loadDTLSCert(cfg, log)
 		if err != nil {
 			return nil, err
@@ -228,7 +249,11 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			ReadBuffer:       cfg.CoAP.ReadBuffer,
 			OnUp: func(ss *dtlsx.Session) {
 				dtlsGW.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
+				if id := ss.PSKIdentity(); id != nil && id.SecureMode == dtlspsk.ModeDevice {
+					dtlsGW.SessionLive(id.ProductKey, id.DeviceKey, ss)
+				}
 			},
+			OnDown:     func(ss *dtlsx.Session, _ string) { dtlsGW.SessionGone(ss) },
 			Registerer: reg,
 			Logger:     log,
 		}, dtlsCoAP)
@@ -240,6 +265,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		}
 	}
 
+	pushers = append(pushers, gw) // plain UDP by the last address
 	if s.coapConn, err = listenUDP(cfg.CoAP.Listen); err != nil {
 		return nil, fmt.Errorf("coap.listen: %w", err)
 	}
@@ -257,7 +283,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		}
 	}
 	handler := api.New(api.Options{
-		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store,
+		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
 		Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		OnDeviceChange:        invalidate,
@@ -305,6 +331,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		_ = httpSrv.Shutdown(sctx)
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
+	s.wg.Go(func() { queue.Run(runCtx) })
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
 	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }
@@ -318,6 +345,20 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 	log.Info("coapgate started", "version", version, "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "dtls", dtlsAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+// pushRouter pushes a command through the first listener that reaches
+// the device (downlink.ErrNotLive from the others).
+type pushRouter []*gateway.Gateway
+
+func (r *pushRouter) Push(ctx context.Context, c downlink.Command) (*downlink.Reply, error) {
+	for _, g := range *r {
+		reply, err := g.Push(ctx, c)
+		if !errors.Is(err, downlink.ErrNotLive) {
+			return reply, err
+		}
+	}
+	return nil, downlink.ErrNotLive
 }
 
 func listenUDP(addr string) (*net.UDPConn, error) {

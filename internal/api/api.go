@@ -47,6 +47,8 @@ type Options struct {
 	// Points answers the measure-point routes (latest, history, export);
 	// nil: they answer 503 unavailable.
 	Points point.Reader
+	// Commands is the downlink command queue; nil answers its routes 503.
+	Commands CommandService
 	// Presence supplies live online status; nil means "never seen".
 	Presence PresenceLookup
 	// Health checks the stores (a ping); nil means always healthy.
@@ -146,6 +148,10 @@ func (s *server) routes() []route {
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/measurepoints", s.latestPoints, true},
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/measurepoints/{point}/history", s.pointHistory, true},
 		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/measurepoints/export", s.exportPoints, true},
+		{"POST", Prefix + "/devices/{productKey}/{deviceKey}/commands", s.createCommand, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/commands", s.listCommands, true},
+		{"GET", Prefix + "/devices/{productKey}/{deviceKey}/commands/{id}", s.getCommand, true},
+		{"DELETE", Prefix + "/devices/{productKey}/{deviceKey}/commands/{id}", s.cancelCommand, true},
 
 		{"GET", Prefix + "/messages", s.listMessages, true},
 		{"GET", Prefix + "/stream", s.stream, true},

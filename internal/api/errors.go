@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/registry"
 )
@@ -48,6 +49,9 @@ var errorTable = []struct {
 	{apikey.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{registry.ErrConflict, http.StatusConflict, codeConflict},
 	{registry.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
+	{errCommandNotFound, http.StatusNotFound, codeNotFound},
+	{errCommandState, http.StatusConflict, codeConflict},
+	{command.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{errBadRequest, http.StatusBadRequest, codeInvalidArgument},
 	{point.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{errUnauthorized, http.StatusUnauthorized, codeUnauthorized},

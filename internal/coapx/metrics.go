@@ -20,6 +20,7 @@ type Metrics struct {
 	writeErrs  *prometheus.CounterVec
 	pings      *prometheus.CounterVec
 	dedupSize  *prometheus.GaugeVec
+	outReqs    *prometheus.CounterVec
 }
 
 // NewMetrics registers the CoAP metrics with reg.
@@ -53,9 +54,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dedupSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "coapgate_coap_dedup_entries", Help: "Exchanges held in the dedup/response cache.",
 		}, []string{"transport"}),
+		outReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coapgate_coap_server_requests_total", Help: "Server-initiated CON requests (command pushes), by result: acked, reset, timeout.",
+		}, []string{"transport", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.responses, m.latency, m.malformedC, m.duplicates, m.overloads, m.evicted, m.writeErrs, m.pings, m.dedupSize)
+		reg.MustRegister(m.responses, m.latency, m.malformedC, m.duplicates, m.overloads, m.evicted, m.writeErrs, m.pings, m.dedupSize, m.outReqs)
 	}
 	return m
 }
@@ -128,5 +132,11 @@ func (l *listenerMetrics) ping() {
 func (l *listenerMetrics) setDedupSize(n int) {
 	if l != nil {
 		l.m.dedupSize.WithLabelValues(l.transport).Set(float64(n))
+	}
+}
+
+func (l *listenerMetrics) outRequest(result string) {
+	if l != nil {
+		l.m.outReqs.WithLabelValues(l.transport, result).Inc()
 	}
 }

@@ -99,6 +99,10 @@ type Config struct {
 	NonLifetime      time.Duration
 	// Transport labels this listener's metrics ("coap", "coap-sym", ...).
 	Transport string
+	// AckTimeout and MaxRetransmit time server-initiated CON requests
+	// (Request; RFC 7252 §4.8 ACK_TIMEOUT 2 s, MAX_RETRANSMIT 4).
+	AckTimeout    time.Duration
+	MaxRetransmit int
 }
 
 func (c *Config) fill() {
@@ -121,6 +125,12 @@ func (c *Config) fill() {
 	if c.Transport == "" {
 		c.Transport = "coap"
 	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 2 * time.Second
+	}
+	if c.MaxRetransmit <= 0 {
+		c.MaxRetransmit = 4
+	}
 }
 
 // Server serves CoAP over one UDP socket: one read loop, a bounded worker
@@ -134,9 +144,13 @@ type Server struct {
 	blocks *blockStore
 	mid    atomic.Uint32
 	now    func() time.Time
+	outs   outTable // server-initiated requests awaiting their ACK
 
 	conn *net.UDPConn // set once by Serve
-	jobs chan job
+	// serving is conn once Serve has set it (Request checks it first, so
+	// its later reads of conn are ordered after the write).
+	serving atomic.Pointer[net.UDPConn]
+	jobs    chan job
 	// closing guards closing jobs against concurrent ServeSession callers.
 	closing sync.RWMutex
 	closed  bool // guarded by closing
@@ -185,6 +199,7 @@ func NewServer(cfg Config, h Handler, m *Metrics, log *slog.Logger) *Server {
 // returns after every worker has finished. It closes conn when ctx ends.
 func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 	s.conn = conn
+	s.serving.Store(conn)
 	if s.cfg.ReadBuffer > 0 {
 		if err := conn.SetReadBuffer(s.cfg.ReadBuffer); err != nil {
 			s.log.Warn("cannot set socket receive buffer", "want", s.cfg.ReadBuffer, "err", err)
@@ -292,7 +307,8 @@ func (s *Server) receiveFrom(b []byte, peer netip.AddrPort, sess Session) {
 	mid := binary.BigEndian.Uint16(b[2:4])
 	switch {
 	case typ == message.Acknowledgement || typ == message.Reset:
-		return // we send no CON requests yet: nothing to match
+		s.matchOutgoing(b, peer, sess, mid) // answers to Request
+		return
 	case code == codes.Empty:
 		if typ == message.Confirmable {
 			s.m.ping()

@@ -33,13 +33,31 @@ func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
 type Config struct {
 	// DataDir holds the embedded database, the token key and generated
 	// certificates.
-	DataDir string    `yaml:"data_dir"`
-	Log     LogConfig `yaml:"log"`
-	CoAP    CoAP      `yaml:"coap"`
-	DTLS    DTLS      `yaml:"dtls"`
-	Auth    Auth      `yaml:"auth"`
-	API     API       `yaml:"api"`
-	Store   Store     `yaml:"store"`
+	DataDir  string    `yaml:"data_dir"`
+	Log      LogConfig `yaml:"log"`
+	CoAP     CoAP      `yaml:"coap"`
+	DTLS     DTLS      `yaml:"dtls"`
+	Auth     Auth      `yaml:"auth"`
+	API      API       `yaml:"api"`
+	Store    Store     `yaml:"store"`
+	Commands Commands  `yaml:"commands"`
+}
+
+// Commands configures downlink commands (PROTOCOL.md §2.1).
+type Commands struct {
+	// Push sends a new command at once to a device with a live session
+	// (DTLS, or plain UDP seen within its lifetime) as a CON request;
+	// devices that ignore it still get option 2100 on their next uplink.
+	Push bool `yaml:"push"`
+	// PushTimeout is the ACK_TIMEOUT of a push (RFC 7252 §4.8), doubled
+	// per retransmission.
+	PushTimeout time.Duration `yaml:"push_timeout"`
+	// PushRetransmit is MAX_RETRANSMIT of a push.
+	PushRetransmit int `yaml:"push_retransmit"`
+	// DefaultTTL applies to commands created without a ttl.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// MaxTTL bounds the ttl of a command.
+	MaxTTL time.Duration `yaml:"max_ttl"`
 }
 
 // LogConfig selects log level and format.
@@ -201,6 +219,10 @@ func Default() Config {
 		},
 		API:   API{Listen: ":8080"},
 		Store: Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
+		Commands: Commands{
+			Push: true, PushTimeout: 2 * time.Second, PushRetransmit: 4,
+			DefaultTTL: 24 * time.Hour, MaxTTL: 7 * 24 * time.Hour,
+		},
 	}
 }
 
@@ -283,6 +305,12 @@ func (c Config) Validate() error {
 	}
 	if c.Store.UnavailableMaxAge < time.Second {
 		bad("store.unavailable_max_age must be >= 1s")
+	}
+	if c.Commands.PushTimeout < 10*time.Millisecond || c.Commands.PushRetransmit < 1 || c.Commands.PushRetransmit > 20 {
+		bad("commands.push_timeout must be >= 10ms and commands.push_retransmit in 1..20")
+	}
+	if c.Commands.DefaultTTL < time.Second || c.Commands.MaxTTL < c.Commands.DefaultTTL {
+		bad("commands.default_ttl must be >= 1s and commands.max_ttl >= commands.default_ttl")
 	}
 	return errors.Join(errs...)
 }

@@ -134,6 +134,11 @@ var Help = map[string]string{
 	"store.sqlite_path":         "SQLite database file (default data_dir/coapgate.db)",
 	"store.batch_max":           "largest group commit of uplinks",
 	"store.unavailable_max_age": "Max-Age sent with 5.03 while storage is unavailable",
+	"commands.push":             "push a new downlink command at once to a device with a live session (DTLS, or plain UDP seen within its lifetime); others get option 2100 on their next uplink",
+	"commands.push_timeout":     "ACK_TIMEOUT of a command push (RFC 7252), doubled per retransmission",
+	"commands.push_retransmit":  "MAX_RETRANSMIT of a command push; unanswered, the command stays pending",
+	"commands.default_ttl":      "time to live of a command created without a ttl",
+	"commands.max_ttl":          "longest ttl a command may ask for",
 }
 
 // Overrides collects flag values; they are applied last.

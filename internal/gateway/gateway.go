@@ -23,6 +23,7 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/message"
@@ -44,10 +45,12 @@ type Options struct {
 	Registry Registry
 	// Devices creates devices on DTLS activation (secureMode 3); nil
 	// refuses activation of devices that do not exist.
-	Devices   DeviceCreator
-	Tokens    *token.Codec
-	Ingest    Ingester
-	Presence  *presence.Tracker
+	Devices  DeviceCreator
+	Tokens   *token.Codec
+	Ingest   Ingester
+	Presence *presence.Tracker
+	// Commands is the downlink queue (nil: no downlink, GET /topic is 4.05).
+	Commands  Commands
 	Transport string // message.TransportCoAP for 5683, TransportSymmetric for 5682
 	// Symmetric selects dialect A's symmetric-encryption mode (port 5682,
 	// PROTOCOL.md §3.4): /auth requires seq and answers random and
@@ -90,6 +93,9 @@ type Gateway struct {
 	log      *slog.Logger
 	m        *metrics
 	maxAge   uint32
+	// requester pushes commands (set once by SetRequester before serving).
+	requester Requester
+	live      liveSessions
 }
 
 var _ coapx.Handler = (*Gateway)(nil)
@@ -162,10 +168,13 @@ func (g *Gateway) route(ctx context.Context, req *coapx.Request) *coapx.Response
 		}
 		return g.authSignE(ctx, req)
 	case len(p) >= 2 && p[0] == "topic":
-		if req.Code != codes.POST {
-			return &coapx.Response{Code: codes.MethodNotAllowed}
+		switch {
+		case req.Code == codes.POST:
+			return g.publish(ctx, req)
+		case req.Code == codes.GET && g.o.Commands != nil && command.IsRequestTopic(p[1:]):
+			return g.pull(ctx, req)
 		}
-		return g.publish(ctx, req)
+		return &coapx.Response{Code: codes.MethodNotAllowed}
 	default:
 		// Includes /.well-known/core: no resource discovery (PROTOCOL.md §5).
 		return &coapx.Response{Code: codes.NotFound}
@@ -193,6 +202,9 @@ func (g *Gateway) seen(id identity, req *coapx.Request) {
 	lifetime := g.lifetime(id)
 	if psk, ok := pskIdentity(req); ok {
 		lifetime = psk.Lifetime // PROTOCOL.md §2: the identity's lifetime
+	}
+	if req.Session != nil {
+		g.live.put(id.dev.ProductKey, id.dev.DeviceKey, req.Session) // a push route
 	}
 	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), g.o.Transport, lifetime, req.Received) {
 		g.log.Info("device online", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "peer", req.Peer.String())

@@ -17,6 +17,7 @@ type metrics struct {
 	// thingDecodeFailures counts stored uplinks whose payload failed
 	// thing-model validation (replied with a non-200 code), by kind.
 	thingDecodeFailures *prometheus.CounterVec
+	downlink            *prometheus.CounterVec
 }
 
 // Failure reasons, as metric labels and log attributes.
@@ -55,9 +56,12 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 		thingDecodeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgate_thing_decode_failures_total", Help: "Uplinks stored whose thing-model payload failed validation (answered with a non-200 reply code), by topic kind.", ConstLabels: labels,
 		}, []string{"kind"}),
+		downlink: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coapgate_downlink_total", Help: "Downlink command traffic on the CoAP listener by result: announced (option 2100), delivered, none_waiting, denied, refused, replied, reply_unmatched, reply_late, reply_unparsable.", ConstLabels: labels,
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures)
+		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
 		}, func() float64 { return float64(sess.Len()) }))

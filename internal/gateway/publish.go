@@ -86,22 +86,7 @@ func (g *Gateway) tokenFail(req *coapx.Request, reason string, code codes.Code, 
 // (encrypted in symmetric mode). A thing payload that fails decoding is
 // stored all the same; its reply carries the error's code and message.
 func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Response {
-	var (
-		up   uplinkAuth
-		resp *coapx.Response
-	)
-	psk, isPSK := pskIdentity(req)
-	switch {
-	case isPSK:
-		// DTLS-PSK: the session is the device, no token (PROTOCOL.md §2).
-		up.id, resp = g.authenticateSession(ctx, req, psk)
-	case g.o.Symmetric:
-		up, resp = g.authenticateSymmetric(ctx, req)
-	case hasSignE(req):
-		up, resp = g.authenticateSignE(ctx, req)
-	default:
-		up.id, resp = g.authenticate(ctx, req)
-	}
+	up, resp := g.authUplink(ctx, req)
 	if resp != nil {
 		g.m.publish.WithLabelValues("refused").Inc()
 		return resp
@@ -163,6 +148,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	}
 	g.m.publish.WithLabelValues("stored").Inc()
 	g.seen(id, req)
+	g.commandReply(ctx, id, top, payload, cf, req.Received)
 	if up.key != nil {
 		// PROTOCOL.md §3.4: the reply is encrypted like the uplink.
 		if body, err = symmetric.Encrypt(*up.key, []byte(symmetric.IV), body); err != nil {
@@ -171,5 +157,6 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	}
 	r := &coapx.Response{Code: codes.Changed, Payload: body}
 	r.SetBytes(coapx.OptionMessageID, strconv.AppendInt(nil, msg.ID, 10))
+	g.addDownlink(ctx, id, r, req.Received)
 	return r.SetUint(optContentFormat, uint32(respCF))
 }

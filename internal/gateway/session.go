@@ -153,8 +153,8 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 	payload := req.Payload
 	var decryptErr error
 	err := up.sess.Use(seq, func() error {
-		if up.key == nil {
-			return nil
+		if up.key == nil || (req.Code == codes.GET && len(req.Payload) == 0) {
+			return nil // a command fetch has no payload, only the number
 		}
 		payload, decryptErr = symmetric.Decrypt(*up.key, []byte(symmetric.IV), req.Payload)
 		return decryptErr
