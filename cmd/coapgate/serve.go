@@ -22,6 +22,10 @@ import (
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/dtlsx"
+	"github.com/coapgate/coapgate/internal/forward"
+	"github.com/coapgate/coapgate/internal/forward/mqttout"
+	"github.com/coapgate/coapgate/internal/forward/natsout"
+	"github.com/coapgate/coapgate/internal/forward/pgout"
 	"github.com/coapgate/coapgate/internal/gateway"
 	"github.com/coapgate/coapgate/internal/ingest"
 	"github.com/coapgate/coapgate/internal/message"
@@ -39,6 +43,7 @@ type server struct {
 	log      *slog.Logger
 	store    *sqlitestore.Store
 	batcher  *ingest.Batcher
+	forward  *forward.Manager // nil until started
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
@@ -146,6 +151,24 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.batcher = ingest.NewBatcher(s.store, cfg.Store.BatchMax, reg, log)
+	// Forwarding workers tail the stored log, decoupled from ingest.
+	fwd, err := forward.New(forward.Options{
+		Store: s.store, Log: s.store, Notifier: s.store,
+		Targets: map[string]forward.TargetFactory{
+			forward.ActionMQTT:     mqttout.Factory(),
+			forward.ActionNATS:     natsout.Factory(),
+			forward.ActionPostgres: pgout.Factory(),
+		},
+		BackoffBase: cfg.Forward.BackoffBase, BackoffMax: cfg.Forward.BackoffMax,
+		Registerer: reg, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := fwd.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.forward = fwd
 	pres := presence.NewTracker()
 	signEIV, err := cfg.Auth.SignEIV()
 	if err != nil {
@@ -251,7 +274,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 	handler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store,
-		Presence: pres, Health: s.store.Ping,
+		Presence: pres, Health: s.store.Ping, Rules: s.forward,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		OnDeviceChange:        invalidate,
 		Logger:                log,
@@ -372,6 +395,14 @@ func (s *server) shutdown() error {
 		}
 	}
 	s.wg.Wait()
+	if s.forward != nil {
+		// In-flight deliveries may finish; then their workers stop.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forward.ShutdownTimeout)
+		if err := s.forward.Close(ctx); err != nil {
+			s.log.Warn("forwarding stopped with errors", "err", err)
+		}
+		cancel()
+	}
 	if s.batcher != nil {
 		s.batcher.Close()
 	}

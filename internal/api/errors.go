@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/forward"
 	"github.com/coapgate/coapgate/internal/registry"
 )
 
@@ -45,7 +46,9 @@ var errorTable = []struct {
 }{
 	{registry.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{apikey.ErrNotFound, http.StatusNotFound, codeNotFound},
+	{forward.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{registry.ErrConflict, http.StatusConflict, codeConflict},
+	{forward.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{registry.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{errBadRequest, http.StatusBadRequest, codeInvalidArgument},
 	{errUnauthorized, http.StatusUnauthorized, codeUnauthorized},

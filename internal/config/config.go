@@ -40,6 +40,18 @@ type Config struct {
 	Auth    Auth      `yaml:"auth"`
 	API     API       `yaml:"api"`
 	Store   Store     `yaml:"store"`
+	Forward Forward   `yaml:"forward"`
+}
+
+// Forward configures the forwarding rules' workers (internal/forward).
+type Forward struct {
+	// BackoffBase is the wait after a first failed delivery; it doubles
+	// per attempt (with jitter) up to BackoffMax.
+	BackoffBase time.Duration `yaml:"backoff_base"`
+	BackoffMax  time.Duration `yaml:"backoff_max"`
+	// ShutdownTimeout bounds how long in-flight deliveries may finish at
+	// shutdown before they are aborted (and redelivered after restart).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
 // LogConfig selects log level and format.
@@ -199,8 +211,9 @@ func Default() Config {
 			DeviceCacheTTL: 10 * time.Second,
 			DialectEIV:     DefaultDialectEIV,
 		},
-		API:   API{Listen: ":8080"},
-		Store: Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
+		API:     API{Listen: ":8080"},
+		Store:   Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
+		Forward: Forward{BackoffBase: time.Second, BackoffMax: time.Minute, ShutdownTimeout: 5 * time.Second},
 	}
 }
 
@@ -283,6 +296,12 @@ func (c Config) Validate() error {
 	}
 	if c.Store.UnavailableMaxAge < time.Second {
 		bad("store.unavailable_max_age must be >= 1s")
+	}
+	if c.Forward.BackoffBase < time.Millisecond || c.Forward.BackoffMax < c.Forward.BackoffBase {
+		bad("forward.backoff_base must be >= 1ms and forward.backoff_max >= forward.backoff_base")
+	}
+	if c.Forward.ShutdownTimeout < 0 {
+		bad("forward.shutdown_timeout must be >= 0")
 	}
 	return errors.Join(errs...)
 }

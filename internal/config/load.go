@@ -134,6 +134,9 @@ var Help = map[string]string{
 	"store.sqlite_path":         "SQLite database file (default data_dir/coapgate.db)",
 	"store.batch_max":           "largest group commit of uplinks",
 	"store.unavailable_max_age": "Max-Age sent with 5.03 while storage is unavailable",
+	"forward.backoff_base":      "wait after a forwarding action's first failed attempt; doubles per attempt, with jitter",
+	"forward.backoff_max":       "longest wait between a forwarding action's attempts",
+	"forward.shutdown_timeout":  "how long in-flight forwarding deliveries may finish at shutdown before they are aborted",
 }
 
 // Overrides collects flag values; they are applied last.
