@@ -36,6 +36,7 @@ func commands() []command {
 		{"product", "manage products through the HTTP API", cmdProduct},
 		{"device", "manage devices through the HTTP API", cmdDevice},
 		{"messages", "list stored uplink messages through the HTTP API", cmdMessages},
+		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create or list management API keys (works on the data directory)", cmdAPIKey},
 		{"version", "print the version", cmdVersion},
 	}
