@@ -35,7 +35,7 @@ type Envelope struct {
 // cborDec decodes CBOR maps with string keys into map[string]any, the
 // shape JSON decoding gives, so conditions see one form.
 var cborDec, _ = cbor.DecOptions{
-	DefaultMapType: reflect.TypeOf(map[string]any(nil)),
+	DefaultMapType:  reflect.TypeOf(map[string]any(nil)),
 	MaxNestedLevels: 32,
 }.DecMode()
 
