@@ -37,6 +37,7 @@ func commands() []command {
 		{"device", "manage devices through the HTTP API", cmdDevice},
 		{"messages", "list stored uplink messages through the HTTP API", cmdMessages},
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
+		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create or list management API keys (works on the data directory)", cmdAPIKey},
 		{"version", "print the version", cmdVersion},
 	}

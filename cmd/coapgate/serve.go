@@ -24,6 +24,10 @@ import (
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx"
+	"github.com/coapgate/coapgate/internal/forward"
+	"github.com/coapgate/coapgate/internal/forward/mqttout"
+	"github.com/coapgate/coapgate/internal/forward/natsout"
+	"github.com/coapgate/coapgate/internal/forward/pgout"
 	"github.com/coapgate/coapgate/internal/gateway"
 	"github.com/coapgate/coapgate/internal/ingest"
 	"github.com/coapgate/coapgate/internal/message"
@@ -44,6 +48,7 @@ type server struct {
 	batcher *ingest.Batcher
 	// points projects the message log into the point store.
 	points   *point.Projector
+	forward  *forward.Manager // nil until started
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
@@ -155,6 +160,24 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Log: s.store, Store: s.store, Notify: s.store, Decode: decodePoints,
 		Registerer: reg, Logger: log,
 	})
+	// Forwarding workers tail the stored log, decoupled from ingest.
+	fwd, err := forward.New(forward.Options{
+		Store: s.store, Log: s.store, Notifier: s.store,
+		Targets: map[string]forward.TargetFactory{
+			forward.ActionMQTT:     mqttout.Factory(),
+			forward.ActionNATS:     natsout.Factory(),
+			forward.ActionPostgres: pgout.Factory(),
+		},
+		BackoffBase: cfg.Forward.BackoffBase, BackoffMax: cfg.Forward.BackoffMax,
+		Registerer: reg, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := fwd.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.forward = fwd
 	pres := presence.NewTracker()
 	signEIV, err := cfg.Auth.SignEIV()
 	if err != nil {
@@ -284,7 +307,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 	handler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
-		Presence: pres, Health: s.store.Ping,
+		Rules: s.forward, Notify: s.store, Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		OnDeviceChange:        invalidate,
 		Logger:                log,
@@ -421,6 +444,14 @@ func (s *server) shutdown() error {
 		}
 	}
 	s.wg.Wait()
+	if s.forward != nil {
+		// In-flight deliveries may finish; then their workers stop.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forward.ShutdownTimeout)
+		if err := s.forward.Close(ctx); err != nil {
+			s.log.Warn("forwarding stopped with errors", "err", err)
+		}
+		cancel()
+	}
 	if s.batcher != nil {
 		s.batcher.Close()
 	}

@@ -53,6 +53,8 @@ type Options struct {
 	Presence PresenceLookup
 	// Health checks the stores (a ping); nil means always healthy.
 	Health func(ctx context.Context) error
+	// Rules manages forwarding rules; nil: the rule routes answer 503.
+	Rules RuleService
 	// Metrics, when non-nil, is served at GET /metrics without auth.
 	Metrics http.Handler
 	// OnDeviceChange is called after a device is created, updated, deleted,
@@ -155,6 +157,16 @@ func (s *server) routes() []route {
 
 		{"GET", Prefix + "/messages", s.listMessages, true},
 		{"GET", Prefix + "/stream", s.stream, true},
+
+		{"POST", Prefix + "/rules", s.createRule, true},
+		{"GET", Prefix + "/rules", s.listRules, true},
+		{"GET", Prefix + "/rules/{id}", s.getRule, true},
+		{"PATCH", Prefix + "/rules/{id}", s.updateRule, true},
+		{"DELETE", Prefix + "/rules/{id}", s.deleteRule, true},
+		{"GET", Prefix + "/rules/{id}/status", s.ruleStatus, true},
+		{"GET", Prefix + "/rules/{id}/deadletters", s.listDeadLetters, true},
+		{"POST", Prefix + "/rules/{id}/deadletters/replay", s.replayDeadLetters, true},
+		{"DELETE", Prefix + "/rules/{id}/deadletters/{dlid}", s.deleteDeadLetter, true},
 
 		{"POST", Prefix + "/apikeys", s.createAPIKey, true},
 		{"GET", Prefix + "/apikeys", s.listAPIKeys, true},

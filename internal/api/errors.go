@@ -8,6 +8,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/command"
+	"github.com/coapgate/coapgate/internal/forward"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/registry"
 )
@@ -47,7 +48,9 @@ var errorTable = []struct {
 }{
 	{registry.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{apikey.ErrNotFound, http.StatusNotFound, codeNotFound},
+	{forward.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{registry.ErrConflict, http.StatusConflict, codeConflict},
+	{forward.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{registry.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{errCommandNotFound, http.StatusNotFound, codeNotFound},
 	{errCommandState, http.StatusConflict, codeConflict},

@@ -41,6 +41,18 @@ type Config struct {
 	API      API       `yaml:"api"`
 	Store    Store     `yaml:"store"`
 	Commands Commands  `yaml:"commands"`
+	Forward  Forward   `yaml:"forward"`
+}
+
+// Forward configures the forwarding rules' workers (internal/forward).
+type Forward struct {
+	// BackoffBase is the wait after a first failed delivery; it doubles
+	// per attempt (with jitter) up to BackoffMax.
+	BackoffBase time.Duration `yaml:"backoff_base"`
+	BackoffMax  time.Duration `yaml:"backoff_max"`
+	// ShutdownTimeout bounds how long in-flight deliveries may finish at
+	// shutdown before they are aborted (and redelivered after restart).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
 // Commands configures downlink commands (PROTOCOL.md §2.1).
@@ -223,6 +235,7 @@ func Default() Config {
 			Push: true, PushTimeout: 2 * time.Second, PushRetransmit: 4,
 			DefaultTTL: 24 * time.Hour, MaxTTL: 7 * 24 * time.Hour,
 		},
+		Forward: Forward{BackoffBase: time.Second, BackoffMax: time.Minute, ShutdownTimeout: 5 * time.Second},
 	}
 }
 
@@ -311,6 +324,12 @@ func (c Config) Validate() error {
 	}
 	if c.Commands.DefaultTTL < time.Second || c.Commands.MaxTTL < c.Commands.DefaultTTL {
 		bad("commands.default_ttl must be >= 1s and commands.max_ttl >= commands.default_ttl")
+	}
+	if c.Forward.BackoffBase < time.Millisecond || c.Forward.BackoffMax < c.Forward.BackoffBase {
+		bad("forward.backoff_base must be >= 1ms and forward.backoff_max >= forward.backoff_base")
+	}
+	if c.Forward.ShutdownTimeout < 0 {
+		bad("forward.shutdown_timeout must be >= 0")
 	}
 	return errors.Join(errs...)
 }

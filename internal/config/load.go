@@ -139,6 +139,9 @@ var Help = map[string]string{
 	"commands.push_retransmit":  "MAX_RETRANSMIT of a command push; unanswered, the command stays pending",
 	"commands.default_ttl":      "time to live of a command created without a ttl",
 	"commands.max_ttl":          "longest ttl a command may ask for",
+	"forward.backoff_base":      "wait after a forwarding action's first failed attempt; doubles per attempt, with jitter",
+	"forward.backoff_max":       "longest wait between a forwarding action's attempts",
+	"forward.shutdown_timeout":  "how long in-flight forwarding deliveries may finish at shutdown before they are aborted",
 }
 
 // Overrides collects flag values; they are applied last.

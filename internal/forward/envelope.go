@@ -1,0 +1,115 @@
+package forward
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/coapgate/coapgate/internal/message"
+)
+
+// Content-Format numbers (RFC 7252 §12.3, RFC 8949).
+const (
+	cfJSON = 50
+	cfCBOR = 60
+)
+
+// Envelope is the JSON document delivered for one log entry. Payload holds
+// the decoded JSON or CBOR payload as JSON; a payload that does not decode
+// is sent as PayloadBase64 instead.
+type Envelope struct {
+	ID            int64           `json:"id"`
+	Topic         string          `json:"topic"`
+	ProductKey    string          `json:"productKey"`
+	DeviceKey     string          `json:"deviceKey"`
+	ReceivedAt    time.Time       `json:"receivedAt"`
+	Transport     string          `json:"transport"`
+	ContentFormat uint16          `json:"contentFormat"`
+	Payload       json.RawMessage `json:"payload,omitempty"`
+	PayloadBase64 []byte          `json:"payloadBase64,omitempty"`
+}
+
+// cborDec decodes CBOR maps with string keys into map[string]any, the
+// shape JSON decoding gives, so conditions see one form.
+var cborDec, _ = cbor.DecOptions{
+	DefaultMapType:  reflect.TypeOf(map[string]any(nil)),
+	MaxNestedLevels: 32,
+}.DecMode()
+
+// decodePayload decodes m's payload: CBOR when its Content-Format says
+// so, else JSON when it is valid JSON. ok is false when it does not decode
+// (binary payloads). raw is the value as compact JSON.
+func decodePayload(m *message.Message) (v any, raw json.RawMessage, ok bool) {
+	if len(m.Payload) == 0 {
+		return nil, nil, false
+	}
+	if m.ContentFormat == cfCBOR {
+		if err := cborDec.Unmarshal(m.Payload, &v); err != nil {
+			return nil, nil, false
+		}
+		b, err := json.Marshal(v)
+		if err != nil { // e.g. NaN, or map keys that are not strings
+			return nil, nil, false
+		}
+		// Round-trip so conditions see JSON's types (float64, string).
+		v = nil
+		_ = json.Unmarshal(b, &v)
+		return v, b, true
+	}
+	if err := json.Unmarshal(m.Payload, &v); err != nil {
+		return nil, nil, false
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, m.Payload); err != nil {
+		return nil, nil, false
+	}
+	return v, b.Bytes(), true
+}
+
+// newEnvelope builds the envelope of m; raw/ok are decodePayload's.
+func newEnvelope(m *message.Message, raw json.RawMessage, ok bool) Envelope {
+	e := Envelope{
+		ID: m.ID, Topic: m.Topic, ProductKey: m.ProductKey, DeviceKey: m.DeviceKey,
+		ReceivedAt: m.ReceivedAt.UTC(), Transport: m.Transport, ContentFormat: m.ContentFormat,
+	}
+	if ok {
+		e.Payload = raw
+	} else {
+		e.PayloadBase64 = m.Payload
+		if e.PayloadBase64 == nil {
+			e.PayloadBase64 = []byte{}
+		}
+	}
+	return e
+}
+
+// Delivery is one envelope on its way to one action.
+type Delivery struct {
+	RuleID   string
+	Envelope Envelope
+	Body     []byte // Envelope as JSON
+}
+
+// PayloadJSON is the payload as a JSON value: the decoded payload, or
+// {"payloadBase64": "..."} when it did not decode.
+func (d *Delivery) PayloadJSON() []byte {
+	if len(d.Envelope.Payload) > 0 {
+		return d.Envelope.Payload
+	}
+	b, _ := json.Marshal(struct {
+		P []byte `json:"payloadBase64"`
+	}{d.Envelope.PayloadBase64})
+	return b
+}
+
+// newDelivery marshals e for rule.
+func newDelivery(ruleID string, e Envelope) (*Delivery, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	return &Delivery{RuleID: ruleID, Envelope: e, Body: b}, nil
+}
