@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -107,7 +106,7 @@ func TestDecodePoints(t *testing.T) {
 	}{
 		{"measure points json", topic("measurepoint/post"), 50,
 			[]byte(`{"id":"1","params":{"measurepoints":{"temp":21.5,"n":3},"time":1700000000000}}`),
-			[]point.Sample{{Kind: "point", Name: "n", Value: jsonNum("3"), Time: at}, {Kind: "point", Name: "temp", Value: jsonNum("21.5"), Time: at}}, false},
+			[]point.Sample{{Kind: "point", Name: "n", Value: int64(3), Time: at}, {Kind: "point", Name: "temp", Value: 21.5, Time: at}}, false},
 		{"measure points cbor", topic("measurepoint/post"), 60,
 			mustCBOR(map[string]any{"params": map[string]any{"measurepoints": map[string]any{"temp": 21.5}, "time": 1700000000000}}),
 			[]point.Sample{{Kind: "point", Name: "temp", Value: 21.5, Time: at}}, false},
@@ -116,7 +115,10 @@ func TestDecodePoints(t *testing.T) {
 			[]point.Sample{{Kind: "point", Name: "a", Value: "x", Time: recv}, {Kind: "point", Name: "b", Value: true, Time: at}}, false},
 		{"properties", topic("event/property/post"), 50,
 			[]byte(`{"params":{"p":{"value":"on","time":1700000000000},"q":1}}`),
-			[]point.Sample{{Kind: "point", Name: "p", Value: "on", Time: at}, {Kind: "point", Name: "q", Value: jsonNum("1"), Time: recv}}, false},
+			[]point.Sample{{Kind: "point", Name: "p", Value: "on", Time: at}, {Kind: "point", Name: "q", Value: int64(1), Time: recv}}, false},
+		{"batch item of another device is dropped", topic("measurepoint/post/batch"), 50,
+			[]byte(`{"params":[{"productKey":"p1","deviceKey":"other","measurepoints":{"a":1}},{"measurepoints":{"b":2}}]}`),
+			[]point.Sample{{Kind: "point", Name: "b", Value: int64(2), Time: recv}}, false},
 		{"event", topic("event/overheat/post"), 50,
 			[]byte(`{"params":{"events":{"level":"high"},"time":1700000000000}}`),
 			[]point.Sample{{Kind: "event", Name: "overheat", Value: map[string]any{"level": "high"}, Time: at}}, false},
@@ -138,14 +140,15 @@ func TestDecodePoints(t *testing.T) {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}
 			sortSamples(got)
+			for i := range got {
+				got[i].ProductKey, got[i].DeviceKey = "", "" // always the publisher's
+			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("samples = %+v, want %+v", got, tt.want)
 			}
 		})
 	}
 }
-
-func jsonNum(s string) json.Number { return json.Number(s) }
 
 func sortSamples(ss []point.Sample) {
 	slices.SortFunc(ss, func(a, b point.Sample) int { return strings.Compare(a.Name, b.Name) })
