@@ -441,6 +441,9 @@ func (s *Server) run(ss *Session, l *link) {
 	err = conn.HandshakeContext(hctx)
 	timedOut := hctx.Err() != nil
 	cancel()
+	ss.mu.Lock()
+	ss.cancelHS = nil // its context and timer would outlive the handshake
+	ss.mu.Unlock()
 	s.handshakeDone()
 	if err != nil {
 		reason := ss.refusal()
