@@ -269,6 +269,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			HandshakeTimeout: cfg.DTLS.HandshakeTimeout,
 			CookieTimeout:    cfg.DTLS.CookieTimeout,
 			IdleTimeout:      cfg.DTLS.IdleTimeout,
+			HibernateAfter:   cfg.DTLS.HibernateAfter,
 			ReadBuffer:       cfg.CoAP.ReadBuffer,
 			OnUp: func(ss *dtlsx.Session) {
 				dtlsGW.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())

@@ -139,6 +139,11 @@ type DTLS struct {
 	// IdleTimeout closes certificate sessions (no PSK lifetime) after this
 	// long without a datagram.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// HibernateAfter hibernates an established session after this long
+	// without a datagram in either direction: only a snapshot of its DTLS
+	// state is kept (about 200 bytes instead of tens of KB) until its next
+	// datagram resumes it. 0 disables hibernation.
+	HibernateAfter time.Duration `yaml:"hibernate_after"`
 }
 
 // Auth configures device authentication.
@@ -222,6 +227,7 @@ func Default() Config {
 			HandshakeTimeout: 30 * time.Second,
 			CookieTimeout:    5 * time.Second,
 			IdleTimeout:      time.Hour,
+			HibernateAfter:   10 * time.Second,
 		},
 		Auth: Auth{
 			TokenTTL:       7 * 24 * time.Hour,
@@ -300,6 +306,9 @@ func (c Config) Validate() error {
 	}
 	if c.DTLS.HandshakeTimeout < time.Second || c.DTLS.CookieTimeout < 100*time.Millisecond || c.DTLS.IdleTimeout < time.Second {
 		bad("dtls.handshake_timeout and dtls.idle_timeout must be >= 1s, dtls.cookie_timeout >= 100ms")
+	}
+	if c.DTLS.HibernateAfter != 0 && c.DTLS.HibernateAfter < time.Second {
+		bad("dtls.hibernate_after must be 0 (off) or >= 1s")
 	}
 	if c.Auth.TokenTTL < time.Minute {
 		bad("auth.token_ttl must be >= 1m")

@@ -14,6 +14,13 @@ type metrics struct {
 	sessions   prometheus.Gauge
 	inflight   prometheus.Gauge
 	dropped    prometheus.Counter
+
+	hibernated        prometheus.Gauge
+	hibernations      prometheus.Counter
+	resumes           prometheus.Counter
+	resumeFailures    prometheus.Counter
+	hibernateFailures prometheus.Counter
+	asleepRejected    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -42,9 +49,34 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "coapgate_dtls_datagrams_dropped_total",
 			Help: "Datagrams on the DTLS port dropped without state: not a ClientHello from an unknown address, or a full session queue.",
 		}),
+		hibernated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coapgate_dtls_sessions_hibernated",
+			Help: "Established DTLS sessions hibernated as a state snapshot (included in coapgate_dtls_sessions).",
+		}),
+		hibernations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_hibernations_total",
+			Help: "Idle DTLS sessions hibernated.",
+		}),
+		resumes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_resumes_total",
+			Help: "Hibernated DTLS sessions resumed by a datagram or a write.",
+		}),
+		resumeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_resume_failures_total",
+			Help: "Hibernated DTLS sessions that could not be resumed from their snapshot (and were closed).",
+		}),
+		hibernateFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_hibernate_failures_total",
+			Help: "Idle DTLS sessions whose state could not be snapshotted (they stay active).",
+		}),
+		asleepRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_hibernated_records_rejected_total",
+			Help: "Datagrams for a hibernated DTLS session refused before resuming it: replayed or stale sequence number, wrong epoch, or not a protected record.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.failures, m.handshakes, m.closed, m.sessions, m.inflight, m.dropped)
+		reg.MustRegister(m.failures, m.handshakes, m.closed, m.sessions, m.inflight, m.dropped,
+			m.hibernated, m.hibernations, m.resumes, m.resumeFailures, m.hibernateFailures, m.asleepRejected)
 	}
 	return m
 }

@@ -51,6 +51,9 @@ const (
 	ClosePeer     = "peer"     // close_notify, fatal alert or read error
 	CloseShutdown = "shutdown" // server stopping
 	CloseReplaced = "replaced" // a new handshake from the same address
+	// CloseResumeFailed: a hibernated session could not be rebuilt from
+	// its snapshot (counted in coapgate_dtls_resume_failures_total too).
+	CloseResumeFailed = "resume_failed"
 )
 
 // Config configures a Server. Zero values take the defaults in brackets.
@@ -79,6 +82,12 @@ type Config struct {
 	// IdleTimeout closes sessions without a PSK lifetime (certificate
 	// clients) after this long without a datagram [1h].
 	IdleTimeout time.Duration
+	// HibernateAfter hibernates an established session after this long
+	// without a datagram in either direction: its pion Conn is closed and
+	// only a snapshot of its DTLS state (about 200 bytes) is kept until the
+	// next datagram resumes it (docs/architecture.md). 0 disables it. The
+	// sweeper checks once a second.
+	HibernateAfter time.Duration
 	// ReadBuffer is the socket receive buffer to ask for (0: system default).
 	ReadBuffer int
 	// OnUp is called once a session is established, OnDown when it ends
@@ -129,6 +138,7 @@ type Server struct {
 	log  *slog.Logger
 	m    *metrics
 	opts []dtls.ServerOption // shared part of every session's options
+	ropt []dtls.Option       // the same for resumed sessions
 
 	conn *net.UDPConn // set once by Serve
 	ctx  context.Context
@@ -182,12 +192,17 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 			dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
 		)
 		s.opts = append(s.opts, dtls.WithCertificates(*cfg.Certificate))
+		s.ropt = append(s.ropt, dtls.WithCertificates(*cfg.Certificate))
 	}
 	s.opts = append(s.opts,
 		dtls.WithCipherSuites(suites...),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
 		// Cookies are pion's default as a server (never
 		// WithInsecureSkipVerifyHello); TestSpoofedClientHellos checks it.
+	)
+	s.ropt = append(s.ropt,
+		dtls.WithCipherSuites(suites...),
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
 	)
 	return s, nil
 }
@@ -347,6 +362,8 @@ func (s *Server) startSession(b []byte, from netip.AddrPort, now time.Time, repl
 		return
 	}
 	ss := s.newSession(from, now)
+	l := newLink(ss)
+	ss.attach(l)
 	s.mu.Lock()
 	if replacement {
 		s.pending[from] = ss
@@ -356,7 +373,7 @@ func (s *Server) startSession(b []byte, from netip.AddrPort, now time.Time, repl
 	s.mu.Unlock()
 	s.inflight.Add(1)
 	s.m.inflight.Inc()
-	s.wg.Go(func() { s.run(ss) })
+	s.wg.Go(func() { s.run(ss, l) })
 	ss.deliver(b, from)
 }
 
@@ -375,18 +392,25 @@ func (s *Server) refuse(reason string, from netip.AddrPort) {
 	s.log.Debug("handshake refused", "reason", reason, "peer", from.String())
 }
 
-// sweep closes idle sessions and handshakes whose cookie was not echoed.
+// sweep closes idle sessions and handshakes whose cookie was not echoed,
+// and asks sessions idle for HibernateAfter to hibernate.
 func (s *Server) sweep(now time.Time) {
 	s.mu.Lock()
-	var expired []*Session
+	var expired, idle []*Session
 	for _, m := range []map[netip.AddrPort]*Session{s.byAddr, s.pending} {
 		for _, ss := range m {
-			if ss.expired(now, s.cfg.CookieTimeout) {
+			switch {
+			case ss.expired(now, s.cfg.CookieTimeout):
 				expired = append(expired, ss)
+			case s.cfg.HibernateAfter > 0 && ss.idleFor(now, s.cfg.HibernateAfter):
+				idle = append(idle, ss)
 			}
 		}
 	}
 	s.mu.Unlock()
+	for _, ss := range idle {
+		ss.requestHibernate()
+	}
 	for _, ss := range expired {
 		if ss.up.Load() {
 			ss.close(CloseIdle)
@@ -397,8 +421,7 @@ func (s *Server) sweep(now time.Time) {
 }
 
 // run drives one session: handshake, then the read loop feeding coapx.
-func (s *Server) run(ss *Session) {
-	defer s.remove(ss)
+func (s *Server) run(ss *Session, l *link) {
 	opts := append([]dtls.ServerOption{dtls.WithLoggerFactory(ss)}, s.opts...)
 	if s.cfg.LookupPSK != nil {
 		opts = append(opts, dtls.WithPSK(ss.psk))
@@ -406,10 +429,11 @@ func (s *Server) run(ss *Session) {
 	if s.cfg.ConnectionID {
 		opts = append(opts, dtls.WithConnectionIDGenerator(ss.newCID))
 	}
-	conn, err := dtls.ServerWithOptions((*pconn)(ss), net.UDPAddrFromAddrPort(ss.addr), opts...)
+	conn, err := dtls.ServerWithOptions(l, net.UDPAddrFromAddrPort(ss.addr), opts...)
 	if err != nil {
 		s.handshakeDone()
 		s.fail(ss, ReasonHandshakeError, err)
+		s.remove(ss)
 		return
 	}
 	hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
@@ -417,6 +441,9 @@ func (s *Server) run(ss *Session) {
 	err = conn.HandshakeContext(hctx)
 	timedOut := hctx.Err() != nil
 	cancel()
+	ss.mu.Lock()
+	ss.cancelHS = nil // its context and timer would outlive the handshake
+	ss.mu.Unlock()
 	s.handshakeDone()
 	if err != nil {
 		reason := ss.refusal()
@@ -442,6 +469,7 @@ func (s *Server) run(ss *Session) {
 		if reason != CloseShutdown {
 			s.fail(ss, reason, err)
 		}
+		s.remove(ss)
 		return
 	}
 	if st, ok := conn.ConnectionState(); ok {
@@ -454,15 +482,114 @@ func (s *Server) run(ss *Session) {
 		s.cfg.OnUp(ss)
 	}
 	s.log.Debug("session up", ss.logAttrs()...)
-	reason := ss.readLoop(s.coap, s.cfg.Now)
+	s.serveConn(ss, conn)
+}
+
+// serveConn runs an established session's read loop on conn until the
+// session ends or hibernates.
+func (s *Server) serveConn(ss *Session, conn *dtls.Conn) {
+	reason := ss.readLoop(conn, s.coap, s.cfg.Now)
+	if reason == closeHibernated {
+		return // conn is closed; the session lives on as its snapshot
+	}
+	ss.mu.Lock()
+	ss.ended = true
+	ss.mu.Unlock()
+	_ = conn.Close()
+	s.ended(ss, reason)
+	s.remove(ss)
+}
+
+// ended does the accounting of an established session that ended.
+func (s *Server) ended(ss *Session, reason string) {
 	s.sessions.Add(-1)
 	s.m.sessions.Dec()
 	s.m.closed.WithLabelValues(reason).Inc()
-	_ = conn.Close()
 	if s.cfg.OnDown != nil {
 		s.cfg.OnDown(ss, reason)
 	}
 	s.log.Debug("session down", append(ss.logAttrs(), "reason", reason)...)
+}
+
+// wakeAsync resumes a hibernated session off the read loop.
+func (s *Server) wakeAsync(ss *Session) {
+	s.shutdownMu.Lock()
+	defer s.shutdownMu.Unlock()
+	if s.stopping {
+		return // Serve closes every session
+	}
+	s.wg.Go(func() { _ = s.wake(ss) })
+}
+
+// wake resumes a hibernated session: a new pion Conn from its snapshot,
+// fed from the session's queue. It is a no-op for an active session and
+// fails for an ended one. A snapshot that cannot be restored ends the
+// session (CloseResumeFailed).
+func (s *Server) wake(ss *Session) error {
+	s.shutdownMu.Lock()
+	defer s.shutdownMu.Unlock()
+	if s.stopping {
+		return net.ErrClosed
+	}
+	ss.mu.Lock()
+	if ss.conn != nil {
+		ss.mu.Unlock()
+		return nil
+	}
+	sn := ss.snap
+	if sn == nil || ss.ended {
+		ss.mu.Unlock()
+		return net.ErrClosed
+	}
+	l := newLink(ss)
+	conn, err := s.resumeConn(ss, sn, l)
+	if err != nil {
+		ss.mu.Unlock()
+		s.m.resumeFailures.Inc()
+		s.log.Warn("hibernated session cannot resume; closed", append(ss.logAttrs(), "err", err.Error())...)
+		ss.close(CloseResumeFailed)
+		return fmt.Errorf("dtlsx: resume session %d: %w", ss.id, err)
+	}
+	ss.snap, ss.conn = nil, conn
+	sn.wipe()
+	ss.asleep.Store(false)
+	ss.mu.Unlock()
+	s.m.hibernated.Dec()
+	s.m.resumes.Inc()
+	ss.attach(l)
+	s.wg.Go(func() { s.serveConn(ss, conn) })
+	return nil
+}
+
+// resumeConn rebuilds a server Conn over l from sn.
+func (s *Server) resumeConn(ss *Session, sn *snapshot, l *link) (*dtls.Conn, error) {
+	st, err := sn.state()
+	if err != nil {
+		return nil, err
+	}
+	opts := append([]dtls.Option{dtls.WithLoggerFactory(ss)}, s.ropt...)
+	if s.cfg.LookupPSK != nil {
+		opts = append(opts, dtls.WithPSK(ss.psk))
+	}
+	conn, err := dtls.ResumeWithOptions(st, l, net.UDPAddrFromAddrPort(ss.Peer()), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dtlsx: resume: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("dtlsx: resume: %w", err)
+	}
+	return conn, nil
+}
+
+// hibernateFailed logs and counts a session that could not be snapshotted
+// (it stays active and is not asked again).
+func (s *Server) hibernateFailed(ss *Session, err error) {
+	ss.noHib.Store(true)
+	s.m.hibernateFailures.Inc()
+	s.log.Warn("session cannot hibernate", append(ss.logAttrs(), "err", err.Error())...)
 }
 
 func (s *Server) handshakeDone() {
@@ -486,7 +613,7 @@ func (s *Server) fail(ss *Session, reason string, err error) {
 
 // remove forgets a session's routes.
 func (s *Server) remove(ss *Session) {
-	ss.closeConn()
+	ss.closeLink()
 	s.mu.Lock()
 	if s.byAddr[ss.addr] == ss {
 		delete(s.byAddr, ss.addr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,24 +34,31 @@ func lookup(_ context.Context, id dtlspsk.Identity) ([]byte, error) {
 
 type testServer struct {
 	*Server
-	addr *net.UDPAddr
-	reg  *prometheus.Registry
-	skew atomic.Int64 // the server's clock runs this far ahead of time.Now
+	addr    *net.UDPAddr
+	reg     *prometheus.Registry
+	skew    atomic.Int64 // the server's clock runs this far ahead of time.Now
+	handled atomic.Int64 // requests that reached the CoAP handler
+	stop    func()       // ends Serve and waits for it (idempotent)
 }
 
 // start runs a dtlsx.Server whose CoAP handler answers 2.04 with the
 // session's identity as payload.
 func start(t *testing.T, mod func(*Config)) *testServer {
+	return startCoAP(t, mod, coapx.Config{Workers: 4, Transport: "coap-dtls"})
+}
+
+func startCoAP(t *testing.T, mod func(*Config), ccfg coapx.Config) *testServer {
 	t.Helper()
+	ts := &testServer{reg: prometheus.NewRegistry()}
 	h := coapx.HandlerFunc(func(_ context.Context, req *coapx.Request) *coapx.Response {
+		ts.handled.Add(1)
 		who := "none"
 		if id, ok := req.Session.Identity().(*dtlspsk.Identity); ok {
 			who = id.ProductKey + "/" + id.DeviceKey
 		}
 		return &coapx.Response{Code: codes.Changed, Payload: []byte(who)}
 	})
-	coap := coapx.NewServer(coapx.Config{Workers: 4, Transport: "coap-dtls"}, h, nil, nil)
-	ts := &testServer{reg: prometheus.NewRegistry()}
+	coap := coapx.NewServer(ccfg, h, nil, nil)
 	cfg := Config{LookupPSK: lookup, ConnectionID: true, Registerer: ts.reg, HandshakeRate: -1,
 		Now: func() time.Time { return time.Now().Add(time.Duration(ts.skew.Load())) }}
 	if mod != nil {
@@ -70,7 +78,9 @@ func start(t *testing.T, mod func(*Config)) *testServer {
 	done := make(chan struct{}, 2)
 	go func() { coap.Run(ctx); done <- struct{}{} }()
 	go func() { srv.Serve(ctx, conn); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
+	var once sync.Once
+	ts.stop = func() { once.Do(func() { cancel(); <-done; <-done }) }
+	t.Cleanup(ts.stop)
 	return ts
 }
 
@@ -397,6 +407,23 @@ type relay struct {
 	front  *net.UDPConn // what the device talks to
 	up     atomic.Pointer[net.UDPConn]
 	server *net.UDPAddr
+
+	mu         sync.Mutex
+	toServer   [][]byte // every datagram forwarded, in order
+	fromServer [][]byte
+}
+
+// captured returns copies of the datagrams forwarded so far.
+func (r *relay) captured() (toServer, fromServer [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.toServer...), append([][]byte(nil), r.fromServer...)
+}
+
+func (r *relay) record(dst *[][]byte, b []byte) {
+	r.mu.Lock()
+	*dst = append(*dst, append([]byte(nil), b...))
+	r.mu.Unlock()
 }
 
 func newRelay(t *testing.T, server *net.UDPAddr) *relay {
@@ -417,6 +444,7 @@ func newRelay(t *testing.T, server *net.UDPAddr) *relay {
 			if err != nil {
 				return
 			}
+			r.record(&r.toServer, buf[:n])
 			r.up.Load().WriteToUDP(buf[:n], r.server)
 		}
 	}()
@@ -441,6 +469,7 @@ func (r *relay) rebind(t *testing.T) {
 			if err != nil {
 				return
 			}
+			r.record(&r.fromServer, buf[:n])
 			r.front.WriteToUDP(buf[:n], r.client.LocalAddr().(*net.UDPAddr))
 		}
 	}()

@@ -33,25 +33,46 @@ type datagram struct {
 // ClientHello until close. It is all the per-peer state the server keeps
 // besides pion's *dtls.Conn, and it is the coapx.Session of the CoAP
 // requests it carries.
+//
+// An established session idle for Config.HibernateAfter hibernates: its
+// pion Conn is closed (without close_notify) and only a compact snapshot
+// of its DTLS state stays (see snapshot). The next datagram for it, or the
+// next response or request the server writes on it, resumes it from the
+// snapshot on a new Conn, transparently for the peer and for coapx.
 type Session struct {
 	srv     *Server
 	id      uint64
 	addr    netip.AddrPort // first address: the byAddr key
 	created time.Time
 
-	in     chan datagram // to pion's reader
-	done   chan struct{} // closed by closeConn
-	once   sync.Once
-	rdl    *deadline.Deadline
 	log    pionLogger
 	remote atomic.Pointer[netip.AddrPort] // latest authenticated address
 
-	verified atomic.Bool  // a ClientHello with a cookie arrived
-	up       atomic.Bool  // handshake complete
-	lastSeen atomic.Int64 // unix nanoseconds of the last datagram
+	verified  atomic.Bool  // a ClientHello with a cookie arrived
+	up        atomic.Bool  // handshake complete
+	lastSeen  atomic.Int64 // unix nanoseconds of the last datagram
+	lastWrite atomic.Int64 // unix nanoseconds of the last datagram written
+	asleep    atomic.Bool  // hibernated (mirrors snap != nil)
+	hibReq    atomic.Bool  // the sweeper asked the read loop to hibernate
+	noHib     atomic.Bool  // its state could not be snapshotted: stays active
 
-	mu       sync.Mutex
-	conn     *dtls.Conn         // guarded by mu
+	// The inbound queue, between the server's read loop and pion's reader
+	// on link. Datagrams stay here while the session hibernates.
+	qmu      sync.Mutex
+	q        []datagram // guarded by qmu
+	link     *link      // guarded by qmu; the current Conn's packet conn, nil while hibernated
+	busy     bool       // guarded by qmu; pion's reader holds a datagram
+	parked   bool       // guarded by qmu; hibernating: pion's reader gets nothing
+	resuming bool       // guarded by qmu; a resume is on its way
+	epoch    uint16     // guarded by qmu; while asleep: the peer's epoch
+	cutoff   uint64     // guarded by qmu; while asleep: lowest acceptable sequence number
+
+	// mu is held shared around every write on conn, exclusively to change
+	// conn: a snapshot is taken with no write in flight.
+	mu       sync.RWMutex
+	conn     *dtls.Conn         // guarded by mu; nil before the handshake and while hibernated
+	snap     *snapshot          // guarded by mu; the hibernated state
+	ended    bool               // guarded by mu; closed for good
 	cancelHS context.CancelFunc // guarded by mu; aborts the handshake
 	refused  string             // guarded by mu; refusal reason
 	closeWhy string             // guarded by mu; why the server closed it
@@ -68,8 +89,7 @@ var _ coapx.Session = (*Session)(nil)
 func (s *Server) newSession(from netip.AddrPort, now time.Time) *Session {
 	ss := &Session{
 		srv: s, id: s.nextID.Add(1), addr: from, created: now,
-		in: make(chan datagram, queueLen), done: make(chan struct{}),
-		rdl: deadline.New(), lifetime: s.cfg.IdleTimeout,
+		lifetime: s.cfg.IdleTimeout,
 	}
 	ss.log.s = ss
 	ss.remote.Store(&from)
@@ -98,19 +118,33 @@ func (ss *Session) Lifetime() time.Duration { return ss.lifetime }
 // Peer is the latest address the peer sent an authenticated record from.
 func (ss *Session) Peer() netip.AddrPort { return *ss.remote.Load() }
 
-// WriteDatagram implements coapx.Session: it encrypts b as one record.
+// Hibernated reports whether the session is hibernated.
+func (ss *Session) Hibernated() bool { return ss.asleep.Load() }
+
+// WriteDatagram implements coapx.Session: it encrypts b as one record,
+// resuming a hibernated session first.
 func (ss *Session) WriteDatagram(b []byte) error {
-	ss.mu.Lock()
-	c := ss.conn
-	ss.mu.Unlock()
-	if c == nil {
-		return net.ErrClosed
+	for range 3 {
+		ss.mu.RLock()
+		if c := ss.conn; c != nil {
+			_, err := c.Write(b)
+			ss.mu.RUnlock()
+			ss.lastWrite.Store(ss.srv.cfg.Now().UnixNano())
+			return err
+		}
+		asleep := ss.snap != nil
+		ss.mu.RUnlock()
+		if !asleep {
+			return net.ErrClosed
+		}
+		if err := ss.srv.wake(ss); err != nil {
+			return err
+		}
 	}
-	_, err := c.Write(b)
-	return err
+	return net.ErrClosed
 }
 
-// Close ends the session (close_notify to the peer).
+// Close ends the session (close_notify to the peer unless hibernated).
 func (ss *Session) Close() { ss.close(CloseShutdown) }
 
 func (ss *Session) logAttrs() []any {
@@ -121,19 +155,59 @@ func (ss *Session) logAttrs() []any {
 	return a
 }
 
-// deliver queues a datagram for pion; it never blocks the read loop.
+// deliver queues a datagram for pion, resuming a hibernated session for
+// it; it never blocks the read loop.
 func (ss *Session) deliver(b []byte, from netip.AddrPort) {
 	if !ss.up.Load() {
 		if ch, ok := parseClientHello(b); ok && ch.cookie {
 			ss.verified.Store(true)
 		}
 	}
-	d := datagram{b: append([]byte(nil), b...), from: from}
-	select {
-	case ss.in <- d:
-	case <-ss.done:
-	default:
+	ss.qmu.Lock()
+	asleep := ss.link == nil && ss.up.Load()
+	if asleep && ss.parked && !acceptAsleep(b, ss.epoch, ss.cutoff) {
+		ss.qmu.Unlock()
+		ss.srv.m.asleepRejected.Inc()
+		ss.srv.log.Debug("record for a hibernated session refused (replayed, stale or unprotected)", "peer", from.String(), "session", ss.id)
+		return
+	}
+	if len(ss.q) >= queueLen {
+		ss.qmu.Unlock()
 		ss.srv.m.dropped.Inc()
+		return
+	}
+	ss.q = append(ss.q, datagram{b: append([]byte(nil), b...), from: from})
+	var wake chan struct{}
+	resume := false
+	switch {
+	case asleep && !ss.resuming:
+		ss.resuming, resume = true, true
+	case ss.link != nil && !ss.parked:
+		wake = ss.link.wake
+	}
+	ss.qmu.Unlock()
+	if wake != nil {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	if resume {
+		ss.srv.wakeAsync(ss)
+	}
+}
+
+// attach makes l the link pion's reader takes the queue from.
+func (ss *Session) attach(l *link) {
+	ss.qmu.Lock()
+	ss.link, ss.parked, ss.resuming, ss.busy = l, false, false, false
+	pending := len(ss.q) > 0
+	ss.qmu.Unlock()
+	if pending {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -144,8 +218,8 @@ func (ss *Session) setConn(c *dtls.Conn, cancel context.CancelFunc) {
 }
 
 func (ss *Session) refusal() string {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
 	return ss.refused
 }
 
@@ -162,21 +236,34 @@ func (ss *Session) abort(reason string) {
 	}
 }
 
-// close ends an established session for reason.
+// close ends a session for reason. An active session's read loop ends and
+// its goroutine does the accounting; a hibernated one is ended here,
+// without a word to the peer (resuming it only to say close_notify would
+// cost what hibernation saved).
 func (ss *Session) close(reason string) {
 	ss.mu.Lock()
 	if ss.closeWhy == "" {
 		ss.closeWhy = reason
 	}
-	c, cancel := ss.conn, ss.cancelHS
+	c, cancel, sn := ss.conn, ss.cancelHS, ss.snap
+	if sn != nil {
+		ss.snap, ss.ended = nil, true
+		sn.wipe()
+	}
 	ss.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
-	if c != nil {
+	switch {
+	case sn != nil:
+		ss.asleep.Store(false)
+		ss.srv.m.hibernated.Dec()
+		ss.srv.ended(ss, ss.closeWhy)
+		ss.srv.remove(ss)
+	case c != nil:
 		_ = c.Close()
-	} else {
-		ss.closeConn()
+	default:
+		ss.closeLink()
 	}
 }
 
@@ -197,33 +284,163 @@ func (ss *Session) expired(now time.Time, cookieTimeout time.Duration) bool {
 	return !ss.verified.Load() && now.Sub(ss.created) >= cookieTimeout
 }
 
-// readLoop hands decrypted datagrams to coap until the session ends and
-// returns why it ended.
-func (ss *Session) readLoop(coap *coapx.Server, now func() time.Time) string {
-	ss.mu.Lock()
+// idleFor reports whether an active established session saw no datagram in
+// either direction for d.
+func (ss *Session) idleFor(now time.Time, d time.Duration) bool {
+	last := max(ss.lastSeen.Load(), ss.lastWrite.Load())
+	return ss.up.Load() && !ss.asleep.Load() && !ss.noHib.Load() && now.UnixNano()-last >= int64(d)
+}
+
+// requestHibernate interrupts the read loop's Read so that it hibernates
+// the session if it is still idle.
+func (ss *Session) requestHibernate() {
+	ss.mu.RLock()
 	c := ss.conn
-	ss.mu.Unlock()
+	ss.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	ss.hibReq.Store(true)
+	_ = c.SetReadDeadline(time.Unix(1, 0))
+}
+
+// closeHibernated is readLoop's answer when the session hibernated.
+const closeHibernated = "hibernated"
+
+// readLoop hands decrypted datagrams to coap until the session ends or
+// hibernates, and returns why.
+func (ss *Session) readLoop(c *dtls.Conn, coap *coapx.Server, now func() time.Time) string {
 	buf := make([]byte, readBufLen)
 	for {
 		n, err := c.Read(buf)
 		if err != nil {
-			ss.mu.Lock()
+			if ne, ok := err.(net.Error); ok && ne.Timeout() && ss.hibReq.Swap(false) {
+				_ = c.SetReadDeadline(time.Time{})
+				hib, n := ss.hibernate(c, buf)
+				if hib {
+					return closeHibernated
+				}
+				if n > 0 {
+					ss.serve(c, buf[:n], coap, now)
+				}
+				continue
+			}
+			ss.mu.RLock()
 			why := ss.closeWhy
-			ss.mu.Unlock()
+			ss.mu.RUnlock()
 			if why == "" {
 				why = ClosePeer
 			}
 			return why
 		}
-		ss.lastSeen.Store(now().UnixNano())
-		if ra, ok := c.RemoteAddr().(*net.UDPAddr); ok {
-			if ap := ra.AddrPort(); ap != *ss.remote.Load() {
-				ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-				ss.remote.Store(&ap)
+		ss.serve(c, buf[:n], coap, now)
+	}
+}
+
+func (ss *Session) serve(c *dtls.Conn, b []byte, coap *coapx.Server, now func() time.Time) {
+	ss.lastSeen.Store(now().UnixNano())
+	if ra, ok := c.RemoteAddr().(*net.UDPAddr); ok {
+		if ap := ra.AddrPort(); ap != *ss.remote.Load() {
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			ss.remote.Store(&ap)
+		}
+	}
+	coap.ServeSession(b, ss.Peer(), ss)
+}
+
+// hibernate replaces c by a snapshot when the session is quiescent: no
+// datagram queued or inside pion, none decrypted but unread, no write in
+// flight. It returns false (and possibly a datagram read meanwhile, in
+// buf[:n]) when the session must stay active.
+//
+// Order matters for the two DTLS invariants: (1) pion's reader gets no
+// datagram after the snapshot, so the snapshot's remote sequence number
+// is above every record accepted (replay protection holds across resume);
+// (2) no record is sent after the snapshot — writers are excluded by mu,
+// and the link is sealed before Close, whose close_notify is dropped — so
+// the resumed Conn's sequence numbers never repeat one already used under
+// the epoch (CCM nonces are never reused).
+func (ss *Session) hibernate(c *dtls.Conn, buf []byte) (bool, int) {
+	now := ss.srv.cfg.Now()
+	if !ss.idleFor(now, ss.srv.cfg.HibernateAfter) {
+		return false, 0
+	}
+	ss.qmu.Lock()
+	l := ss.link
+	if len(ss.q) > 0 || ss.busy || l == nil {
+		ss.qmu.Unlock()
+		return false, 0
+	}
+	ss.parked = true
+	ss.qmu.Unlock()
+	// pion's reader is back in ReadFrom: every datagram it took is
+	// processed. One may still wait decrypted in pion's channel.
+	_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	n, err := c.Read(buf)
+	_ = c.SetReadDeadline(time.Time{})
+	unpark := func() {
+		ss.qmu.Lock()
+		ss.parked = false
+		pending := len(ss.q) > 0
+		ss.qmu.Unlock()
+		if pending {
+			select {
+			case l.wake <- struct{}{}:
+			default:
 			}
 		}
-		coap.ServeSession(buf[:n], ss.Peer(), ss)
 	}
+	if err == nil {
+		unpark()
+		return false, n
+	}
+	ss.mu.Lock()
+	if ss.closeWhy != "" {
+		ss.mu.Unlock()
+		unpark()
+		return false, 0
+	}
+	l.sealed.Store(true)
+	sn, err := takeSnapshot(c)
+	if err != nil {
+		l.sealed.Store(false)
+		ss.mu.Unlock()
+		unpark()
+		ss.srv.hibernateFailed(ss, err)
+		return false, 0
+	}
+	ss.conn, ss.snap = nil, sn
+	ss.srv.m.hibernated.Inc()
+	ss.srv.m.hibernations.Inc()
+	ss.asleep.Store(true)
+	ss.mu.Unlock()
+	_ = c.Close() // close_notify goes nowhere: the link is sealed
+	ss.qmu.Lock()
+	ss.link, ss.busy = nil, false
+	ss.epoch, ss.cutoff = sn.remoteEpoch, sn.remoteSeq
+	// Datagrams that arrived while parking were queued before the
+	// session counted as asleep: check them now.
+	kept := ss.q[:0]
+	for _, d := range ss.q {
+		if acceptAsleep(d.b, ss.epoch, ss.cutoff) {
+			kept = append(kept, d)
+		} else {
+			ss.srv.m.asleepRejected.Inc()
+		}
+	}
+	ss.q = kept
+	if len(ss.q) == 0 {
+		ss.q = nil
+	}
+	resume := len(ss.q) > 0 && !ss.resuming
+	if resume {
+		ss.resuming = true
+	}
+	ss.qmu.Unlock()
+	if resume {
+		ss.srv.wakeAsync(ss)
+	}
+	return true, 0
 }
 
 // psk is pion's PSK callback: it runs on the handshake goroutine.
@@ -276,8 +493,14 @@ func (ss *Session) writeRaw(b []byte) {
 	_, _ = ss.srv.conn.WriteToUDPAddrPort(b, ss.Peer())
 }
 
-func (ss *Session) closeConn() {
-	ss.once.Do(func() { close(ss.done) })
+// closeLink closes the current link (a handshake that has no Conn yet).
+func (ss *Session) closeLink() {
+	ss.qmu.Lock()
+	l := ss.link
+	ss.qmu.Unlock()
+	if l != nil {
+		l.Close()
+	}
 }
 
 // NewLogger implements logging.LoggerFactory for pion: the session's
@@ -303,54 +526,91 @@ func (l *pionLogger) Warnf(string, ...any)  {}
 func (l *pionLogger) Error(string)          {}
 func (l *pionLogger) Errorf(string, ...any) {}
 
-// pconn is the session seen as pion's net.PacketConn: reads come from the
-// server's read loop, writes go to the shared socket.
-type pconn Session
+// link is one pion Conn's view of the session as a net.PacketConn: reads
+// come from the session's queue (fed by the server's read loop), writes go
+// to the shared socket. Each Conn — the handshake's, and one per resume —
+// has its own link, so closing one never disturbs the next.
+type link struct {
+	ss     *Session
+	wake   chan struct{} // a datagram was queued
+	done   chan struct{} // closed by Close
+	once   sync.Once
+	rdl    *deadline.Deadline
+	sealed atomic.Bool // no more writes: the session is being snapshotted
+}
 
-var _ net.PacketConn = (*pconn)(nil)
+var _ net.PacketConn = (*link)(nil)
 
-func (p *pconn) ReadFrom(b []byte) (int, net.Addr, error) {
-	select {
-	case d := <-p.in:
-		if len(d.b) > len(b) {
-			return 0, nil, fmt.Errorf("dtlsx: datagram of %d bytes exceeds read buffer", len(d.b))
+func newLink(ss *Session) *link {
+	return &link{ss: ss, wake: make(chan struct{}, 1), done: make(chan struct{}), rdl: deadline.New()}
+}
+
+// ReadFrom gives pion the next queued datagram. pion's reader calls it
+// again only after it processed the previous datagram, so entering it
+// clears busy: that is how hibernate knows pion is quiescent.
+func (l *link) ReadFrom(b []byte) (int, net.Addr, error) {
+	ss := l.ss
+	for {
+		ss.qmu.Lock()
+		if ss.link == l {
+			ss.busy = false
+			if !ss.parked && len(ss.q) > 0 {
+				d := ss.q[0]
+				ss.q[0] = datagram{}
+				ss.q = ss.q[1:]
+				if len(ss.q) == 0 {
+					ss.q = nil
+				}
+				ss.busy = true
+				ss.qmu.Unlock()
+				if len(d.b) > len(b) {
+					return 0, nil, fmt.Errorf("dtlsx: datagram of %d bytes exceeds read buffer", len(d.b))
+				}
+				return copy(b, d.b), net.UDPAddrFromAddrPort(d.from), nil
+			}
 		}
-		return copy(b, d.b), net.UDPAddrFromAddrPort(d.from), nil
-	case <-p.done:
-		return 0, nil, net.ErrClosed
-	case <-p.rdl.Done():
-		return 0, nil, errTimeout{}
+		ss.qmu.Unlock()
+		select {
+		case <-l.wake:
+		case <-l.done:
+			return 0, nil, net.ErrClosed
+		case <-l.rdl.Done():
+			return 0, nil, errTimeout{}
+		}
 	}
 }
 
-func (p *pconn) WriteTo(b []byte, addr net.Addr) (int, error) {
+func (l *link) WriteTo(b []byte, addr net.Addr) (int, error) {
 	select {
-	case <-p.done:
+	case <-l.done:
 		return 0, net.ErrClosed
 	default:
+	}
+	if l.sealed.Load() {
+		return len(b), nil // dropped: see Session.hibernate
 	}
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, fmt.Errorf("dtlsx: not a UDP address: %v", addr)
 	}
-	return p.srv.conn.WriteToUDPAddrPort(b, ua.AddrPort())
+	return l.ss.srv.conn.WriteToUDPAddrPort(b, ua.AddrPort())
 }
 
-func (p *pconn) Close() error {
-	(*Session)(p).closeConn()
+func (l *link) Close() error {
+	l.once.Do(func() { close(l.done) })
 	return nil
 }
 
-func (p *pconn) LocalAddr() net.Addr { return p.srv.conn.LocalAddr() }
+func (l *link) LocalAddr() net.Addr { return l.ss.srv.conn.LocalAddr() }
 
-func (p *pconn) SetDeadline(t time.Time) error { return p.SetReadDeadline(t) }
+func (l *link) SetDeadline(t time.Time) error { return l.SetReadDeadline(t) }
 
-func (p *pconn) SetReadDeadline(t time.Time) error {
-	p.rdl.Set(t)
+func (l *link) SetReadDeadline(t time.Time) error {
+	l.rdl.Set(t)
 	return nil
 }
 
-func (p *pconn) SetWriteDeadline(time.Time) error { return nil }
+func (l *link) SetWriteDeadline(time.Time) error { return nil }
 
 // errTimeout is a net.Error timeout, as a socket's read deadline gives.
 type errTimeout struct{}
