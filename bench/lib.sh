@@ -32,9 +32,19 @@ for _ in range(100):
     except OSError: u.close(); t.close()'
 }
 
-# server_cpu [cpu-list]: prefix that pins a server (GOMAXPROCS=1 on core 0
-# by default; BENCH_NOPIN=1 disables pinning).
-pin_server() { if [ -n "$BENCH_NOPIN" ]; then env GOMAXPROCS=1 "$@"; else GOMAXPROCS=1 taskset -c "${SERVER_CPU:-0}" "$@"; fi; }
+# spawn_server CMD...: starts CMD in the background pinned like a server
+# (GOMAXPROCS=1 on core $SERVER_CPU, default 0; BENCH_NOPIN=1 disables the
+# pinning), records its PID in SPAWNED and BENCH_PIDS. The subshell execs,
+# so the PID is the server's own. Output goes to $SPAWN_LOG.
+spawn_server() {
+	if [ -n "$BENCH_NOPIN" ]; then
+		(export GOMAXPROCS=1; exec "$@") >"${SPAWN_LOG:-/dev/null}" 2>&1 &
+	else
+		(export GOMAXPROCS=1; exec taskset -c "${SERVER_CPU:-0}" "$@") >"${SPAWN_LOG:-/dev/null}" 2>&1 &
+	fi
+	SPAWNED=$!
+	BENCH_PIDS+=("$SPAWNED")
+}
 pin_client() { if [ -n "$BENCH_NOPIN" ]; then "$@"; else taskset -c "${CLIENT_CPU:-1}" "$@"; fi; }
 
 # wait_udp_tcp PORT: wait until something listens on TCP PORT (the API).
@@ -59,10 +69,10 @@ start_gateway() {
 	GW_API=http://127.0.0.1:$apiport
 	COAPGATE_DATA_DIR=$dir/data COAPGATE_COAP_LISTEN=$GW_COAP COAPGATE_COAP_SYMMETRIC_LISTEN=$GW_SYM \
 		COAPGATE_DTLS_LISTEN=$GW_DTLS COAPGATE_API_LISTEN=127.0.0.1:$apiport COAPGATE_DTLS_HANDSHAKE_RATE=0 \
-		COAPGATE_LOG_LEVEL=${GW_LOG_LEVEL:-warn} \
-		pin_server "$BIN/coapgate" serve "${GW_ARGS[@]}" >"$dir/server.log" 2>&1 &
-	GW_PID=$!
-	BENCH_PIDS+=("$GW_PID")
+		COAPGATE_LOG_LEVEL=${GW_LOG_LEVEL:-warn} SPAWN_LOG=$dir/server.log \
+		spawn_server "$BIN/coapgate" serve "${GW_ARGS[@]}"
+	GW_PID=$SPAWNED
+	GW_LOG=$dir/server.log
 	wait_tcp "$apiport" || { cat "$dir/server.log" >&2; return 1; }
 	local i
 	for i in $(seq 1 50); do
