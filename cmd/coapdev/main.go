@@ -51,6 +51,8 @@ type command struct {
 // commands is the subcommand dispatcher; a later "bench" registers here.
 var commands = map[string]command{
 	"auth":      {summary: "authenticate a device (POST /auth) and print its token", run: runAuth},
+	"bench":     {summary: "load generator: req/s and latency of any mode, handshakes/s, idle sessions", run: runBench},
+	"echo":      {summary: "trivial CoAP echo server (measures the load generator itself)", run: runEcho},
 	"dtls-load": {summary: "DTLS-PSK load: handshakes/s, uplinks/s, idle sessions held open", run: runDTLSLoad},
 	"publish":   {summary: "publish messages to a topic (POST /topic/...)", run: runPublish},
 	"version":   {summary: "print the version", run: runVersion},

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -356,6 +357,12 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	s.wg.Go(func() { queue.Run(runCtx) })
+	if cfg.API.PprofListen != "" {
+		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
 	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }
@@ -484,4 +491,33 @@ func ensureAdminKey(ctx context.Context, st apikey.Store) (string, error) {
 		return "", fmt.Errorf("create admin api key: %w", err)
 	}
 	return secret, nil
+}
+
+// servePprof serves net/http/pprof on its own listener (api.pprof_listen),
+// never on the API's: it has no authentication. It stops with ctx.
+func (s *server) servePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("api.pprof_listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Warn("serving /debug/pprof without authentication", "addr", ln.Addr().String())
+	s.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof listener failed", "err", err)
+		}
+	})
+	s.wg.Go(func() {
+		<-ctx.Done()
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = srv.Shutdown(sctx)
+	})
+	return nil
 }

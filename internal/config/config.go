@@ -184,6 +184,10 @@ func (a Auth) SignEIV() ([]byte, error) {
 // API configures the management HTTP API.
 type API struct {
 	Listen string `yaml:"listen"`
+	// PprofListen is a TCP address serving net/http/pprof for profiling;
+	// empty (the default) serves nothing. Bind it to loopback: it has no
+	// authentication.
+	PprofListen string `yaml:"pprof_listen"`
 }
 
 // Store configures persistence.

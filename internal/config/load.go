@@ -131,6 +131,7 @@ var Help = map[string]string{
 	"auth.device_cache_ttl":     "how stale a cached device record may be (other nodes' changes show within this)",
 	"auth.dialect_e_iv":         "AES-CBC IV of dialect E's option 2101 (not published): 16 ASCII characters or 32 hex digits",
 	"api.listen":                "TCP address of the management HTTP API",
+	"api.pprof_listen":          "TCP address serving /debug/pprof (no authentication: bind to loopback); empty disables it",
 	"store.driver":              "storage driver: sqlite (embedded)",
 	"store.sqlite_path":         "SQLite database file (default data_dir/coapgate.db)",
 	"store.batch_max":           "largest group commit of uplinks",
