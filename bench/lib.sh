@@ -11,7 +11,7 @@ bench_cleanup() {
 	for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null; done
 	BENCH_PIDS=()
-	[ -n "$BENCH_KEEP" ] || rm -rf "$BENCH_TMP"
+	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$BENCH_TMP"
 }
 
 bench_build() {
@@ -37,7 +37,7 @@ for _ in range(100):
 # pinning), records its PID in SPAWNED and BENCH_PIDS. The subshell execs,
 # so the PID is the server's own. Output goes to $SPAWN_LOG.
 spawn_server() {
-	if [ -n "$BENCH_NOPIN" ]; then
+	if [ -n "${BENCH_NOPIN:-}" ]; then
 		(export GOMAXPROCS=1; exec "$@") >"${SPAWN_LOG:-/dev/null}" 2>&1 &
 	else
 		(export GOMAXPROCS=1; exec taskset -c "${SERVER_CPU:-0}" "$@") >"${SPAWN_LOG:-/dev/null}" 2>&1 &
@@ -45,7 +45,7 @@ spawn_server() {
 	SPAWNED=$!
 	BENCH_PIDS+=("$SPAWNED")
 }
-pin_client() { if [ -n "$BENCH_NOPIN" ]; then "$@"; else taskset -c "${CLIENT_CPU:-1}" "$@"; fi; }
+pin_client() { if [ -n "${BENCH_NOPIN:-}" ]; then "$@"; else taskset -c "${CLIENT_CPU:-1}" "$@"; fi; }
 
 # wait_udp_tcp PORT: wait until something listens on TCP PORT (the API).
 wait_tcp() {
@@ -70,7 +70,7 @@ start_gateway() {
 	COAPGATE_DATA_DIR=$dir/data COAPGATE_COAP_LISTEN=$GW_COAP COAPGATE_COAP_SYMMETRIC_LISTEN=$GW_SYM \
 		COAPGATE_DTLS_LISTEN=$GW_DTLS COAPGATE_API_LISTEN=127.0.0.1:$apiport COAPGATE_DTLS_HANDSHAKE_RATE=0 \
 		COAPGATE_LOG_LEVEL=${GW_LOG_LEVEL:-warn} SPAWN_LOG=$dir/server.log \
-		spawn_server "$BIN/coapgate" serve "${GW_ARGS[@]}"
+		spawn_server "$BIN/coapgate" serve ${GW_ARGS[@]+"${GW_ARGS[@]}"}
 	GW_PID=$SPAWNED
 	GW_LOG=$dir/server.log
 	wait_tcp "$apiport" || { cat "$dir/server.log" >&2; return 1; }
