@@ -83,16 +83,15 @@ type lane struct {
 
 	closed atomic.Bool
 
-	mu    sync.Mutex
-	lo    uint32 // oldest sequence possibly in flight
-	slots [laneWindow]slot
+	mu      sync.Mutex
+	pending int // slots in flight
+	slots   [laneWindow]slot
 	sem   chan struct{}
 }
 
 func newLane(conn net.Conn, b builder, keep bool, cfg *loadConfig, st *loadStats, limit int, rate float64) *lane {
 	l := &lane{conn: conn, b: b, keep: keep, cfg: cfg, st: st, limit: limit, rate: rate}
 	l.nextID = rand.Uint32()
-	l.lo = l.nextID
 	if limit > 0 {
 		l.sem = make(chan struct{}, limit)
 		for range limit {
@@ -137,13 +136,6 @@ func cfgDrain(lanes []*lane) time.Duration {
 		return 0
 	}
 	return lanes[0].cfg.drain
-}
-
-// advanceLocked moves lo past answered requests.
-func (l *lane) advanceLocked() {
-	for l.lo != l.nextID && l.slots[l.lo%laneWindow].state == 0 {
-		l.lo++
-	}
 }
 
 // send is the sender goroutine.
@@ -200,10 +192,14 @@ func (l *lane) send(ctx context.Context) {
 // sendOne sends the next request; false if the window is full.
 func (l *lane) sendOne(buf []byte) bool {
 	l.mu.Lock()
-	l.advanceLocked()
-	if l.nextID-l.lo >= laneWindow {
+	if l.pending >= laneWindow {
 		l.mu.Unlock()
 		return false
+	}
+	// Skip slots still held by a request awaiting retransmission: one lost
+	// datagram must not stall the lane (no head-of-line blocking).
+	for l.slots[l.nextID%laneWindow].state != 0 {
+		l.nextID++
 	}
 	seq := l.nextID
 	mid := uint16(seq)
@@ -221,6 +217,7 @@ func (l *lane) sendOne(buf []byte) bool {
 	s := &l.slots[seq%laneWindow]
 	now := time.Now()
 	s.state, s.tries, s.mid, s.first = 1, 0, mid, now
+	l.pending++
 	s.measured = l.st.measuring.Load()
 	s.timeout = time.Duration(float64(l.cfg.ackTimeout) * (1 + rand.Float64()*(ackRandomFactr-1)))
 	s.deadline = now.Add(s.timeout)
@@ -244,8 +241,8 @@ func (l *lane) retransmit(now time.Time) {
 	var buf [maxDatagram]byte
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for seq := l.lo; seq != l.nextID; seq++ {
-		s := &l.slots[seq%laneWindow]
+	for i := range l.slots {
+		s := &l.slots[i]
 		if s.state != 1 || now.Before(s.deadline) {
 			continue
 		}
@@ -274,6 +271,7 @@ func (l *lane) retransmit(now time.Time) {
 // a timeout, -2 for a reset.
 func (l *lane) finishLocked(s *slot, code int) {
 	s.state = 0
+	l.pending--
 	l.st.inflight.Add(-1)
 	if s.measured {
 		switch {
