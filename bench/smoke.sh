@@ -12,7 +12,7 @@ source "$HERE/lib.sh"
 trap bench_cleanup EXIT
 export BENCH_NOPIN=1 # CI machines may have a single core
 bench_build
-S=(--duration 3s --warmup 500ms --sockets 4 --outstanding 16 --quiet)
+S=(--duration 10s --warmup 500ms --sockets 4 --outstanding 16 --quiet)
 fail=0
 check() { # check NAME ARGS...
 	local name=$1; shift
@@ -39,4 +39,12 @@ else
 fi
 sleep 0.5
 check "plain ($what)" --mode plain --server "127.0.0.1:$P" --path /bench "${S[@]}"
+if command -v coap-server-gnutls >/dev/null; then
+	# libcoap's DTLS port is its CoAP port + 1.
+	P=$(free_port)
+	spawn_server coap-server-gnutls -A 127.0.0.1 -p "$P" -d 5000 -v 0 -k "$(rawkey)"
+	sleep 0.5
+	check "dtls-plain (libcoap gnutls)" --mode dtls-plain --server "127.0.0.1:$((P + 1))" \
+		--psk-identity "$LIBCOAP_IDENT" --psk-key "$LIBCOAP_KEYHEX" --cipher cbc --path /bench "${S[@]}"
+fi
 exit $fail
