@@ -18,8 +18,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 trap bench_cleanup EXIT
 
-D=10s W=2s SWEEP="0.25 0.5 0.75 1.0 1.25" IDLE=5000
-if [ "${1:-}" = "--quick" ]; then D=3s W=1s SWEEP="0.5 1.0" IDLE=500; fi
+D=10s W=2s SWEEP="0.25 0.5 0.75 1.0 1.25" IDLE=5000 HOLD=15s # HOLD > dtls.hibernate_after (10s)
+if [ "${1:-}" = "--quick" ]; then D=3s W=1s SWEEP="0.5 1.0" IDLE=500 HOLD=1s; fi
 GEN=(--sockets 32 --outstanding 256 --payload-size 64 --duration "$D" --warmup "$W" --json --quiet)
 
 for t in coap-server-notls coap-server-gnutls coap-server-openssl gnuplot; do
@@ -80,10 +80,10 @@ stop_pid "$LC_PID"
 
 # (e) idle sessions: RSS growth per session of the server process
 libcoap openssl
-run e-libcoap --mode dtls-plain --server "127.0.0.1:$((LC_PORT + 1))" --psk-identity "$LIBCOAP_IDENT" --psk-key "$LIBCOAP_KEYHEX" --idle "$IDLE" --server-pid "$LC_PID" --path /bench
+run e-libcoap --mode dtls-plain --server "127.0.0.1:$((LC_PORT + 1))" --psk-identity "$LIBCOAP_IDENT" --psk-key "$LIBCOAP_KEYHEX" --idle "$IDLE" --hold "$HOLD" --server-pid "$LC_PID" --path /bench
 stop_pid "$LC_PID"
 start_gateway e
-run e-ours $(gw_args dtls) --devices 32 --idle "$IDLE" --server-pid "$GW_PID"
+run e-ours $(gw_args dtls) --devices 32 --idle "$IDLE" --hold "$HOLD" --server-pid "$GW_PID"
 stop_pid "$GW_PID"
 
 mkdir -p "$HERE/results"

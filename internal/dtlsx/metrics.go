@@ -17,6 +17,7 @@ type metrics struct {
 
 	hibernated        prometheus.Gauge
 	hibernations      prometheus.Counter
+	memoryReleases    prometheus.Counter
 	resumes           prometheus.Counter
 	resumeFailures    prometheus.Counter
 	hibernateFailures prometheus.Counter
@@ -57,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "coapgate_dtls_hibernations_total",
 			Help: "Idle DTLS sessions hibernated.",
 		}),
+		memoryReleases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_memory_releases_total",
+			Help: "Forced returns of freed memory to the OS after a sweep hibernated many sessions at once.",
+		}),
 		resumes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coapgate_dtls_resumes_total",
 			Help: "Hibernated DTLS sessions resumed by a datagram or a write.",
@@ -76,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.failures, m.handshakes, m.closed, m.sessions, m.inflight, m.dropped,
-			m.hibernated, m.hibernations, m.resumes, m.resumeFailures, m.hibernateFailures, m.asleepRejected)
+			m.hibernated, m.hibernations, m.memoryReleases, m.resumes, m.resumeFailures, m.hibernateFailures, m.asleepRejected)
 	}
 	return m
 }

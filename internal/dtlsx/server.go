@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,6 +154,8 @@ type Server struct {
 	pending    map[netip.AddrPort]*Session // guarded by mu; handshakes that may replace a session at their address
 	byCID      map[string]*Session         // guarded by mu
 	nextSweep  time.Time                   // read loop only
+	released   time.Time                   // guarded by mu: last memory release after mass hibernation
+	unreleased int                         // guarded by mu: hibernations since then
 	shutdownMu sync.Mutex
 	stopping   bool // guarded by shutdownMu
 }
@@ -411,6 +414,7 @@ func (s *Server) sweep(now time.Time) {
 	for _, ss := range idle {
 		ss.requestHibernate()
 	}
+	s.releaseAfterHibernation(len(idle), now)
 	for _, ss := range expired {
 		if ss.up.Load() {
 			ss.close(CloseIdle)
@@ -418,6 +422,43 @@ func (s *Server) sweep(now time.Time) {
 			ss.abort(ReasonNoCookieEcho)
 		}
 	}
+}
+
+// Memory release after mass hibernation: once at least releaseBatch
+// sessions have hibernated since the last release, the connections' freed
+// memory (pion's buffers, goroutine stacks) is returned to the OS by a
+// forced GC — when a wave of hibernations has ended (a sweep finds none to
+// hibernate), or every releaseInterval during a long wave. Without it the
+// runtime keeps the pages mapped while its heap goal falls only slowly, and
+// a node that just hibernated 100k sessions would hold their peak RSS for
+// minutes.
+const (
+	releaseBatch    = 256
+	releaseInterval = 30 * time.Second
+	releaseDelay    = 2 * time.Second // let the requested sessions finish hibernating
+)
+
+func (s *Server) releaseAfterHibernation(n int, now time.Time) {
+	s.mu.Lock()
+	s.unreleased += n
+	due := s.unreleased >= releaseBatch && s.ctx != nil && (n == 0 || now.Sub(s.released) >= releaseInterval)
+	if due {
+		s.released, s.unreleased = now, 0
+	}
+	s.mu.Unlock()
+	if !due {
+		return
+	}
+	s.wg.Go(func() {
+		t := time.NewTimer(releaseDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			debug.FreeOSMemory()
+			s.m.memoryReleases.Inc()
+		case <-s.ctx.Done():
+		}
+	})
 }
 
 // run drives one session: handshake, then the read loop feeding coapx.
