@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/coapgate/coapgate/internal/api"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/sdk"
 )
@@ -93,15 +93,22 @@ func TestCrashKill9(t *testing.T) {
 	srv := start()
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 
-	api := func(method, path string, body, out any) {
+	client := &api.Client{BaseURL: apiURL, Key: key}
+	call := func(method, path string, query url.Values, body, out any) {
 		t.Helper()
-		if code := httpJSON(t, method, apiURL+path, key, body, out); code/100 != 2 {
-			t.Fatalf("%s %s: status %d", method, path, code)
+		b, err := client.Do(context.Background(), method, path, query, body)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		if out != nil {
+			if err := json.Unmarshal(b, out); err != nil {
+				t.Fatalf("%s %s: decode: %v", method, path, err)
+			}
 		}
 	}
 	var prod struct{ ProductKey string }
-	api("POST", "/api/v1/products", map[string]any{"name": "crash"}, &prod)
-	api("POST", "/api/v1/rules", map[string]any{
+	call("POST", "/products", nil, map[string]any{"name": "crash"}, &prod)
+	call("POST", "/rules", nil, map[string]any{
 		"name": "crash-hook", "topicFilter": "/sys/#", "startFrom": "beginning", "maxAttempts": 100,
 		"actions": []map[string]any{{"type": "webhook", "url": hook.URL, "secret": "s3cret"}},
 	}, nil)
@@ -113,7 +120,7 @@ func TestCrashKill9(t *testing.T) {
 	devs := make([]dev, devices)
 	for i := range devs {
 		var d struct{ DeviceKey, DeviceSecret string }
-		api("POST", "/api/v1/devices", map[string]any{"productKey": prod.ProductKey, "deviceKey": fmt.Sprintf("c%02d", i)}, &d)
+		call("POST", "/devices", nil, map[string]any{"productKey": prod.ProductKey, "deviceKey": fmt.Sprintf("c%02d", i)}, &d)
 		c, err := sdk.Dial(context.Background(), coapAddr, sdk.WithCredentials(sdk.Credentials{
 			ProductKey: prod.ProductKey, DeviceName: d.DeviceKey, DeviceSecret: d.DeviceSecret}))
 		if err != nil {
@@ -214,11 +221,11 @@ func TestCrashKill9(t *testing.T) {
 				ID string `json:"id"`
 			} `json:"items"`
 		}
-		q := "/api/v1/messages?limit=1000"
+		q := url.Values{"limit": {"1000"}}
 		if after > 0 {
-			q += "&after=" + strconv.FormatInt(after, 10)
+			q.Set("after", strconv.FormatInt(after, 10))
 		}
-		api("GET", q, nil, &page)
+		call("GET", "/messages", q, nil, &page)
 		if len(page.Items) == 0 {
 			break
 		}
@@ -298,29 +305,4 @@ func waitHealthy(t *testing.T, base string) {
 		}
 	}
 	t.Fatalf("server at %s not healthy within 30s", base)
-}
-
-// httpJSON sends body as JSON with the bearer key and decodes a 2xx answer
-// into out; it returns the status.
-func httpJSON(t *testing.T, method, url, key string, body, out any) int {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, url, rd)
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	if out != nil && resp.StatusCode/100 == 2 {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			t.Fatalf("%s %s: decode: %v", method, url, err)
-		}
-	}
-	return resp.StatusCode
 }
