@@ -86,7 +86,7 @@ type lane struct {
 	mu      sync.Mutex
 	pending int // slots in flight
 	slots   [laneWindow]slot
-	sem   chan struct{}
+	sem     chan struct{}
 }
 
 func newLane(conn net.Conn, b builder, keep bool, cfg *loadConfig, st *loadStats, limit int, rate float64) *lane {

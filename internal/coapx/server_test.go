@@ -246,7 +246,7 @@ func TestBlock1Upload(t *testing.T) {
 	h := &echo{}
 	c := dial(t, startServer(t, Config{MaxBody: 4096}, h))
 	body := bytes.Repeat([]byte("0123456789abcdef"), 100) // 1600 bytes
-	const szx = 4                                        // 256-byte blocks
+	const szx = 4                                         // 256-byte blocks
 	var mid int32 = 200
 	var final *message.Message
 	for num := 0; num*256 < len(body); num++ {
