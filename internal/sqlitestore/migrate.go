@@ -19,6 +19,12 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
+// goSteps are parts of schema steps that SQL cannot express; each runs in
+// the step's transaction right after the step's SQL.
+var goSteps = map[int]func(ctx context.Context, tx *sql.Tx, s *Store) error{
+	8: sealPlaintextSecrets,
+}
+
 // migration is one numbered schema step.
 type migration struct {
 	version int
@@ -64,7 +70,7 @@ func loadMigrations() ([]migration, error) {
 // leaves the database at a step boundary. It is idempotent, and safe against
 // another process migrating the same file at the same time: the version is
 // read inside the write transaction (BEGIN IMMEDIATE on the writer).
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db *sql.DB, s *Store) error {
 	steps, err := loadMigrations()
 	if err != nil {
 		return err
@@ -77,7 +83,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("%w: user_version %d, known %d", ErrSchemaTooNew, cur, len(steps))
 	}
 	for _, st := range steps[cur:] {
-		if err := applyStep(ctx, db, st); err != nil {
+		if err := applyStep(ctx, db, s, st); err != nil {
 			return fmt.Errorf("migration %s: %w", st.name, err)
 		}
 	}
@@ -85,7 +91,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 }
 
 // applyStep runs one step unless the database already has it.
-func applyStep(ctx context.Context, db *sql.DB, st migration) (err error) {
+func applyStep(ctx context.Context, db *sql.DB, s *Store, st migration) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -108,6 +114,11 @@ func applyStep(ctx context.Context, db *sql.DB, st migration) (err error) {
 	}
 	if _, err := tx.ExecContext(ctx, st.sql); err != nil {
 		return fmt.Errorf("apply: %w", err)
+	}
+	if fn := goSteps[st.version]; fn != nil {
+		if err := fn(ctx, tx, s); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
 	}
 	// PRAGMA takes no bound parameters; version is an int from our own table.
 	if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(st.version)); err != nil {

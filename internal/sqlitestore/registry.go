@@ -22,7 +22,7 @@ const deviceColumns = `product_key, device_key, device_secret, asset_id, enabled
 func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 	_, err := s.writer.ExecContext(ctx,
 		`INSERT INTO products (`+productColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		p.ProductKey, p.ProductSecret.Reveal(), p.Name, boolInt(p.DynamicRegistration),
+		p.ProductKey, s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, boolInt(p.DynamicRegistration),
 		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt))
 	switch {
 	case isUniqueViolation(err):
@@ -37,7 +37,7 @@ func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 func (s *Store) GetProduct(ctx context.Context, productKey string) (registry.Product, error) {
 	row := s.reader.QueryRowContext(ctx,
 		`SELECT `+productColumns+` FROM products WHERE product_key = ?`, productKey)
-	p, err := scanProduct(row)
+	p, err := s.scanProduct(row)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return registry.Product{}, fmt.Errorf("sqlitestore: get product %s: %w", productKey, registry.ErrNotFound)
@@ -68,7 +68,7 @@ func (s *Store) ListProducts(ctx context.Context, page registry.Page) ([]registr
 	defer rows.Close()
 	var out []registry.Product
 	for rows.Next() {
-		p, err := scanProduct(rows)
+		p, err := s.scanProduct(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: list products: %w", err)
 		}
@@ -86,7 +86,7 @@ func (s *Store) UpdateProduct(ctx context.Context, p registry.Product) error {
 		`UPDATE products SET product_secret = ?, name = ?, dynamic_registration = ?,
 			data_format = ?, online_lifetime_ms = ?
 		WHERE product_key = ?`,
-		p.ProductSecret.Reveal(), p.Name, boolInt(p.DynamicRegistration),
+		s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, boolInt(p.DynamicRegistration),
 		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), p.ProductKey)
 	if err := affectedOne(res, err); err != nil {
 		return fmt.Errorf("sqlitestore: update product %s: %w", p.ProductKey, err)
@@ -116,7 +116,7 @@ func (s *Store) CreateDevice(ctx context.Context, d registry.Device) error {
 	}
 	_, err := s.writer.ExecContext(ctx,
 		`INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		d.ProductKey, d.DeviceKey, d.DeviceSecret.Reveal(), d.AssetID, boolInt(d.Enabled),
+		d.ProductKey, d.DeviceKey, s.box.SealString(d.DeviceSecret.Reveal(), deviceSecretAAD(d.ProductKey, d.DeviceKey)), d.AssetID, boolInt(d.Enabled),
 		int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress)
 	switch {
 	case isUniqueViolation(err):
@@ -134,7 +134,7 @@ func (s *Store) GetDevice(ctx context.Context, productKey, deviceKey string) (re
 	row := s.reader.QueryRowContext(ctx,
 		`SELECT `+deviceColumns+` FROM devices WHERE product_key = ? AND device_key = ?`,
 		productKey, deviceKey)
-	d, err := scanDevice(row)
+	d, err := s.scanDevice(row)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return registry.Device{}, fmt.Errorf("sqlitestore: get device %s/%s: %w", productKey, deviceKey, registry.ErrNotFound)
@@ -173,7 +173,7 @@ func (s *Store) ListDevices(ctx context.Context, productKey string, page registr
 	defer rows.Close()
 	var out []registry.Device
 	for rows.Next() {
-		d, err := scanDevice(rows)
+		d, err := s.scanDevice(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: list devices %s: %w", productKey, err)
 		}
@@ -190,7 +190,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d registry.Device) error {
 	res, err := s.writer.ExecContext(ctx,
 		`UPDATE devices SET device_secret = ?, asset_id = ?, enabled = ?, generation = ?
 		WHERE product_key = ? AND device_key = ?`,
-		d.DeviceSecret.Reveal(), d.AssetID, boolInt(d.Enabled), int64(d.Generation),
+		s.box.SealString(d.DeviceSecret.Reveal(), deviceSecretAAD(d.ProductKey, d.DeviceKey)), d.AssetID, boolInt(d.Enabled), int64(d.Generation),
 		d.ProductKey, d.DeviceKey)
 	if err := affectedOne(res, err); err != nil {
 		return fmt.Errorf("sqlitestore: update device %s/%s: %w", d.ProductKey, d.DeviceKey, err)
@@ -259,7 +259,7 @@ func affectedOne(res sql.Result, err error) error {
 }
 
 // scanProduct reads one row of productColumns.
-func scanProduct(r rowScanner) (registry.Product, error) {
+func (s *Store) scanProduct(r rowScanner) (registry.Product, error) {
 	var (
 		p                 registry.Product
 		secret, format    string
@@ -269,7 +269,11 @@ func scanProduct(r rowScanner) (registry.Product, error) {
 	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &dynamic, &format, &lifetimeMS, &creat); err != nil {
 		return registry.Product{}, err
 	}
-	p.ProductSecret = registry.Secret(secret)
+	if secret, err := s.openSecret(secret, productSecretAAD(p.ProductKey)); err != nil {
+		return registry.Product{}, err
+	} else {
+		p.ProductSecret = registry.Secret(secret)
+	}
 	p.DynamicRegistration = dynamic != 0
 	p.DataFormat = registry.DataFormat(format)
 	p.OnlineLifetime = time.Duration(lifetimeMS) * time.Millisecond
@@ -278,7 +282,7 @@ func scanProduct(r rowScanner) (registry.Product, error) {
 }
 
 // scanDevice reads one row of deviceColumns.
-func scanDevice(r rowScanner) (registry.Device, error) {
+func (s *Store) scanDevice(r rowScanner) (registry.Device, error) {
 	var (
 		d                 registry.Device
 		secret            string
@@ -289,7 +293,11 @@ func scanDevice(r rowScanner) (registry.Device, error) {
 		&gen, &cre, &lastSeen, &d.LastAddress); err != nil {
 		return registry.Device{}, err
 	}
-	d.DeviceSecret = registry.Secret(secret)
+	if secret, err := s.openSecret(secret, deviceSecretAAD(d.ProductKey, d.DeviceKey)); err != nil {
+		return registry.Device{}, err
+	} else {
+		d.DeviceSecret = registry.Secret(secret)
+	}
 	d.Enabled = enabled != 0
 	d.Generation = uint32(gen)
 	d.CreatedAt = fromNanos(cre)
