@@ -1,0 +1,58 @@
+package pgstore
+
+import (
+	"context"
+	"testing"
+
+	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/apikey/apikeytest"
+	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/message/messagetest"
+	"github.com/coapgate/coapgate/internal/pgstore/pgtest"
+	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/registry/storetest"
+	"github.com/coapgate/coapgate/internal/secretbox"
+)
+
+// testKeys is one keyring for the package's tests.
+var testKeys = func() *secretbox.Keyring {
+	k, err := secretbox.New(secretbox.GenerateKey())
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// openTest opens a store on a new schema, closed at cleanup; it returns
+// the schema's URL too.
+func openTest(t testing.TB) (*Store, string) {
+	t.Helper()
+	u := pgtest.Schema(t)
+	s, err := Open(context.Background(), Options{URL: u, Keys: testKeys})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, u
+}
+
+func TestRegistryStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) registry.Store {
+		s, _ := openTest(t)
+		return s
+	})
+}
+
+func TestMessageStore(t *testing.T) {
+	messagetest.Run(t, func(t *testing.T) message.Store {
+		s, _ := openTest(t)
+		return s
+	})
+}
+
+func TestAPIKeyStore(t *testing.T) {
+	apikeytest.Run(t, func(t *testing.T) apikey.Store {
+		s, _ := openTest(t)
+		return s
+	})
+}
