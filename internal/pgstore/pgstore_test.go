@@ -6,9 +6,15 @@ import (
 
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/apikey/apikeytest"
+	"github.com/coapgate/coapgate/internal/command/commandtest"
+	"github.com/coapgate/coapgate/internal/event/eventtest"
+	"github.com/coapgate/coapgate/internal/forward"
+	"github.com/coapgate/coapgate/internal/forward/forwardtest"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/message/messagetest"
 	"github.com/coapgate/coapgate/internal/pgstore/pgtest"
+	"github.com/coapgate/coapgate/internal/point"
+	"github.com/coapgate/coapgate/internal/point/pointtest"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/registry/storetest"
 	"github.com/coapgate/coapgate/internal/secretbox"
@@ -52,6 +58,34 @@ func TestMessageStore(t *testing.T) {
 
 func TestAPIKeyStore(t *testing.T) {
 	apikeytest.Run(t, func(t *testing.T) apikey.Store {
+		s, _ := openTest(t)
+		return s
+	})
+}
+
+func TestPointStore(t *testing.T) {
+	pointtest.Run(t, func(t *testing.T) point.Store {
+		s, _ := openTest(t)
+		return s
+	})
+}
+
+func TestEventStore(t *testing.T) {
+	eventtest.Run(t, func(t *testing.T) eventtest.Store {
+		s, _ := openTest(t)
+		return s
+	})
+}
+
+func TestCommandStore(t *testing.T) {
+	commandtest.Run(t, func(t *testing.T) commandtest.Store {
+		s, _ := openTest(t)
+		return s
+	})
+}
+
+func TestForwardStore(t *testing.T) {
+	forwardtest.Run(t, func(t *testing.T) forward.Store {
 		s, _ := openTest(t)
 		return s
 	})
