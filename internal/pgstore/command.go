@@ -81,7 +81,7 @@ func (s *Store) commandTx(ctx context.Context, what string, fn func(tx pgx.Tx) e
 		if errors.Is(err, command.ErrNotFound) || errors.Is(err, command.ErrState) {
 			return err
 		}
-		return fmt.Errorf("pgstore: %s: %w", what, err)
+		return errorf("pgstore: %s: %w", what, err)
 	}
 	return nil
 }
@@ -122,7 +122,7 @@ func (s *Store) GetCommand(ctx context.Context, pk, dk, id string) (command.Comm
 		return command.Command{}, command.ErrNotFound
 	}
 	if err != nil {
-		return command.Command{}, fmt.Errorf("pgstore: get command %s: %w", id, err)
+		return command.Command{}, errorf("pgstore: get command %s: %w", id, err)
 	}
 	return c, nil
 }
@@ -144,19 +144,19 @@ func (s *Store) ListCommands(ctx context.Context, q command.ListQuery) ([]comman
 	b.WriteString(` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args)))
 	rows, err := s.pool.Query(ctx, b.String(), args...)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: list commands: %w", err)
+		return nil, errorf("pgstore: list commands: %w", err)
 	}
 	defer rows.Close()
 	var out []command.Command
 	for rows.Next() {
 		c, err := scanCommand(rows)
 		if err != nil {
-			return nil, fmt.Errorf("pgstore: list commands: %w", err)
+			return nil, errorf("pgstore: list commands: %w", err)
 		}
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: list commands: %w", err)
+		return nil, errorf("pgstore: list commands: %w", err)
 	}
 	return out, nil
 }
@@ -170,7 +170,7 @@ func (s *Store) NextPendingCommand(ctx context.Context, pk, dk, topic string, no
 		return command.Command{}, command.ErrNotFound
 	}
 	if err != nil {
-		return command.Command{}, fmt.Errorf("pgstore: next command of %s/%s: %w", pk, dk, err)
+		return command.Command{}, errorf("pgstore: next command of %s/%s: %w", pk, dk, err)
 	}
 	return c, nil
 }
@@ -317,7 +317,7 @@ func (s *Store) PendingCommandCounts(ctx context.Context, now time.Time) (map[co
 		WHERE state IN ('pending', 'delivered') AND state = 'pending' AND expires_at > $1
 		GROUP BY product_key, device_key`, toNanos(now))
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: pending commands: %w", err)
+		return nil, errorf("pgstore: pending commands: %w", err)
 	}
 	defer rows.Close()
 	out := map[command.DeviceKey]int{}
@@ -327,12 +327,12 @@ func (s *Store) PendingCommandCounts(ctx context.Context, now time.Time) (map[co
 			n int64
 		)
 		if err := rows.Scan(&k.ProductKey, &k.DeviceKey, &n); err != nil {
-			return nil, fmt.Errorf("pgstore: pending commands: %w", err)
+			return nil, errorf("pgstore: pending commands: %w", err)
 		}
 		out[k] = int(n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: pending commands: %w", err)
+		return nil, errorf("pgstore: pending commands: %w", err)
 	}
 	return out, nil
 }

@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -33,7 +32,7 @@ func (s *Store) AppendEvents(ctx context.Context, evs []event.Event) error {
 		return s.appendLogTx(ctx, tx, logs...)
 	})
 	if err != nil {
-		return fmt.Errorf("pgstore: append events: %w", err)
+		return errorf("pgstore: append events: %w", err)
 	}
 	return nil
 }
@@ -46,7 +45,7 @@ func (s *Store) ListEvents(ctx context.Context, pk, dk string, after int64, limi
 	rows, err := s.pool.Query(ctx, `SELECT id, type, at, transport, peer FROM device_events
 		WHERE product_key = $1 AND device_key = $2 AND id > $3 ORDER BY id LIMIT $4`, pk, dk, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: list events: %w", err)
+		return nil, errorf("pgstore: list events: %w", err)
 	}
 	defer rows.Close()
 	var out []event.Event
@@ -57,13 +56,13 @@ func (s *Store) ListEvents(ctx context.Context, pk, dk string, after int64, limi
 			at  int64
 		)
 		if err := rows.Scan(&e.ID, &typ, &at, &e.Transport, &e.Peer); err != nil {
-			return nil, fmt.Errorf("pgstore: list events: %w", err)
+			return nil, errorf("pgstore: list events: %w", err)
 		}
 		e.Type, e.At = event.Type(typ), fromNanos(at)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: list events: %w", err)
+		return nil, errorf("pgstore: list events: %w", err)
 	}
 	return out, nil
 }

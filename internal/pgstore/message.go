@@ -69,7 +69,7 @@ func (s *Store) Append(ctx context.Context, msgs []*message.Message) error {
 		for _, m := range msgs {
 			m.ID = 0
 		}
-		return fmt.Errorf("pgstore: append %d messages: %w", len(msgs), err)
+		return errorf("pgstore: append %d messages: %w", len(msgs), err)
 	}
 	return nil
 }
@@ -79,7 +79,7 @@ func (s *Store) List(ctx context.Context, q message.Query) ([]message.Message, e
 	query, args, limit := listQuery(q)
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: list messages: %w", err)
+		return nil, errorf("pgstore: list messages: %w", err)
 	}
 	defer rows.Close()
 	out := make([]message.Message, 0, min(limit, 64))
@@ -91,14 +91,14 @@ func (s *Store) List(ctx context.Context, q message.Query) ([]message.Message, e
 		)
 		if err := rows.Scan(&m.ID, &m.ProductKey, &m.DeviceKey, &m.Topic, &m.Payload,
 			&cf, &recv, &m.Peer, &m.Transport); err != nil {
-			return nil, fmt.Errorf("pgstore: list messages: %w", err)
+			return nil, errorf("pgstore: list messages: %w", err)
 		}
 		m.ContentFormat = uint16(cf)
 		m.ReceivedAt = fromNanos(recv)
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: list messages: %w", err)
+		return nil, errorf("pgstore: list messages: %w", err)
 	}
 	return out, nil
 }

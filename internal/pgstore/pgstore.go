@@ -114,7 +114,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: connect: %w", err)
+		return nil, errorf("pgstore: connect: %w", err)
 	}
 	s := &Store{pool: pool, box: o.Keys, log: o.Logger}
 	if s.log == nil {
@@ -130,14 +130,14 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 func (s *Store) open(ctx context.Context) error {
 	var schema string
 	if err := s.pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
-		return fmt.Errorf("pgstore: connect: %w", err)
+		return errorf("pgstore: connect: %w", err)
 	}
 	if schema == "" {
 		return errors.New("pgstore: no current schema (check search_path)")
 	}
 	s.channel = "coapgate_log." + schema
 	if err := migrate(ctx, s.pool); err != nil {
-		return fmt.Errorf("pgstore: migrate: %w", err)
+		return errorf("pgstore: migrate: %w", err)
 	}
 	if err := s.checkKeys(ctx); err != nil {
 		return err
@@ -170,7 +170,7 @@ func (s *Store) Close() error {
 // Ping checks that the database answers, for health checks.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("pgstore: ping: %w", err)
+		return errorf("pgstore: ping: %w", err)
 	}
 	return nil
 }

@@ -169,7 +169,7 @@ func (s *Store) Project(ctx context.Context, name string, upto int64, samples []
 		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("pgstore: project %s: %w", name, err)
+		return errorf("pgstore: project %s: %w", name, err)
 	}
 	return nil
 }
@@ -182,7 +182,7 @@ func (s *Store) Cursor(ctx context.Context, name string) (int64, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: read cursor %s: %w", name, err)
+		return 0, errorf("pgstore: read cursor %s: %w", name, err)
 	}
 	return cur, nil
 }
@@ -195,19 +195,19 @@ func (s *Store) Latest(ctx context.Context, pk, dk, kind string) ([]point.Sample
 	rows, err := s.pool.Query(ctx, `SELECT name, ts, msg_id, value_type, float_value, int_value, text_value
 		FROM latest_points WHERE product_key = $1 AND device_key = $2 AND kind = $3 ORDER BY name`, pk, dk, kind)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: latest points of %s/%s: %w", pk, dk, err)
+		return nil, errorf("pgstore: latest points of %s/%s: %w", pk, dk, err)
 	}
 	defer rows.Close()
 	out := []point.Sample{}
 	for rows.Next() {
 		sm := point.Sample{ProductKey: pk, DeviceKey: dk, Kind: kind}
 		if err := scanSample(rows, &sm, true); err != nil {
-			return nil, fmt.Errorf("pgstore: latest points of %s/%s: %w", pk, dk, err)
+			return nil, errorf("pgstore: latest points of %s/%s: %w", pk, dk, err)
 		}
 		out = append(out, sm)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: latest points of %s/%s: %w", pk, dk, err)
+		return nil, errorf("pgstore: latest points of %s/%s: %w", pk, dk, err)
 	}
 	return out, nil
 }
@@ -279,7 +279,7 @@ func (s *Store) History(ctx context.Context, q point.HistoryQuery) (point.Page, 
 	}
 	rows, err := s.pool.Query(ctx, b.String(), args...)
 	if err != nil {
-		return point.Page{}, fmt.Errorf("pgstore: history of %s/%s %s: %w", q.PK, q.DK, q.Name, err)
+		return point.Page{}, errorf("pgstore: history of %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
 	defer rows.Close()
 	p := point.Page{Samples: make([]point.Sample, 0, min(limit, 256))}
@@ -291,12 +291,12 @@ func (s *Store) History(ctx context.Context, q point.HistoryQuery) (point.Page, 
 		}
 		sm := point.Sample{ProductKey: q.PK, DeviceKey: q.DK, Kind: kind, Name: q.Name}
 		if err := scanSample(rows, &sm, false); err != nil {
-			return point.Page{}, fmt.Errorf("pgstore: history of %s/%s %s: %w", q.PK, q.DK, q.Name, err)
+			return point.Page{}, errorf("pgstore: history of %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 		}
 		p.Samples = append(p.Samples, sm)
 	}
 	if err := rows.Err(); err != nil {
-		return point.Page{}, fmt.Errorf("pgstore: history of %s/%s %s: %w", q.PK, q.DK, q.Name, err)
+		return point.Page{}, errorf("pgstore: history of %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
 	return p, nil
 }
@@ -333,7 +333,7 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 			WHERE product_key = $2 AND device_key = $3 AND kind = $4 AND name = $5 AND ts >= $6 AND ts < $7) t
 		GROUP BY b ORDER BY b`, iv, q.PK, q.DK, kind, q.Name, lo, hi)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
+		return nil, errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
 	defer rows.Close()
 	out := []point.Bucket{}
@@ -344,7 +344,7 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 			sum                    float64
 		)
 		if err := rows.Scan(&start, &count, &numCount, &avg, &mn, &mx, &sum); err != nil {
-			return nil, fmt.Errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
+			return nil, errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 		}
 		bk := point.Bucket{Start: time.Unix(0, start).UTC()}
 		if want["count"] {
@@ -363,7 +363,7 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 		out = append(out, bk)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
+		return nil, errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
 	return out, nil
 }

@@ -3,7 +3,6 @@ package pgstore
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -26,9 +25,9 @@ func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 		p.DynamicRegistration, string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt))
 	switch {
 	case isUniqueViolation(err):
-		return fmt.Errorf("pgstore: create product %s: %w", p.ProductKey, registry.ErrConflict)
+		return errorf("pgstore: create product %s: %w", p.ProductKey, registry.ErrConflict)
 	case err != nil:
-		return fmt.Errorf("pgstore: create product %s: %w", p.ProductKey, err)
+		return errorf("pgstore: create product %s: %w", p.ProductKey, err)
 	}
 	return nil
 }
@@ -39,9 +38,9 @@ func (s *Store) GetProduct(ctx context.Context, productKey string) (registry.Pro
 		`SELECT `+productColumns+` FROM products WHERE product_key = $1`, productKey))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return registry.Product{}, fmt.Errorf("pgstore: get product %s: %w", productKey, registry.ErrNotFound)
+		return registry.Product{}, errorf("pgstore: get product %s: %w", productKey, registry.ErrNotFound)
 	case err != nil:
-		return registry.Product{}, fmt.Errorf("pgstore: get product %s: %w", productKey, err)
+		return registry.Product{}, errorf("pgstore: get product %s: %w", productKey, err)
 	}
 	return p, nil
 }
@@ -51,19 +50,19 @@ func (s *Store) ListProducts(ctx context.Context, page registry.Page) ([]registr
 	rows, err := s.pool.Query(ctx, `SELECT `+productColumns+` FROM products WHERE product_key > $1
 		ORDER BY product_key LIMIT $2`, page.After, registryLimit(page.Limit))
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: list products: %w", err)
+		return nil, errorf("pgstore: list products: %w", err)
 	}
 	defer rows.Close()
 	var out []registry.Product
 	for rows.Next() {
 		p, err := s.scanProduct(rows)
 		if err != nil {
-			return nil, fmt.Errorf("pgstore: list products: %w", err)
+			return nil, errorf("pgstore: list products: %w", err)
 		}
 		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: list products: %w", err)
+		return nil, errorf("pgstore: list products: %w", err)
 	}
 	return out, nil
 }
@@ -77,7 +76,7 @@ func (s *Store) UpdateProduct(ctx context.Context, p registry.Product) error {
 		s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, p.DynamicRegistration,
 		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), p.ProductKey)
 	if err := affectedOne(tag, err); err != nil {
-		return fmt.Errorf("pgstore: update product %s: %w", p.ProductKey, err)
+		return errorf("pgstore: update product %s: %w", p.ProductKey, err)
 	}
 	return nil
 }
@@ -87,10 +86,10 @@ func (s *Store) UpdateProduct(ctx context.Context, p registry.Product) error {
 func (s *Store) DeleteProduct(ctx context.Context, productKey string) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM products WHERE product_key = $1`, productKey)
 	if isForeignKeyViolation(err) {
-		return fmt.Errorf("pgstore: delete product %s: has devices: %w", productKey, registry.ErrConflict)
+		return errorf("pgstore: delete product %s: has devices: %w", productKey, registry.ErrConflict)
 	}
 	if err := affectedOne(tag, err); err != nil {
-		return fmt.Errorf("pgstore: delete product %s: %w", productKey, err)
+		return errorf("pgstore: delete product %s: %w", productKey, err)
 	}
 	return nil
 }
@@ -108,11 +107,11 @@ func (s *Store) CreateDevice(ctx context.Context, d registry.Device) error {
 		d.AssetID, d.Enabled, int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress)
 	switch {
 	case isUniqueViolation(err):
-		return fmt.Errorf("pgstore: create device %s/%s: %w", d.ProductKey, d.DeviceKey, registry.ErrConflict)
+		return errorf("pgstore: create device %s/%s: %w", d.ProductKey, d.DeviceKey, registry.ErrConflict)
 	case isForeignKeyViolation(err):
-		return fmt.Errorf("pgstore: create device %s/%s: product: %w", d.ProductKey, d.DeviceKey, registry.ErrNotFound)
+		return errorf("pgstore: create device %s/%s: product: %w", d.ProductKey, d.DeviceKey, registry.ErrNotFound)
 	case err != nil:
-		return fmt.Errorf("pgstore: create device %s/%s: %w", d.ProductKey, d.DeviceKey, err)
+		return errorf("pgstore: create device %s/%s: %w", d.ProductKey, d.DeviceKey, err)
 	}
 	return nil
 }
@@ -123,9 +122,9 @@ func (s *Store) GetDevice(ctx context.Context, productKey, deviceKey string) (re
 		`SELECT `+deviceColumns+` FROM devices WHERE product_key = $1 AND device_key = $2`, productKey, deviceKey))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return registry.Device{}, fmt.Errorf("pgstore: get device %s/%s: %w", productKey, deviceKey, registry.ErrNotFound)
+		return registry.Device{}, errorf("pgstore: get device %s/%s: %w", productKey, deviceKey, registry.ErrNotFound)
 	case err != nil:
-		return registry.Device{}, fmt.Errorf("pgstore: get device %s/%s: %w", productKey, deviceKey, err)
+		return registry.Device{}, errorf("pgstore: get device %s/%s: %w", productKey, deviceKey, err)
 	}
 	return d, nil
 }
@@ -150,19 +149,19 @@ func (s *Store) ListDevices(ctx context.Context, productKey string, page registr
 			ORDER BY product_key, device_key LIMIT $3`, pk, dk, limit)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: list devices %s: %w", productKey, err)
+		return nil, errorf("pgstore: list devices %s: %w", productKey, err)
 	}
 	defer rows.Close()
 	var out []registry.Device
 	for rows.Next() {
 		d, err := s.scanDevice(rows)
 		if err != nil {
-			return nil, fmt.Errorf("pgstore: list devices %s: %w", productKey, err)
+			return nil, errorf("pgstore: list devices %s: %w", productKey, err)
 		}
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: list devices %s: %w", productKey, err)
+		return nil, errorf("pgstore: list devices %s: %w", productKey, err)
 	}
 	return out, nil
 }
@@ -175,7 +174,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d registry.Device) error {
 		s.box.SealString(d.DeviceSecret.Reveal(), deviceSecretAAD(d.ProductKey, d.DeviceKey)), d.AssetID, d.Enabled,
 		int64(d.Generation), d.ProductKey, d.DeviceKey)
 	if err := affectedOne(tag, err); err != nil {
-		return fmt.Errorf("pgstore: update device %s/%s: %w", d.ProductKey, d.DeviceKey, err)
+		return errorf("pgstore: update device %s/%s: %w", d.ProductKey, d.DeviceKey, err)
 	}
 	return nil
 }
@@ -184,7 +183,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d registry.Device) error {
 func (s *Store) DeleteDevice(ctx context.Context, productKey, deviceKey string) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM devices WHERE product_key = $1 AND device_key = $2`, productKey, deviceKey)
 	if err := affectedOne(tag, err); err != nil {
-		return fmt.Errorf("pgstore: delete device %s/%s: %w", productKey, deviceKey, err)
+		return errorf("pgstore: delete device %s/%s: %w", productKey, deviceKey, err)
 	}
 	return nil
 }
@@ -205,7 +204,7 @@ func (s *Store) TouchDevices(ctx context.Context, seen []registry.Presence) erro
 		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("pgstore: touch devices: %w", err)
+		return errorf("pgstore: touch devices: %w", err)
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ const ruleColumns = `id, name, enabled, topic_filter, product_key, device_key, c
 func (s *Store) CreateRule(ctx context.Context, r forward.Rule, cursor int64) error {
 	actions, err := json.Marshal(r.Actions)
 	if err != nil {
-		return fmt.Errorf("pgstore: create rule %s: %w", r.ID, err)
+		return errorf("pgstore: create rule %s: %w", r.ID, err)
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO rules (`+ruleColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
@@ -36,7 +36,7 @@ func (s *Store) CreateRule(ctx context.Context, r forward.Rule, cursor int64) er
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("pgstore: create rule %s: %w", r.ID, err)
+		return errorf("pgstore: create rule %s: %w", r.ID, err)
 	}
 	return nil
 }
@@ -69,9 +69,9 @@ func (s *Store) GetRule(ctx context.Context, id string) (forward.Rule, error) {
 	r, err := s.scanRule(s.pool.QueryRow(ctx, `SELECT `+ruleColumns+` FROM rules WHERE id = $1`, id))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return forward.Rule{}, fmt.Errorf("pgstore: get rule %s: %w", id, forward.ErrNotFound)
+		return forward.Rule{}, errorf("pgstore: get rule %s: %w", id, forward.ErrNotFound)
 	case err != nil:
-		return forward.Rule{}, fmt.Errorf("pgstore: get rule %s: %w", id, err)
+		return forward.Rule{}, errorf("pgstore: get rule %s: %w", id, err)
 	}
 	return r, nil
 }
@@ -80,19 +80,19 @@ func (s *Store) GetRule(ctx context.Context, id string) (forward.Rule, error) {
 func (s *Store) ListRules(ctx context.Context) ([]forward.Rule, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+ruleColumns+` FROM rules ORDER BY id`)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: list rules: %w", err)
+		return nil, errorf("pgstore: list rules: %w", err)
 	}
 	defer rows.Close()
 	out := []forward.Rule{}
 	for rows.Next() {
 		r, err := s.scanRule(rows)
 		if err != nil {
-			return nil, fmt.Errorf("pgstore: list rules: %w", err)
+			return nil, errorf("pgstore: list rules: %w", err)
 		}
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: list rules: %w", err)
+		return nil, errorf("pgstore: list rules: %w", err)
 	}
 	return out, nil
 }
@@ -101,7 +101,7 @@ func (s *Store) ListRules(ctx context.Context) ([]forward.Rule, error) {
 func (s *Store) UpdateRule(ctx context.Context, r forward.Rule, cursor int64) error {
 	actions, err := json.Marshal(r.Actions)
 	if err != nil {
-		return fmt.Errorf("pgstore: update rule %s: %w", r.ID, err)
+		return errorf("pgstore: update rule %s: %w", r.ID, err)
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE rules SET name = $1, enabled = $2, topic_filter = $3, product_key = $4,
@@ -130,7 +130,7 @@ func (s *Store) UpdateRule(ctx context.Context, r forward.Rule, cursor int64) er
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("pgstore: update rule %s: %w", r.ID, err)
+		return errorf("pgstore: update rule %s: %w", r.ID, err)
 	}
 	return nil
 }
@@ -140,10 +140,10 @@ func (s *Store) UpdateRule(ctx context.Context, r forward.Rule, cursor int64) er
 func (s *Store) DeleteRule(ctx context.Context, id string) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM rules WHERE id = $1`, id)
 	if err != nil {
-		return fmt.Errorf("pgstore: delete rule %s: %w", id, err)
+		return errorf("pgstore: delete rule %s: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("pgstore: delete rule %s: %w", id, forward.ErrNotFound)
+		return errorf("pgstore: delete rule %s: %w", id, forward.ErrNotFound)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func (s *Store) Cursors(ctx context.Context, ruleID string) ([]forward.CursorSta
 	rows, err := s.pool.Query(ctx, `SELECT action, cursor, delivered, failures, dead_letters,
 		last_error, last_error_at FROM rule_cursors WHERE rule_id = $1 ORDER BY action`, ruleID)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: rule %s cursors: %w", ruleID, err)
+		return nil, errorf("pgstore: rule %s cursors: %w", ruleID, err)
 	}
 	defer rows.Close()
 	var out []forward.CursorState
@@ -164,14 +164,14 @@ func (s *Store) Cursors(ctx context.Context, ruleID string) ([]forward.CursorSta
 			at     int64
 		)
 		if err := rows.Scan(&action, &c.Cursor, &c.Delivered, &c.Failures, &c.DeadLetters, &c.LastError, &at); err != nil {
-			return nil, fmt.Errorf("pgstore: rule %s cursors: %w", ruleID, err)
+			return nil, errorf("pgstore: rule %s cursors: %w", ruleID, err)
 		}
 		c.Action = int(action)
 		c.LastErrorAt = fromNanos(at)
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: rule %s cursors: %w", ruleID, err)
+		return nil, errorf("pgstore: rule %s cursors: %w", ruleID, err)
 	}
 	return out, nil
 }
@@ -191,7 +191,7 @@ func (s *Store) SaveProgress(ctx context.Context, ruleID string, action int, p f
 			p.Cursor, p.Delivered, p.Failures, p.DeadLetters, p.LastError, toNanos(p.LastErrorAt), ruleID, action)
 	}
 	if err != nil {
-		return fmt.Errorf("pgstore: save rule %s cursor: %w", ruleID, err)
+		return errorf("pgstore: save rule %s cursor: %w", ruleID, err)
 	}
 	return nil
 }
@@ -208,9 +208,9 @@ func (s *Store) AddDeadLetter(ctx context.Context, dl *forward.DeadLetter) error
 		createdNanos(dl.CreatedAt), createdNanos(dl.UpdatedAt)).Scan(&dl.ID)
 	switch {
 	case isForeignKeyViolation(err):
-		return fmt.Errorf("pgstore: add dead letter: rule %s: %w", dl.RuleID, forward.ErrNotFound)
+		return errorf("pgstore: add dead letter: rule %s: %w", dl.RuleID, forward.ErrNotFound)
 	case err != nil:
-		return fmt.Errorf("pgstore: add dead letter: %w", err)
+		return errorf("pgstore: add dead letter: %w", err)
 	}
 	return nil
 }
@@ -239,19 +239,19 @@ func (s *Store) ListDeadLetters(ctx context.Context, ruleID string, after int64,
 	rows, err := s.pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters
 		WHERE rule_id = $1 AND id > $2 ORDER BY id LIMIT $3`, ruleID, after, messageLimit(limit))
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: list dead letters: %w", err)
+		return nil, errorf("pgstore: list dead letters: %w", err)
 	}
 	defer rows.Close()
 	out := []forward.DeadLetter{}
 	for rows.Next() {
 		dl, err := scanDeadLetter(rows)
 		if err != nil {
-			return nil, fmt.Errorf("pgstore: list dead letters: %w", err)
+			return nil, errorf("pgstore: list dead letters: %w", err)
 		}
 		out = append(out, dl)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: list dead letters: %w", err)
+		return nil, errorf("pgstore: list dead letters: %w", err)
 	}
 	return out, nil
 }
@@ -262,9 +262,9 @@ func (s *Store) GetDeadLetter(ctx context.Context, ruleID string, id int64) (for
 		WHERE rule_id = $1 AND id = $2`, ruleID, id))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return forward.DeadLetter{}, fmt.Errorf("pgstore: dead letter %d: %w", id, forward.ErrNotFound)
+		return forward.DeadLetter{}, errorf("pgstore: dead letter %d: %w", id, forward.ErrNotFound)
 	case err != nil:
-		return forward.DeadLetter{}, fmt.Errorf("pgstore: dead letter %d: %w", id, err)
+		return forward.DeadLetter{}, errorf("pgstore: dead letter %d: %w", id, err)
 	}
 	return dl, nil
 }
@@ -273,7 +273,7 @@ func (s *Store) GetDeadLetter(ctx context.Context, ruleID string, id int64) (for
 func (s *Store) FailDeadLetter(ctx context.Context, id int64, lastErr string, at time.Time) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE dead_letters SET attempts = attempts + 1, last_error = $1,
 		updated_at = $2 WHERE id = $3`, lastErr, createdNanos(at), id); err != nil {
-		return fmt.Errorf("pgstore: dead letter %d: %w", id, err)
+		return errorf("pgstore: dead letter %d: %w", id, err)
 	}
 	return nil
 }
@@ -282,10 +282,10 @@ func (s *Store) FailDeadLetter(ctx context.Context, id int64, lastErr string, at
 func (s *Store) DeleteDeadLetter(ctx context.Context, ruleID string, id int64) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM dead_letters WHERE rule_id = $1 AND id = $2`, ruleID, id)
 	if err != nil {
-		return fmt.Errorf("pgstore: delete dead letter %d: %w", id, err)
+		return errorf("pgstore: delete dead letter %d: %w", id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("pgstore: delete dead letter %d: %w", id, forward.ErrNotFound)
+		return errorf("pgstore: delete dead letter %d: %w", id, forward.ErrNotFound)
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func (s *Store) checkKeys(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("pgstore: check keys: %w", err)
+			return errorf("pgstore: check keys: %w", err)
 		}
 		if _, err := s.box.Open(v, c.aad(k1, k2)); err != nil {
 			return fmt.Errorf("%w: %s.%s: %w", ErrWrongKey, c.table, c.column, err)
@@ -100,7 +100,7 @@ func (s *Store) Reseal(ctx context.Context) (n int, err error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: reseal: %w", err)
+		return 0, errorf("pgstore: reseal: %w", err)
 	}
 	return n, nil
 }
@@ -108,7 +108,7 @@ func (s *Store) Reseal(ctx context.Context) (n int, err error) {
 func (s *Store) openSecret(sealed, aad string) (string, error) {
 	v, err := s.box.OpenString(sealed, aad)
 	if err != nil {
-		return "", fmt.Errorf("pgstore: %w", err)
+		return "", errorf("pgstore: %w", err)
 	}
 	return v, nil
 }
