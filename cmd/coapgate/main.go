@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/config"
-	"github.com/coapgate/coapgate/internal/sqlitestore"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -39,6 +39,7 @@ func commands() []command {
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create or list management API keys (works on the data directory)", cmdAPIKey},
+		{"secrets", "rotate the key that encrypts stored secrets (works on the store)", cmdSecrets},
 		{"version", "print the version", cmdVersion},
 	}
 }
@@ -214,12 +215,8 @@ Example:
 		fmt.Fprintln(stderr, "coapgate apikey:", err)
 		return 2
 	}
-	path := cfg.Store.SQLitePath
-	if path == "" {
-		path = cfg.DataDir + "/coapgate.db"
-	}
 	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, path)
+	st, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		fmt.Fprintln(stderr, "coapgate apikey:", err)
 		return 1

@@ -34,6 +34,10 @@ import (
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/event"
+	"github.com/coapgate/coapgate/internal/pgstore"
+	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/secretbox"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -45,7 +49,7 @@ import (
 type server struct {
 	cfg     config.Config
 	log     *slog.Logger
-	store   *sqlitestore.Store
+	store   store
 	batcher *ingest.Batcher
 	// points projects the message log into the point store.
 	points   *point.Projector
@@ -143,12 +147,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if err != nil {
 		return nil, err
 	}
-	dbPath := cfg.Store.SQLitePath
-	if dbPath == "" {
-		dbPath = filepath.Join(cfg.DataDir, "coapgate.db")
-	}
-	if s.store, err = sqlitestore.Open(ctx, dbPath); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+	if s.store, err = openStore(ctx, cfg, log); err != nil {
+		return nil, err
 	}
 	if s.AdminKey, err = ensureAdminKey(ctx, s.store); err != nil {
 		return nil, err
@@ -520,4 +520,89 @@ func (s *server) servePprof(ctx context.Context, addr string, log *slog.Logger) 
 		_ = srv.Shutdown(sctx)
 	})
 	return nil
+}
+
+// store is every storage interface the server uses; both adapters,
+// sqlitestore (embedded) and pgstore (PostgreSQL), implement it.
+type store interface {
+	registry.Store
+	message.Store
+	message.Notifier
+	apikey.Store
+	event.Store
+	downlink.Store
+	forward.Store
+	point.Store
+	Ping(ctx context.Context) error
+	// Reseal re-encrypts every stored secret under the newest key.
+	Reseal(ctx context.Context) (int, error)
+	Close() error
+}
+
+var (
+	_ store = (*sqlitestore.Store)(nil)
+	_ store = (*pgstore.Store)(nil)
+)
+
+// openStore opens the adapter cfg.Store.Driver names: the only place that
+// picks one. Errors never contain store.postgres_url.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store, error) {
+	keys, err := loadSecretKeys(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Store.Driver {
+	case "postgres":
+		st, err := pgstore.Open(ctx, pgstore.Options{URL: string(cfg.Store.PostgresURL), Keys: keys, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	default:
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		st, err := sqlitestore.Open(ctx, sqlitePath(cfg), sqlitestore.WithKeyring(keys))
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	}
+}
+
+// sqlitePath is the embedded database file.
+func sqlitePath(cfg config.Config) string {
+	if cfg.Store.SQLitePath != "" {
+		return cfg.Store.SQLitePath
+	}
+	return filepath.Join(cfg.DataDir, "coapgate.db")
+}
+
+// secretKeyFile is the file holding the keys of secrets at rest.
+func secretKeyFile(cfg config.Config) string {
+	if cfg.Store.SecretKeyFile != "" {
+		return cfg.Store.SecretKeyFile
+	}
+	return filepath.Join(cfg.DataDir, "secret.key")
+}
+
+// loadSecretKeys returns the keys sealing secrets at rest: store.secret_keys
+// when set, else the key file, created with one new key when missing.
+func loadSecretKeys(cfg config.Config, log *slog.Logger) (*secretbox.Keyring, error) {
+	if cfg.Store.SecretKeys != "" {
+		k, err := secretbox.FromEnvText(string(cfg.Store.SecretKeys))
+		if err != nil {
+			return nil, fmt.Errorf("store.secret_keys: %w", err)
+		}
+		return k, nil
+	}
+	path := secretKeyFile(cfg)
+	k, created, err := secretbox.LoadFile(path, true)
+	if err != nil {
+		return nil, fmt.Errorf("store.secret_key_file: %w", err)
+	}
+	if created {
+		log.Info("generated the key that encrypts stored secrets; back it up apart from the database, and give every node sharing the database the same file", "path", path)
+	}
+	return k, nil
 }
