@@ -20,14 +20,19 @@ import (
 	"github.com/coapgate/coapgate/internal/secretbox"
 )
 
-// testKeys is one keyring for the package's tests.
-var testKeys = func() *secretbox.Keyring {
-	k, err := secretbox.New(secretbox.GenerateKey())
+// testKeyRaw and testKeys are the key of the package's tests.
+var (
+	testKeyRaw = secretbox.GenerateKey()
+	testKeys   = mustKeys(testKeyRaw)
+)
+
+func mustKeys(raw []byte) *secretbox.Keyring {
+	k, err := secretbox.New(raw)
 	if err != nil {
 		panic(err)
 	}
 	return k
-}()
+}
 
 // openTest opens a store on a new schema, closed at cleanup; it returns
 // the schema's URL too.
