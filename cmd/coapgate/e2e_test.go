@@ -21,11 +21,17 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/pgstore/pgtest"
 	"github.com/coapgate/coapgate/sdk"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
+
+// testStoreEnv set to "postgres" runs the in-process gateways of these tests
+// on PostgreSQL (COAPGATE_TEST_POSTGRES_URL, a schema per test) instead of
+// SQLite.
+const testStoreEnv = "COAPGATE_TEST_STORE"
 
 // testGateway is an in-process gateway on loopback ports with its admin key.
 type testGateway struct {
@@ -51,6 +57,10 @@ func startTestGatewayHooks(t *testing.T, hooks []func(*serverHooks), mutate ...f
 	cfg.DTLS.Listen = "127.0.0.1:0"
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.CoAP.Workers = 64
+	if os.Getenv(testStoreEnv) == "postgres" {
+		cfg.Store.Driver = "postgres"
+		cfg.Store.PostgresURL = config.Secret(pgtest.Schema(t))
+	}
 	for _, m := range mutate {
 		m(&cfg)
 	}
