@@ -139,6 +139,10 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if st, err := os.Stat(cfg.DataDir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("the data directory is accessible to other users; it holds keys and the database: chmod 700 it",
+			"path", cfg.DataDir, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
 	key, err := loadTokenKey(cfg, log)
 	if err != nil {
 		return nil, err
