@@ -122,9 +122,11 @@ func decodePointValue(sv storedValue) (any, error) {
 	return nil, fmt.Errorf("stored value type %d without its value", sv.vt)
 }
 
-// Project implements point.Writer: samples and the cursor in one
-// transaction. The cursor row is locked first, so two nodes projecting the
-// same log serialise and the second drops what the first stored.
+// Project implements point.Writer: samples, their 1-minute and 1-hour
+// rollups and the cursor in one transaction. The cursor row is locked
+// first, so two nodes projecting the same log serialise and the second
+// drops what the first stored; a sample that repeats a stored one is
+// ignored (and not rolled up twice).
 func (s *Store) Project(ctx context.Context, name string, upto int64, samples []point.Sample) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO projector_cursors (name, last_id) VALUES ($1, 0)
@@ -135,7 +137,15 @@ func (s *Store) Project(ctx context.Context, name string, upto int64, samples []
 		if err := tx.QueryRow(ctx, `SELECT last_id FROM projector_cursors WHERE name = $1 FOR UPDATE`, name).Scan(&cur); err != nil {
 			return fmt.Errorf("read cursor: %w", err)
 		}
-		var b pgx.Batch
+		type queued struct {
+			sm   *point.Sample
+			kind string
+			v    storedValue
+		}
+		var (
+			b    pgx.Batch
+			todo []queued
+		)
 		for i := range samples {
 			sm := &samples[i]
 			if sm.MessageID <= cur {
@@ -159,14 +169,38 @@ func (s *Store) Project(ctx context.Context, name string, upto int64, samples []
 					ts = excluded.ts, msg_id = excluded.msg_id, value_type = excluded.value_type,
 					float_value = excluded.float_value, int_value = excluded.int_value, text_value = excluded.text_value
 				WHERE (excluded.ts, excluded.msg_id) > (l.ts, l.msg_id)`, args...)
+			todo = append(todo, queued{sm: sm, kind: kind, v: v})
 		}
+		var rollups rollupBatch
+		if b.Len() > 0 {
+			br := tx.SendBatch(ctx, &b)
+			for _, q := range todo {
+				tag, err := br.Exec()
+				if err != nil {
+					br.Close()
+					return fmt.Errorf("insert point %s: %w", q.sm.Name, err)
+				}
+				if tag.RowsAffected() == 1 { // not a repeat: roll it up
+					rollups.add(q.sm.ProductKey, q.sm.DeviceKey, q.kind, q.sm.Name, q.sm.Time.UnixNano(), q.v)
+				}
+				if _, err := br.Exec(); err != nil {
+					br.Close()
+					return fmt.Errorf("latest point %s: %w", q.sm.Name, err)
+				}
+			}
+			if err := br.Close(); err != nil {
+				return err
+			}
+		}
+		var b2 pgx.Batch
+		rollups.queue(&b2)
 		if upto > cur {
-			b.Queue(`UPDATE projector_cursors SET last_id = $2 WHERE name = $1`, name, upto)
+			b2.Queue(`UPDATE projector_cursors SET last_id = $2 WHERE name = $1`, name, upto)
 		}
-		if b.Len() == 0 {
+		if b2.Len() == 0 {
 			return nil
 		}
-		return tx.SendBatch(ctx, &b).Close()
+		return tx.SendBatch(ctx, &b2).Close()
 	})
 	if err != nil {
 		return errorf("pgstore: project %s: %w", name, err)
@@ -301,9 +335,11 @@ func (s *Store) History(ctx context.Context, q point.HistoryQuery) (point.Page, 
 	return p, nil
 }
 
-// Aggregate implements point.Reader in one statement, with the embedded
-// adapter's semantics: avg, min, max and sum over numeric values (floats
-// and integers), count over every value, epoch-aligned buckets.
+// Aggregate implements point.Reader with the embedded adapter's semantics:
+// avg, min, max and sum over numeric values (floats and integers), count
+// over every value, epoch-aligned buckets. An interval of whole minutes is
+// answered from the rollups for its aligned part (they outlive the samples
+// under retention), the rest from the samples.
 func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bucket, error) {
 	if q.Interval <= 0 {
 		return nil, fmt.Errorf("%w: interval must be positive", point.ErrInvalid)
@@ -325,32 +361,17 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 		kind = point.KindPoint
 	}
 	lo, hi := timeBounds(q.From, q.To)
-	iv := int64(q.Interval)
-	rows, err := s.pool.Query(ctx, `SELECT b, count(*), count(num), avg(num), min(num), max(num), coalesce(sum(num), 0)
-		FROM (SELECT ts - ((ts % $1) + $1) % $1 AS b,
-			CASE value_type WHEN 1 THEN float_value WHEN 2 THEN int_value::double precision END AS num
-			FROM points
-			WHERE product_key = $2 AND device_key = $3 AND kind = $4 AND name = $5 AND ts >= $6 AND ts < $7) t
-		GROUP BY b ORDER BY b`, iv, q.PK, q.DK, kind, q.Name, lo, hi)
+	accs, err := s.aggregatePartials(ctx, q, kind, lo, hi, int64(q.Interval), rollupResolution(int64(q.Interval)))
 	if err != nil {
 		return nil, errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
-	defer rows.Close()
-	out := []point.Bucket{}
-	for rows.Next() {
-		var (
-			start, count, numCount int64
-			avg, mn, mx            *float64
-			sum                    float64
-		)
-		if err := rows.Scan(&start, &count, &numCount, &avg, &mn, &mx, &sum); err != nil {
-			return nil, errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
-		}
-		bk := point.Bucket{Start: time.Unix(0, start).UTC()}
+	out := make([]point.Bucket, 0, len(accs))
+	for _, a := range accs {
+		bk := point.Bucket{Start: time.Unix(0, a.start).UTC()}
 		if want["count"] {
-			bk.Count = count
+			bk.Count = a.count
 		}
-		if numCount > 0 {
+		if a.numCount > 0 {
 			opt := func(name string, v *float64) *float64 {
 				if !want[name] || v == nil {
 					return nil
@@ -358,12 +379,10 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 				f := *v
 				return &f
 			}
-			bk.Avg, bk.Min, bk.Max, bk.Sum = opt("avg", avg), opt("min", mn), opt("max", mx), opt("sum", &sum)
+			avg, sum := a.sum/float64(a.numCount), a.sum
+			bk.Avg, bk.Min, bk.Max, bk.Sum = opt("avg", &avg), opt("min", a.min), opt("max", a.max), opt("sum", &sum)
 		}
 		out = append(out, bk)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
 	return out, nil
 }

@@ -164,3 +164,22 @@ CREATE TABLE dead_letters (
 );
 
 CREATE INDEX dead_letters_rule_id ON dead_letters (rule_id, id);
+
+-- Per-point rollups, maintained by Project in the samples' transaction: res
+-- is the bucket width in nanoseconds (60e9, 3600e9), bucket its
+-- epoch-aligned start; count counts every sample, num_count the numeric
+-- ones that sum, min and max cover (NULL while there is none).
+CREATE TABLE point_rollups (
+	product_key TEXT COLLATE "C" NOT NULL,
+	device_key  TEXT COLLATE "C" NOT NULL,
+	kind        TEXT COLLATE "C" NOT NULL,
+	name        TEXT COLLATE "C" NOT NULL,
+	res         BIGINT           NOT NULL,
+	bucket      BIGINT           NOT NULL,
+	count       BIGINT           NOT NULL,
+	num_count   BIGINT           NOT NULL,
+	sum         DOUBLE PRECISION NOT NULL,
+	min         DOUBLE PRECISION,
+	max         DOUBLE PRECISION,
+	PRIMARY KEY (product_key, device_key, kind, name, res, bucket)
+);
