@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,19 @@ import (
 // on PostgreSQL (COAPGATE_TEST_POSTGRES_URL, a schema per test) instead of
 // SQLite.
 const testStoreEnv = "COAPGATE_TEST_STORE"
+
+// testSchemas maps a test gateway's data directory to its PostgreSQL schema,
+// so a gateway restarted on the same directory finds its data again.
+var testSchemas sync.Map // data dir -> URL
+
+func testSchemaFor(t *testing.T, dataDir string) string {
+	if u, ok := testSchemas.Load(dataDir); ok {
+		return u.(string)
+	}
+	u := pgtest.Schema(t) // dropped when the test that made it ends
+	testSchemas.Store(dataDir, u)
+	return u
+}
 
 // testGateway is an in-process gateway on loopback ports with its admin key.
 type testGateway struct {
@@ -57,12 +71,12 @@ func startTestGatewayHooks(t *testing.T, hooks []func(*serverHooks), mutate ...f
 	cfg.DTLS.Listen = "127.0.0.1:0"
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.CoAP.Workers = 64
-	if os.Getenv(testStoreEnv) == "postgres" {
-		cfg.Store.Driver = "postgres"
-		cfg.Store.PostgresURL = config.Secret(pgtest.Schema(t))
-	}
 	for _, m := range mutate {
 		m(&cfg)
+	}
+	if os.Getenv(testStoreEnv) == "postgres" && cfg.Store.Driver == "sqlite" {
+		cfg.Store.Driver = "postgres"
+		cfg.Store.PostgresURL = config.Secret(testSchemaFor(t, cfg.DataDir))
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
