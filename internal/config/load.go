@@ -132,7 +132,7 @@ var Help = map[string]string{
 	"auth.dialect_e_iv":         "AES-CBC IV of dialect E's option 2101 (not published): 16 ASCII characters or 32 hex digits",
 	"api.listen":                "TCP address of the management HTTP API",
 	"api.pprof_listen":          "TCP address serving /debug/pprof (no authentication: bind to loopback); empty disables it",
-	"store.driver":              "storage driver: sqlite (embedded)",
+	"store.driver":              "storage driver: sqlite (embedded) or postgres (store.postgres_url)",
 	"store.sqlite_path":         "SQLite database file (default data_dir/coapgate.db)",
 	"store.postgres_url":        "PostgreSQL connection URL for store.driver postgres (secret: never logged)",
 	"store.secret_key_file":     "keys encrypting stored secrets (default data_dir/secret.key, created 0600)",
