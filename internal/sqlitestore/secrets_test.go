@@ -3,7 +3,6 @@ package sqlitestore
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -163,49 +162,51 @@ func TestFilePermissionsTightened(t *testing.T) {
 	}
 }
 
-// TestMigrationSealsPlaintext builds a database as the version before
-// secrets at rest left it (plaintext secrets), then opens it.
+// TestMigrationSealsPlaintext: plaintext secrets as versions before
+// migration 0008 stored them are sealed by the step's Go part.
 func TestMigrationSealsPlaintext(t *testing.T) {
 	ctx := context.Background()
-	steps, err := loadMigrations()
-	if err != nil {
-		t.Fatal(err)
+	if goSteps[8] == nil {
+		t.Fatal("migration 0008 has no Go part")
 	}
-	path := filepath.Join(t.TempDir(), "coapgate.db")
-	old := &Store{}
-	if old.writer, err = openWriterForTest(path); err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range steps[:7] {
-		if err := applyStep(ctx, old.writer, old, st); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, q := range []string{
-		`INSERT INTO products VALUES ('p1', '` + plainProductSecret + `', 'n', 0, 'json', 0, 1)`,
-		`INSERT INTO devices (product_key, device_key, device_secret, asset_id, enabled, generation, created_at) VALUES ('p1', 'd1', '` + plainDeviceSecret + `', '', 1, 0, 1)`,
-		`INSERT INTO rules VALUES ('r1', 'r', 1, '#', '', '', '', '[{"type":"webhook","url":"http://127.0.0.1:1/","secret":"` + plainHookSecret + `"},{"type":"mqtt","url":"tcp://127.0.0.1:1","topic":"t","password":"` + plainBrokerPass + `"}]', 3, 1, 1)`,
+	s, path := openTemp(t)
+	seedSecrets(t, s)
+	// Put the plaintext back, as an older version stored it.
+	actions := `[{"type":"webhook","url":"http://127.0.0.1:1/hook","secret":"` + plainHookSecret + `"},` +
+		`{"type":"mqtt","url":"tcp://u:` + plainBrokerPass + `@127.0.0.1:1883","topic":"t","password":"` + plainBrokerPass + `"}]`
+	for _, q := range []struct {
+		sql string
+		arg string
+	}{
+		{`UPDATE products SET product_secret = ?`, plainProductSecret},
+		{`UPDATE devices SET device_secret = ?`, plainDeviceSecret},
+		{`UPDATE rules SET actions = ?`, actions},
 	} {
-		if _, err := old.writer.Exec(q); err != nil {
+		if _, err := s.writer.ExecContext(ctx, q.sql, q.arg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := old.writer.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := Open(ctx, path)
+	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	if err := goSteps[8](ctx, tx, s); err != nil {
+		tx.Rollback()
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
 	checkSecretsReadBack(t, s)
-	// Force the WAL into the main file and truncate it, so the check covers
-	// what stays on disk (the old plaintext pages must have been rewritten).
+	// Force the WAL into the main file and rewrite it, so the check covers
+	// what stays on disk (the plaintext pages must be gone).
 	if _, err := s.writer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.writer.Exec(`VACUUM`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.writer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 		t.Fatal(err)
 	}
 	checkNoPlaintext(t, path)
@@ -291,15 +292,4 @@ func TestWrongKeyRefused(t *testing.T) {
 		}
 		t.Fatalf("Open with another key = %v, want ErrWrongKey", err)
 	}
-}
-
-// openWriterForTest opens a writer handle like Open does, without
-// migrating.
-func openWriterForTest(path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", path+"?"+writerParams)
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(1)
-	return db, nil
 }
