@@ -269,11 +269,11 @@ func (s *Store) scanProduct(r rowScanner) (registry.Product, error) {
 	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &dynamic, &format, &lifetimeMS, &creat); err != nil {
 		return registry.Product{}, err
 	}
-	if secret, err := s.openSecret(secret, productSecretAAD(p.ProductKey)); err != nil {
+	plain, err := s.openSecret(secret, productSecretAAD(p.ProductKey))
+	if err != nil {
 		return registry.Product{}, err
-	} else {
-		p.ProductSecret = registry.Secret(secret)
 	}
+	p.ProductSecret = registry.Secret(plain)
 	p.DynamicRegistration = dynamic != 0
 	p.DataFormat = registry.DataFormat(format)
 	p.OnlineLifetime = time.Duration(lifetimeMS) * time.Millisecond
@@ -293,11 +293,11 @@ func (s *Store) scanDevice(r rowScanner) (registry.Device, error) {
 		&gen, &cre, &lastSeen, &d.LastAddress); err != nil {
 		return registry.Device{}, err
 	}
-	if secret, err := s.openSecret(secret, deviceSecretAAD(d.ProductKey, d.DeviceKey)); err != nil {
+	plain, err := s.openSecret(secret, deviceSecretAAD(d.ProductKey, d.DeviceKey))
+	if err != nil {
 		return registry.Device{}, err
-	} else {
-		d.DeviceSecret = registry.Secret(secret)
 	}
+	d.DeviceSecret = registry.Secret(plain)
 	d.Enabled = enabled != 0
 	d.Generation = uint32(gen)
 	d.CreatedAt = fromNanos(cre)
