@@ -23,6 +23,7 @@ import (
 	"github.com/coapgate/coapgate/internal/coapx"
 	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/console"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx"
 	"github.com/coapgate/coapgate/internal/forward"
@@ -35,6 +36,7 @@ import (
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
+	"github.com/coapgate/coapgate/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -307,7 +309,10 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			g.Invalidate(pk, dk)
 		}
 	}
-	handler := api.New(api.Options{
+	// The console's overview: an hour of samples of the counters above.
+	sampler := stats.New(stats.Options{Gatherer: reg, Logger: log,
+		Devices: func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }})
+	apiHandler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
 		Rules: s.forward, Notify: s.store, Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
@@ -315,7 +320,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Logger:                log,
 		Version:               version,
 		DefaultOnlineLifetime: cfg.Auth.OnlineLifetime,
+		Stats:                 sampler,
 	})
+	handler := console.New(apiHandler) // the web console at /, the API under /api/v1
 	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -357,6 +364,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	s.wg.Go(func() { queue.Run(runCtx) })
+	s.wg.Go(func() { sampler.Run(runCtx) })
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {
 			cancel()
