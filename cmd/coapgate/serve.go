@@ -52,6 +52,7 @@ type server struct {
 	// points projects the message log into the point store.
 	points   *point.Projector
 	forward  *forward.Manager // nil until started
+	sampler  *stats.Sampler   // the console overview's history of counters
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
@@ -310,7 +311,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		}
 	}
 	// The console's overview: an hour of samples of the counters above.
-	sampler := stats.New(stats.Options{Gatherer: reg, Logger: log,
+	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log,
 		Devices: func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }})
 	apiHandler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
@@ -320,7 +321,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Logger:                log,
 		Version:               version,
 		DefaultOnlineLifetime: cfg.Auth.OnlineLifetime,
-		Stats:                 sampler,
+		Stats:                 s.sampler,
 	})
 	handler := console.New(apiHandler) // the web console at /, the API under /api/v1
 	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -364,7 +365,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	s.wg.Go(func() { queue.Run(runCtx) })
-	s.wg.Go(func() { sampler.Run(runCtx) })
+	s.wg.Go(func() { s.sampler.Run(runCtx) })
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {
 			cancel()

@@ -111,6 +111,7 @@ export async function device(main, [pk, dk], signal) {
     const to = new Date(Date.now() + 60000);
     const from = new Date(to - secs * 1000);
     const path = base + '/measurepoints/' + enc(name) + '/history';
+    chart.range(from / 1000, to / 1000);
     if (secs <= 3600) {
       const r = await api('GET', path + q({ from: from.toISOString(), to: to.toISOString(), limit: 10000 }), undefined, { signal });
       const pts = r.items.filter((x) => typeof x.value === 'number');
@@ -268,6 +269,9 @@ export async function device(main, [pk, dk], signal) {
     while (logEl.children.length > MAX_LOG) logEl.lastElementChild.remove();
     liveValue(m);
     clearTimeout(pointsTimer);
-    pointsTimer = setTimeout(() => loadPoints().catch(() => {}), 1000);
+    pointsTimer = setTimeout(() => {
+      loadPoints().catch(() => {});
+      api('GET', base, undefined, { signal }).then((x) => { d = x; renderIdent(); }).catch(() => {});
+    }, 1000);
   }, signal, (on) => liveDot.classList.toggle('on', on));
 }

@@ -30,6 +30,7 @@ export async function devices(main, _p, signal, query) {
       fill(shown, secretBox('Device ' + d.productKey + '/' + d.deviceKey + ' created. Device secret:', d.deviceSecret),
         h('p', {}, h('a', { href: '#/devices/' + enc(d.productKey) + '/' + enc(d.deviceKey), id: 'device-created-link' }, 'Open the device')));
       ckey.value = ''; casset.value = '';
+      loadedFor = null; // refetch the page with the new device
       await load();
     } catch (ex) { cerr.textContent = ex.message; }
   }) }, field('Product', cprod), field('Device key', ckey), field('Asset id', casset),

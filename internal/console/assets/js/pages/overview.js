@@ -33,6 +33,8 @@ export async function overview(main, _p, signal) {
         tile('uplinks/s (last ' + iv + ' s)', last ? (last.uplinks / iv).toFixed(2) : '—', 'tile-rate'),
         tile('uplinks, last hour', ups, 'tile-uplinks'),
         tile('errors, last hour', errs, 'tile-errors'));
+      const now = Date.now() / 1000;
+      chart.range(now - 3600, now);
       chart.set(s.map((x) => Date.parse(x.time) / 1000), s.map((x) => x.uplinks / iv), s.map((x) => x.errors / iv));
     }
     const rows = [];

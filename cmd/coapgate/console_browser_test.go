@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/coapgate/coapgate/internal/console"
+	"github.com/coapgate/coapgate/sdk"
+)
+
+// xss is the untrusted text the console must render as text.
+const xss = `<img src=x onerror=alert(1)>`
+
+// browser drives a headless Chromium against a test gateway.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	shot string // screenshot directory
+
+	mu       sync.Mutex
+	problems []string // console errors, exceptions, dialogs; guarded by mu
+}
+
+// chromiumPath finds Debian's chromium (CHROMIUM overrides).
+func chromiumPath() string {
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	for _, n := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	bin := chromiumPath()
+	if bin == "" {
+		t.Skip("chromium not installed (apt-get install -y chromium): skipping the console browser test")
+	}
+	shot := os.Getenv("CONSOLE_SCREENSHOTS")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "screenshots")
+	}
+	if err := os.MkdirAll(shot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("metrics-recording-only", true),
+		chromedp.Flag("safebrowsing-disable-auto-update", true),
+		chromedp.WindowSize(1280, 900),
+	}
+	b := &browser{t: t, base: base, shot: shot}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithListener(b.listen))
+	t.Cleanup(func() { cancelC(); cancelA() })
+	b.ctx = ctx
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return b
+}
+
+// listen records every console error, exception, error log entry and
+// dialog of the tab (it runs in the tab's read loop: no commands here).
+func (b *browser) listen(ev any) {
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+			var args []string
+			for _, a := range ev.Args {
+				args = append(args, string(a.Value)+a.Description)
+			}
+			b.problem("console.error: " + strings.Join(args, " "))
+		}
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		msg := d.Text
+		if d.Exception != nil {
+			msg += " " + d.Exception.Description
+		}
+		b.problem(fmt.Sprintf("exception: %s (%s:%d)", msg, d.URL, d.LineNumber+1))
+	case *cdplog.EventEntryAdded:
+		if ev.Entry.Level == cdplog.EntryLevelError && !b.expected(ev.Entry) {
+			b.problem(fmt.Sprintf("log %s: %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
+		}
+	case *page.EventJavascriptDialogOpening:
+		b.problem("dialog opened: " + ev.Message)
+		go chromedp.Call(b.ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false}) //nolint:errcheck
+	}
+}
+
+// expected is a network error the test provokes on purpose: the 400 of a
+// rule with an invalid condition.
+func (b *browser) expected(e *cdplog.Entry) bool {
+	return e.Source == cdplog.EntrySourceNetwork && strings.Contains(e.URL, "/api/v1/rules") && strings.Contains(e.Text, "400")
+}
+
+func (b *browser) problem(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.problems = append(b.problems, s)
+}
+
+func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// js evaluates expr and decodes its value into out (may be nil).
+func (b *browser) js(expr string, out any) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			b.t.Fatalf("evaluate %s: %v", expr, err)
+		}
+	}
+}
+
+// waitJS polls expr until it is truthy, at most within.
+func (b *browser) waitJS(what, expr string, within time.Duration) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, within+time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(within), chromedp.WithPollingInterval(20*time.Millisecond)))
+	if err != nil {
+		html, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector('main').outerHTML`))
+		b.screenshot("failed-" + strings.ReplaceAll(what, " ", "-"))
+		b.t.Fatalf("%s: %s not true within %s: %v\nmain: %.3000s", what, expr, within, err, html)
+	}
+}
+
+// set sets a form control's value and fires input and change.
+func (b *browser) set(sel, value string) {
+	b.t.Helper()
+	v, _ := json.Marshal(value)
+	s, _ := json.Marshal(sel)
+	b.js(fmt.Sprintf(`(() => { const e = document.querySelector(%s); e.value = %s;
+		e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true })()`, s, v), nil)
+}
+
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	b.do("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	var v string
+	b.js(fmt.Sprintf(`document.querySelector(%q).textContent`, sel), &v)
+	return v
+}
+
+func (b *browser) go_(hash string) {
+	b.t.Helper()
+	b.js(fmt.Sprintf("location.hash = %q; true", hash), nil)
+}
+
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	buf, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(b.shot, name+".png"), buf, 0o644); err != nil {
+		b.t.Error(err)
+	}
+}
+
+// TestConsoleBrowser drives the console in a real Chromium against a
+// gateway started here: sign-in, products and devices with their secrets
+// shown once, live uplinks and chart, a command answered by an SDK device,
+// a rule with an invalid condition, untrusted text rendered as text,
+// screenshots of every page, and no error in the browser console.
+func TestConsoleBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test")
+	}
+	g := startTestGateway(t)
+	b := newBrowser(t, "http://"+g.s.APIAddr())
+	t.Logf("screenshots in %s", b.shot)
+
+	// Security headers of the console.
+	resp, err := http.Get(b.base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Content-Security-Policy"); got != console.CSP {
+		t.Fatalf("CSP = %q", got)
+	}
+
+	// Sign in.
+	b.do("open console", chromedp.Navigate(b.base+"/"))
+	b.waitJS("sign-in form", `!!document.querySelector('#apikey')`, 10*time.Second)
+	b.screenshot("01-signin")
+	b.do("sign in", chromedp.SendKeys(chromedp.CSS("#apikey"), g.key), chromedp.Click(chromedp.CSS("#signin")))
+	b.waitJS("overview", `!!document.querySelector('#tile-online')`, 10*time.Second)
+	var stored string
+	b.js(`sessionStorage.getItem('coapgate.apiKey')`, &stored)
+	if stored != g.key {
+		t.Fatalf("sessionStorage key = %q, want the signed-in key", stored)
+	}
+
+	// A product whose name is untrusted markup; the secret is shown once.
+	b.go_("#/products")
+	b.waitJS("products page", `!!document.querySelector('#product-name')`, 10*time.Second)
+	b.set("#product-name", xss)
+	b.click("#product-create")
+	b.waitJS("product secret", `!!document.querySelector('#product-secret #secret-value')`, 10*time.Second)
+	var prods struct {
+		Items []struct{ ProductKey, Name string }
+	}
+	g.api("GET", "/api/v1/products", nil, &prods)
+	if len(prods.Items) != 1 || prods.Items[0].Name != xss {
+		t.Fatalf("products = %+v", prods.Items)
+	}
+	pk := prods.Items[0].ProductKey
+	if s := b.text("#product-secret #secret-value"); len(s) < 16 {
+		t.Fatalf("product secret shown = %q", s)
+	}
+	b.screenshot("02-products")
+
+	// A device with the markup as asset id; its secret is shown once and
+	// is the one the device authenticates with below.
+	b.go_("#/devices?product=" + pk)
+	b.waitJS("devices page", `!!document.querySelector('#device-create-key')`, 10*time.Second)
+	b.set("#device-create-key", "meter_1")
+	b.set("#device-create-asset", xss)
+	b.click("#device-create")
+	b.waitJS("device secret", `!!document.querySelector('#device-secret #secret-value')`, 10*time.Second)
+	secret := b.text("#device-secret #secret-value")
+	b.waitJS("device listed", `[...document.querySelectorAll('#device-list a')].some(a => a.textContent === 'meter_1')`, 10*time.Second)
+	b.screenshot("03-devices")
+	b.go_("#/products")
+	b.waitJS("products again", `!!document.querySelector('#product-list table')`, 10*time.Second)
+	var secretsLeft int
+	b.js(`document.querySelectorAll('#secret-value').length`, &secretsLeft)
+	if secretsLeft != 0 {
+		t.Fatalf("a secret is still displayed after leaving the page")
+	}
+
+	// The device page; an SDK device publishes and answers commands.
+	b.go_("#/devices/" + pk + "/meter_1")
+	b.waitJS("device page", `document.querySelector('#live-dot')?.classList.contains('on')`, 10*time.Second)
+	replied := make(chan sdk.Command, 4)
+	dev := g.dial(device{pk: pk, dk: "meter_1", secret: secret}, sdk.WithCommandHandler(func(ctx context.Context, c sdk.Command) (int, any) {
+		replied <- c
+		return 200, map[string]any{"applied": true}
+	}))
+	b.js(`window.__noReload = 1`, nil)
+	if _, err := dev.PostProperties(context.Background(), map[string]any{"temp": 21.5, "label": xss}); err != nil {
+		t.Fatalf("publish with the secret shown by the console: %v", err)
+	}
+	// The message appears within 2 s, without a reload, and the chart shows it.
+	b.waitJS("live message", `[...document.querySelectorAll('#message-log tr')].some(r => r.textContent.includes('21.5'))`, 2*time.Second)
+	b.waitJS("chart", `Number(document.querySelector('#point-chart').dataset.points) >= 1 && document.querySelector('#chart-point').value === 'temp'`, 2*time.Second)
+	var same int
+	b.js(`window.__noReload || 0`, &same)
+	if same != 1 {
+		t.Fatal("the device page was reloaded")
+	}
+
+	// A command sent from the page reaches "replied".
+	b.set("#cmd-type", "setProperties")
+	b.set("#cmd-params", `{"switch": 1}`)
+	b.click("#cmd-send")
+	b.waitJS("command replied", `[...document.querySelectorAll('#commands .cmd-state')].some(c => c.textContent === 'replied')`, 15*time.Second)
+	select {
+	case c := <-replied:
+		if !strings.Contains(string(c.Params), `"switch":1`) {
+			t.Fatalf("device got params %s", c.Params)
+		}
+	default:
+		t.Fatal("the page shows replied but the device handler never ran")
+	}
+	// Invalid params are refused before sending.
+	b.set("#cmd-params", `{"switch": `)
+	var disabled bool
+	b.js(`document.querySelector('#cmd-send').disabled && document.querySelector('#cmd-valid').textContent.includes('not valid JSON')`, &disabled)
+	if !disabled {
+		t.Fatal("invalid JSON params: send not disabled or no validation message")
+	}
+	b.set("#cmd-params", `{"switch": 1}`)
+	b.waitJS("latest values", `[...document.querySelectorAll('#points td')].some(c => c.textContent === 'temp')`, 10*time.Second)
+	b.screenshot("04-device")
+
+	// Untrusted text rendered as text everywhere it appeared.
+	var imgs int
+	b.js(`document.querySelectorAll('main img').length`, &imgs)
+	var shown bool
+	b.js(fmt.Sprintf(`document.querySelector('#device-identity').textContent.includes(%q) && document.querySelector('#message-log').textContent.includes(%q)`, xss, xss), &shown)
+	if imgs != 0 || !shown {
+		t.Fatalf("markup rendered as HTML: %d img elements, text shown %v", imgs, shown)
+	}
+
+	// A webhook rule: invalid condition refused inline, fixed, status shown.
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	defer hook.Close()
+	b.go_("#/rules/new")
+	b.waitJS("rule form", `!!document.querySelector('#rule-condition')`, 10*time.Second)
+	b.set("#rule-name", "hot rooms")
+	b.set("#rule-topic", "/sys/+/+/thing/#")
+	b.set("#rule-condition", "params.temp >")
+	b.set("#rule-actions", fmt.Sprintf(`[{"type":"webhook","url":%q}]`, hook.URL))
+	b.click("#rule-save")
+	b.waitJS("condition error", `document.querySelector('#err-condition').textContent.length > 0`, 10*time.Second)
+	b.screenshot("05-rule-invalid")
+	b.set("#rule-condition", "params.temp > 20")
+	b.click("#rule-save")
+	b.waitJS("rule status", `location.hash.startsWith('#/rules/') && !location.hash.endsWith('/new') && !!document.querySelector('#rule-status td.lag')`, 10*time.Second)
+	if _, err := dev.PostProperties(context.Background(), map[string]any{"temp": 25}); err != nil {
+		t.Fatal(err)
+	}
+	b.screenshot("06-rule")
+	b.go_("#/rules")
+	b.waitJS("rules list", `document.querySelector('#rule-list').textContent.includes('hot rooms')`, 10*time.Second)
+	b.screenshot("07-rules")
+
+	// Live stream, pausable.
+	b.go_("#/stream")
+	b.waitJS("stream", `document.querySelector('#stream-dot')?.classList.contains('on')`, 10*time.Second)
+	if _, err := dev.PostProperties(context.Background(), map[string]any{"temp": 26.5}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS("stream row", `document.querySelector('#stream-rows').textContent.includes('26.5')`, 10*time.Second)
+	b.click("#stream-pause")
+	if _, err := dev.PostProperties(context.Background(), map[string]any{"temp": 27.5}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS("paused count", `document.querySelector('#stream-count').textContent.includes('1 entries not shown')`, 10*time.Second)
+	var paused bool
+	b.js(`!document.querySelector('#stream-rows').textContent.includes('27.5')`, &paused)
+	if !paused {
+		t.Fatal("a paused stream shows new entries")
+	}
+	b.screenshot("08-stream")
+
+	// API keys: created key shown once.
+	b.go_("#/apikeys")
+	b.waitJS("apikeys", `!!document.querySelector('#apikey-name')`, 10*time.Second)
+	b.set("#apikey-name", "ci")
+	b.click("#apikey-create")
+	b.waitJS("key shown", `(document.querySelector('#apikey-secret #secret-value')?.textContent || '').startsWith('cgk_')`, 10*time.Second)
+	b.screenshot("09-apikeys")
+
+	// Overview with the traffic above.
+	g.s.sampler.SampleOnce()
+	b.go_("#/")
+	b.waitJS("overview tiles", `Number(document.querySelector('#tile-uplinks .v')?.textContent) >= 1`, 10*time.Second)
+	b.screenshot("10-overview")
+
+	// A narrow (tablet portrait) viewport still lays out the device page.
+	b.do("tablet", chromedp.EmulateViewport(768, 1024))
+	b.go_("#/devices/" + pk + "/meter_1")
+	b.waitJS("device page (tablet)", `!!document.querySelector('#device-identity dl')`, 10*time.Second)
+	b.screenshot("11-device-tablet")
+
+	// Sign-out clears the key.
+	b.click("#signout")
+	b.waitJS("signed out", `!!document.querySelector('#apikey') && sessionStorage.getItem('coapgate.apiKey') === null`, 10*time.Second)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.problems) > 0 {
+		t.Fatalf("browser console errors:\n%s", strings.Join(b.problems, "\n"))
+	}
+}
