@@ -108,7 +108,7 @@ export async function device(main, [pk, dk], signal) {
     const name = pointSel.value;
     if (!name) { chartNote.textContent = 'Pick a numeric point.'; return; }
     const secs = Number(rangeSel.value);
-    const to = new Date(Date.now() + 60000);
+    const to = new Date(Date.now() + 5000);
     const from = new Date(to - secs * 1000);
     const path = base + '/measurepoints/' + enc(name) + '/history';
     chart.range(from / 1000, to / 1000);
