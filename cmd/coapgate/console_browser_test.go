@@ -194,6 +194,12 @@ func (b *browser) text(sel string) string {
 	return v
 }
 
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
 func (b *browser) go_(hash string) {
 	b.t.Helper()
 	b.js(fmt.Sprintf("location.hash = %q; true", hash), nil)
@@ -264,6 +270,12 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("product secret shown = %q", s)
 	}
 	b.screenshot("02-products")
+	// Edit it (the markup name stays text in the dialog too).
+	b.click(".product-edit")
+	b.waitJS("edit dialog", `document.querySelector('#edit-product-name')?.value === `+jsString(xss), 10*time.Second)
+	b.set("#edit-product-name", "plant "+xss)
+	b.click("#edit-product-save")
+	b.waitJS("product renamed", `document.querySelector('#product-list').textContent.includes('plant <img')`, 10*time.Second)
 
 	// A device with the markup as asset id; its secret is shown once and
 	// is the one the device authenticates with below.
@@ -338,14 +350,44 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("markup rendered as HTML: %d img elements, text shown %v", imgs, shown)
 	}
 
-	// A webhook rule: invalid condition refused inline, fixed, status shown.
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	// Disable (confirmed), enable, rotate the secret (confirmed, shown once).
+	b.click("#device-toggle")
+	b.click("#confirm-yes")
+	b.waitJS("disabled", `document.querySelector('#device-toggle').textContent === 'Enable'`, 10*time.Second)
+	var dv struct{ Enabled bool }
+	g.api("GET", "/api/v1/devices/"+pk+"/meter_1", nil, &dv)
+	if dv.Enabled {
+		t.Fatal("device still enabled after Disable was confirmed")
+	}
+	b.click("#device-toggle")
+	b.waitJS("enabled", `document.querySelector('#device-toggle').textContent === 'Disable'`, 10*time.Second)
+	b.click("#device-rotate")
+	b.click("#confirm-yes")
+	b.waitJS("rotated secret", `!!document.querySelector('#device-secret #secret-value')`, 10*time.Second)
+	rotated := b.text("#device-secret #secret-value")
+	if rotated == secret || len(rotated) < 16 {
+		t.Fatalf("rotated secret shown = %q", rotated)
+	}
+
+	// A webhook rule: invalid condition refused inline, fixed, status shown;
+	// its one failed delivery becomes a dead letter, replayed from the page.
+	var hookOK sync.Mutex // held while the hook fails
+	hookOK.Lock()
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hookOK.TryLock() {
+			hookOK.Unlock()
+			w.WriteHeader(204)
+			return
+		}
+		w.WriteHeader(500)
+	}))
 	defer hook.Close()
 	b.go_("#/rules/new")
 	b.waitJS("rule form", `!!document.querySelector('#rule-condition')`, 10*time.Second)
 	b.set("#rule-name", "hot rooms")
 	b.set("#rule-topic", "/sys/+/+/thing/#")
 	b.set("#rule-condition", "params.temp >")
+	b.set("#rule-attempts", "1")
 	b.set("#rule-actions", fmt.Sprintf(`[{"type":"webhook","url":%q}]`, hook.URL))
 	b.click("#rule-save")
 	b.waitJS("condition error", `document.querySelector('#err-condition').textContent.length > 0`, 10*time.Second)
@@ -353,13 +395,21 @@ func TestConsoleBrowser(t *testing.T) {
 	b.set("#rule-condition", "params.temp > 20")
 	b.click("#rule-save")
 	b.waitJS("rule status", `location.hash.startsWith('#/rules/') && !location.hash.endsWith('/new') && !!document.querySelector('#rule-status td.lag')`, 10*time.Second)
+	// The device's secret was rotated: it publishes with the new one.
+	dev = g.dial(device{pk: pk, dk: "meter_1", secret: rotated}, sdk.WithCommandHandler(func(ctx context.Context, c sdk.Command) (int, any) { return 200, nil }))
 	if _, err := dev.PostProperties(context.Background(), map[string]any{"temp": 25}); err != nil {
 		t.Fatal(err)
 	}
+	b.waitJS("dead letter", `!!document.querySelector('#dl-replay')`, 15*time.Second)
 	b.screenshot("06-rule")
+	hookOK.Unlock()
+	b.click("#dl-replay")
+	b.waitJS("replayed", `document.querySelector('#deadletters').textContent.includes('No dead letters.')`, 10*time.Second)
 	b.go_("#/rules")
 	b.waitJS("rules list", `document.querySelector('#rule-list').textContent.includes('hot rooms')`, 10*time.Second)
 	b.screenshot("07-rules")
+	b.click(".rule-toggle")
+	b.waitJS("rule disabled", `document.querySelector('.rule-toggle').textContent === 'Enable'`, 10*time.Second)
 
 	// Live stream, pausable.
 	b.go_("#/stream")
@@ -399,6 +449,14 @@ func TestConsoleBrowser(t *testing.T) {
 	b.go_("#/devices/" + pk + "/meter_1")
 	b.waitJS("device page (tablet)", `!!document.querySelector('#device-identity dl')`, 10*time.Second)
 	b.screenshot("11-device-tablet")
+
+	// Delete the device (confirmed).
+	b.click("#device-delete")
+	b.click("#confirm-yes")
+	b.waitJS("deleted", `location.hash === '#/devices'`, 10*time.Second)
+	if code := g.api("GET", "/api/v1/devices/"+pk+"/meter_1", nil, nil); code != 404 {
+		t.Fatalf("device after delete: %d, want 404", code)
+	}
 
 	// Sign-out clears the key.
 	b.click("#signout")

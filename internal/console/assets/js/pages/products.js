@@ -45,8 +45,8 @@ export async function products(main, _p, signal) {
       h('td', { class: 'hide-narrow' }, fmtTime(p.createdAt)),
       h('td', {}, h('div', { class: 'actions' },
         h('a', { href: '#/devices?product=' + enc(p.productKey) }, 'Devices'),
-        h('button', { type: 'button', class: 'secondary', onclick: () => edit(p) }, 'Edit'),
-        h('button', { type: 'button', class: 'danger', onclick: act(async () => {
+        h('button', { type: 'button', class: 'secondary product-edit', onclick: () => edit(p), 'aria-label': 'Edit ' + p.productKey }, 'Edit'),
+        h('button', { type: 'button', class: 'danger product-delete', 'aria-label': 'Delete ' + p.productKey, onclick: act(async () => {
           if (!await confirmAction('Delete product ' + p.productKey + ' (' + p.name + ')? A product with devices cannot be deleted.', 'Delete')) return;
           await api('DELETE', '/products/' + enc(p.productKey));
           toast('Product deleted');
@@ -60,7 +60,7 @@ export async function products(main, _p, signal) {
   }
 
   function edit(p) {
-    const n = h('input', { value: p.name, required: true });
+    const n = h('input', { id: 'edit-product-name', value: p.name, required: true });
     const f = h('select', {}, ['json', 'cbor'].map((x) => h('option', { value: x, selected: x === p.dataFormat }, x)));
     const l = h('input', { type: 'number', min: 0, value: String(p.onlineLifetimeSeconds || 0) });
     const d = h('input', { type: 'checkbox', checked: p.dynamicRegistration });
@@ -77,7 +77,7 @@ export async function products(main, _p, signal) {
     h('h2', {}, 'Edit ' + p.productKey),
     field('Name', n), field('Data format', f), field('Online lifetime (s, 0 = default)', l),
     h('label', { class: 'check' }, d, 'Dynamic registration'), e,
-    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Save'),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'edit-product-save' }, 'Save'),
       h('button', { type: 'button', class: 'secondary', onclick: () => { dlg.close(); dlg.remove(); } }, 'Cancel'))));
     document.body.append(dlg);
     dlg.showModal();

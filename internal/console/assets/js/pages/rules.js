@@ -6,7 +6,7 @@ export async function rules(main, _p, signal) {
   const list = h('div', { id: 'rule-list' });
   fill(main, h('h1', {}, 'Forwarding rules'),
     h('p', {}, h('a', { href: '#/rules/new', id: 'rule-new' }, 'New rule')), list);
-  every(10000, signal, async () => {
+  const refresh = async () => {
     const r = await api('GET', '/rules', undefined, { signal });
     const rows = [];
     for (const x of r.items) {
@@ -17,16 +17,17 @@ export async function rules(main, _p, signal) {
         h('td', {}, h('a', { href: '#/rules/' + enc(x.id) }, x.name || x.id)),
         h('td', { class: 'mono' }, x.topicFilter),
         h('td', {}, x.actions.map((a) => a.type).join(', ')),
-        h('td', {}, h('button', { type: 'button', class: 'secondary', onclick: act(async () => {
+        h('td', {}, h('button', { type: 'button', class: 'secondary rule-toggle', onclick: act(async () => {
           await api('PATCH', '/rules/' + enc(x.id), { enabled: !x.enabled });
           toast('Rule ' + (x.enabled ? 'disabled' : 'enabled'));
-          location.hash = '#/rules/' + enc(x.id);
-        }) }, x.enabled ? 'Disable' : 'Enable'), ' ', x.enabled ? badge('enabled', 'running') : badge('disabled', 'failed')),
+          await refresh();
+        }), 'aria-label': (x.enabled ? 'Disable ' : 'Enable ') + x.name }, x.enabled ? 'Disable' : 'Enable'), ' ', x.enabled ? badge('enabled', 'running') : badge('disabled', 'failed')),
         h('td', { class: 'mono' }, acts.map((a) => a.type + ' lag ' + a.lag).join(', ') || '—'),
         h('td', {}, acts.reduce((n, a) => n + a.deadLetters, 0))));
     }
     fill(list, table(['name', 'topic filter', 'actions', 'state', 'lag', 'dead letters'], rows, 'No forwarding rules.'));
-  });
+  };
+  every(10000, signal, refresh);
 }
 
 const TEMPLATE = [{ type: 'webhook', url: 'https://example.com/hook', secret: '', timeout: '5s' }];
