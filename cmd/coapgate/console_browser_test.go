@@ -55,6 +55,9 @@ func newBrowser(t *testing.T, base string) *browser {
 	t.Helper()
 	bin := chromiumPath()
 	if bin == "" {
+		if os.Getenv("COAPGATE_REQUIRE_CHROMIUM") != "" {
+			t.Fatal("chromium not installed and COAPGATE_REQUIRE_CHROMIUM is set")
+		}
 		t.Skip("chromium not installed (apt-get install -y chromium): skipping the console browser test")
 	}
 	shot := os.Getenv("CONSOLE_SCREENSHOTS")

@@ -144,7 +144,10 @@ export async function device(main, [pk, dk], signal) {
     }
     const v = num(params[name]);
     if (typeof v !== 'number') return false;
-    chartData.xs.push(Date.parse(m.receivedAt) / 1000);
+    const x = Date.parse(m.receivedAt) / 1000;
+    const to = Math.max(Date.now() / 1000, x) + 5;
+    chart.range(to - Number(rangeSel.value), to);
+    chartData.xs.push(x);
     chartData.ys.push(v);
     chart.set(chartData.xs, chartData.ys);
     return true;
