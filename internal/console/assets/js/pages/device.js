@@ -1,7 +1,7 @@
 import { h, fill, field, table, fmtTime, badge, confirmAction, secretBox, toast, pretty } from '../dom.js';
 import { api, enc, q, stream } from '../api.js';
 import { lineChart } from '../chart.js';
-import { act } from './util.js';
+import { act, pager } from './util.js';
 
 const MAX_LOG = 100;
 const RANGES = [['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400], ['7d', 604800], ['30d', 2592000]];
@@ -171,12 +171,16 @@ export async function device(main, [pk, dk], signal) {
   const first = await api('GET', base + '/messages' + q({ order: 'desc', limit: 20 }), undefined, { signal });
   logEl.append(...first.items.map(logRow));
 
-  // --- events
+  // --- events (oldest first, paged)
+  const evPager = pager();
   async function loadEvents() {
-    const r = await api('GET', base + '/events' + q({ limit: 1000 }), undefined, { signal });
-    const items = r.items.slice(-20).reverse();
-    fill(eventsEl, table(['event', 'at', 'transport', 'peer'], items.map((e) => h('tr', {},
-      h('td', {}, badge(e.type)), h('td', {}, fmtTime(e.at)), h('td', {}, e.transport), h('td', { class: 'mono' }, e.peer))), 'No online/offline events yet.'));
+    const r = await api('GET', base + '/events' + q({ limit: 20, after: evPager.cursor }), undefined, { signal });
+    fill(eventsEl, table(['event', 'at', 'transport', 'peer'], r.items.map((e) => h('tr', {},
+      h('td', {}, badge(e.type)), h('td', {}, fmtTime(e.at)), h('td', {}, e.transport), h('td', { class: 'mono' }, e.peer))), 'No online/offline events yet.'),
+    h('div', { class: 'pager' },
+      h('button', { type: 'button', class: 'secondary', disabled: evPager.page === 1, onclick: act(async () => { evPager.prev(); await loadEvents(); }) }, 'Earlier'),
+      h('span', { class: 'muted' }, 'Oldest first, page ' + evPager.page),
+      h('button', { type: 'button', class: 'secondary', disabled: !r.nextCursor, onclick: act(async () => { evPager.next(r.nextCursor); await loadEvents(); }) }, 'Later')));
   }
 
   // --- commands

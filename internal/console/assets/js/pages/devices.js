@@ -36,9 +36,9 @@ export async function devices(main, _p, signal, query) {
   }) }, field('Product', cprod), field('Device key', ckey), field('Asset id', casset),
   h('button', { type: 'submit', id: 'device-create' }, 'Create device'));
 
-  const filters = h('form', { class: 'bar', role: 'search', 'aria-label': 'Filter devices', onsubmit: act(async (e) => { e.preventDefault(); await load(); }) },
-    field('Product', product), field('Search (this page)', search), field('State', state),
-    h('button', { type: 'submit', class: 'secondary' }, 'Apply'));
+  const filters = h('form', { class: 'bar', role: 'search', 'aria-label': 'Filter devices', onsubmit: act(async (e) => { e.preventDefault(); await load(true); }) },
+    field('Product', product), field('Search (this page, or a full device key)', search), field('State', state),
+    h('button', { type: 'submit', class: 'secondary', id: 'device-filter-apply' }, 'Apply'));
   product.addEventListener('change', act(async () => { pg.reset(); await load(); }));
   state.addEventListener('change', act(load));
   search.addEventListener('input', act(load));
@@ -49,7 +49,7 @@ export async function devices(main, _p, signal, query) {
 
   let res = null;
   let loadedFor = null;
-  async function load() {
+  async function load(lookup) {
     const key = product.value + '|' + pg.cursor;
     if (loadedFor !== key) {
       res = await api('GET', '/devices' + q({ productKey: product.value, limit: PAGE, after: pg.cursor }), undefined, { signal });
@@ -59,19 +59,28 @@ export async function devices(main, _p, signal, query) {
     const items = res.items.filter((d) =>
       (!needle || d.deviceKey.toLowerCase().includes(needle) || (d.assetId || '').toLowerCase().includes(needle)) &&
       (!state.value || (state.value === 'online') === d.online));
-    const rows = items.map((d) => h('tr', {},
+    const row = (d) => h('tr', {},
       h('td', {}, h('a', { href: '#/devices/' + enc(d.productKey) + '/' + enc(d.deviceKey) }, d.deviceKey)),
       h('td', { class: 'mono' }, d.productKey),
       h('td', {}, badge(d.online ? 'online' : 'offline')),
       h('td', {}, d.enabled ? 'enabled' : badge('disabled', 'failed')),
       h('td', { class: 'hide-narrow' }, d.assetId),
-      h('td', { class: 'hide-narrow' }, fmtTime(d.lastSeenAt))));
+      h('td', { class: 'hide-narrow' }, fmtTime(d.lastSeenAt)));
+    const rows = items.map(row);
+    // On Apply (Enter), a full device key of the selected product that is
+    // not on this page is looked up directly.
+    if (lookup === true && !rows.length && needle && product.value && /^[A-Za-z0-9_.@:-]+$/.test(search.value.trim())) {
+      try {
+        const d = await api('GET', '/devices/' + enc(product.value) + '/' + enc(search.value.trim()), undefined, { signal });
+        rows.push(row(d));
+      } catch { /* not found: the empty-list message says so */ }
+    }
     fill(list, table(['device', 'product', 'state', 'enabled', 'asset id', 'last seen'], rows,
       res.items.length ? 'No device on this page matches the filter.' : 'No devices.'));
     fill(nav,
-      h('button', { type: 'button', class: 'secondary', disabled: pg.page === 1, onclick: act(async () => { pg.prev(); await load(); }) }, 'Previous'),
+      h('button', { type: 'button', class: 'secondary', id: 'devices-prev', disabled: pg.page === 1, onclick: act(async () => { pg.prev(); await load(); }) }, 'Previous'),
       h('span', { class: 'muted' }, 'Page ' + pg.page + ' (' + PAGE + ' devices a page)'),
-      h('button', { type: 'button', class: 'secondary', disabled: !res.nextCursor, onclick: act(async () => { pg.next(res.nextCursor); await load(); }) }, 'Next'));
+      h('button', { type: 'button', class: 'secondary', id: 'devices-next', disabled: !res.nextCursor, onclick: act(async () => { pg.next(res.nextCursor); await load(); }) }, 'Next'));
   }
   await load();
 }
