@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/coapgate/coapgate/internal/console"
 	"github.com/coapgate/coapgate/sdk"
@@ -208,8 +209,16 @@ func (b *browser) go_(hash string) {
 	b.js(fmt.Sprintf("location.hash = %q; true", hash), nil)
 }
 
+// screenshot saves the page as name.png and checks that every form
+// control on it has a label for assistive technology.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
+	var unlabelled []string
+	b.js(`[...document.querySelectorAll('input, select, textarea')].filter(e =>
+		!e.labels?.length && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')).map(e => e.id || e.outerHTML)`, &unlabelled)
+	if len(unlabelled) > 0 && !strings.HasPrefix(name, "failed-") {
+		b.t.Errorf("%s: form controls without a label: %v", name, unlabelled)
+	}
 	buf, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Errorf("screenshot %s: %v", name, err)
@@ -247,7 +256,13 @@ func TestConsoleBrowser(t *testing.T) {
 	b.do("open console", chromedp.Navigate(b.base+"/"))
 	b.waitJS("sign-in form", `!!document.querySelector('#apikey')`, 10*time.Second)
 	b.screenshot("01-signin")
-	b.do("sign in", chromedp.SendKeys(chromedp.CSS("#apikey"), g.key), chromedp.Click(chromedp.CSS("#signin")))
+	// Keyboard only: the key field has the focus, Enter submits.
+	var focused bool
+	b.js(`document.activeElement && document.activeElement.id === 'apikey'`, &focused)
+	if !focused {
+		t.Fatal("the sign-in page does not focus the key field")
+	}
+	b.do("sign in", chromedp.SendKeys(chromedp.CSS("#apikey"), g.key+kb.Enter))
 	b.waitJS("overview", `!!document.querySelector('#tile-online')`, 10*time.Second)
 	var stored string
 	b.js(`sessionStorage.getItem('coapgate.apiKey')`, &stored)
