@@ -186,9 +186,22 @@ func (b *browser) set(sel, value string) {
 		e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true })()`, s, v), nil)
 }
 
+// click clicks sel with the mouse. A node replaced between its lookup and
+// the click (a page re-rendering a list) is looked up again.
 func (b *browser) click(sel string) {
 	b.t.Helper()
-	b.do("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	var err error
+	for range 3 {
+		ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+		err = chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "Could not find node") {
+			break
+		}
+	}
+	if err != nil {
+		b.t.Fatalf("click %s: %v", sel, err)
+	}
 }
 
 func (b *browser) text(sel string) string {

@@ -39,46 +39,49 @@ export async function device(main, [pk, dk], signal) {
   signal.addEventListener('abort', () => chart.destroy());
   let chartData = { xs: [], ys: [] };
 
-  // --- identity and actions
+  // --- identity and actions: built once, updated in place (a live update
+  // must not take the keyboard focus away from a button).
+  const dl = h('dl', { class: 'kv' });
+  const toggle = h('button', { type: 'button', class: 'secondary', id: 'device-toggle', onclick: act(async () => {
+    if (d.enabled && !await confirmAction('Disable ' + dk + '? It is refused until enabled again.', 'Disable')) return;
+    d = await api('PATCH', base, { enabled: !d.enabled });
+    renderIdent();
+  }) });
+  fill(ident, dl, h('div', { class: 'actions' },
+    toggle,
+    h('button', { type: 'button', class: 'danger', id: 'device-rotate', onclick: act(async () => {
+      if (!await confirmAction('Rotate the secret of ' + dk + '? The old secret stops working and its tokens are revoked.', 'Rotate')) return;
+      const r = await api('POST', base + '/rotate-secret');
+      fill(secret, secretBox('New device secret:', r.deviceSecret));
+      d = await api('GET', base);
+      renderIdent();
+    }) }, 'Rotate secret'),
+    h('button', { type: 'button', class: 'danger', id: 'device-revoke', onclick: act(async () => {
+      if (!await confirmAction('Revoke every token of ' + dk + '? It must authenticate again.', 'Revoke')) return;
+      await api('POST', base + '/revoke-tokens');
+      toast('Tokens revoked');
+      d = await api('GET', base);
+      renderIdent();
+    }) }, 'Revoke tokens'),
+    h('button', { type: 'button', class: 'danger', id: 'device-delete', onclick: act(async () => {
+      if (!await confirmAction('Delete device ' + dk + ' and its registration? This cannot be undone.', 'Delete')) return;
+      await api('DELETE', base);
+      toast('Device deleted');
+      location.hash = '#/devices';
+    }) }, 'Delete')));
   function renderIdent() {
-    fill(ident,
-      h('dl', { class: 'kv' },
-        h('dt', {}, 'product'), h('dd', { class: 'mono' }, d.productKey),
-        h('dt', {}, 'device'), h('dd', { class: 'mono', id: 'device-key' }, d.deviceKey),
-        h('dt', {}, 'state'), h('dd', { id: 'device-state' }, badge(d.online ? 'online' : 'offline'), ' ', d.enabled ? 'enabled' : badge('disabled', 'failed')),
-        h('dt', {}, 'last seen'), h('dd', {}, fmtTime(d.lastSeenAt)),
-        h('dt', {}, 'address'), h('dd', { class: 'mono' }, d.lastAddress || '—'),
-        h('dt', {}, 'transport'), h('dd', {}, d.transport || '—'),
-        h('dt', {}, 'asset id'), h('dd', {}, d.assetId || '—'),
-        h('dt', {}, 'token generation'), h('dd', {}, d.tokenGeneration),
-        h('dt', {}, 'online lifetime'), h('dd', {}, d.lifetimeSeconds + ' s'),
-        h('dt', {}, 'created'), h('dd', {}, fmtTime(d.createdAt))),
-      h('div', { class: 'actions' },
-        h('button', { type: 'button', class: 'secondary', id: 'device-toggle', onclick: act(async () => {
-          if (d.enabled && !await confirmAction('Disable ' + dk + '? It is refused until enabled again.', 'Disable')) return;
-          d = await api('PATCH', base, { enabled: !d.enabled });
-          renderIdent();
-        }) }, d.enabled ? 'Disable' : 'Enable'),
-        h('button', { type: 'button', class: 'danger', id: 'device-rotate', onclick: act(async () => {
-          if (!await confirmAction('Rotate the secret of ' + dk + '? The old secret stops working and its tokens are revoked.', 'Rotate')) return;
-          const r = await api('POST', base + '/rotate-secret');
-          fill(secret, secretBox('New device secret:', r.deviceSecret));
-          d = await api('GET', base);
-          renderIdent();
-        }) }, 'Rotate secret'),
-        h('button', { type: 'button', class: 'danger', id: 'device-revoke', onclick: act(async () => {
-          if (!await confirmAction('Revoke every token of ' + dk + '? It must authenticate again.', 'Revoke')) return;
-          await api('POST', base + '/revoke-tokens');
-          toast('Tokens revoked');
-          d = await api('GET', base);
-          renderIdent();
-        }) }, 'Revoke tokens'),
-        h('button', { type: 'button', class: 'danger', id: 'device-delete', onclick: act(async () => {
-          if (!await confirmAction('Delete device ' + dk + ' and its registration? This cannot be undone.', 'Delete')) return;
-          await api('DELETE', base);
-          toast('Device deleted');
-          location.hash = '#/devices';
-        }) }, 'Delete')));
+    fill(dl,
+      h('dt', {}, 'product'), h('dd', { class: 'mono' }, d.productKey),
+      h('dt', {}, 'device'), h('dd', { class: 'mono', id: 'device-key' }, d.deviceKey),
+      h('dt', {}, 'state'), h('dd', { id: 'device-state' }, badge(d.online ? 'online' : 'offline'), ' ', d.enabled ? 'enabled' : badge('disabled', 'failed')),
+      h('dt', {}, 'last seen'), h('dd', {}, fmtTime(d.lastSeenAt)),
+      h('dt', {}, 'address'), h('dd', { class: 'mono' }, d.lastAddress || '—'),
+      h('dt', {}, 'transport'), h('dd', {}, d.transport || '—'),
+      h('dt', {}, 'asset id'), h('dd', {}, d.assetId || '—'),
+      h('dt', {}, 'token generation'), h('dd', {}, d.tokenGeneration),
+      h('dt', {}, 'online lifetime'), h('dd', {}, d.lifetimeSeconds + ' s'),
+      h('dt', {}, 'created'), h('dd', {}, fmtTime(d.createdAt)));
+    toggle.textContent = d.enabled ? 'Disable' : 'Enable';
   }
   renderIdent();
 

@@ -1,7 +1,7 @@
 import { h, fill, table } from '../dom.js';
 import { api, enc } from '../api.js';
 import { lineChart } from '../chart.js';
-import { every } from './util.js';
+import { every, changed } from './util.js';
 
 export async function overview(main, _p, signal) {
   const tiles = h('div', { class: 'tiles', id: 'tiles' });
@@ -37,11 +37,15 @@ export async function overview(main, _p, signal) {
       chart.range(now - 3600, now);
       chart.set(s.map((x) => Date.parse(x.time) / 1000), s.map((x) => x.uplinks / iv), s.map((x) => x.errors / iv));
     }
+    const shown = rl.items.slice(0, 50);
+    const stats = [];
+    for (const r of shown) {
+      try { stats.push(await api('GET', '/rules/' + enc(r.id) + '/status', undefined, { signal })); } catch { stats.push(null); }
+    }
+    if (!changed(lag, [shown, stats])) return;
     const rows = [];
-    for (const r of rl.items.slice(0, 50)) {
-      let status = null;
-      try { status = await api('GET', '/rules/' + enc(r.id) + '/status', undefined, { signal }); } catch { status = null; }
-      const acts = status ? status.actions : [];
+    for (const [i, r] of shown.entries()) {
+      const acts = stats[i] ? stats[i].actions : [];
       rows.push(h('tr', {},
         h('td', {}, h('a', { href: '#/rules/' + enc(r.id) }, r.name || r.id)),
         h('td', {}, r.enabled ? 'enabled' : 'disabled'),

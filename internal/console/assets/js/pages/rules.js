@@ -1,6 +1,6 @@
 import { h, fill, field, table, fmtTime, badge, confirmAction, toast, pretty } from '../dom.js';
 import { api, enc, q } from '../api.js';
-import { act, every } from './util.js';
+import { act, every, changed } from './util.js';
 
 export async function rules(main, _p, signal) {
   const list = h('div', { id: 'rule-list' });
@@ -8,10 +8,14 @@ export async function rules(main, _p, signal) {
     h('p', {}, h('a', { href: '#/rules/new', id: 'rule-new' }, 'New rule')), list);
   const refresh = async () => {
     const r = await api('GET', '/rules', undefined, { signal });
-    const rows = [];
+    const stats = [];
     for (const x of r.items) {
-      let st = null;
-      try { st = await api('GET', '/rules/' + enc(x.id) + '/status', undefined, { signal }); } catch { st = null; }
+      try { stats.push(await api('GET', '/rules/' + enc(x.id) + '/status', undefined, { signal })); } catch { stats.push(null); }
+    }
+    if (!changed(list, [r.items, stats])) return;
+    const rows = [];
+    for (const [i, x] of r.items.entries()) {
+      const st = stats[i];
       const acts = st ? st.actions : [];
       rows.push(h('tr', {},
         h('td', {}, h('a', { href: '#/rules/' + enc(x.id) }, x.name || x.id)),
@@ -98,6 +102,7 @@ export async function ruleEdit(main, [id], signal) {
 
   async function loadStatus() {
     const st = await api('GET', '/rules/' + enc(id) + '/status', undefined, { signal });
+    if (!changed(statusEl, st)) return;
     fill(statusEl, h('p', { id: 'rule-state' }, st.enabled ? badge('enabled', 'running') : badge('disabled', 'failed')),
       table(['action', 'type', 'running', 'cursor', 'lag', 'delivered', 'failures', 'dead letters', 'last error'], st.actions.map((a) => h('tr', {},
         h('td', {}, a.action), h('td', {}, a.type), h('td', {}, a.running ? 'yes' : 'no'), h('td', {}, a.cursor),
@@ -107,6 +112,7 @@ export async function ruleEdit(main, [id], signal) {
   async function loadDead() {
     const r = await api('GET', '/rules/' + enc(id) + '/deadletters' + q({ limit: 50 }), undefined, { signal });
     const items = r.items || [];
+    if (!changed(dlEl, items)) return;
     fill(dlEl,
       items.length ? h('p', {}, h('button', { type: 'button', id: 'dl-replay', onclick: act(async () => {
         const res = await api('POST', '/rules/' + enc(id) + '/deadletters/replay');

@@ -30,3 +30,17 @@ export function every(ms, signal, fn) {
   const t = setInterval(tick, ms);
   signal.addEventListener('abort', () => clearInterval(t));
 }
+
+// The data each element was last rendered from: periodic refreshes skip
+// rendering when nothing changed, so that keyboard focus and text
+// selection survive them.
+const rendered = new WeakMap();
+
+// changed reports whether data differs from what el was last rendered
+// from, and remembers it.
+export function changed(el, data) {
+  const sig = JSON.stringify(data);
+  if (rendered.get(el) === sig) return false;
+  rendered.set(el, sig);
+  return true;
+}
