@@ -342,6 +342,7 @@ func TestConsoleBrowser(t *testing.T) {
 	// The message appears within 2 s, without a reload, and the chart shows it.
 	b.waitJS("live message", `[...document.querySelectorAll('#message-log tr')].some(r => r.textContent.includes('21.5'))`, 2*time.Second)
 	b.waitJS("chart", `Number(document.querySelector('#point-chart').dataset.points) >= 1 && document.querySelector('#chart-point').value === 'temp'`, 2*time.Second)
+	var ok bool
 	var same int
 	b.js(`window.__noReload || 0`, &same)
 	if same != 1 {
@@ -370,6 +371,11 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	b.set("#cmd-params", `{"switch": 1}`)
 	b.waitJS("latest values", `[...document.querySelectorAll('#points td')].some(c => c.textContent === 'temp')`, 10*time.Second)
+	// A long range is drawn from aggregated buckets.
+	b.set("#chart-range", "86400")
+	b.waitJS("aggregated chart", `document.querySelector('#chart-note').textContent.startsWith('average per') && Number(document.querySelector('#point-chart').dataset.points) >= 1`, 10*time.Second)
+	b.set("#chart-range", "3600")
+	b.waitJS("raw chart", `document.querySelector('#chart-note').textContent.endsWith('samples')`, 10*time.Second)
 	b.screenshot("04-device")
 
 	// Untrusted text rendered as text everywhere it appeared.
@@ -468,6 +474,18 @@ func TestConsoleBrowser(t *testing.T) {
 	b.click("#apikey-create")
 	b.waitJS("key shown", `(document.querySelector('#apikey-secret #secret-value')?.textContent || '').startsWith('cgk_')`, 10*time.Second)
 	b.screenshot("09-apikeys")
+	b.js(`document.querySelector('#apikey-list tbody tr:last-child').textContent.includes('ci')`, &ok)
+	if !ok {
+		t.Fatal("the new key is not the last one listed")
+	}
+	b.click("#apikey-list tbody tr:last-child button.danger")
+	b.click("#confirm-yes")
+	b.waitJS("key deleted", `![...document.querySelectorAll('#apikey-list tbody tr td:nth-child(2)')].some(td => td.textContent === 'ci')`, 10*time.Second)
+	var keys struct{ Items []struct{ Name string } }
+	g.api("GET", "/api/v1/apikeys", nil, &keys)
+	if len(keys.Items) != 1 {
+		t.Fatalf("keys after delete: %+v", keys.Items)
+	}
 
 	// Overview with the traffic above.
 	g.s.sampler.SampleOnce()
