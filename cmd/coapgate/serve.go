@@ -530,3 +530,16 @@ func (s *server) servePprof(ctx context.Context, addr string, log *slog.Logger) 
 	})
 	return nil
 }
+
+// consoleURL is the web console's address on the API listener addr; an
+// unspecified host (":8080") is shown as loopback.
+func consoleURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + "/"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
+}
