@@ -128,9 +128,10 @@ func (b *browser) listen(ev any) {
 }
 
 // expected is a network error the test provokes on purpose: the 400 of a
-// rule with an invalid condition.
+// rule with an invalid condition, and of a stream with an invalid filter.
 func (b *browser) expected(e *cdplog.Entry) bool {
-	return e.Source == cdplog.EntrySourceNetwork && strings.Contains(e.URL, "/api/v1/rules") && strings.Contains(e.Text, "400")
+	return e.Source == cdplog.EntrySourceNetwork && strings.Contains(e.Text, "400") &&
+		(strings.HasSuffix(e.URL, "/api/v1/rules") || strings.Contains(e.URL, "/api/v1/stream?topic=a%2F%23%2Fb"))
 }
 
 func (b *browser) problem(s string) {
@@ -451,6 +452,13 @@ func TestConsoleBrowser(t *testing.T) {
 	// Live stream, pausable.
 	b.go_("#/stream")
 	b.waitJS("stream", `document.querySelector('#stream-dot')?.classList.contains('on')`, 10*time.Second)
+	// A filter the API refuses is reported, not retried.
+	b.set("#stream-topic", "a/#/b")
+	b.click("#stream-apply")
+	b.waitJS("stream filter error", `document.querySelector('#stream-error').textContent.includes('topic filter')`, 10*time.Second)
+	b.set("#stream-topic", "#")
+	b.click("#stream-apply")
+	b.waitJS("stream again", `document.querySelector('#stream-dot').classList.contains('on') && document.querySelector('#stream-error').textContent === ''`, 10*time.Second)
 	if _, err := dev.PostProperties(context.Background(), map[string]any{"temp": 26.5}); err != nil {
 		t.Fatal(err)
 	}

@@ -60,8 +60,10 @@ export async function api(method, path, body, opts = {}) {
 // stream reads the Server-Sent Events of GET path (fetch, so that the key
 // goes in the Authorization header rather than the URL) and calls
 // onEvent({id, event, data}) for each, reconnecting with Last-Event-ID
-// until signal aborts. onState(true|false) reports the connection.
-export async function stream(path, onEvent, signal, onState = () => {}) {
+// until signal aborts. onState(true|false) reports the connection; a
+// request the API refuses (4xx, e.g. a bad topic filter) ends the stream
+// with onError(message).
+export async function stream(path, onEvent, signal, onState = () => {}, onError = () => {}) {
   let lastId = '';
   while (!signal.aborted) {
     try {
@@ -69,6 +71,13 @@ export async function stream(path, onEvent, signal, onState = () => {}) {
       if (lastId) headers['Last-Event-ID'] = lastId;
       const resp = await fetch('/api/v1' + path, { headers, signal, cache: 'no-store' });
       if (resp.status === 401) { onUnauthorized(); return; }
+      if (resp.status >= 400 && resp.status < 500) {
+        let msg = resp.statusText;
+        try { msg = (await resp.json()).message || msg; } catch { /* not JSON */ }
+        onState(false);
+        onError(msg);
+        return;
+      }
       if (!resp.ok) throw new ApiError(resp.status, 'stream', resp.statusText);
       onState(true);
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();

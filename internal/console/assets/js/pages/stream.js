@@ -13,6 +13,7 @@ export async function live(main, _p, signal, query) {
   const dot = h('span', { class: 'live', id: 'stream-dot' });
   const count = h('span', { class: 'muted', id: 'stream-count' });
   const rows = h('tbody', { id: 'stream-rows' });
+  const err = h('p', { class: 'error', role: 'alert', id: 'stream-error' });
   let paused = false;
   let held = 0;
   let sub = null;
@@ -26,8 +27,8 @@ export async function live(main, _p, signal, query) {
   const form = h('form', { class: 'bar', 'aria-label': 'Stream filter', onsubmit: act(async (e) => { e.preventDefault(); start(); }) },
     field('Topic filter (MQTT syntax)', topic), field('Product key', pk), field('Device key', dk),
     h('label', { class: 'check' }, events, 'Lifecycle events ($events/#)'),
-    h('button', { type: 'submit' }, 'Apply'), pause);
-  fill(main, h('h1', {}, dot, 'Live stream'), form, count,
+    h('button', { type: 'submit', id: 'stream-apply' }, 'Apply'), pause);
+  fill(main, h('h1', {}, dot, 'Live stream'), form, err, count,
     h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, ['received', 'device', 'topic', 'payload'].map((t) => h('th', { scope: 'col' }, t)))), rows)));
 
   function start() {
@@ -35,6 +36,7 @@ export async function live(main, _p, signal, query) {
     sub = new AbortController();
     signal.addEventListener('abort', () => sub.abort());
     rows.replaceChildren();
+    err.textContent = '';
     const topics = [topic.value.trim() || '#'];
     if (events.checked) topics.push('$events/#');
     stream('/stream' + q({ topic: topics, productKey: pk.value.trim(), deviceKey: dk.value.trim() }), (ev) => {
@@ -46,7 +48,7 @@ export async function live(main, _p, signal, query) {
         h('td', { class: 'mono' }, m.topic),
         h('td', {}, h('pre', {}, m.payload !== undefined ? pretty(m.payload) : '(base64) ' + m.payloadBase64))));
       while (rows.children.length > MAX_ROWS) rows.lastElementChild.remove();
-    }, sub.signal, (on) => dot.classList.toggle('on', on));
+    }, sub.signal, (on) => dot.classList.toggle('on', on), (msg) => { err.textContent = msg; });
   }
   start();
 }
