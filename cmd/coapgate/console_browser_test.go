@@ -37,6 +37,9 @@ type browser struct {
 
 	mu       sync.Mutex
 	problems []string // console errors, exceptions, dialogs; guarded by mu
+	// ttBlocked counts strings refused by Trusted Types; guarded by mu.
+	// The test makes one such assignment itself.
+	ttBlocked int
 }
 
 // chromiumPath finds Debian's chromium (CHROMIUM overrides).
@@ -118,6 +121,12 @@ func (b *browser) listen(ev any) {
 		}
 		b.problem(fmt.Sprintf("exception: %s (%s:%d)", msg, d.URL, d.LineNumber+1))
 	case *cdplog.EventEntryAdded:
+		if strings.Contains(ev.Entry.Text, "requires 'TrustedHTML' assignment") {
+			b.mu.Lock()
+			b.ttBlocked++
+			b.mu.Unlock()
+			return
+		}
 		if ev.Entry.Level == cdplog.EntryLevelError && !b.expected(ev.Entry) {
 			b.problem(fmt.Sprintf("log %s: %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
 		}
@@ -278,6 +287,12 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	b.do("sign in", chromedp.SendKeys(chromedp.CSS("#apikey"), g.key+kb.Enter))
 	b.waitJS("overview", `!!document.querySelector('#tile-online')`, 10*time.Second)
+	// Trusted Types: a string assigned to an HTML sink throws.
+	var blocked bool
+	b.js(`(() => { try { document.createElement('div').innerHTML = '<b>x</b>'; return false } catch (e) { return e instanceof TypeError } })()`, &blocked)
+	if !blocked {
+		t.Fatal("innerHTML accepted a string: the Trusted Types policy is not enforced")
+	}
 	var stored string
 	b.js(`sessionStorage.getItem('coapgate.apiKey')`, &stored)
 	if stored != g.key {
@@ -544,6 +559,9 @@ func TestConsoleBrowser(t *testing.T) {
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.ttBlocked != 1 {
+		b.problems = append(b.problems, fmt.Sprintf("%d HTML sink assignments blocked by Trusted Types, want the test's own 1", b.ttBlocked))
+	}
 	if len(b.problems) > 0 {
 		t.Fatalf("browser console errors:\n%s", strings.Join(b.problems, "\n"))
 	}

@@ -79,7 +79,7 @@ func TestRouting(t *testing.T) {
 }
 
 func TestCSP(t *testing.T) {
-	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "base-uri 'none'"} {
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "base-uri 'none'", "require-trusted-types-for 'script'"} {
 		if !strings.Contains(CSP, want) {
 			t.Errorf("CSP lacks %q", want)
 		}

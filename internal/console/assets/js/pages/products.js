@@ -79,6 +79,7 @@ export async function products(main, _p, signal) {
     h('label', { class: 'check' }, d, 'Dynamic registration'), e,
     h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'edit-product-save' }, 'Save'),
       h('button', { type: 'button', class: 'secondary', onclick: () => { dlg.close(); dlg.remove(); } }, 'Cancel'))));
+    dlg.addEventListener('close', () => dlg.remove()); // Esc too
     document.body.append(dlg);
     dlg.showModal();
   }
