@@ -482,7 +482,7 @@ func TestConsoleBrowser(t *testing.T) {
 	if _, err := dev.PostProperties(context.Background(), map[string]any{"temp": 27.5}); err != nil {
 		t.Fatal(err)
 	}
-	b.waitJS("paused count", `document.querySelector('#stream-count').textContent.includes('1 entries not shown')`, 10*time.Second)
+	b.waitJS("paused count", `document.querySelector('#stream-count').textContent.includes('1 entry not shown')`, 10*time.Second)
 	var paused bool
 	b.js(`!document.querySelector('#stream-rows').textContent.includes('27.5')`, &paused)
 	if !paused {

@@ -40,7 +40,7 @@ export async function live(main, _p, signal, query) {
     const topics = [topic.value.trim() || '#'];
     if (events.checked) topics.push('$events/#');
     stream('/stream' + q({ topic: topics, productKey: pk.value.trim(), deviceKey: dk.value.trim() }), (ev) => {
-      if (paused) { held++; count.textContent = 'paused, ' + held + ' entries not shown'; return; }
+      if (paused) { held++; count.textContent = 'paused, ' + held + (held === 1 ? ' entry' : ' entries') + ' not shown'; return; }
       const m = ev.data;
       rows.prepend(h('tr', {},
         h('td', {}, fmtTime(m.receivedAt)),
