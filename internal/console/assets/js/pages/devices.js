@@ -30,56 +30,43 @@ export async function devices(main, _p, signal, query) {
       fill(shown, secretBox('Device ' + d.productKey + '/' + d.deviceKey + ' created. Device secret:', d.deviceSecret),
         h('p', {}, h('a', { href: '#/devices/' + enc(d.productKey) + '/' + enc(d.deviceKey), id: 'device-created-link' }, 'Open the device')));
       ckey.value = ''; casset.value = '';
-      loadedFor = null; // refetch the page with the new device
       await load();
     } catch (ex) { cerr.textContent = ex.message; }
   }) }, field('Product', cprod), field('Device key', ckey), field('Asset id', casset),
   h('button', { type: 'submit', id: 'device-create' }, 'Create device'));
 
-  const filters = h('form', { class: 'bar', role: 'search', 'aria-label': 'Filter devices', onsubmit: act(async (e) => { e.preventDefault(); await load(true); }) },
-    field('Product', product), field('Search (this page, or a full device key)', search), field('State', state),
-    h('button', { type: 'submit', class: 'secondary', id: 'device-filter-apply' }, 'Apply'));
-  product.addEventListener('change', act(async () => { pg.reset(); await load(); }));
-  state.addEventListener('change', act(load));
-  search.addEventListener('input', act(load));
+  const filters = h('form', { class: 'bar', role: 'search', 'aria-label': 'Filter devices', onsubmit: act(async (e) => { e.preventDefault(); pg.reset(); await load(); }) },
+    field('Product', product), field('Search (device key or asset id)', search), field('State', state),
+    h('button', { type: 'submit', class: 'secondary', id: 'device-filter-apply' }, 'Search'));
+  const refilter = act(async () => { pg.reset(); await load(); });
+  product.addEventListener('change', refilter);
+  state.addEventListener('change', refilter);
 
   fill(main, h('h1', {}, 'Devices'),
     prods.items.length ? form : h('p', { class: 'muted' }, 'Create a product first.'), cerr, shown,
     filters, list, nav);
 
+  // The API filters (online, q) and pages; a filtered page may be short,
+  // or empty, and still have a next page.
   let res = null;
-  let loadedFor = null;
-  async function load(lookup) {
-    const key = product.value + '|' + pg.cursor;
-    if (loadedFor !== key) {
-      res = await api('GET', '/devices' + q({ productKey: product.value, limit: PAGE, after: pg.cursor }), undefined, { signal });
-      loadedFor = key;
-    }
-    const needle = search.value.trim().toLowerCase();
-    const items = res.items.filter((d) =>
-      (!needle || d.deviceKey.toLowerCase().includes(needle) || (d.assetId || '').toLowerCase().includes(needle)) &&
-      (!state.value || (state.value === 'online') === d.online));
-    const row = (d) => h('tr', {},
+  async function load() {
+    const filtered = !!(search.value.trim() || state.value);
+    res = await api('GET', '/devices' + q({
+      productKey: product.value, limit: PAGE, after: pg.cursor,
+      q: search.value.trim(), online: state.value && String(state.value === 'online'),
+    }), undefined, { signal });
+    const rows = res.items.map((d) => h('tr', {},
       h('td', {}, h('a', { href: '#/devices/' + enc(d.productKey) + '/' + enc(d.deviceKey) }, d.deviceKey)),
       h('td', { class: 'mono' }, d.productKey),
       h('td', {}, badge(d.online ? 'online' : 'offline')),
       h('td', {}, d.enabled ? 'enabled' : badge('disabled', 'failed')),
       h('td', { class: 'hide-narrow' }, d.assetId),
-      h('td', { class: 'hide-narrow' }, fmtTime(d.lastSeenAt)));
-    const rows = items.map(row);
-    // On Apply (Enter), a full device key of the selected product that is
-    // not on this page is looked up directly.
-    if (lookup === true && !rows.length && needle && product.value && /^[A-Za-z0-9_.@:-]+$/.test(search.value.trim())) {
-      try {
-        const d = await api('GET', '/devices/' + enc(product.value) + '/' + enc(search.value.trim()), undefined, { signal });
-        rows.push(row(d));
-      } catch { /* not found: the empty-list message says so */ }
-    }
+      h('td', { class: 'hide-narrow' }, fmtTime(d.lastSeenAt))));
     fill(list, table(['device', 'product', 'state', 'enabled', 'asset id', 'last seen'], rows,
-      res.items.length ? 'No device on this page matches the filter.' : 'No devices.'));
+      !filtered ? 'No devices.' : res.nextCursor ? 'No match among these devices: try the next page.' : 'No device matches.'));
     fill(nav,
       h('button', { type: 'button', class: 'secondary', id: 'devices-prev', disabled: pg.page === 1, onclick: act(async () => { pg.prev(); await load(); }) }, 'Previous'),
-      h('span', { class: 'muted' }, 'Page ' + pg.page + ' (' + PAGE + ' devices a page)'),
+      h('span', { class: 'muted' }, 'Page ' + pg.page + ' (up to ' + PAGE + ' devices)'),
       h('button', { type: 'button', class: 'secondary', id: 'devices-next', disabled: !res.nextCursor, onclick: act(async () => { pg.next(res.nextCursor); await load(); }) }, 'Next'));
   }
   await load();
