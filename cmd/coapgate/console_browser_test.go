@@ -540,8 +540,18 @@ func TestConsoleBrowser(t *testing.T) {
 	b.click("#device-filter-apply")
 	b.waitJS("search", rows+` === 5 && [...document.querySelectorAll('#device-list tbody a')].every(a => a.textContent.startsWith('dev_05'))`, 10*time.Second)
 	b.screenshot("12-devices-search")
+	// The message log shows the newest 20, then pages back.
+	for i := range 20 {
+		if _, err := dev.PostProperties(context.Background(), map[string]any{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var total struct{ Items []json.RawMessage }
+	g.api("GET", "/api/v1/devices/"+pk+"/meter_1/messages?limit=1000", nil, &total)
 	b.go_("#/devices/" + pk + "/meter_1")
-	b.waitJS("device page again", `!!document.querySelector('#device-delete')`, 10*time.Second)
+	b.waitJS("device page again", `!!document.querySelector('#device-delete') && document.querySelectorAll('#message-log tr').length === 20`, 10*time.Second)
+	b.click("#log-older")
+	b.waitJS("older messages", fmt.Sprintf(`document.querySelectorAll('#message-log tr').length === %d && document.querySelector('#log-older').disabled`, len(total.Items)), 10*time.Second)
 
 	// Delete the device (confirmed).
 	b.click("#device-delete")

@@ -171,8 +171,17 @@ export async function device(main, [pk, dk], signal) {
       h('td', {}, payloadCell(m)),
       h('td', {}, m.transport));
   }
-  const first = await api('GET', base + '/messages' + q({ order: 'desc', limit: 20 }), undefined, { signal });
-  logEl.append(...first.items.map(logRow));
+  let olderCursor = '';
+  let keepAll = false; // older pages loaded: live updates stop trimming the log
+  async function loadOlder() {
+    const r = await api('GET', base + '/messages' + q({ order: 'desc', limit: 20, after: olderCursor }), undefined, { signal });
+    logEl.append(...r.items.map(logRow));
+    olderCursor = r.nextCursor || '';
+    olderBtn.disabled = !olderCursor;
+  }
+  const olderBtn = h('button', { type: 'button', class: 'secondary', id: 'log-older', onclick: act(async () => { keepAll = true; await loadOlder(); }) }, 'Older messages');
+  logEl.closest('section').append(h('div', { class: 'pager' }, olderBtn));
+  await loadOlder();
 
   // --- events (oldest first, paged)
   const evPager = pager();
@@ -243,8 +252,9 @@ export async function device(main, [pk, dk], signal) {
     }) }, field('Type', type), svcField, h('div', { class: 'grow' }, paramsField), rawField, field('TTL', ttl), send, valid, err);
   }
 
+  const cmdPager = pager();
   async function loadCommands() {
-    const r = await api('GET', base + '/commands' + q({ limit: 20 }), undefined, { signal });
+    const r = await api('GET', base + '/commands' + q({ limit: 20, cursor: cmdPager.cursor }), undefined, { signal });
     fill(cmdList, table(['id', 'method / topic', 'params', 'state', 'reply', 'created', ''], r.items.map((c) => h('tr', { dataset: { command: c.id } },
       h('td', { class: 'mono' }, c.id),
       h('td', { class: 'mono' }, c.method || c.topic),
@@ -256,7 +266,11 @@ export async function device(main, [pk, dk], signal) {
         if (!await confirmAction('Cancel command ' + c.id + '?', 'Cancel command')) return;
         await api('DELETE', base + '/commands/' + enc(c.id));
         await loadCommands();
-      }) }, 'Cancel') : ''))), 'No commands sent yet.'));
+      }) }, 'Cancel') : ''))), 'No commands sent yet.'),
+    h('div', { class: 'pager' },
+      h('button', { type: 'button', class: 'secondary', disabled: cmdPager.page === 1, onclick: act(async () => { cmdPager.prev(); await loadCommands(); }) }, 'Newer'),
+      h('span', { class: 'muted' }, 'Newest first, page ' + cmdPager.page),
+      h('button', { type: 'button', class: 'secondary', disabled: !r.nextCursor, onclick: act(async () => { cmdPager.next(r.nextCursor); await loadCommands(); }) }, 'Older')));
   }
 
   await Promise.all([loadPoints(), loadEvents(), loadCommands()]);
@@ -276,7 +290,11 @@ export async function device(main, [pk, dk], signal) {
       return;
     }
     logEl.prepend(logRow(m));
-    while (logEl.children.length > MAX_LOG) logEl.lastElementChild.remove();
+    if (!keepAll && logEl.children.length > MAX_LOG) {
+      while (logEl.children.length > MAX_LOG) logEl.lastElementChild.remove();
+      olderCursor = logEl.lastElementChild.dataset.id; // "Older" resumes below the last row kept
+      olderBtn.disabled = false;
+    }
     liveValue(m);
     clearTimeout(pointsTimer);
     pointsTimer = setTimeout(() => {
