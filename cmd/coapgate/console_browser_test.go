@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,8 @@ import (
 
 	"github.com/coapgate/coapgate/internal/console"
 	"github.com/coapgate/coapgate/sdk"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
 // xss is the untrusted text the console must render as text.
@@ -40,6 +44,7 @@ type browser struct {
 	// ttBlocked counts strings refused by Trusted Types; guarded by mu.
 	// The test makes one such assignment itself.
 	ttBlocked int
+	signedIn  atomic.Bool // set once signed in: a 401 is unexpected from then on
 }
 
 // chromiumPath finds Debian's chromium (CHROMIUM overrides).
@@ -137,10 +142,12 @@ func (b *browser) listen(ev any) {
 }
 
 // expected is a network error the test provokes on purpose: the 400 of a
-// rule with an invalid condition, and of a stream with an invalid filter.
+// rule with an invalid condition, of a stream with an invalid filter, and
+// the 401 of a wrong key before the first sign-in.
 func (b *browser) expected(e *cdplog.Entry) bool {
 	return e.Source == cdplog.EntrySourceNetwork && strings.Contains(e.Text, "400") &&
-		(strings.HasSuffix(e.URL, "/api/v1/rules") || strings.Contains(e.URL, "/api/v1/stream?topic=a%2F%23%2Fb"))
+		(strings.HasSuffix(e.URL, "/api/v1/rules") || strings.Contains(e.URL, "/api/v1/stream?topic=a%2F%23%2Fb")) ||
+		e.Source == cdplog.EntrySourceNetwork && strings.Contains(e.Text, "401") && strings.HasSuffix(e.URL, "/api/v1/apikeys") && !b.signedIn.Load()
 }
 
 func (b *browser) problem(s string) {
@@ -279,6 +286,11 @@ func TestConsoleBrowser(t *testing.T) {
 	b.do("open console", chromedp.Navigate(b.base+"/"))
 	b.waitJS("sign-in form", `!!document.querySelector('#apikey')`, 10*time.Second)
 	b.screenshot("01-signin")
+	// A wrong key is refused on the sign-in page.
+	b.do("wrong key", chromedp.SendKeys(chromedp.CSS("#apikey"), "cgk_wrong_key"+kb.Enter))
+	b.waitJS("refused", `document.querySelector('#signin-error').textContent === 'This API key is not valid.' && sessionStorage.getItem('coapgate.apiKey') === null`, 10*time.Second)
+	b.set("#apikey", "")
+	b.js(`document.querySelector('#apikey').focus()`, nil)
 	// Keyboard only: the key field has the focus, Enter submits.
 	var focused bool
 	b.js(`document.activeElement && document.activeElement.id === 'apikey'`, &focused)
@@ -287,6 +299,7 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	b.do("sign in", chromedp.SendKeys(chromedp.CSS("#apikey"), g.key+kb.Enter))
 	b.waitJS("overview", `!!document.querySelector('#tile-online')`, 10*time.Second)
+	b.signedIn.Store(true)
 	// Trusted Types: a string assigned to an HTML sink throws.
 	var blocked bool
 	b.js(`(() => { try { document.createElement('div').innerHTML = '<b>x</b>'; return false } catch (e) { return e instanceof TypeError } })()`, &blocked)
@@ -510,10 +523,18 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("keys after delete: %+v", keys.Items)
 	}
 
-	// Overview with the traffic above.
+	// Overview with the traffic above, and an error: a request the gateway
+	// answers 4.04.
+	conn, err := net.DialUDP("udp", nil, g.s.CoAPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rawExchange(t, conn, message.Message{Type: message.Confirmable, Code: codes.GET, MessageID: 7, Token: []byte{1},
+		Options: message.Options{{ID: message.URIPath, Value: []byte("nope")}}})
 	g.s.sampler.SampleOnce()
 	b.go_("#/")
-	b.waitJS("overview tiles", `Number(document.querySelector('#tile-uplinks .v')?.textContent) >= 1`, 10*time.Second)
+	b.waitJS("overview tiles", `Number(document.querySelector('#tile-uplinks .v')?.textContent) >= 1 && Number(document.querySelector('#tile-errors .v').textContent) >= 1`, 10*time.Second)
 	b.screenshot("10-overview")
 
 	// A narrow (tablet portrait) viewport still lays out the device page.

@@ -35,7 +35,8 @@ export function q(params) {
 
 export function enc(s) { return encodeURIComponent(s); }
 
-// api calls the API and returns the decoded JSON body (null for 204).
+// api calls the API and returns the decoded JSON body (null for 204). A
+// 401 signs out (opts.signIn: the sign-in check itself, which reports it).
 export async function api(method, path, body, opts = {}) {
   const headers = { Authorization: 'Bearer ' + (session.key || '') };
   const init = { method, headers, signal: opts.signal, cache: 'no-store' };
@@ -51,7 +52,7 @@ export async function api(method, path, body, opts = {}) {
     try { data = JSON.parse(text); } catch { data = null; }
   }
   if (!resp.ok) {
-    if (resp.status === 401) onUnauthorized();
+    if (resp.status === 401 && !opts.signIn) onUnauthorized();
     throw new ApiError(resp.status, data?.code || 'http_' + resp.status, data?.message || resp.statusText);
   }
   return data;

@@ -36,7 +36,7 @@ function signIn(message) {
     e.preventDefault();
     session.set(key.value.trim());
     try {
-      await api('GET', '/apikeys');
+      await api('GET', '/apikeys', undefined, { signIn: true });
       route();
     } catch (ex) {
       session.clear();
