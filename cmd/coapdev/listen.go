@@ -26,7 +26,9 @@ each with --reply-code and --reply-data:
   - pushed: the gateway sends a CON POST /topic/... to the device's address
     or DTLS session (commands.push, on by default), acknowledged with 2.04;
   - announced: a response carries option 2100 with the command's path, and
-    the device fetches it with GET.
+    the device fetches it with GET. In --mode symmetric (no push) and with
+    push off, a command waits for the next heartbeat: lower --interval to
+    get it sooner.
 
 The reply goes to {command topic}_reply as {"id","code","data","message"};
 a raw-down command (thing/model/down_raw) gets --reply-data as raw bytes.
