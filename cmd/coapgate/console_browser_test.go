@@ -561,6 +561,16 @@ func TestConsoleBrowser(t *testing.T) {
 	b.click("#device-filter-apply")
 	b.waitJS("search", rows+` === 5 && [...document.querySelectorAll('#device-list tbody a')].every(a => a.textContent.startsWith('dev_05'))`, 10*time.Second)
 	b.screenshot("12-devices-search")
+	// A dialect-E measure point post is charted live too.
+	de := g.newDevice(pk, "meter_e")
+	devE := g.dial(de)
+	b.go_("#/devices/" + pk + "/meter_e")
+	b.waitJS("device E page", `document.querySelector('#live-dot')?.classList.contains('on') && document.querySelector('#device-key')?.textContent === 'meter_e'`, 10*time.Second)
+	if _, err := devE.PostMeasurePoints(context.Background(), map[string]any{"hum": 40.5}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS("measure point chart", `document.querySelector('#chart-point').value === 'hum' && Number(document.querySelector('#point-chart').dataset.points) >= 1`, 2*time.Second)
+
 	// The message log shows the newest 20, then pages back.
 	for i := range 20 {
 		if _, err := dev.PostProperties(context.Background(), map[string]any{"n": i}); err != nil {

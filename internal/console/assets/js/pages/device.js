@@ -135,8 +135,9 @@ export async function device(main, [pk, dk], signal) {
   // A live uplink that reports the charted point is drawn at once (the
   // point store is updated from the log shortly after).
   function liveValue(m) {
-    const params = m.payload && typeof m.payload === 'object' ? m.payload.params : null;
+    let params = m.payload && typeof m.payload === 'object' ? m.payload.params : null;
     if (!params || typeof params !== 'object') return false;
+    if (params.measurepoints && typeof params.measurepoints === 'object') params = params.measurepoints; // dialect E
     const num = (x) => (x && typeof x === 'object' && 'value' in x ? x.value : x);
     let name = pointSel.value;
     if (!name) { // the first numeric value a device reports
