@@ -119,7 +119,7 @@ export async function device(main, [pk, dk], signal) {
       const r = await api('GET', path + q({ from: from.toISOString(), to: to.toISOString(), limit: 10000 }), undefined, { signal });
       const pts = r.items.filter((x) => typeof x.value === 'number');
       chartData = { xs: pts.map((x) => Date.parse(x.time) / 1000), ys: pts.map((x) => x.value) };
-      chartNote.textContent = pts.length + ' samples' + (r.nextCursor ? ' (the first 10000)' : '');
+      chartNote.textContent = pts.length + (pts.length === 1 ? ' sample' : ' samples') + (r.nextCursor ? ' (the first 10000)' : '');
     } else {
       const iv = Math.max(1, Math.ceil(secs / 500));
       const r = await api('GET', path + q({ from: from.toISOString(), to: to.toISOString(), interval: iv + 's', agg: 'avg,count' }), undefined, { signal });
