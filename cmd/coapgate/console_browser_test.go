@@ -572,6 +572,27 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	b.waitJS("measure point chart", `document.querySelector('#chart-point').value === 'hum' && Number(document.querySelector('#point-chart').dataset.points) >= 1`, 2*time.Second)
 
+	// Command validation, then a command the device does not take (no
+	// handler: it refuses the push) stays pending and is cancelled.
+	b.set("#cmd-type", "invokeService")
+	b.set("#cmd-service", "")
+	b.set("#cmd-params", `{}`)
+	b.waitJS("service required", `document.querySelector('#cmd-send').disabled && document.querySelector('#cmd-valid').textContent === 'Give the service id.'`, 5*time.Second)
+	b.set("#cmd-type", "rawDown")
+	b.set("#cmd-raw", "not base64!")
+	b.waitJS("raw must be base64", `document.querySelector('#cmd-send').disabled && document.querySelector('#cmd-valid').textContent.includes('base64')`, 5*time.Second)
+	b.set("#cmd-type", "invokeService")
+	b.set("#cmd-service", "reboot")
+	b.click("#cmd-send")
+	b.waitJS("pending command", `[...document.querySelectorAll('#commands .cmd-state')].some(c => c.textContent === 'pending')`, 10*time.Second)
+	b.click("#commands tbody button.danger")
+	b.click("#confirm-yes")
+	b.waitJS("cancelled", `[...document.querySelectorAll('#commands .cmd-state')].some(c => c.textContent === 'cancelled')`, 10*time.Second)
+	// Revoke tokens (confirmed): the token generation goes up.
+	b.click("#device-revoke")
+	b.click("#confirm-yes")
+	b.waitJS("revoked", `document.querySelector('#device-identity').textContent.includes('token generation1')`, 10*time.Second)
+
 	// The message log shows the newest 20, then pages back.
 	for i := range 20 {
 		if _, err := dev.PostProperties(context.Background(), map[string]any{"n": i}); err != nil {
