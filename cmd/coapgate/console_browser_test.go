@@ -535,7 +535,7 @@ func TestConsoleBrowser(t *testing.T) {
 		Options: message.Options{{ID: message.URIPath, Value: []byte("nope")}}})
 	g.s.sampler.SampleOnce()
 	b.go_("#/")
-	b.waitJS("overview tiles", `Number(document.querySelector('#tile-uplinks .v')?.textContent) >= 1 && Number(document.querySelector('#tile-errors .v').textContent) >= 1`, 10*time.Second)
+	b.waitJS("overview tiles", `Number(document.querySelector('#tile-uplinks .v')?.textContent) >= 1 && Number(document.querySelector('#tile-errors .v').textContent) >= 1 && document.querySelector('#tile-registered .v').textContent === '1' && document.querySelector('#tile-online .v').textContent === '1' && document.querySelector('#tile-offline .v').textContent === '0'`, 10*time.Second)
 	b.screenshot("10-overview")
 
 	// A narrow (tablet portrait) viewport still lays out the device page.

@@ -309,9 +309,10 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		for _, g := range gateways {
 			g.Invalidate(pk, dk)
 		}
+		s.sampler.MarkChanged() // the overview's device count
 	}
 	// The console's overview: an hour of samples of the counters above.
-	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log,
+	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log, Registry: s.store,
 		Devices: func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }})
 	apiHandler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,

@@ -1,12 +1,13 @@
 // Package stats keeps a short in-memory history of the gateway's own
 // Prometheus counters: a ring of periodic samples (by default one every
-// 10 s for the last hour) of uplinks stored, errors answered and devices
-// online, for the console's overview (GET /api/v1/stats). Nothing is
-// persisted; a restart starts an empty history.
+// 10 s for the last hour) of uplinks stored, errors answered, devices
+// online and registered, for the console's overview (GET /api/v1/stats).
+// Nothing is persisted; a restart starts an empty history.
 package stats
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/coapgate/coapgate/internal/registry"
 )
 
 // Metric names read from the gatherer.
@@ -37,6 +40,35 @@ type Sample struct {
 	// DevicesOffline: devices this node has seen since it started that are
 	// no longer online.
 	DevicesOffline int `json:"devicesOffline"`
+	// DevicesRegistered is the number of devices in the registry, counted
+	// every Options.CountEvery and at the next sample after MarkChanged (-1
+	// until the first count).
+	DevicesRegistered int `json:"devicesRegistered"`
+}
+
+// DeviceLister pages through the registry's devices (registry.Store).
+type DeviceLister interface {
+	ListDevices(ctx context.Context, productKey string, page registry.Page) ([]registry.Device, error)
+}
+
+// countPage is the page size of a registry count.
+const countPage = 1000
+
+// CountDevices counts every device of the registry by paging through it.
+func CountDevices(ctx context.Context, l DeviceLister) (int, error) {
+	n, after := 0, ""
+	for {
+		ds, err := l.ListDevices(ctx, "", registry.Page{Limit: countPage, After: after})
+		if err != nil {
+			return n, fmt.Errorf("count devices: %w", err)
+		}
+		n += len(ds)
+		if len(ds) < countPage {
+			return n, nil
+		}
+		last := ds[len(ds)-1]
+		after = last.ProductKey + "/" + last.DeviceKey
+	}
 }
 
 // Options configures a Sampler.
@@ -48,8 +80,13 @@ type Options struct {
 	// Interval between samples; <= 0 means 10 s.
 	Interval time.Duration
 	// Size is the number of samples kept; <= 0 means one hour's worth.
-	Size   int
-	Logger *slog.Logger
+	Size int
+	// Registry, when set, is counted for DevicesRegistered every
+	// CountEvery (<= 0 means 1 minute), and at the next sample after
+	// MarkChanged.
+	Registry   DeviceLister
+	CountEvery time.Duration
+	Logger     *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -65,6 +102,18 @@ type Sampler struct {
 	full     bool     // guarded by mu
 	last     counters // guarded by mu; totals at the previous sample
 	haveLast bool     // guarded by mu
+
+	registered int       // guarded by mu; -1 until counted
+	countedAt  time.Time // guarded by mu
+	changed    bool      // guarded by mu; devices were added or removed since the count
+}
+
+// MarkChanged tells the Sampler that devices were created or deleted: the
+// next sample recounts the registry instead of waiting for CountEvery.
+func (s *Sampler) MarkChanged() {
+	s.mu.Lock()
+	s.changed = true
+	s.mu.Unlock()
 }
 
 type counters struct{ uplinks, errors float64 }
@@ -83,7 +132,10 @@ func New(o Options) *Sampler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Sampler{o: o, ring: make([]Sample, o.Size)}
+	if o.CountEvery <= 0 {
+		o.CountEvery = time.Minute
+	}
+	return &Sampler{o: o, ring: make([]Sample, o.Size), registered: -1}
 }
 
 // Interval is the time between samples.
@@ -109,6 +161,7 @@ func (s *Sampler) Run(ctx context.Context) {
 // interval since the previous call to the ring.
 func (s *Sampler) SampleOnce() {
 	now := s.o.Now().UTC()
+	s.countRegistry(now)
 	c, err := s.read()
 	if err != nil {
 		s.o.Logger.Warn("stats: gather metrics", "err", err)
@@ -122,11 +175,12 @@ func (s *Sampler) SampleOnce() {
 	defer s.mu.Unlock()
 	if s.haveLast {
 		s.ring[s.next] = Sample{
-			Time:           now,
-			Uplinks:        delta(c.uplinks, s.last.uplinks),
-			Errors:         delta(c.errors, s.last.errors),
-			DevicesOnline:  online,
-			DevicesOffline: max(seen-online, 0),
+			Time:              now,
+			Uplinks:           delta(c.uplinks, s.last.uplinks),
+			Errors:            delta(c.errors, s.last.errors),
+			DevicesOnline:     online,
+			DevicesOffline:    max(seen-online, 0),
+			DevicesRegistered: s.registered,
 		}
 		s.next++
 		if s.next == len(s.ring) {
@@ -134,6 +188,34 @@ func (s *Sampler) SampleOnce() {
 		}
 	}
 	s.last, s.haveLast = c, true
+}
+
+// countRegistry recounts the registry when the last count is older than
+// CountEvery; a failed count keeps the previous one (and is logged).
+func (s *Sampler) countRegistry(now time.Time) {
+	if s.o.Registry == nil {
+		return
+	}
+	s.mu.Lock()
+	due := s.registered < 0 || s.changed || now.Sub(s.countedAt) >= s.o.CountEvery
+	if due {
+		s.changed = false // a change during the count marks it again
+	}
+	s.mu.Unlock()
+	if !due {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.Interval)
+	defer cancel()
+	n, err := CountDevices(ctx, s.o.Registry)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.countedAt = now
+	if err != nil {
+		s.o.Logger.Warn("stats: count devices", "err", err)
+		return
+	}
+	s.registered = n
 }
 
 // delta is cur-prev for a counter, cur when the counter went back (reset).

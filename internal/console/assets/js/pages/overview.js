@@ -29,7 +29,8 @@ export async function overview(main, _p, signal) {
       const ups = s.reduce((a, x) => a + x.uplinks, 0);
       fill(tiles,
         tile('devices online', last ? last.devicesOnline : '—', 'tile-online'),
-        tile('devices offline (seen since start)', last ? last.devicesOffline : '—', 'tile-offline'),
+        tile('devices offline', last && last.devicesRegistered >= 0 ? Math.max(0, last.devicesRegistered - last.devicesOnline) : '—', 'tile-offline'),
+        tile('devices registered', last && last.devicesRegistered >= 0 ? last.devicesRegistered : '—', 'tile-registered'),
         tile('uplinks/s (last ' + iv + ' s)', last ? (last.uplinks / iv).toFixed(2) : '—', 'tile-rate'),
         tile('uplinks, last hour', ups, 'tile-uplinks'),
         tile('errors, last hour', errs, 'tile-errors'));
