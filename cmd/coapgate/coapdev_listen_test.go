@@ -7,36 +7,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/config"
 )
 
-var (
-	coapdevOnce sync.Once
-	coapdevBin  string
-	coapdevErr  error
-	coapdevOut  []byte
-)
-
-// buildCoapdev builds cmd/coapdev once per test binary.
+// buildCoapdev builds cmd/coapdev into a directory removed after t.
 func buildCoapdev(t *testing.T) string {
 	t.Helper()
-	coapdevOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "coapdev-bin")
-		if err != nil {
-			coapdevErr = err
-			return
-		}
-		coapdevBin = filepath.Join(dir, "coapdev")
-		coapdevOut, coapdevErr = exec.Command("go", "build", "-o", coapdevBin, "../coapdev").CombinedOutput()
-	})
-	if coapdevErr != nil {
-		t.Fatalf("build coapdev: %v\n%s", coapdevErr, coapdevOut)
+	bin := filepath.Join(t.TempDir(), "coapdev")
+	if out, err := exec.Command("go", "build", "-o", bin, "../coapdev").CombinedOutput(); err != nil {
+		t.Fatalf("build coapdev: %v\n%s", err, out)
 	}
-	return coapdevBin
+	return bin
 }
 
 // listener is a running "coapdev listen" whose stdout lines arrive on lines.
@@ -45,10 +29,10 @@ type listener struct {
 	all   []string
 }
 
-func startListen(t *testing.T, g *testGateway, d device, args ...string) *listener {
+func startListen(t *testing.T, bin string, g *testGateway, d device, args ...string) *listener {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, buildCoapdev(t), append([]string{"listen", "--server", g.s.CoAPAddr().String()}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"listen", "--server", g.s.CoAPAddr().String()}, args...)...)
 	cmd.Env = append(os.Environ(), "COAPDEV_PRODUCT="+d.pk, "COAPDEV_DEVICE="+d.dk, "COAPDEV_SECRET="+d.secret)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -107,10 +91,11 @@ func TestCoapdevListen(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds coapdev")
 	}
+	bin := buildCoapdev(t)
 	t.Run("push", func(t *testing.T) {
 		g := startTestGateway(t)
 		d := g.newDevice("", "meter_1")
-		l := startListen(t, g, d, "--interval", "0", "--reply-data", `{"applied": 1}`)
+		l := startListen(t, bin, g, d, "--interval", "0", "--reply-data", `{"applied": 1}`)
 		l.expect(t, "listening product="+d.pk+" device=meter_1 ")
 		l.expect(t, "uplink seq=1 code=2.04 message-id=")
 		c := g.sendCommand(d, map[string]any{"type": "setProperties", "params": map[string]any{"switch": 1}})
@@ -131,7 +116,7 @@ func TestCoapdevListen(t *testing.T) {
 		g := startTestGateway(t, func(c *config.Config) { c.Commands.Push = false })
 		d := g.newDevice("", "meter_2")
 		c := g.sendCommand(d, map[string]any{"type": "invokeService", "service": "reboot", "params": map[string]any{}})
-		l := startListen(t, g, d, "--interval", "0", "--reply-code", "460", "--reply-data", `"busy"`)
+		l := startListen(t, bin, g, d, "--interval", "0", "--reply-code", "460", "--reply-data", `"busy"`)
 		if got := l.expect(t, "command id="+c.ID+" "); !strings.Contains(got, "method=thing.service.reboot") {
 			t.Fatalf("command line %q", got)
 		}
