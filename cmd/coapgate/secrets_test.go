@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/coapgate/coapgate/internal/pgstore"
+	"github.com/coapgate/coapgate/internal/pgstore/pgtest"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/secretbox"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
@@ -86,5 +89,45 @@ func TestSecretsRotateCommand(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"secrets", "reseal", "--data-dir", dir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "re-encrypted 0") {
 		t.Fatalf("reseal after rotate: %d %q %s", code, out.String(), errb.String())
+	}
+}
+
+// TestSecretsRotateCommandPostgres: the same on PostgreSQL, through the
+// configuration (driver and URL from the environment).
+func TestSecretsRotateCommandPostgres(t *testing.T) {
+	pgURL := pgtest.Schema(t)
+	dir := t.TempDir()
+	for _, k := range []string{"COAPGATE_STORE_SECRET_KEYS", "COAPGATE_STORE_SECRET_KEY_FILE", "COAPGATE_CONFIG"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	t.Setenv("COAPGATE_STORE_DRIVER", "postgres")
+	t.Setenv("COAPGATE_STORE_POSTGRES_URL", pgURL)
+	ctx := context.Background()
+	keys, _, err := secretbox.LoadFile(filepath.Join(dir, "secret.key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pgstore.Open(ctx, pgstore.Options{URL: pgURL, Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateProduct(ctx, registry.Product{ProductKey: "p", ProductSecret: "productsecret1", DataFormat: registry.FormatJSON}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	var out, errb bytes.Buffer
+	if code := run([]string{"secrets", "rotate", "--data-dir", dir}, &out, &errb); code != 0 {
+		t.Fatalf("rotate: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "re-encrypted 1 stored secrets") {
+		t.Fatalf("rotate output %q", out.String())
+	}
+	if strings.Contains(out.String()+errb.String(), pgURL) {
+		t.Fatal("the command printed the PostgreSQL URL")
+	}
+	// The old key alone no longer opens the store.
+	if _, err := pgstore.Open(ctx, pgstore.Options{URL: pgURL, Keys: keys}); !errors.Is(err, pgstore.ErrWrongKey) {
+		t.Fatalf("open with the old key after rotate: %v, want ErrWrongKey", err)
 	}
 }
