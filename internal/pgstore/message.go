@@ -19,7 +19,7 @@ const messageColumns = `id, product_key, device_key, topic, payload, content_for
 // drawing an ID, so IDs become visible in increasing order (see the package
 // documentation).
 func lockLogTx(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockLog); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+lockLogKey+`)`); err != nil {
 		return fmt.Errorf("lock log: %w", err)
 	}
 	return nil

@@ -37,7 +37,9 @@ func waitLockWaiter(t *testing.T, s *Store, done <-chan error) {
 		}
 		var n int
 		if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks
-			WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil {
+			WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND ((classid::bigint << 32) | objid::bigint) = `+lockLogKey).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {

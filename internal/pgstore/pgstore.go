@@ -61,10 +61,12 @@ var (
 // ErrSchemaTooNew means the database was migrated by a newer binary.
 var ErrSchemaTooNew = errors.New("pgstore: database schema is newer than this binary")
 
-// Advisory lock keys (arbitrary constants, "cgat" and a number).
+// Advisory lock keys: SQL expressions hashing the current schema's name
+// with a purpose, so deployments (or tests) in different schemas of one
+// database do not contend for each other's locks.
 const (
-	lockMigrate int64 = 0x63676174_0001
-	lockLog     int64 = 0x63676174_0002
+	lockMigrateKey = `hashtextextended(current_schema() || '/coapgate migrate', 0)`
+	lockLogKey     = `hashtextextended(current_schema() || '/coapgate log', 0)`
 )
 
 // Options configures Open.
