@@ -1,0 +1,541 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/pion/dtls/v3/pkg/crypto/prf"
+	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	pionhs "github.com/pion/dtls/v3/pkg/protocol/handshake"
+)
+
+var (
+	errSeqExhausted  = errors.New("engine: sequence numbers of the epoch exhausted")
+	errUnexpectedCCS = errors.New("engine: change cipher spec in epoch 1")
+)
+
+// Handshake states after the verified ClientHello.
+const (
+	stWaitCKE      = iota + 1 // flight 4 sent, waiting for ClientKeyExchange
+	stWaitFinished            // keys derived, waiting for the client's Finished
+	stDone                    // flight 6 sent
+)
+
+// handshake is the server state of one handshake, allocated only for a
+// ClientHello that carries a valid cookie.
+type handshake struct {
+	addr         netip.AddrPort
+	state        uint8
+	gen          uint32
+	suite        *suite
+	clientRandom [32]byte
+	serverRandom [32]byte
+	ems          bool
+	transcript   []byte
+	recvSeq      uint16 // next message_seq expected from the client
+	sendSeq      uint16 // next message_seq to send
+	seq0         uint64 // next epoch-0 record sequence number to send
+	re           reassembly
+	flight       []outMsg
+	timeout      time.Duration
+	tries        int
+	deadline     time.Time
+	sess         *Session
+	master       []byte
+	early        [][]byte // epoch-1 records that arrived before the keys
+}
+
+// outMsg is one message of a flight: a change cipher spec, or a complete
+// handshake message (header and body) sent in epoch 0 or 1.
+type outMsg struct {
+	ccs   bool
+	epoch uint16
+	msg   []byte
+}
+
+func (h *handshake) nextSeq0() uint64 {
+	s := h.seq0
+	h.seq0++
+	return s
+}
+
+// clientHello answers a ClientHello from an address without a handshake in
+// progress: a HelloVerifyRequest unless it carries a valid cookie, else a
+// new handshake.
+func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
+	f, _, err := splitFragment(r.body)
+	if err != nil || f.typ != htClientHello {
+		e.st.RecordsMalformed++
+		return
+	}
+	if f.off != 0 || len(f.data) != f.length {
+		// A stateless server cannot reassemble; ClientHellos fit a datagram.
+		e.st.HandshakeFailures[reasonFragmentedHell]++
+		return
+	}
+	body := f.data
+	if len(body) < 2+32+1 {
+		e.st.RecordsMalformed++
+		return
+	}
+	p := 34
+	sid := int(body[p])
+	p += 1 + sid
+	if sid > 32 || len(body) < p+1 {
+		e.st.RecordsMalformed++
+		return
+	}
+	cStart := p
+	p += 1 + int(body[p])
+	if len(body) < p {
+		e.st.RecordsMalformed++
+		return
+	}
+	pre, cookie, post := body[:cStart], body[cStart+1:p], body[p:]
+	if body[0] != 0xfe || body[1] > 0xfd {
+		// Offers DTLS 1.0 at most.
+		e.statelessAlert(r.seq, alertProtocolVersion, addr)
+		e.st.HandshakeFailures[ReasonBadVersion]++
+		return
+	}
+	if !e.cookies.verify(cookie, addr, pre, post) {
+		if len(cookie) > 0 {
+			e.st.BadCookies++
+		}
+		e.helloVerify(r.seq, f.seq, addr, pre, post)
+		return
+	}
+	if len(e.hs) >= e.cfg.MaxHandshakes {
+		e.st.HandshakeFailures[ReasonLimit]++
+		return
+	}
+	var ch pionhs.MessageClientHello
+	if err := ch.Unmarshal(body); err != nil {
+		e.statelessAlert(r.seq, alertDecodeError, addr)
+		e.st.HandshakeFailures[ReasonBadMessage]++
+		return
+	}
+	h := &handshake{
+		addr:     addr,
+		seq0:     r.seq, // above every HelloVerifyRequest sent to this client
+		recvSeq:  f.seq + 1,
+		sendSeq:  f.seq,
+		timeout:  e.cfg.RetransmitInitial,
+		deadline: now.Add(e.cfg.HandshakeTimeout),
+	}
+	e.st.HandshakeStates++
+	e.hs[addr] = h
+	h.clientRandom = ch.Random.MarshalFixed()
+
+	for _, id := range e.cfg.Suites {
+		if slices.Contains(ch.CipherSuiteIDs, id) {
+			h.suite = suites[id]
+			break
+		}
+	}
+	if h.suite == nil {
+		e.fail(h, ReasonNoSuite, alertHandshakeFailure)
+		return
+	}
+	nullCompression := false
+	for _, c := range ch.CompressionMethods {
+		if c.ID == 0 {
+			nullCompression = true
+		}
+	}
+	if !nullCompression {
+		e.fail(h, ReasonBadMessage, alertIllegalParameter)
+		return
+	}
+	secureReneg := slices.Contains(ch.CipherSuiteIDs, tlsEmptyRenegotiationInfoSCSV)
+	for _, x := range ch.Extensions {
+		switch x := x.(type) {
+		case *extension.UseExtendedMasterSecret:
+			h.ems = x.Supported
+		case *extension.RenegotiationInfo:
+			if x.RenegotiatedConnection != 0 {
+				// Non-empty renegotiated_connection in an initial handshake
+				// (RFC 5746 §3.6).
+				e.fail(h, ReasonBadMessage, alertHandshakeFailure)
+				return
+			}
+			secureReneg = true
+		}
+	}
+	if _, err := e.cfg.Rand.Read(h.serverRandom[:]); err != nil {
+		e.fail(h, ReasonBadMessage, alertInternalError)
+		return
+	}
+	var exts []extension.Extension
+	if secureReneg {
+		exts = append(exts, &extension.RenegotiationInfo{})
+	}
+	if h.ems {
+		exts = append(exts, &extension.UseExtendedMasterSecret{Supported: true})
+	}
+	var rnd pionhs.Random
+	rnd.UnmarshalFixed(h.serverRandom)
+	id := h.suite.id
+	sh := pionhs.MessageServerHello{
+		Version:           protocol.Version1_2,
+		Random:            rnd,
+		CipherSuiteID:     &id,
+		CompressionMethod: &protocol.CompressionMethod{},
+		Extensions:        exts,
+	}
+	shBody, err := sh.Marshal()
+	if err != nil {
+		e.fail(h, ReasonBadMessage, alertInternalError)
+		return
+	}
+	h.transcript = append(h.transcript, handshakeMessage(htClientHello, f.seq, body)...)
+	shMsg := handshakeMessage(htServerHello, h.sendSeq, shBody)
+	h.sendSeq++
+	doneMsg := handshakeMessage(htServerHelloDone, h.sendSeq, nil)
+	h.sendSeq++
+	h.transcript = append(h.transcript, shMsg...)
+	h.transcript = append(h.transcript, doneMsg...)
+	h.flight = []outMsg{{msg: shMsg}, {msg: doneMsg}}
+	h.state = stWaitCKE
+	e.sendFlight(h)
+	e.armHandshake(h, now)
+}
+
+// helloVerify sends a HelloVerifyRequest with the record sequence number of
+// the ClientHello (RFC 6347 §4.2.1) and keeps nothing.
+func (e *Engine) helloVerify(recSeq uint64, msgSeq uint16, addr netip.AddrPort, pre, post []byte) {
+	c := e.cookies.make(addr, pre, post)
+	// HelloVerifyRequest: server_version (DTLS 1.0, RFC 6347 §4.2.1), cookie<0..2^8-1>.
+	body := make([]byte, 0, 3+cookieLen)
+	body = append(body, 0xfe, 0xff, cookieLen)
+	body = append(body, c[:]...)
+	msg := handshakeMessage(htHelloVerifyRequest, msgSeq, body)
+	b := make([]byte, recordHeaderLen+len(msg))
+	putRecordHeader(b, ctHandshake, 0, recSeq, len(msg))
+	copy(b[recordHeaderLen:], msg)
+	e.cfg.Send(b, addr)
+	e.st.HelloVerifyRequests++
+}
+
+// statelessAlert sends a fatal epoch-0 alert to a client without state.
+func (e *Engine) statelessAlert(recSeq uint64, desc byte, addr netip.AddrPort) {
+	b := make([]byte, recordHeaderLen+2)
+	putRecordHeader(b, ctAlert, 0, recSeq, 2)
+	b[13], b[14] = alertFatal, desc
+	e.cfg.Send(b, addr)
+}
+
+// handshakeRecord processes a record from a client with a handshake in
+// progress.
+func (e *Engine) handshakeRecord(h *handshake, r *record, now time.Time) {
+	switch {
+	case r.epoch == 0 && r.typ == ctHandshake:
+		retrans := false
+		for body := r.body; len(body) > 0; {
+			f, rest, err := splitFragment(body)
+			if err != nil {
+				e.st.RecordsMalformed++
+				return
+			}
+			body = rest
+			switch {
+			case f.seq < h.recvSeq:
+				retrans = true
+			case f.seq > h.recvSeq:
+				e.st.RecordsDropped++ // ahead of the next expected message
+			default:
+				done, err := h.re.add(f.typ, f.length, f.off, f.data, e.cfg.MaxHandshakeMessage)
+				if errors.Is(err, errFragmentTooLarge) {
+					e.st.RecordsMalformed++
+					e.fail(h, ReasonBadMessage, alertIllegalParameter)
+					return
+				}
+				if err != nil {
+					// Start this message over: the genuine client's
+					// retransmission reassembles it afresh.
+					e.st.RecordsMalformed++
+					h.re = reassembly{}
+					continue
+				}
+				if done {
+					typ, msg := h.re.typ, h.re.buf
+					h.re = reassembly{}
+					h.recvSeq++
+					e.handshakeMessage(h, typ, f.seq, msg, now)
+					if e.hs[h.addr] != h {
+						return
+					}
+				}
+			}
+		}
+		if retrans && h.state == stWaitCKE {
+			e.sendFlight(h)
+			e.st.Retransmits++
+		}
+	case r.epoch == 0 && r.typ == ctChangeCipherSpec:
+		// The switch to epoch 1 is implied by the records' epoch.
+	case r.epoch == 0 && r.typ == ctAlert:
+		if len(r.body) >= 2 && (r.body[0] == alertFatal || r.body[1] == alertCloseNotify) {
+			e.fail(h, ReasonPeerAlert, -1)
+		}
+	case r.epoch == 1 && r.typ == ctHandshake && h.state == stWaitCKE:
+		if len(h.early) < 2 {
+			h.early = append(h.early, slices.Clone(r.raw))
+		} else {
+			e.st.RecordsDropped++
+		}
+	case r.epoch == 1 && r.typ == ctHandshake && h.state == stWaitFinished:
+		e.clientFinished(h, r, now)
+	default:
+		if s := e.sessions[h.addr]; s != nil && r.epoch == 1 {
+			e.sessionRecord(s, r, now) // the previous association's traffic
+			return
+		}
+		e.st.RecordsDropped++
+	}
+}
+
+// handshakeMessage processes a complete handshake message in order.
+func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byte, now time.Time) {
+	if h.state != stWaitCKE || typ != htClientKeyExchange {
+		e.fail(h, ReasonBadMessage, alertUnexpectedMessage)
+		return
+	}
+	// ClientKeyExchange for PSK: psk_identity<0..2^16-1> (RFC 4279 §2).
+	if len(body) < 2 || int(binary.BigEndian.Uint16(body)) != len(body)-2 {
+		e.fail(h, ReasonBadMessage, alertDecodeError)
+		return
+	}
+	identity := slices.Clone(body[2:])
+	var key []byte
+	if e.cfg.PSK != nil {
+		k, err := e.cfg.PSK(identity, h.addr)
+		if err == nil {
+			key = k
+		}
+	}
+	if len(key) == 0 {
+		e.fail(h, ReasonUnknownPSK, alertUnknownPSKIdentity)
+		return
+	}
+	h.transcript = append(h.transcript, handshakeMessage(htClientKeyExchange, seq, body)...)
+	pms := prf.PSKPreMasterSecret(key)
+	var err error
+	if h.ems {
+		sum := sha256.Sum256(h.transcript)
+		h.master, err = prf.ExtendedMasterSecret(pms, sum[:], prfHash)
+	} else {
+		h.master, err = prf.MasterSecret(pms, h.clientRandom[:], h.serverRandom[:], prfHash)
+	}
+	clear(pms)
+	if err != nil {
+		e.fail(h, ReasonBadMessage, alertInternalError)
+		return
+	}
+	kb, err := h.suite.keyBlock(h.master, h.clientRandom[:], h.serverRandom[:])
+	if err != nil {
+		e.fail(h, ReasonBadMessage, alertInternalError)
+		return
+	}
+	c, err := h.suite.newCipher(kb)
+	if err != nil {
+		e.fail(h, ReasonBadMessage, alertInternalError)
+		return
+	}
+	h.sess = &Session{addr: h.addr, identity: identity, suite: h.suite, cipher: c}
+	h.state = stWaitFinished
+	early := h.early
+	h.early = nil
+	for _, raw := range early {
+		r, _, err := splitRecord(raw)
+		if err != nil || e.hs[h.addr] != h {
+			return
+		}
+		e.handshakeRecord(h, &r, now)
+	}
+}
+
+// clientFinished verifies the client's Finished and completes the
+// handshake with the server's ChangeCipherSpec and Finished.
+func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
+	s := h.sess
+	if !s.win.check(r.seq) {
+		e.st.RecordsReplayed++
+		return
+	}
+	pt, err := s.open(r)
+	if err != nil {
+		// Wrong key: tell the client now rather than let it retransmit.
+		e.st.RecordsBadMAC++
+		e.fail(h, ReasonBadFinished, alertBadRecordMAC)
+		return
+	}
+	s.win.mark(r.seq)
+	f, rest, err := splitFragment(pt)
+	if err != nil || len(rest) != 0 || f.typ != htFinished || f.seq != h.recvSeq || f.off != 0 || f.length != 12 || len(f.data) != 12 {
+		e.fail(h, ReasonBadMessage, alertUnexpectedMessage)
+		return
+	}
+	want, err := prf.VerifyDataClient(h.master, h.transcript, prfHash)
+	if err != nil || subtle.ConstantTimeCompare(want, f.data) != 1 {
+		e.fail(h, ReasonBadFinished, alertDecryptError)
+		return
+	}
+	if old := e.sessions[h.addr]; old == nil && len(e.sessions) >= e.cfg.MaxSessions {
+		e.fail(h, ReasonLimitSessions, alertInternalError)
+		return
+	}
+	h.recvSeq++
+	h.transcript = append(h.transcript, handshakeMessage(htFinished, f.seq, f.data)...)
+	sv, err := prf.VerifyDataServer(h.master, h.transcript, prfHash)
+	if err != nil {
+		e.fail(h, ReasonBadMessage, alertInternalError)
+		return
+	}
+	fin := handshakeMessage(htFinished, h.sendSeq, sv)
+	h.sendSeq++
+	h.flight = []outMsg{{ccs: true}, {epoch: 1, msg: fin}}
+	h.transcript, h.master = nil, nil
+	h.state = stDone
+	delete(e.hs, h.addr)
+	h.gen++
+	e.sendFlight(h)
+
+	if old := e.sessions[h.addr]; old != nil {
+		e.closeSession(old, ReasonReplaced)
+	}
+	s.hs = h
+	s.lastSeen = now
+	e.sessions[h.addr] = s
+	e.st.HandshakesDone++
+	e.pushTimer(timer{at: now.Add(e.cfg.HandshakeTimeout), addr: h.addr, kind: timerRetain, gen: h.gen})
+	e.pushTimer(timer{at: now.Add(e.cfg.IdleTimeout), addr: h.addr, kind: timerIdle, gen: s.gen})
+}
+
+// sendFlight (re)transmits the handshake's last flight: each handshake
+// message fragmented to fit the MTU, records packed into datagrams of at
+// most MTU bytes, every record with a fresh sequence number.
+func (e *Engine) sendFlight(h *handshake) {
+	mtu := e.cfg.MTU
+	e.out = e.out[:0]
+	add := func(rec []byte) {
+		if len(e.out) > 0 && len(e.out)+len(rec) > mtu {
+			e.flush(h.addr)
+		}
+		e.out = append(e.out, rec...)
+	}
+	for _, m := range h.flight {
+		if m.ccs {
+			b := make([]byte, recordHeaderLen+1)
+			putRecordHeader(b, ctChangeCipherSpec, 0, h.nextSeq0(), 1)
+			b[13] = 1
+			add(b)
+			continue
+		}
+		overhead := recordHeaderLen + handshakeHeaderLen
+		if m.epoch == 1 {
+			overhead += h.suite.overhead
+		}
+		room := mtu - overhead
+		body := m.msg[handshakeHeaderLen:]
+		for off := 0; off == 0 || off < len(body); {
+			n := min(room, len(body)-off)
+			frag := make([]byte, handshakeHeaderLen+n)
+			copy(frag, m.msg[:handshakeHeaderLen])
+			put24(frag[6:], off)
+			put24(frag[9:], n)
+			copy(frag[handshakeHeaderLen:], body[off:off+n])
+			if m.epoch == 0 {
+				b := make([]byte, recordHeaderLen+len(frag))
+				putRecordHeader(b, ctHandshake, 0, h.nextSeq0(), len(frag))
+				copy(b[recordHeaderLen:], frag)
+				add(b)
+			} else {
+				b, err := h.sess.seal(ctHandshake, frag)
+				if err != nil {
+					return
+				}
+				add(b)
+			}
+			off += n
+			if n == 0 {
+				break
+			}
+		}
+	}
+	e.flush(h.addr)
+}
+
+func (e *Engine) flush(addr netip.AddrPort) {
+	if len(e.out) == 0 {
+		return
+	}
+	b := slices.Clone(e.out)
+	e.out = e.out[:0]
+	e.cfg.Send(b, addr)
+}
+
+func (e *Engine) pushTimer(t timer) { heapPush(&e.timers, t) }
+
+// sessionRecord processes an epoch-1 record of an established session.
+func (e *Engine) sessionRecord(s *Session, r *record, now time.Time) {
+	if r.epoch != 1 || r.typ == ctChangeCipherSpec {
+		e.st.RecordsDropped++
+		return
+	}
+	if !s.win.check(r.seq) {
+		e.st.RecordsReplayed++
+		return
+	}
+	pt, err := s.open(r)
+	if err != nil {
+		// Invalid records are discarded silently (RFC 6347 §4.1.2.7).
+		e.st.RecordsBadMAC++
+		return
+	}
+	s.win.mark(r.seq)
+	s.lastSeen = now
+	switch r.typ {
+	case ctApplicationData:
+		s.hs = nil // the client has the server's Finished
+		e.deliver = append(e.deliver, delivery{s, pt})
+	case ctAlert:
+		if len(pt) != 2 {
+			e.st.RecordsMalformed++
+			return
+		}
+		switch {
+		case pt[1] == alertCloseNotify:
+			if rec, err := s.seal(ctAlert, []byte{alertWarning, alertCloseNotify}); err == nil {
+				e.cfg.Send(rec, s.addr)
+			}
+			e.closeSession(s, ClosePeer)
+		case pt[0] == alertFatal:
+			e.closeSession(s, CloseFatal)
+		}
+	case ctHandshake:
+		f, _, err := splitFragment(pt)
+		switch {
+		case err != nil:
+			e.st.RecordsMalformed++
+		case f.typ == htFinished && s.hs != nil:
+			e.sendFlight(s.hs) // our Finished was lost
+			e.st.Retransmits++
+		case f.typ == htClientHello:
+			e.st.Renegotiations++
+			if rec, err := s.seal(ctAlert, []byte{alertWarning, alertNoRenegotiation}); err == nil {
+				e.cfg.Send(rec, s.addr)
+			}
+		default:
+			e.st.RecordsDropped++
+		}
+	default:
+		e.st.RecordsDropped++
+	}
+}
