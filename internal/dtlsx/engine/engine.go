@@ -95,7 +95,7 @@ type Stats struct {
 	HandshakesActive    int    // handshakes in progress now
 	HandshakesDone      uint64 // handshakes completed
 	HandshakeFailures   map[string]uint64
-	Sessions            int    // established sessions now
+	Sessions            int // established sessions now
 	SessionsClosed      map[string]uint64
 	Retransmits         uint64 // flights retransmitted
 	RecordsBadMAC       uint64 // records failing authentication

@@ -13,11 +13,11 @@ import (
 
 // Cipher suite identifiers (IANA TLS Cipher Suites registry).
 const (
-	TLS_PSK_WITH_AES_128_CCM_8       uint16 = 0xC0A8 //nolint:revive // IANA names
-	TLS_PSK_WITH_AES_128_CBC_SHA256  uint16 = 0x00AE //nolint:revive
-	TLS_PSK_WITH_AES_128_CBC_SHA     uint16 = 0x008C //nolint:revive
-	TLS_PSK_WITH_AES_256_CBC_SHA     uint16 = 0x008D //nolint:revive
-	tlsEmptyRenegotiationInfoSCSV    uint16 = 0x00FF
+	TLS_PSK_WITH_AES_128_CCM_8      uint16 = 0xC0A8 //nolint:revive // IANA names
+	TLS_PSK_WITH_AES_128_CBC_SHA256 uint16 = 0x00AE //nolint:revive
+	TLS_PSK_WITH_AES_128_CBC_SHA    uint16 = 0x008C //nolint:revive
+	TLS_PSK_WITH_AES_256_CBC_SHA    uint16 = 0x008D //nolint:revive
+	tlsEmptyRenegotiationInfoSCSV   uint16 = 0x00FF
 )
 
 // DefaultSuites is the server's preference order when Config.Suites is empty.
