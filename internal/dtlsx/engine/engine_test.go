@@ -33,6 +33,17 @@ type liveServer struct {
 
 func startServer(t *testing.T, cfg Config) *liveServer {
 	t.Helper()
+	var e *Engine
+	if cfg.OnData == nil {
+		cfg.OnData = func(s *Session, b []byte) { _ = e.Write(s.Addr(), b) }
+	}
+	return startServerWith(t, cfg, func(x *Engine) { e = x })
+}
+
+// startServerWith serves an engine built from cfg; set receives it before
+// any datagram is handled.
+func startServerWith(t *testing.T, cfg Config, set func(*Engine)) *liveServer {
+	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -41,12 +52,11 @@ func startServer(t *testing.T, cfg Config) *liveServer {
 		cfg.PSK = testPSK
 	}
 	cfg.Send = func(b []byte, a netip.AddrPort) { _, _ = conn.WriteToUDPAddrPort(b, a) }
-	var e *Engine
-	cfg.OnData = func(s *Session, b []byte) { _ = e.Write(s.Addr(), b) }
-	e, err = New(cfg, time.Now())
+	e, err := New(cfg, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
+	set(e)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os/exec"
 	"strings"
@@ -126,5 +127,79 @@ func TestOpenSSLWrongPSKFailsFast(t *testing.T) {
 	st := ts.e.Stats()
 	if st.HandshakeFailures[ReasonBadFinished] != 1 || st.HandshakesActive != 0 || st.HandshakesDone != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// coapResponder answers every confirmable CoAP request with an ACK 2.05
+// carrying "ok" (RFC 7252 §3), enough for coap-client to finish.
+func coapResponder(e **Engine) func(*Session, []byte) {
+	return func(s *Session, b []byte) {
+		if len(b) < 4 || b[0]>>6 != 1 || (b[0]>>4)&3 != 0 {
+			return
+		}
+		tkl := int(b[0] & 0x0f)
+		if len(b) < 4+tkl {
+			return
+		}
+		resp := []byte{0x60 | byte(tkl), 0x45, b[2], b[3]}
+		resp = append(resp, b[4:4+tkl]...)
+		resp = append(resp, 0xff, 'o', 'k')
+		_ = (*e).Write(s.Addr(), resp)
+	}
+}
+
+func startCoAPServer(t *testing.T, cfg Config) *liveServer {
+	t.Helper()
+	var e *Engine
+	cfg.OnData = coapResponder(&e)
+	ts := startServerWith(t, cfg, func(x *Engine) { e = x })
+	return ts
+}
+
+func TestLibcoapClientPSK(t *testing.T) {
+	for _, tool := range []struct{ bin, pkg string }{{"coap-client-openssl", "libcoap3-bin"}, {"coap-client-gnutls", "libcoap3-bin"}} {
+		t.Run(tool.bin, func(t *testing.T) {
+			bin := needTool(t, tool.bin, tool.pkg)
+			onClose, closed := closeWatcher()
+			ts := startCoAPServer(t, Config{OnClose: onClose})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, "-B", "5", "-u", "dev1", "-k", string(testKey), "-m", "get",
+				"coaps://"+ts.addr.String()+"/x").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "ok" {
+				t.Fatalf("%s: %v\n%s", tool.bin, err, out)
+			}
+			waitReason(t, closed, ClosePeer)
+			if st := ts.e.Stats(); st.HandshakesDone != 1 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+func TestGnuTLSClientPSK(t *testing.T) {
+	bin := needTool(t, "gnutls-cli", "gnutls-bin")
+	for _, tc := range []struct{ cipher, desc string }{
+		{"AES-128-CCM-8", "(PSK)-(AES-128-CCM-8)"},
+		{"AES-128-CBC:+SHA256", "(PSK)-(AES-128-CBC)-(SHA256)"},
+		{"AES-128-CBC:+SHA1", "(PSK)-(AES-128-CBC)-(SHA1)"},
+		{"AES-256-CBC:+SHA1", "(PSK)-(AES-256-CBC)-(SHA1)"},
+	} {
+		t.Run(tc.cipher, func(t *testing.T) {
+			onClose, closed := closeWatcher()
+			ts := startServer(t, Config{OnClose: onClose})
+			prio := "NONE:+VERS-DTLS1.2:+PSK:+CIPHER-ALL:+MAC-ALL:+COMP-NULL:+SIGN-ALL:+CTYPE-X509:-CIPHER-ALL:+" + tc.cipher
+			if !strings.Contains(tc.cipher, ":") {
+				prio += ":+AEAD"
+			}
+			out := runInteractive(t, bin, []string{"--udp", "--insecure", "--pskusername", "dev1", "--pskkey", hex.EncodeToString(testKey),
+				"--priority", prio, "-p", fmt.Sprint(ts.addr.Port), "127.0.0.1"},
+				"Handshake was completed", "ping-gnutls")
+			waitReason(t, closed, ClosePeer)
+			st := ts.e.Stats()
+			if st.HandshakesDone != 1 || !strings.Contains(out, tc.desc) || !strings.Contains(out, "extended master secret, safe renegotiation") {
+				t.Fatalf("stats %+v\n%s", st, out)
+			}
+		})
 	}
 }
