@@ -17,14 +17,14 @@ import (
 // harness drives an engine directly with a fake clock; whatever the engine
 // sends is collected per address.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	e    *Engine
 	now  time.Time
 	sent map[netip.AddrPort][][]byte
 	data map[netip.AddrPort][][]byte
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, now: time.Unix(1_800_000_000, 0), sent: map[netip.AddrPort][][]byte{}, data: map[netip.AddrPort][][]byte{}}
 	if cfg.PSK == nil {
@@ -55,23 +55,23 @@ func (h *harness) advance(d time.Duration) {
 // tclient is a scripted DTLS 1.2 PSK client built from the same pion
 // codecs, able to send what a real client would not.
 type tclient struct {
-	h         *harness
-	addr      netip.AddrPort
-	suites    []uint16
-	ems       bool
-	key       []byte
-	identity  string
-	seq0      uint64
-	msgSeq    uint16
-	cr, sr    [32]byte
-	cookie    []byte
-	chBody    []byte
-	trans     []byte
-	suite     *suite
-	master    []byte
-	sess      *Session // client-side record protection
-	srvSeq    uint16
-	kb        []byte
+	h        *harness
+	addr     netip.AddrPort
+	suites   []uint16
+	ems      bool
+	key      []byte
+	identity string
+	seq0     uint64
+	msgSeq   uint16
+	cr, sr   [32]byte
+	cookie   []byte
+	chBody   []byte
+	trans    []byte
+	suite    *suite
+	master   []byte
+	sess     *Session // client-side record protection
+	srvSeq   uint16
+	kb       []byte
 }
 
 func newClient(h *harness, port uint16) *tclient {
@@ -183,7 +183,7 @@ func (c *tclient) flight4() {
 
 // reassembleAll joins the handshake fragments of records into whole
 // messages (in the unfragmented encoding), in message_seq order.
-func reassembleAll(t *testing.T, pts [][]byte) [][]byte {
+func reassembleAll(t testing.TB, pts [][]byte) [][]byte {
 	t.Helper()
 	byseq := map[uint16]*reassembly{}
 	var order []uint16
@@ -249,7 +249,7 @@ func (c *tclient) keyExchange() (cke, ccs, fin []byte) {
 	return cke, ccs, fin
 }
 
-func clientCipher(t *testing.T, s *suite, kb []byte) recordCipher {
+func clientCipher(t testing.TB, s *suite, kb []byte) recordCipher {
 	take := func(n int) []byte { b := kb[:n:n]; kb = kb[n:]; return b }
 	cMAC, sMAC := take(s.macLen), take(s.macLen)
 	cKey, sKey := take(s.keyLen), take(s.keyLen)
