@@ -40,6 +40,10 @@ type Config struct {
 	OnData func(s *Session, b []byte)
 	// OnClose is called (without the lock) when a session ends.
 	OnClose func(s *Session, reason string)
+	// ConnectionID enables RFC 9146 Connection IDs: a client that offers
+	// the extension gets an 8-byte CID, so that its session survives a
+	// change of address (NAT rebinding).
+	ConnectionID bool
 	// MTU bounds every datagram the engine sends [1200].
 	MTU int
 	// MaxHandshakeMessage bounds the declared length of a handshake
@@ -103,6 +107,7 @@ type Stats struct {
 	RecordsMalformed    uint64 // records or fragments rejected by parsing
 	RecordsDropped      uint64 // well-formed records with no use in the current state
 	Renegotiations      uint64 // renegotiation attempts refused
+	Migrations          uint64 // sessions moved to a new address by a CID record
 }
 
 // Engine is a DTLS 1.2 server.
@@ -113,6 +118,8 @@ type Engine struct {
 	cookies  *cookieJar
 	hs       map[netip.AddrPort]*handshake
 	sessions map[netip.AddrPort]*Session
+	byCID    map[string]*Session
+	cidLen   int
 	timers   timerHeap
 	st       Stats
 	out      []byte // datagram under construction
@@ -169,8 +176,14 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
+	cidLen := 0
+	if cfg.ConnectionID {
+		cidLen = cidSize
+	}
 	return &Engine{
 		cfg:      cfg,
+		cidLen:   cidLen,
+		byCID:    make(map[string]*Session),
 		cookies:  newCookieJar(now, cfg.CookieRotate),
 		hs:       make(map[netip.AddrPort]*handshake),
 		sessions: make(map[netip.AddrPort]*Session),
@@ -208,7 +221,7 @@ func (e *Engine) HandleDatagram(b []byte, addr netip.AddrPort, now time.Time) {
 	e.mu.Lock()
 	e.cookies.rotate(now)
 	for len(b) > 0 {
-		r, rest, err := splitRecord(b)
+		r, rest, err := splitRecord(b, e.cidLen)
 		if err != nil {
 			e.st.RecordsMalformed++
 			break
@@ -242,6 +255,18 @@ func (e *Engine) unlockAndNotify() {
 }
 
 func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
+	if r.typ == ctCID {
+		if h := e.hs[addr]; h != nil && h.sess != nil && string(h.sess.rcid) == string(r.cid) {
+			e.handshakeRecord(h, r, now) // the client's Finished
+			return
+		}
+		if s := e.byCID[string(r.cid)]; s != nil {
+			e.sessionRecord(s, r, addr, now)
+			return
+		}
+		e.st.RecordsDropped++
+		return
+	}
 	if h := e.hs[addr]; h != nil {
 		e.handshakeRecord(h, r, now)
 		return
@@ -262,7 +287,7 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 		return
 	}
 	if s := e.sessions[addr]; s != nil {
-		e.sessionRecord(s, r, now)
+		e.sessionRecord(s, r, addr, now)
 		return
 	}
 	e.st.RecordsDropped++
@@ -282,6 +307,9 @@ func (e *Engine) fail(h *handshake, reason string, desc int) {
 func (e *Engine) closeSession(s *Session, reason string) {
 	if e.sessions[s.addr] == s {
 		delete(e.sessions, s.addr)
+	}
+	if len(s.rcid) > 0 && e.byCID[string(s.rcid)] == s {
+		delete(e.byCID, string(s.rcid))
 	}
 	s.closed = true
 	s.hs = nil
@@ -327,8 +355,8 @@ func (e *Engine) NextDeadline() time.Time {
 func (e *Engine) fire(t timer, now time.Time) {
 	switch t.kind {
 	case timerHandshake:
-		h := e.hs[t.addr]
-		if h == nil || h.gen != t.gen {
+		h := t.h
+		if e.hs[h.addr] != h || h.gen != t.gen {
 			return
 		}
 		if !now.Before(h.deadline) || h.tries >= e.cfg.MaxRetransmits {
@@ -341,17 +369,16 @@ func (e *Engine) fire(t timer, now time.Time) {
 		e.st.Retransmits++
 		e.armHandshake(h, now)
 	case timerRetain:
-		s := e.sessions[t.addr]
-		if s != nil && s.hs != nil && s.hs.gen == t.gen {
+		if s := t.s; s.hs != nil && s.hs.gen == t.gen {
 			s.hs = nil
 		}
 	case timerIdle:
-		s := e.sessions[t.addr]
-		if s == nil || s.gen != t.gen {
+		s := t.s
+		if s.closed {
 			return
 		}
 		if at := s.lastSeen.Add(e.cfg.IdleTimeout); at.After(now) {
-			e.pushTimer(timer{at: at, addr: s.addr, kind: timerIdle, gen: s.gen})
+			e.pushTimer(timer{at: at, s: s, kind: timerIdle})
 			return
 		}
 		e.closeSession(s, CloseIdle)
@@ -365,7 +392,7 @@ func (e *Engine) armHandshake(h *handshake, now time.Time) {
 	if at.After(h.deadline) {
 		at = h.deadline
 	}
-	e.pushTimer(timer{at: at, addr: h.addr, kind: timerHandshake, gen: h.gen})
+	e.pushTimer(timer{at: at, h: h, kind: timerHandshake, gen: h.gen})
 }
 
 // Write sends b as one application data record to the session of addr.
@@ -411,7 +438,8 @@ const (
 
 type timer struct {
 	at   time.Time
-	addr netip.AddrPort
+	h    *handshake // timerHandshake
+	s    *Session   // timerRetain, timerIdle
 	kind uint8
 	gen  uint32
 }

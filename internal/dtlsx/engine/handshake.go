@@ -48,6 +48,7 @@ type handshake struct {
 	deadline     time.Time
 	sess         *Session
 	master       []byte
+	rcid, wcid   []byte // connection IDs (RFC 9146): ours, the client's
 	early        [][]byte // epoch-1 records that arrived before the keys
 }
 
@@ -158,6 +159,11 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 		switch x := x.(type) {
 		case *extension.UseExtendedMasterSecret:
 			h.ems = x.Supported
+		case *extension.ConnectionID:
+			if e.cfg.ConnectionID {
+				h.wcid = slices.Clone(x.CID)
+				h.rcid = e.newCID()
+			}
 		case *extension.RenegotiationInfo:
 			if x.RenegotiatedConnection != 0 {
 				// Non-empty renegotiated_connection in an initial handshake
@@ -178,6 +184,9 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 	}
 	if h.ems {
 		exts = append(exts, &extension.UseExtendedMasterSecret{Supported: true})
+	}
+	if h.rcid != nil {
+		exts = append(exts, &extension.ConnectionID{CID: h.rcid})
 	}
 	var rnd pionhs.Random
 	rnd.UnmarshalFixed(h.serverRandom)
@@ -284,17 +293,17 @@ func (e *Engine) handshakeRecord(h *handshake, r *record, now time.Time) {
 		if len(r.body) >= 2 && (r.body[0] == alertFatal || r.body[1] == alertCloseNotify) {
 			e.fail(h, ReasonPeerAlert, -1)
 		}
-	case r.epoch == 1 && r.typ == ctHandshake && h.state == stWaitCKE:
+	case r.epoch == 1 && (r.typ == ctHandshake || r.typ == ctCID) && h.state == stWaitCKE:
 		if len(h.early) < 2 {
 			h.early = append(h.early, slices.Clone(r.raw))
 		} else {
 			e.st.RecordsDropped++
 		}
-	case r.epoch == 1 && r.typ == ctHandshake && h.state == stWaitFinished:
+	case r.epoch == 1 && (r.typ == ctHandshake || r.typ == ctCID) && h.state == stWaitFinished:
 		e.clientFinished(h, r, now)
 	default:
 		if s := e.sessions[h.addr]; s != nil && r.epoch == 1 {
-			e.sessionRecord(s, r, now) // the previous association's traffic
+			e.sessionRecord(s, r, h.addr, now) // the previous association's traffic
 			return
 		}
 		e.st.RecordsDropped++
@@ -348,12 +357,12 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 		e.fail(h, ReasonBadMessage, alertInternalError)
 		return
 	}
-	h.sess = &Session{addr: h.addr, identity: identity, suite: h.suite, cipher: c}
+	h.sess = &Session{addr: h.addr, identity: identity, suite: h.suite, cipher: c, rcid: h.rcid, wcid: h.wcid}
 	h.state = stWaitFinished
 	early := h.early
 	h.early = nil
 	for _, raw := range early {
-		r, _, err := splitRecord(raw)
+		r, _, err := splitRecord(raw, e.cidLen)
 		if err != nil || e.hs[h.addr] != h {
 			return
 		}
@@ -369,7 +378,7 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 		e.st.RecordsReplayed++
 		return
 	}
-	pt, err := s.open(r)
+	typ, pt, err := s.open(r)
 	if err != nil {
 		// Wrong key: tell the client now rather than let it retransmit.
 		e.st.RecordsBadMAC++
@@ -378,7 +387,7 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 	}
 	s.win.mark(r.seq)
 	f, rest, err := splitFragment(pt)
-	if err != nil || len(rest) != 0 || f.typ != htFinished || f.seq != h.recvSeq || f.off != 0 || f.length != 12 || len(f.data) != 12 {
+	if err != nil || typ != ctHandshake || len(rest) != 0 || f.typ != htFinished || f.seq != h.recvSeq || f.off != 0 || f.length != 12 || len(f.data) != 12 {
 		e.fail(h, ReasonBadMessage, alertUnexpectedMessage)
 		return
 	}
@@ -413,9 +422,12 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 	s.hs = h
 	s.lastSeen = now
 	e.sessions[h.addr] = s
+	if len(s.rcid) > 0 {
+		e.byCID[string(s.rcid)] = s
+	}
 	e.st.HandshakesDone++
-	e.pushTimer(timer{at: now.Add(e.cfg.HandshakeTimeout), addr: h.addr, kind: timerRetain, gen: h.gen})
-	e.pushTimer(timer{at: now.Add(e.cfg.IdleTimeout), addr: h.addr, kind: timerIdle, gen: s.gen})
+	e.pushTimer(timer{at: now.Add(e.cfg.HandshakeTimeout), s: s, kind: timerRetain, gen: h.gen})
+	e.pushTimer(timer{at: now.Add(e.cfg.IdleTimeout), s: s, kind: timerIdle})
 }
 
 // sendFlight (re)transmits the handshake's last flight: each handshake
@@ -481,10 +493,36 @@ func (e *Engine) flush(addr netip.AddrPort) {
 	e.cfg.Send(b, addr)
 }
 
+// newCID returns a connection ID no session uses.
+func (e *Engine) newCID() []byte {
+	for {
+		c := make([]byte, cidSize)
+		if _, err := e.cfg.Rand.Read(c); err != nil {
+			return nil
+		}
+		if e.byCID[string(c)] == nil {
+			return c
+		}
+	}
+}
+
+// moveSession rebinds s to a new peer address.
+func (e *Engine) moveSession(s *Session, to netip.AddrPort) {
+	if e.sessions[s.addr] == s {
+		delete(e.sessions, s.addr)
+	}
+	if other := e.sessions[to]; other != nil {
+		e.closeSession(other, ReasonReplaced)
+	}
+	s.addr = to
+	e.sessions[to] = s
+	e.st.Migrations++
+}
+
 func (e *Engine) pushTimer(t timer) { heapPush(&e.timers, t) }
 
 // sessionRecord processes an epoch-1 record of an established session.
-func (e *Engine) sessionRecord(s *Session, r *record, now time.Time) {
+func (e *Engine) sessionRecord(s *Session, r *record, from netip.AddrPort, now time.Time) {
 	if r.epoch != 1 || r.typ == ctChangeCipherSpec {
 		e.st.RecordsDropped++
 		return
@@ -493,15 +531,21 @@ func (e *Engine) sessionRecord(s *Session, r *record, now time.Time) {
 		e.st.RecordsReplayed++
 		return
 	}
-	pt, err := s.open(r)
+	typ, pt, err := s.open(r)
 	if err != nil {
 		// Invalid records are discarded silently (RFC 6347 §4.1.2.7).
 		e.st.RecordsBadMAC++
 		return
 	}
+	newest := !s.win.any || r.seq > s.win.top
 	s.win.mark(r.seq)
 	s.lastSeen = now
-	switch r.typ {
+	if from != s.addr && newest {
+		// Only an authenticated record newer than any before moves the
+		// session to a new address (RFC 9146 §6).
+		e.moveSession(s, from)
+	}
+	switch typ {
 	case ctApplicationData:
 		s.hs = nil // the client has the server's Finished
 		e.deliver = append(e.deliver, delivery{s, pt})

@@ -43,8 +43,8 @@ func TestSpoofedClientHelloFloodAllocatesNothing(t *testing.T) {
 		t.Fatalf("state allocated for spoofed sources: %+v", st)
 	}
 	for _, tm := range h.e.timers {
-		if tm.addr != legit.addr {
-			t.Fatalf("timer for a spoofed source %v", tm.addr)
+		if (tm.h != nil && tm.h.addr != legit.addr) || (tm.s != nil && tm.s.addr != legit.addr) {
+			t.Fatalf("timer for a spoofed source")
 		}
 	}
 }
@@ -476,7 +476,7 @@ func TestFlightFragmentationWithinMTU(t *testing.T) {
 			t.Fatalf("datagram of %d bytes", len(d))
 		}
 		for len(d) > 0 {
-			r, rest, err := splitRecord(d)
+			r, rest, err := splitRecord(d, h.e.cidLen)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ const (
 	ctAlert            = 21
 	ctHandshake        = 22
 	ctApplicationData  = 23
+	ctCID              = 25 // tls12_cid (RFC 9146 §4)
 
 	htClientHello        = 1
 	htServerHello        = 2
@@ -52,27 +53,37 @@ type record struct {
 	minor byte
 	epoch uint16
 	seq   uint64
+	cid   []byte // connection ID of a tls12_cid record
 	raw   []byte // header and fragment
 	body  []byte // the fragment (ciphertext for epoch > 0)
 }
 
 // splitRecord returns the first record of b and the rest. The declared
 // length must fit in b and in the protocol's limit for a ciphertext
-// fragment (2^14 + 2048, RFC 5246 §6.2.3).
-func splitRecord(b []byte) (r record, rest []byte, err error) {
+// fragment (2^14 + 2048, RFC 5246 §6.2.3). A tls12_cid record carries a
+// connection ID of cidLen bytes (0: such records are refused).
+func splitRecord(b []byte, cidLen int) (r record, rest []byte, err error) {
 	if len(b) < recordHeaderLen {
 		return r, nil, errShortRecord
 	}
-	n := int(binary.BigEndian.Uint16(b[11:13]))
-	if n > len(b)-recordHeaderLen || n > maxRecordPlaintext+2048 {
+	hl := recordHeaderLen
+	if b[0] == ctCID {
+		if cidLen == 0 || len(b) < recordHeaderLen+cidLen {
+			return r, nil, errShortRecord
+		}
+		hl += cidLen
+		r.cid = b[11 : 11+cidLen]
+	}
+	n := int(binary.BigEndian.Uint16(b[hl-2 : hl]))
+	if n > len(b)-hl || n > maxRecordPlaintext+2048 {
 		return r, nil, errShortRecord
 	}
 	r.typ, r.major, r.minor = b[0], b[1], b[2]
 	r.epoch = binary.BigEndian.Uint16(b[3:5])
 	r.seq = uint64(b[5])<<40 | uint64(b[6])<<32 | uint64(binary.BigEndian.Uint32(b[7:11]))
-	r.raw = b[:recordHeaderLen+n]
-	r.body = b[recordHeaderLen : recordHeaderLen+n]
-	return r, b[recordHeaderLen+n:], nil
+	r.raw = b[:hl+n]
+	r.body = b[hl : hl+n]
+	return r, b[hl+n:], nil
 }
 
 // validVersion accepts DTLS 1.2 records and, in epoch 0, DTLS 1.0 records

@@ -70,8 +70,9 @@ type tclient struct {
 	suite    *suite
 	master   []byte
 	sess     *Session // client-side record protection
-	srvSeq   uint16
 	kb       []byte
+	cid      []byte // offered in the ClientHello when non-nil
+	srvCID   []byte // the server's, from its ServerHello
 }
 
 func newClient(h *harness, port uint16) *tclient {
@@ -96,6 +97,9 @@ func (c *tclient) clientHelloBody() []byte {
 	var rnd pionhs.Random
 	rnd.UnmarshalFixed(c.cr)
 	exts := []extension.Extension{&extension.RenegotiationInfo{}}
+	if c.cid != nil {
+		exts = append(exts, &extension.ConnectionID{CID: c.cid})
+	}
 	if c.ems {
 		exts = append(exts, &extension.UseExtendedMasterSecret{Supported: true})
 	}
@@ -130,7 +134,7 @@ func (c *tclient) serverRecords() (recs []record, pts [][]byte) {
 			c.h.t.Fatalf("datagram of %d bytes above the MTU", len(d))
 		}
 		for len(d) > 0 {
-			r, rest, err := splitRecord(d)
+			r, rest, err := splitRecord(d, len(c.cid))
 			if err != nil {
 				c.h.t.Fatalf("server sent a malformed record: %v", err)
 			}
@@ -138,8 +142,10 @@ func (c *tclient) serverRecords() (recs []record, pts [][]byte) {
 			pt := r.body
 			if r.epoch == 1 {
 				raw := append([]byte(nil), r.raw...)
-				r2, _, _ := splitRecord(raw)
-				pt, err = c.sess.open(&r2)
+				r2, _, _ := splitRecord(raw, len(c.cid))
+				var typ byte
+				typ, pt, err = c.sess.open(&r2)
+				r.typ = typ
 				if err != nil {
 					c.h.t.Fatalf("server record does not decrypt: %v", err)
 				}
@@ -176,9 +182,17 @@ func (c *tclient) flight4() {
 	}
 	c.trans = append(handshakeMessage(htClientHello, c.msgSeq-1, c.chBody), msgs[0]...)
 	c.trans = append(c.trans, msgs[1]...)
-	copy(c.sr[:], msgs[0][handshakeHeaderLen+2:])
-	id := binary.BigEndian.Uint16(msgs[0][handshakeHeaderLen+2+32+1:])
-	c.suite = suites[id]
+	var sh pionhs.MessageServerHello
+	if err := sh.Unmarshal(msgs[0][handshakeHeaderLen:]); err != nil {
+		c.h.t.Fatal(err)
+	}
+	c.sr = sh.Random.MarshalFixed()
+	c.suite = suites[*sh.CipherSuiteID]
+	for _, x := range sh.Extensions {
+		if x, ok := x.(*extension.ConnectionID); ok {
+			c.srvCID = x.CID
+		}
+	}
 }
 
 // reassembleAll joins the handshake fragments of records into whole
@@ -234,7 +248,7 @@ func (c *tclient) keyExchange() (cke, ccs, fin []byte) {
 		c.h.t.Fatal(err)
 	}
 	c.kb = append([]byte(nil), kb...)
-	c.sess = &Session{suite: c.suite, cipher: clientCipher(c.h.t, c.suite, kb)}
+	c.sess = &Session{suite: c.suite, cipher: clientCipher(c.h.t, c.suite, kb), rcid: c.cid, wcid: c.srvCID}
 	vd, _ := prf.VerifyDataClient(c.master, c.trans, prfHash)
 	finMsg := handshakeMessage(htFinished, c.msgSeq, vd)
 	c.msgSeq++

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"encoding/binary"
+	"errors"
 	"net/netip"
 	"time"
 
@@ -14,13 +16,16 @@ type Session struct {
 	identity []byte
 	suite    *suite
 	cipher   recordCipher
+	rcid     []byte // connection ID the peer puts in its records (ours)
+	wcid     []byte // connection ID the peer asked for in ours
 	wseq     uint64 // next sequence number of epoch 1 to send
 	win      replayWindow
 	lastSeen time.Time
-	gen      uint32
 	hs       *handshake // the finished handshake, kept to retransmit its last flight
 	closed   bool
 }
+
+var errWrongCID = errors.New("engine: record with a wrong or empty connection ID")
 
 // Addr returns the peer's address.
 func (s *Session) Addr() netip.AddrPort { return s.addr }
@@ -39,28 +44,62 @@ func (s *Session) seal(typ byte, b []byte) ([]byte, error) {
 	}
 	seq := s.wseq
 	s.wseq++
-	raw := make([]byte, recordHeaderLen+len(b), recordHeaderLen+len(b)+s.suite.overhead)
-	putRecordHeader(raw, typ, 1, seq, len(b))
-	copy(raw[recordHeaderLen:], b)
 	pkt := &recordlayer.RecordLayer{Header: recordlayer.Header{
 		ContentType:    protocol.ContentType(typ),
 		Version:        protocol.Version1_2,
 		Epoch:          1,
 		SequenceNumber: seq,
 	}}
+	if len(s.wcid) == 0 {
+		raw := make([]byte, recordHeaderLen+len(b), recordHeaderLen+len(b)+s.suite.overhead)
+		putRecordHeader(raw, typ, 1, seq, len(b))
+		copy(raw[recordHeaderLen:], b)
+		return s.cipher.Encrypt(pkt, raw)
+	}
+	// tls12_cid: the header carries the CID, the inner plaintext is
+	// content || real type (RFC 9146 §4), without padding.
+	hl := recordHeaderLen + len(s.wcid)
+	raw := make([]byte, hl+len(b)+1, hl+len(b)+1+s.suite.overhead)
+	putRecordHeader(raw, ctCID, 1, seq, 0)
+	copy(raw[11:], s.wcid)
+	binary.BigEndian.PutUint16(raw[hl-2:], uint16(len(b)+1))
+	copy(raw[hl:], b)
+	raw[len(raw)-1] = typ
+	pkt.Header.ContentType = ctCID
+	pkt.Header.ConnectionID = s.wcid
 	return s.cipher.Encrypt(pkt, raw)
 }
 
 // open authenticates and decrypts an epoch-1 record in place and returns
 // its plaintext. Change cipher spec records never reach it (pion's
 // decrypters pass them through unauthenticated).
-func (s *Session) open(r *record) ([]byte, error) {
+// For a tls12_cid record it returns the inner plaintext's content type.
+func (s *Session) open(r *record) (byte, []byte, error) {
 	if r.typ == ctChangeCipherSpec {
-		return nil, errUnexpectedCCS
+		return 0, nil, errUnexpectedCCS
 	}
-	out, err := s.cipher.Decrypt(recordlayer.Header{}, r.raw)
+	if r.typ != ctCID {
+		out, err := s.cipher.Decrypt(recordlayer.Header{}, r.raw)
+		if err != nil {
+			return 0, nil, err
+		}
+		return r.typ, out[recordHeaderLen:], nil
+	}
+	if len(s.rcid) == 0 || string(r.cid) != string(s.rcid) {
+		return 0, nil, errWrongCID
+	}
+	out, err := s.cipher.Decrypt(recordlayer.Header{ConnectionID: make([]byte, len(s.rcid))}, r.raw)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return out[recordHeaderLen:], nil
+	pt := out[recordHeaderLen+len(s.rcid):]
+	// Strip the zero padding; the last non-zero byte is the real type.
+	i := len(pt) - 1
+	for i >= 0 && pt[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		return 0, nil, errWrongCID
+	}
+	return pt[i], pt[:i], nil
 }

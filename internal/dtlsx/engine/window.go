@@ -11,6 +11,9 @@ type replayWindow struct {
 
 const windowSize = 64
 
+// cidSize is the length of the connection IDs the engine issues.
+const cidSize = 8
+
 // check reports whether seq may be accepted (not seen, not older than the
 // window). It does not mark seq: call mark only after the record has been
 // authenticated, so that forged records cannot move the window.
