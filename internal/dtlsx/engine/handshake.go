@@ -48,7 +48,7 @@ type handshake struct {
 	deadline     time.Time
 	sess         *Session
 	master       []byte
-	rcid, wcid   []byte // connection IDs (RFC 9146): ours, the client's
+	rcid, wcid   []byte   // connection IDs (RFC 9146): ours, the client's
 	early        [][]byte // epoch-1 records that arrived before the keys
 }
 
