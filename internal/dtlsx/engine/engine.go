@@ -66,6 +66,10 @@ type Config struct {
 	// IdleTimeout ends a session without any authenticated record from the
 	// peer for this long [5m].
 	IdleTimeout time.Duration
+	// CipherCacheIdle: a session keeps its expanded record protection
+	// (AES key schedules) while it has traffic and drops it after this long
+	// without, keeping only the key block [10s].
+	CipherCacheIdle time.Duration
 	// CookieRotate is the lifetime of a cookie secret [2m].
 	CookieRotate time.Duration
 	// Rand is the source of randoms [crypto/rand.Reader].
@@ -121,6 +125,7 @@ type Engine struct {
 	byCID    map[string]*Session
 	cidLen   int
 	timers   timerHeap
+	now      time.Time // the latest time the caller gave
 	st       Stats
 	out      []byte // datagram under construction
 	deliver  []delivery
@@ -170,6 +175,7 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 	def(&cfg.HandshakeTimeout, 10*time.Second)
 	def(&cfg.IdleTimeout, 5*time.Minute)
 	def(&cfg.CookieRotate, 2*time.Minute)
+	def(&cfg.CipherCacheIdle, 10*time.Second)
 	if cfg.MTU < 256 {
 		return nil, fmt.Errorf("engine: MTU %d below 256", cfg.MTU)
 	}
@@ -219,6 +225,7 @@ func (e *Engine) Session(addr netip.AddrPort) *Session {
 // HandleDatagram processes one datagram received from addr at now.
 func (e *Engine) HandleDatagram(b []byte, addr netip.AddrPort, now time.Time) {
 	e.mu.Lock()
+	e.now = now
 	e.cookies.rotate(now)
 	for len(b) > 0 {
 		r, rest, err := splitRecord(b, e.cidLen)
@@ -329,6 +336,7 @@ func (e *Engine) sendPlainAlert(h *handshake, level, desc byte) {
 // none is pending).
 func (e *Engine) Tick(now time.Time) time.Time {
 	e.mu.Lock()
+	e.now = now
 	e.cookies.rotate(now)
 	for len(e.timers) > 0 && !e.timers[0].at.After(now) {
 		t := heap.Pop(&e.timers).(timer)
@@ -374,14 +382,44 @@ func (e *Engine) fire(t timer, now time.Time) {
 		}
 	case timerIdle:
 		s := t.s
-		if s.closed {
+		if s.closed || s.gen != t.gen {
 			return
 		}
-		if at := s.lastSeen.Add(e.cfg.IdleTimeout); at.After(now) {
-			e.pushTimer(timer{at: at, s: s, kind: timerIdle})
+		end := s.lastSeen.Add(e.cfg.IdleTimeout)
+		if !end.After(now) {
+			e.closeSession(s, CloseIdle)
 			return
 		}
-		e.closeSession(s, CloseIdle)
+		if s.cipher != nil && !s.lastUse.Add(e.cfg.CipherCacheIdle).After(now) {
+			s.cipher = nil // rebuilt from the key block on the next record
+		}
+		e.armSession(s, now)
+	}
+}
+
+// armSession schedules the session's next check: the release of its
+// record protection or the end of its idle timeout, whichever is first.
+func (e *Engine) armSession(s *Session, now time.Time) {
+	s.gen++
+	at := s.lastSeen.Add(e.cfg.IdleTimeout)
+	if s.cipher != nil {
+		if c := s.lastUse.Add(e.cfg.CipherCacheIdle); c.Before(at) {
+			at = c
+		}
+	}
+	if !at.After(now) {
+		at = now.Add(time.Millisecond)
+	}
+	e.pushTimer(timer{at: at, s: s, kind: timerIdle, gen: s.gen})
+}
+
+// touch notes a use of the session's record protection; if it has to be
+// rebuilt, the session's timer is brought forward to release it again.
+func (e *Engine) touch(s *Session, now time.Time) {
+	s.lastUse = now
+	if s.cipher == nil {
+		s.rc()
+		e.armSession(s, now)
 	}
 }
 
@@ -406,6 +444,7 @@ func (e *Engine) Write(addr netip.AddrPort, b []byte) error {
 	if len(b) > maxRecordPlaintext {
 		return fmt.Errorf("engine: %d bytes exceed one record", len(b))
 	}
+	e.touch(s, e.now)
 	rec, err := s.seal(ctApplicationData, b)
 	if err != nil {
 		return err
@@ -455,7 +494,11 @@ func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
 func (h *timerHeap) Pop() any {
 	old := *h
 	t := old[len(old)-1]
+	old[len(old)-1] = timer{} // drop the references held by the backing array
 	*h = old[:len(old)-1]
+	if cap(*h) > 64 && len(*h) < cap(*h)/4 {
+		*h = append(timerHeap(nil), *h...) // give back a drained heap's memory
+	}
 	return t
 }
 

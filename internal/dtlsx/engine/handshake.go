@@ -357,7 +357,7 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 		e.fail(h, ReasonBadMessage, alertInternalError)
 		return
 	}
-	h.sess = &Session{addr: h.addr, identity: identity, suite: h.suite, cipher: c, rcid: h.rcid, wcid: h.wcid}
+	h.sess = &Session{addr: h.addr, identity: identity, suite: h.suite, keys: kb, cipher: c, rcid: h.rcid, wcid: h.wcid}
 	h.state = stWaitFinished
 	early := h.early
 	h.early = nil
@@ -427,7 +427,7 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 	}
 	e.st.HandshakesDone++
 	e.pushTimer(timer{at: now.Add(e.cfg.HandshakeTimeout), s: s, kind: timerRetain, gen: h.gen})
-	e.pushTimer(timer{at: now.Add(e.cfg.IdleTimeout), s: s, kind: timerIdle})
+	e.armSession(s, now)
 }
 
 // sendFlight (re)transmits the handshake's last flight: each handshake
@@ -531,6 +531,7 @@ func (e *Engine) sessionRecord(s *Session, r *record, from netip.AddrPort, now t
 		e.st.RecordsReplayed++
 		return
 	}
+	e.touch(s, now)
 	typ, pt, err := s.open(r)
 	if err != nil {
 		// Invalid records are discarded silently (RFC 6347 §4.1.2.7).

@@ -15,12 +15,15 @@ type Session struct {
 	addr     netip.AddrPort
 	identity []byte
 	suite    *suite
-	cipher   recordCipher
+	keys     []byte       // key block (RFC 5246 §6.3)
+	cipher   recordCipher // built from keys on use, dropped when idle
+	gen      uint32       // generation of the session's timer
 	rcid     []byte // connection ID the peer puts in its records (ours)
 	wcid     []byte // connection ID the peer asked for in ours
 	wseq     uint64 // next sequence number of epoch 1 to send
 	win      replayWindow
-	lastSeen time.Time
+	lastSeen time.Time // last authenticated record from the peer
+	lastUse  time.Time // last record sealed or opened
 	hs       *handshake // the finished handshake, kept to retransmit its last flight
 	closed   bool
 }
@@ -35,6 +38,25 @@ func (s *Session) Identity() []byte { return s.identity }
 
 // CipherSuite returns the negotiated suite's number.
 func (s *Session) CipherSuite() uint16 { return s.suite.id }
+
+// rc returns the record protection, building it from the key block if the
+// session was idle.
+func (s *Session) rc() recordCipher {
+	if s.cipher == nil {
+		c, err := s.suite.newCipher(s.keys)
+		if err != nil {
+			return brokenCipher{err}
+		}
+		s.cipher = c
+	}
+	return s.cipher
+}
+
+// brokenCipher fails every operation (a key block that does not build).
+type brokenCipher struct{ err error }
+
+func (b brokenCipher) Encrypt(*recordlayer.RecordLayer, []byte) ([]byte, error) { return nil, b.err }
+func (b brokenCipher) Decrypt(recordlayer.Header, []byte) ([]byte, error)        { return nil, b.err }
 
 // seal returns one epoch-1 record of type typ carrying b. Every call takes
 // a fresh sequence number, so no (epoch, sequence number) pair is sent twice.
@@ -54,7 +76,7 @@ func (s *Session) seal(typ byte, b []byte) ([]byte, error) {
 		raw := make([]byte, recordHeaderLen+len(b), recordHeaderLen+len(b)+s.suite.overhead)
 		putRecordHeader(raw, typ, 1, seq, len(b))
 		copy(raw[recordHeaderLen:], b)
-		return s.cipher.Encrypt(pkt, raw)
+		return s.rc().Encrypt(pkt, raw)
 	}
 	// tls12_cid: the header carries the CID, the inner plaintext is
 	// content || real type (RFC 9146 §4), without padding.
@@ -67,7 +89,7 @@ func (s *Session) seal(typ byte, b []byte) ([]byte, error) {
 	raw[len(raw)-1] = typ
 	pkt.Header.ContentType = ctCID
 	pkt.Header.ConnectionID = s.wcid
-	return s.cipher.Encrypt(pkt, raw)
+	return s.rc().Encrypt(pkt, raw)
 }
 
 // open authenticates and decrypts an epoch-1 record in place and returns
@@ -79,7 +101,7 @@ func (s *Session) open(r *record) (byte, []byte, error) {
 		return 0, nil, errUnexpectedCCS
 	}
 	if r.typ != ctCID {
-		out, err := s.cipher.Decrypt(recordlayer.Header{}, r.raw)
+		out, err := s.rc().Decrypt(recordlayer.Header{}, r.raw)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -88,7 +110,7 @@ func (s *Session) open(r *record) (byte, []byte, error) {
 	if len(s.rcid) == 0 || string(r.cid) != string(s.rcid) {
 		return 0, nil, errWrongCID
 	}
-	out, err := s.cipher.Decrypt(recordlayer.Header{ConnectionID: make([]byte, len(s.rcid))}, r.raw)
+	out, err := s.rc().Decrypt(recordlayer.Header{ConnectionID: make([]byte, len(s.rcid))}, r.raw)
 	if err != nil {
 		return 0, nil, err
 	}
