@@ -112,6 +112,7 @@ type Stats struct {
 	RecordsDropped      uint64 // well-formed records with no use in the current state
 	Renegotiations      uint64 // renegotiation attempts refused
 	Migrations          uint64 // sessions moved to a new address by a CID record
+	Imports             uint64 // sessions installed by Import
 }
 
 // Engine is a DTLS 1.2 server.
@@ -188,6 +189,7 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 	}
 	return &Engine{
 		cfg:      cfg,
+		now:      now,
 		cidLen:   cidLen,
 		byCID:    make(map[string]*Session),
 		cookies:  newCookieJar(now, cfg.CookieRotate),

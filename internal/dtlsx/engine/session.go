@@ -18,12 +18,12 @@ type Session struct {
 	keys     []byte       // key block (RFC 5246 §6.3)
 	cipher   recordCipher // built from keys on use, dropped when idle
 	gen      uint32       // generation of the session's timer
-	rcid     []byte // connection ID the peer puts in its records (ours)
-	wcid     []byte // connection ID the peer asked for in ours
-	wseq     uint64 // next sequence number of epoch 1 to send
+	rcid     []byte       // connection ID the peer puts in its records (ours)
+	wcid     []byte       // connection ID the peer asked for in ours
+	wseq     uint64       // next sequence number of epoch 1 to send
 	win      replayWindow
-	lastSeen time.Time // last authenticated record from the peer
-	lastUse  time.Time // last record sealed or opened
+	lastSeen time.Time  // last authenticated record from the peer
+	lastUse  time.Time  // last record sealed or opened
 	hs       *handshake // the finished handshake, kept to retransmit its last flight
 	closed   bool
 }
@@ -56,7 +56,7 @@ func (s *Session) rc() recordCipher {
 type brokenCipher struct{ err error }
 
 func (b brokenCipher) Encrypt(*recordlayer.RecordLayer, []byte) ([]byte, error) { return nil, b.err }
-func (b brokenCipher) Decrypt(recordlayer.Header, []byte) ([]byte, error)        { return nil, b.err }
+func (b brokenCipher) Decrypt(recordlayer.Header, []byte) ([]byte, error)       { return nil, b.err }
 
 // seal returns one epoch-1 record of type typ carrying b. Every call takes
 // a fresh sequence number, so no (epoch, sequence number) pair is sent twice.
