@@ -17,6 +17,8 @@ package engine
 import (
 	"container/heap"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,7 +33,12 @@ type Config struct {
 	// empty key refuses the handshake with an unknown_psk_identity alert.
 	// It runs on the caller of HandleDatagram, under the engine's lock.
 	PSK func(identity []byte, from netip.AddrPort) ([]byte, error)
-	// Suites is the server's preference order [DefaultSuites].
+	// Certificate, with an RSA private key, enables the RSA key transport
+	// suites (RSASuites); its chain is sent in the Certificate message.
+	Certificate *tls.Certificate
+	// Suites is the server's preference order [RSASuites when Certificate
+	// is set, then DefaultSuites]. The first suite of this list that the
+	// client offers is chosen.
 	Suites []uint16
 	// Send writes one datagram to addr. Required.
 	Send func(b []byte, addr netip.AddrPort)
@@ -117,7 +124,8 @@ type Stats struct {
 
 // Engine is a DTLS 1.2 server.
 type Engine struct {
-	cfg Config
+	cfg    Config
+	rsaKey *rsa.PrivateKey
 
 	mu       sync.Mutex
 	cookies  *cookieJar
@@ -148,12 +156,31 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 	if cfg.Send == nil {
 		return nil, errors.New("engine: Config.Send is required")
 	}
+	var rsaKey *rsa.PrivateKey
+	if cfg.Certificate != nil {
+		k, ok := cfg.Certificate.PrivateKey.(*rsa.PrivateKey)
+		if !ok || len(cfg.Certificate.Certificate) == 0 {
+			return nil, errors.New("engine: the certificate needs an RSA private key and a chain")
+		}
+		rsaKey = k
+	}
 	if len(cfg.Suites) == 0 {
-		cfg.Suites = DefaultSuites
+		if rsaKey != nil {
+			cfg.Suites = append(cfg.Suites, RSASuites...)
+		}
+		if cfg.PSK != nil {
+			cfg.Suites = append(cfg.Suites, DefaultSuites...)
+		}
 	}
 	for _, id := range cfg.Suites {
-		if suites[id] == nil {
+		st := suites[id]
+		switch {
+		case st == nil:
 			return nil, fmt.Errorf("engine: unsupported cipher suite %s", SuiteName(id))
+		case st.psk && cfg.PSK == nil:
+			return nil, fmt.Errorf("engine: %s needs Config.PSK", st.name)
+		case !st.psk && rsaKey == nil:
+			return nil, fmt.Errorf("engine: %s needs an RSA Config.Certificate", st.name)
 		}
 	}
 	def := func(d *time.Duration, v time.Duration) {
@@ -188,6 +215,7 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 		cidLen = cidSize
 	}
 	return &Engine{
+		rsaKey:   rsaKey,
 		cfg:      cfg,
 		now:      now,
 		cidLen:   cidLen,

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -34,7 +35,8 @@ type handshake struct {
 	state        uint8
 	gen          uint32
 	suite        *suite
-	clientRandom [32]byte
+	clientRandom  [32]byte
+	clientVersion [2]byte
 	serverRandom [32]byte
 	ems          bool
 	transcript   []byte
@@ -133,6 +135,7 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 	e.st.HandshakeStates++
 	e.hs[addr] = h
 	h.clientRandom = ch.Random.MarshalFixed()
+	h.clientVersion = [2]byte{body[0], body[1]}
 
 	for _, id := range e.cfg.Suites {
 		if slices.Contains(ch.CipherSuiteIDs, id) {
@@ -204,13 +207,24 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 		return
 	}
 	h.transcript = append(h.transcript, handshakeMessage(htClientHello, f.seq, body)...)
-	shMsg := handshakeMessage(htServerHello, h.sendSeq, shBody)
-	h.sendSeq++
-	doneMsg := handshakeMessage(htServerHelloDone, h.sendSeq, nil)
-	h.sendSeq++
-	h.transcript = append(h.transcript, shMsg...)
-	h.transcript = append(h.transcript, doneMsg...)
-	h.flight = []outMsg{{msg: shMsg}, {msg: doneMsg}}
+	add := func(typ byte, b []byte) {
+		m := handshakeMessage(typ, h.sendSeq, b)
+		h.sendSeq++
+		h.transcript = append(h.transcript, m...)
+		h.flight = append(h.flight, outMsg{msg: m})
+	}
+	add(htServerHello, shBody)
+	if !h.suite.psk {
+		// RSA key transport: the server's chain.
+		cm := pionhs.MessageCertificate{Certificate: e.cfg.Certificate.Certificate}
+		cb, err := cm.Marshal()
+		if err != nil {
+			e.fail(h, ReasonBadMessage, alertInternalError)
+			return
+		}
+		add(htCertificate, cb)
+	}
+	add(htServerHelloDone, nil)
 	h.state = stWaitCKE
 	e.sendFlight(h)
 	e.armHandshake(h, now)
@@ -316,25 +330,31 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 		e.fail(h, ReasonBadMessage, alertUnexpectedMessage)
 		return
 	}
-	// ClientKeyExchange for PSK: psk_identity<0..2^16-1> (RFC 4279 §2).
+	// ClientKeyExchange: psk_identity<0..2^16-1> (RFC 4279 §2) or the
+	// EncryptedPreMasterSecret<0..2^16-1> (RFC 5246 §7.4.7.1).
 	if len(body) < 2 || int(binary.BigEndian.Uint16(body)) != len(body)-2 {
 		e.fail(h, ReasonBadMessage, alertDecodeError)
 		return
 	}
-	identity := slices.Clone(body[2:])
-	var key []byte
-	if e.cfg.PSK != nil {
-		k, err := e.cfg.PSK(identity, h.addr)
-		if err == nil {
-			key = k
+	var identity, pms []byte
+	if h.suite.psk {
+		identity = slices.Clone(body[2:])
+		var key []byte
+		if e.cfg.PSK != nil {
+			k, err := e.cfg.PSK(identity, h.addr)
+			if err == nil {
+				key = k
+			}
 		}
-	}
-	if len(key) == 0 {
-		e.fail(h, ReasonUnknownPSK, alertUnknownPSKIdentity)
-		return
+		if len(key) == 0 {
+			e.fail(h, ReasonUnknownPSK, alertUnknownPSKIdentity)
+			return
+		}
+		pms = prf.PSKPreMasterSecret(key)
+	} else {
+		pms = e.rsaPremaster(h, body[2:])
 	}
 	h.transcript = append(h.transcript, handshakeMessage(htClientKeyExchange, seq, body)...)
-	pms := prf.PSKPreMasterSecret(key)
 	var err error
 	if h.ems {
 		sum := sha256.Sum256(h.transcript)
@@ -368,6 +388,29 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 		}
 		e.handshakeRecord(h, &r, now)
 	}
+}
+
+// rsaPremaster decrypts the client's premaster secret with the RFC 5246
+// §7.4.7.1 countermeasure against Bleichenbacher's attack: a random
+// premaster secret is drawn first and kept, in constant time, whenever the
+// decryption fails, has the wrong length or carries a version other than
+// the ClientHello's. No alert and no timing tells the cases apart; a wrong
+// premaster secret only shows as the client's Finished failing, like a
+// wrong key.
+func (e *Engine) rsaPremaster(h *handshake, ct []byte) []byte {
+	random := make([]byte, 48)
+	_, _ = e.cfg.Rand.Read(random)
+	random[0], random[1] = h.clientVersion[0], h.clientVersion[1]
+	pms := slices.Clone(random)
+	// DecryptPKCS1v15SessionKey leaves pms untouched, in constant time,
+	// unless the padding is valid and the message 48 bytes long.
+	if err := rsa.DecryptPKCS1v15SessionKey(e.cfg.Rand, e.rsaKey, ct, pms); err != nil {
+		// Only a ciphertext of the wrong length (public) gets here.
+		return random
+	}
+	good := subtle.ConstantTimeByteEq(pms[0], h.clientVersion[0]) & subtle.ConstantTimeByteEq(pms[1], h.clientVersion[1])
+	subtle.ConstantTimeCopy(1-good, pms, random)
+	return pms
 }
 
 // clientFinished verifies the client's Finished and completes the

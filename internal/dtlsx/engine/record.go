@@ -16,6 +16,7 @@ const (
 	htClientHello        = 1
 	htServerHello        = 2
 	htHelloVerifyRequest = 3
+	htCertificate        = 11
 	htServerHelloDone    = 14
 	htClientKeyExchange  = 16
 	htFinished           = 20

@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -73,6 +76,11 @@ type tclient struct {
 	kb       []byte
 	cid      []byte // offered in the ClientHello when non-nil
 	srvCID   []byte // the server's, from its ServerHello
+	// RSA key transport: the server's certificate and hooks that spoil
+	// the encrypted premaster secret (plaintext, ciphertext).
+	serverCert *x509.Certificate
+	rsaPlain   func([]byte) []byte
+	rsaCipher  func([]byte) []byte
 }
 
 func newClient(h *harness, port uint16) *tclient {
@@ -177,11 +185,24 @@ func (c *tclient) cookieExchange() {
 func (c *tclient) flight4() {
 	_, pts := c.serverRecords()
 	msgs := reassembleAll(c.h.t, pts)
-	if len(msgs) != 2 || msgs[0][0] != htServerHello || msgs[1][0] != htServerHelloDone {
+	if len(msgs) < 2 || msgs[0][0] != htServerHello || msgs[len(msgs)-1][0] != htServerHelloDone {
 		c.h.t.Fatalf("flight 4: %d messages", len(msgs))
 	}
-	c.trans = append(handshakeMessage(htClientHello, c.msgSeq-1, c.chBody), msgs[0]...)
-	c.trans = append(c.trans, msgs[1]...)
+	c.trans = handshakeMessage(htClientHello, c.msgSeq-1, c.chBody)
+	for _, m := range msgs {
+		c.trans = append(c.trans, m...)
+		if m[0] == htCertificate {
+			var cm pionhs.MessageCertificate
+			if err := cm.Unmarshal(m[handshakeHeaderLen:]); err != nil {
+				c.h.t.Fatal(err)
+			}
+			cert, err := x509.ParseCertificate(cm.Certificate[0])
+			if err != nil {
+				c.h.t.Fatal(err)
+			}
+			c.serverCert = cert
+		}
+	}
 	var sh pionhs.MessageServerHello
 	if err := sh.Unmarshal(msgs[0][handshakeHeaderLen:]); err != nil {
 		c.h.t.Fatal(err)
@@ -230,13 +251,33 @@ func reassembleAll(t testing.TB, pts [][]byte) [][]byte {
 // keyExchange returns ClientKeyExchange, ChangeCipherSpec and Finished as
 // three records, and derives the client's keys.
 func (c *tclient) keyExchange() (cke, ccs, fin []byte) {
-	body := make([]byte, 2+len(c.identity))
-	binary.BigEndian.PutUint16(body, uint16(len(c.identity)))
-	copy(body[2:], c.identity)
+	var body, pms []byte
+	if c.suite.psk {
+		body = make([]byte, 2+len(c.identity))
+		binary.BigEndian.PutUint16(body, uint16(len(c.identity)))
+		copy(body[2:], c.identity)
+		pms = prf.PSKPreMasterSecret(c.key)
+	} else {
+		pms = make([]byte, 48)
+		pms[0], pms[1] = 0xfe, 0xfd
+		_, _ = rand.Read(pms[2:])
+		plain := pms
+		if c.rsaPlain != nil {
+			plain = c.rsaPlain(pms)
+		}
+		ct, err := rsa.EncryptPKCS1v15(rand.Reader, c.serverCert.PublicKey.(*rsa.PublicKey), plain)
+		if err != nil {
+			c.h.t.Fatal(err)
+		}
+		if c.rsaCipher != nil {
+			ct = c.rsaCipher(ct)
+		}
+		body = binary.BigEndian.AppendUint16(nil, uint16(len(ct)))
+		body = append(body, ct...)
+	}
 	ckeMsg := handshakeMessage(htClientKeyExchange, c.msgSeq, body)
 	c.msgSeq++
 	c.trans = append(c.trans, ckeMsg...)
-	pms := prf.PSKPreMasterSecret(c.key)
 	if c.ems {
 		sum := sha256.Sum256(c.trans)
 		c.master, _ = prf.ExtendedMasterSecret(pms, sum[:], prfHash)

@@ -17,10 +17,24 @@ const (
 	TLS_PSK_WITH_AES_128_CBC_SHA256 uint16 = 0x00AE //nolint:revive
 	TLS_PSK_WITH_AES_128_CBC_SHA    uint16 = 0x008C //nolint:revive
 	TLS_PSK_WITH_AES_256_CBC_SHA    uint16 = 0x008D //nolint:revive
+	TLS_RSA_WITH_AES_128_CBC_SHA    uint16 = 0x002F //nolint:revive
+	TLS_RSA_WITH_AES_256_CBC_SHA    uint16 = 0x0035 //nolint:revive
+	TLS_RSA_WITH_AES_128_CBC_SHA256 uint16 = 0x003C //nolint:revive
+	TLS_RSA_WITH_AES_256_CBC_SHA256 uint16 = 0x003D //nolint:revive
 	tlsEmptyRenegotiationInfoSCSV   uint16 = 0x00FF
 )
 
-// DefaultSuites is the server's preference order when Config.Suites is empty.
+// RSASuites are the RSA key transport suites (RFC 5246), in the server's
+// preference order; they need an RSA Config.Certificate.
+var RSASuites = []uint16{
+	TLS_RSA_WITH_AES_128_CBC_SHA256,
+	TLS_RSA_WITH_AES_256_CBC_SHA256,
+	TLS_RSA_WITH_AES_128_CBC_SHA,
+	TLS_RSA_WITH_AES_256_CBC_SHA,
+}
+
+// DefaultSuites is the server's preference order of PSK suites when
+// Config.Suites is empty (after RSASuites when a certificate is configured).
 var DefaultSuites = []uint16{
 	TLS_PSK_WITH_AES_128_CCM_8,
 	TLS_PSK_WITH_AES_128_CBC_SHA256,
@@ -54,6 +68,10 @@ var suites = map[uint16]*suite{
 	TLS_PSK_WITH_AES_128_CBC_SHA256: {id: TLS_PSK_WITH_AES_128_CBC_SHA256, name: "TLS_PSK_WITH_AES_128_CBC_SHA256", psk: true, macLen: 32, keyLen: 16, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
 	TLS_PSK_WITH_AES_128_CBC_SHA:    {id: TLS_PSK_WITH_AES_128_CBC_SHA, name: "TLS_PSK_WITH_AES_128_CBC_SHA", psk: true, macLen: 20, keyLen: 16, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
 	TLS_PSK_WITH_AES_256_CBC_SHA:    {id: TLS_PSK_WITH_AES_256_CBC_SHA, name: "TLS_PSK_WITH_AES_256_CBC_SHA", psk: true, macLen: 20, keyLen: 32, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
+	TLS_RSA_WITH_AES_128_CBC_SHA:    {id: TLS_RSA_WITH_AES_128_CBC_SHA, name: "TLS_RSA_WITH_AES_128_CBC_SHA", macLen: 20, keyLen: 16, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
+	TLS_RSA_WITH_AES_256_CBC_SHA:    {id: TLS_RSA_WITH_AES_256_CBC_SHA, name: "TLS_RSA_WITH_AES_256_CBC_SHA", macLen: 20, keyLen: 32, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
+	TLS_RSA_WITH_AES_128_CBC_SHA256: {id: TLS_RSA_WITH_AES_128_CBC_SHA256, name: "TLS_RSA_WITH_AES_128_CBC_SHA256", macLen: 32, keyLen: 16, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
+	TLS_RSA_WITH_AES_256_CBC_SHA256: {id: TLS_RSA_WITH_AES_256_CBC_SHA256, name: "TLS_RSA_WITH_AES_256_CBC_SHA256", macLen: 32, keyLen: 32, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
 }
 
 // SuiteName returns the IANA name of a supported suite, or its number.
