@@ -31,27 +31,27 @@ const (
 // handshake is the server state of one handshake, allocated only for a
 // ClientHello that carries a valid cookie.
 type handshake struct {
-	addr         netip.AddrPort
-	state        uint8
-	gen          uint32
-	suite        *suite
+	addr          netip.AddrPort
+	state         uint8
+	gen           uint32
+	suite         *suite
 	clientRandom  [32]byte
 	clientVersion [2]byte
-	serverRandom [32]byte
-	ems          bool
-	transcript   []byte
-	recvSeq      uint16 // next message_seq expected from the client
-	sendSeq      uint16 // next message_seq to send
-	seq0         uint64 // next epoch-0 record sequence number to send
-	re           reassembly
-	flight       []outMsg
-	timeout      time.Duration
-	tries        int
-	deadline     time.Time
-	sess         *Session
-	master       []byte
-	rcid, wcid   []byte   // connection IDs (RFC 9146): ours, the client's
-	early        [][]byte // epoch-1 records that arrived before the keys
+	serverRandom  [32]byte
+	ems           bool
+	transcript    []byte
+	recvSeq       uint16 // next message_seq expected from the client
+	sendSeq       uint16 // next message_seq to send
+	seq0          uint64 // next epoch-0 record sequence number to send
+	re            reassembly
+	flight        []outMsg
+	timeout       time.Duration
+	tries         int
+	deadline      time.Time
+	sess          *Session
+	master        []byte
+	rcid, wcid    []byte   // connection IDs (RFC 9146): ours, the client's
+	early         [][]byte // epoch-1 records that arrived before the keys
 }
 
 // outMsg is one message of a flight: a change cipher spec, or a complete
