@@ -16,6 +16,8 @@ package engine
 
 import (
 	"container/heap"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -33,12 +35,14 @@ type Config struct {
 	// empty key refuses the handshake with an unknown_psk_identity alert.
 	// It runs on the caller of HandleDatagram, under the engine's lock.
 	PSK func(identity []byte, from netip.AddrPort) ([]byte, error)
-	// Certificate, with an RSA private key, enables the RSA key transport
-	// suites (RSASuites); its chain is sent in the Certificate message.
-	Certificate *tls.Certificate
-	// Suites is the server's preference order [RSASuites when Certificate
-	// is set, then DefaultSuites]. The first suite of this list that the
-	// client offers is chosen.
+	// Certificates are the server's chains: one with an RSA key enables the
+	// RSA key transport suites (RSASuites), one with an ECDSA P-256 key the
+	// ECDHE_ECDSA suites (ECDHESuites).
+	Certificates []tls.Certificate
+	// Suites is the server's preference order [ECDHESuites and RSASuites
+	// for the certificates there are, then DefaultSuites if PSK is set].
+	// The first suite of this list that the client offers (and, for
+	// ECDHE, whose curve and signature algorithm it supports) is chosen.
 	Suites []uint16
 	// Send writes one datagram to addr. Required.
 	Send func(b []byte, addr netip.AddrPort)
@@ -124,8 +128,9 @@ type Stats struct {
 
 // Engine is a DTLS 1.2 server.
 type Engine struct {
-	cfg    Config
-	rsaKey *rsa.PrivateKey
+	cfg     Config
+	rsaCert *tls.Certificate
+	ecCert  *tls.Certificate
 
 	mu       sync.Mutex
 	cookies  *cookieJar
@@ -156,16 +161,29 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 	if cfg.Send == nil {
 		return nil, errors.New("engine: Config.Send is required")
 	}
-	var rsaKey *rsa.PrivateKey
-	if cfg.Certificate != nil {
-		k, ok := cfg.Certificate.PrivateKey.(*rsa.PrivateKey)
-		if !ok || len(cfg.Certificate.Certificate) == 0 {
-			return nil, errors.New("engine: the certificate needs an RSA private key and a chain")
+	var rsaCert, ecCert *tls.Certificate
+	for i := range cfg.Certificates {
+		c := &cfg.Certificates[i]
+		if len(c.Certificate) == 0 {
+			return nil, errors.New("engine: a certificate without its chain")
 		}
-		rsaKey = k
+		switch k := c.PrivateKey.(type) {
+		case *rsa.PrivateKey:
+			rsaCert = c
+		case *ecdsa.PrivateKey:
+			if k.Curve != elliptic.P256() {
+				return nil, errors.New("engine: ECDSA certificates must use P-256")
+			}
+			ecCert = c
+		default:
+			return nil, fmt.Errorf("engine: unsupported private key %T", c.PrivateKey)
+		}
 	}
 	if len(cfg.Suites) == 0 {
-		if rsaKey != nil {
+		if ecCert != nil {
+			cfg.Suites = append(cfg.Suites, ECDHESuites...)
+		}
+		if rsaCert != nil {
 			cfg.Suites = append(cfg.Suites, RSASuites...)
 		}
 		if cfg.PSK != nil {
@@ -179,8 +197,10 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 			return nil, fmt.Errorf("engine: unsupported cipher suite %s", SuiteName(id))
 		case st.psk && cfg.PSK == nil:
 			return nil, fmt.Errorf("engine: %s needs Config.PSK", st.name)
-		case !st.psk && rsaKey == nil:
-			return nil, fmt.Errorf("engine: %s needs an RSA Config.Certificate", st.name)
+		case st.ecdhe && ecCert == nil:
+			return nil, fmt.Errorf("engine: %s needs an ECDSA certificate", st.name)
+		case !st.psk && !st.ecdhe && rsaCert == nil:
+			return nil, fmt.Errorf("engine: %s needs an RSA certificate", st.name)
 		}
 	}
 	def := func(d *time.Duration, v time.Duration) {
@@ -215,7 +235,8 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 		cidLen = cidSize
 	}
 	return &Engine{
-		rsaKey:   rsaKey,
+		rsaCert:  rsaCert,
+		ecCert:   ecCert,
 		cfg:      cfg,
 		now:      now,
 		cidLen:   cidLen,

@@ -75,10 +75,11 @@ func dialPion(t *testing.T, addr *net.UDPAddr, identity string, key []byte, opts
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := append([]dtls.ClientOption{
-		dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
-		dtls.WithPSKIdentityHint([]byte(identity)),
-	}, opts...)
+	var all []dtls.ClientOption
+	if identity != "" {
+		all = append(all, dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }), dtls.WithPSKIdentityHint([]byte(identity)))
+	}
+	all = append(all, opts...)
 	c, err := dtls.ClientWithOptions(pc, addr, all...)
 	if err != nil {
 		pc.Close()
@@ -132,10 +133,12 @@ func TestPionClientPSK(t *testing.T) {
 			if st.HandshakesDone != 1 || st.Sessions != 1 || st.HandshakesActive != 0 {
 				t.Fatalf("stats %+v", st)
 			}
-			s := ts.e.Session(netip.MustParseAddrPort(c.LocalAddr().String()))
+			s := ts.e.Session(addrOf(c))
 			if s == nil || string(s.Identity()) != "dev1" || s.CipherSuite() != uint16(tc.suite) {
 				t.Fatalf("session %+v", s)
 			}
 		})
 	}
 }
+
+func addrOf(c *dtls.Conn) netip.AddrPort { return netip.MustParseAddrPort(c.LocalAddr().String()) }

@@ -1,16 +1,23 @@
 package engine
 
 import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
 
+	pionec "github.com/pion/dtls/v3/pkg/crypto/elliptic"
+	pionhash "github.com/pion/dtls/v3/pkg/crypto/hash"
 	"github.com/pion/dtls/v3/pkg/crypto/prf"
+	pionsig "github.com/pion/dtls/v3/pkg/crypto/signature"
 	"github.com/pion/dtls/v3/pkg/protocol"
 	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	pionhs "github.com/pion/dtls/v3/pkg/protocol/handshake"
@@ -50,8 +57,9 @@ type handshake struct {
 	deadline      time.Time
 	sess          *Session
 	master        []byte
-	rcid, wcid    []byte   // connection IDs (RFC 9146): ours, the client's
-	early         [][]byte // epoch-1 records that arrived before the keys
+	ecdhKey       *ecdh.PrivateKey // ECDHE: the server's ephemeral key
+	rcid, wcid    []byte           // connection IDs (RFC 9146): ours, the client's
+	early         [][]byte         // epoch-1 records that arrived before the keys
 }
 
 // outMsg is one message of a flight: a change cipher spec, or a complete
@@ -137,16 +145,6 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 	h.clientRandom = ch.Random.MarshalFixed()
 	h.clientVersion = [2]byte{body[0], body[1]}
 
-	for _, id := range e.cfg.Suites {
-		if slices.Contains(ch.CipherSuiteIDs, id) {
-			h.suite = suites[id]
-			break
-		}
-	}
-	if h.suite == nil {
-		e.fail(h, ReasonNoSuite, alertHandshakeFailure)
-		return
-	}
 	nullCompression := false
 	for _, c := range ch.CompressionMethods {
 		if c.ID == 0 {
@@ -158,8 +156,22 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 		return
 	}
 	secureReneg := slices.Contains(ch.CipherSuiteIDs, tlsEmptyRenegotiationInfoSCSV)
+	var curves []pionec.Curve
+	// Without signature_algorithms a client implies SHA-1 (RFC 5246
+	// §7.4.1.4.1); the engine signs with SHA-256 only, as every current
+	// client offers it.
+	ecdsaSHA256 := true
 	for _, x := range ch.Extensions {
 		switch x := x.(type) {
+		case *extension.SupportedEllipticCurves:
+			curves = x.EllipticCurves
+		case *extension.SupportedSignatureAlgorithms:
+			ecdsaSHA256 = false
+			for _, a := range x.SignatureHashAlgorithms {
+				if a.Hash == pionhash.SHA256 && a.Signature == pionsig.ECDSA {
+					ecdsaSHA256 = true
+				}
+			}
 		case *extension.UseExtendedMasterSecret:
 			h.ems = x.Supported
 		case *extension.ConnectionID:
@@ -176,6 +188,27 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 			}
 			secureReneg = true
 		}
+	}
+	// Suite choice: the server's order, among the client's offers; ECDHE
+	// needs a common curve (X25519, then P-256) and ECDSA with SHA-256.
+	curve := pionec.Curve(0)
+	for _, c := range []pionec.Curve{pionec.X25519, pionec.P256} {
+		if slices.Contains(curves, c) {
+			curve = c
+			break
+		}
+	}
+	for _, id := range e.cfg.Suites {
+		st := suites[id]
+		if !slices.Contains(ch.CipherSuiteIDs, id) || (st.ecdhe && (curve == 0 || !ecdsaSHA256)) {
+			continue
+		}
+		h.suite = st
+		break
+	}
+	if h.suite == nil {
+		e.fail(h, ReasonNoSuite, alertHandshakeFailure)
+		return
 	}
 	if _, err := e.cfg.Rand.Read(h.serverRandom[:]); err != nil {
 		e.fail(h, ReasonBadMessage, alertInternalError)
@@ -215,14 +248,26 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 	}
 	add(htServerHello, shBody)
 	if !h.suite.psk {
-		// RSA key transport: the server's chain.
-		cm := pionhs.MessageCertificate{Certificate: e.cfg.Certificate.Certificate}
+		// RSA key transport and ECDHE_ECDSA: the server's chain.
+		cert := e.rsaCert
+		if h.suite.ecdhe {
+			cert = e.ecCert
+		}
+		cm := pionhs.MessageCertificate{Certificate: cert.Certificate}
 		cb, err := cm.Marshal()
 		if err != nil {
 			e.fail(h, ReasonBadMessage, alertInternalError)
 			return
 		}
 		add(htCertificate, cb)
+	}
+	if h.suite.ecdhe {
+		ske, err := e.serverKeyExchange(h, curve)
+		if err != nil {
+			e.fail(h, ReasonBadMessage, alertInternalError)
+			return
+		}
+		add(htServerKeyExchange, ske)
 	}
 	add(htServerHelloDone, nil)
 	h.state = stWaitCKE
@@ -330,14 +375,31 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 		e.fail(h, ReasonBadMessage, alertUnexpectedMessage)
 		return
 	}
-	// ClientKeyExchange: psk_identity<0..2^16-1> (RFC 4279 §2) or the
-	// EncryptedPreMasterSecret<0..2^16-1> (RFC 5246 §7.4.7.1).
-	if len(body) < 2 || int(binary.BigEndian.Uint16(body)) != len(body)-2 {
+	// ClientKeyExchange: psk_identity<0..2^16-1> (RFC 4279 §2), the
+	// EncryptedPreMasterSecret<0..2^16-1> (RFC 5246 §7.4.7.1) or the
+	// ECPoint<1..2^8-1> (RFC 8422 §5.7).
+	if h.suite.ecdhe {
+		if len(body) < 2 || int(body[0]) != len(body)-1 {
+			e.fail(h, ReasonBadMessage, alertDecodeError)
+			return
+		}
+	} else if len(body) < 2 || int(binary.BigEndian.Uint16(body)) != len(body)-2 {
 		e.fail(h, ReasonBadMessage, alertDecodeError)
 		return
 	}
 	var identity, pms []byte
-	if h.suite.psk {
+	switch {
+	case h.suite.ecdhe:
+		pub, err := h.ecdhKey.Curve().NewPublicKey(body[1:])
+		if err == nil {
+			pms, err = h.ecdhKey.ECDH(pub)
+		}
+		if err != nil {
+			e.fail(h, ReasonBadMessage, alertIllegalParameter)
+			return
+		}
+		h.ecdhKey = nil
+	case h.suite.psk:
 		identity = slices.Clone(body[2:])
 		var key []byte
 		if e.cfg.PSK != nil {
@@ -351,7 +413,7 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 			return
 		}
 		pms = prf.PSKPreMasterSecret(key)
-	} else {
+	default:
 		pms = e.rsaPremaster(h, body[2:])
 	}
 	h.transcript = append(h.transcript, handshakeMessage(htClientKeyExchange, seq, body)...)
@@ -390,6 +452,35 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 	}
 }
 
+// serverKeyExchange draws the ephemeral ECDH key and returns the signed
+// ServerECDHParams (RFC 8422 §5.4): named curve, public point, and an
+// ECDSA-SHA256 signature over both randoms and the parameters.
+func (e *Engine) serverKeyExchange(h *handshake, curve pionec.Curve) ([]byte, error) {
+	c := ecdh.X25519()
+	if curve == pionec.P256 {
+		c = ecdh.P256()
+	}
+	k, err := c.GenerateKey(e.cfg.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("ecdh key: %w", err)
+	}
+	h.ecdhKey = k
+	pub := k.PublicKey().Bytes()
+	params := []byte{3, byte(curve >> 8), byte(curve), byte(len(pub))} // named_curve
+	params = append(params, pub...)
+	d := sha256.New()
+	d.Write(h.clientRandom[:])
+	d.Write(h.serverRandom[:])
+	d.Write(params)
+	sig, err := e.ecCert.PrivateKey.(*ecdsa.PrivateKey).Sign(e.cfg.Rand, d.Sum(nil), crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	out := append(params, byte(pionhash.SHA256), byte(pionsig.ECDSA))
+	out = binary.BigEndian.AppendUint16(out, uint16(len(sig)))
+	return append(out, sig...), nil
+}
+
 // rsaPremaster decrypts the client's premaster secret with the RFC 5246
 // §7.4.7.1 countermeasure against Bleichenbacher's attack: a random
 // premaster secret is drawn first and kept, in constant time, whenever the
@@ -404,7 +495,7 @@ func (e *Engine) rsaPremaster(h *handshake, ct []byte) []byte {
 	pms := slices.Clone(random)
 	// DecryptPKCS1v15SessionKey leaves pms untouched, in constant time,
 	// unless the padding is valid and the message 48 bytes long.
-	if err := rsa.DecryptPKCS1v15SessionKey(e.cfg.Rand, e.rsaKey, ct, pms); err != nil {
+	if err := rsa.DecryptPKCS1v15SessionKey(e.cfg.Rand, e.rsaCert.PrivateKey.(*rsa.PrivateKey), ct, pms); err != nil {
 		// Only a ciphertext of the wrong length (public) gets here.
 		return random
 	}

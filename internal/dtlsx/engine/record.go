@@ -17,6 +17,7 @@ const (
 	htServerHello        = 2
 	htHelloVerifyRequest = 3
 	htCertificate        = 11
+	htServerKeyExchange  = 12
 	htServerHelloDone    = 14
 	htClientKeyExchange  = 16
 	htFinished           = 20

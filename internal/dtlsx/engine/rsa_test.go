@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -26,7 +28,9 @@ import (
 // testPKI is a CA and a server certificate it signed, with the DNS name
 // "localhost" and the IP address 127.0.0.1 as subjectAltNames.
 type testPKI struct {
-	cert   tls.Certificate
+	cert   tls.Certificate // RSA
+	ecCert tls.Certificate // ECDSA P-256
+	ca     *x509.Certificate
 	caFile string
 }
 
@@ -93,14 +97,28 @@ func makePKI() (testPKI, error) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
 		return testPKI{}, err
 	}
-	return testPKI{cert: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}, caFile: caFile}, nil
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return testPKI{}, err
+	}
+	tmpl.SerialNumber = big.NewInt(3)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	ecDER, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &ecKey.PublicKey, caKey)
+	if err != nil {
+		return testPKI{}, err
+	}
+	return testPKI{
+		cert:   tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key},
+		ecCert: tls.Certificate{Certificate: [][]byte{ecDER, caDER}, PrivateKey: ecKey},
+		ca:     ca, caFile: caFile,
+	}, nil
 }
 
 func TestScriptedRSAHandshake(t *testing.T) {
 	p := loadPKI(t)
 	for _, id := range RSASuites {
 		t.Run(SuiteName(id), func(t *testing.T) {
-			h := newHarness(t, Config{Certificate: &p.cert})
+			h := newHarness(t, Config{Certificates: []tls.Certificate{p.cert}})
 			c := newClient(h, 1)
 			c.suites = []uint16{id}
 			c.connect()
@@ -131,7 +149,7 @@ func TestRSABadPremasterIndistinguishable(t *testing.T) {
 		{"49 bytes", func(pms []byte) []byte { return append(append([]byte(nil), pms...), 0) }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, Config{Certificate: &p.cert})
+			h := newHarness(t, Config{Certificates: []tls.Certificate{p.cert}})
 			c := newClient(h, 1)
 			c.suites = []uint16{TLS_RSA_WITH_AES_128_CBC_SHA}
 			c.rsaPlain, c.rsaCipher = tc.plain, tc.ciph
@@ -162,7 +180,7 @@ func TestOpenSSLClientRSA(t *testing.T) {
 	} {
 		t.Run(tc.cipher, func(t *testing.T) {
 			onClose, closed := closeWatcher()
-			ts := startServer(t, Config{Certificate: &p.cert, OnClose: onClose})
+			ts := startServer(t, Config{Certificates: []tls.Certificate{p.cert}, OnClose: onClose})
 			out := runInteractive(t, openssl, []string{"s_client", "-dtls1_2", "-connect", ts.addr.String(),
 				"-cipher", tc.cipher, "-CAfile", p.caFile, "-verify_return_error", "-verify_hostname", "localhost"},
 				"Verify return code", "ping-"+tc.cipher)
@@ -183,7 +201,7 @@ func TestGnuTLSClientRSA(t *testing.T) {
 	} {
 		t.Run(tc.cipher, func(t *testing.T) {
 			onClose, closed := closeWatcher()
-			ts := startServer(t, Config{Certificate: &p.cert, OnClose: onClose})
+			ts := startServer(t, Config{Certificates: []tls.Certificate{p.cert}, OnClose: onClose})
 			prio := "NONE:+VERS-DTLS1.2:+RSA:+COMP-NULL:+SIGN-ALL:+CTYPE-X509:+" + tc.cipher
 			out := runInteractive(t, bin, []string{"--udp", "--x509cafile", p.caFile, "--priority", prio,
 				"-p", fmt.Sprint(ts.addr.Port), "localhost"},
@@ -201,7 +219,7 @@ func TestGnuTLSClientRSA(t *testing.T) {
 // without ECC) with RSA, and a PSK-only client with PSK.
 func TestMixedListener(t *testing.T) {
 	p := loadPKI(t)
-	h := newHarness(t, Config{Certificate: &p.cert})
+	h := newHarness(t, Config{Certificates: []tls.Certificate{p.cert}})
 	sdk := newClient(h, 1)
 	sdk.suites = []uint16{0x008C, 0x00AE, 0x008D, 0x0094, 0x00B6, 0x0095, 0x002F, 0x003C, 0x0035, 0x003D, 0x00FF}
 	sdk.connect()
@@ -216,7 +234,7 @@ func TestMixedListener(t *testing.T) {
 	}
 	// The same with real peers on one socket.
 	if _, err := exec.LookPath("openssl"); err == nil {
-		ts := startServer(t, Config{Certificate: &p.cert})
+		ts := startServer(t, Config{Certificates: []tls.Certificate{p.cert}})
 		c, err := dialPion(t, ts.addr, "dev1", testKey, dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_CBC_SHA256))
 		if err != nil {
 			t.Fatal(err)
@@ -239,7 +257,7 @@ func TestConfigRejectsSuitesWithoutCredentials(t *testing.T) {
 		t.Fatal("RSA suite accepted without a certificate")
 	}
 	p := loadPKI(t)
-	if _, err := New(Config{Send: func([]byte, netip.AddrPort) {}, Certificate: &p.cert, Suites: []uint16{TLS_PSK_WITH_AES_128_CCM_8}}, time.Now()); err == nil {
+	if _, err := New(Config{Send: func([]byte, netip.AddrPort) {}, Certificates: []tls.Certificate{p.cert}, Suites: []uint16{TLS_PSK_WITH_AES_128_CCM_8}}, time.Now()); err == nil {
 		t.Fatal("PSK suite accepted without a PSK callback")
 	}
 }
@@ -250,7 +268,7 @@ func TestLibcoapClientCertificate(t *testing.T) {
 		t.Run(bin, func(t *testing.T) {
 			path := needTool(t, bin, "libcoap3-bin")
 			onClose, closed := closeWatcher()
-			ts := startCoAPServer(t, Config{Certificate: &p.cert, OnClose: onClose})
+			ts := startCoAPServer(t, Config{Certificates: []tls.Certificate{p.cert}, OnClose: onClose})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			out, err := exec.CommandContext(ctx, path, "-B", "5", "-R", p.caFile, "-m", "get",

@@ -13,15 +13,17 @@ import (
 
 // Cipher suite identifiers (IANA TLS Cipher Suites registry).
 const (
-	TLS_PSK_WITH_AES_128_CCM_8      uint16 = 0xC0A8 //nolint:revive // IANA names
-	TLS_PSK_WITH_AES_128_CBC_SHA256 uint16 = 0x00AE //nolint:revive
-	TLS_PSK_WITH_AES_128_CBC_SHA    uint16 = 0x008C //nolint:revive
-	TLS_PSK_WITH_AES_256_CBC_SHA    uint16 = 0x008D //nolint:revive
-	TLS_RSA_WITH_AES_128_CBC_SHA    uint16 = 0x002F //nolint:revive
-	TLS_RSA_WITH_AES_256_CBC_SHA    uint16 = 0x0035 //nolint:revive
-	TLS_RSA_WITH_AES_128_CBC_SHA256 uint16 = 0x003C //nolint:revive
-	TLS_RSA_WITH_AES_256_CBC_SHA256 uint16 = 0x003D //nolint:revive
-	tlsEmptyRenegotiationInfoSCSV   uint16 = 0x00FF
+	TLS_PSK_WITH_AES_128_CCM_8              uint16 = 0xC0A8 //nolint:revive // IANA names
+	TLS_PSK_WITH_AES_128_CBC_SHA256         uint16 = 0x00AE //nolint:revive
+	TLS_PSK_WITH_AES_128_CBC_SHA            uint16 = 0x008C //nolint:revive
+	TLS_PSK_WITH_AES_256_CBC_SHA            uint16 = 0x008D //nolint:revive
+	TLS_RSA_WITH_AES_128_CBC_SHA            uint16 = 0x002F //nolint:revive
+	TLS_RSA_WITH_AES_256_CBC_SHA            uint16 = 0x0035 //nolint:revive
+	TLS_RSA_WITH_AES_128_CBC_SHA256         uint16 = 0x003C //nolint:revive
+	TLS_RSA_WITH_AES_256_CBC_SHA256         uint16 = 0x003D //nolint:revive
+	TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 uint16 = 0xC02B //nolint:revive
+	TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8      uint16 = 0xC0AE //nolint:revive
+	tlsEmptyRenegotiationInfoSCSV           uint16 = 0x00FF
 )
 
 // RSASuites are the RSA key transport suites (RFC 5246), in the server's
@@ -31,6 +33,13 @@ var RSASuites = []uint16{
 	TLS_RSA_WITH_AES_256_CBC_SHA256,
 	TLS_RSA_WITH_AES_128_CBC_SHA,
 	TLS_RSA_WITH_AES_256_CBC_SHA,
+}
+
+// ECDHESuites are the ECDHE-ECDSA suites, in the server's preference
+// order; they need an ECDSA (P-256) certificate.
+var ECDHESuites = []uint16{
+	TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
 }
 
 // DefaultSuites is the server's preference order of PSK suites when
@@ -55,7 +64,9 @@ type suite struct {
 	id       uint16
 	name     string
 	psk      bool
+	ecdhe    bool // ECDHE_ECDSA (neither psk nor ecdhe: RSA key transport)
 	aead     bool
+	gcm      bool
 	macLen   int
 	keyLen   int
 	ivLen    int
@@ -64,14 +75,16 @@ type suite struct {
 }
 
 var suites = map[uint16]*suite{
-	TLS_PSK_WITH_AES_128_CCM_8:      {id: TLS_PSK_WITH_AES_128_CCM_8, name: "TLS_PSK_WITH_AES_128_CCM_8", psk: true, aead: true, keyLen: 16, ivLen: 4, overhead: 8 + 8},
-	TLS_PSK_WITH_AES_128_CBC_SHA256: {id: TLS_PSK_WITH_AES_128_CBC_SHA256, name: "TLS_PSK_WITH_AES_128_CBC_SHA256", psk: true, macLen: 32, keyLen: 16, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
-	TLS_PSK_WITH_AES_128_CBC_SHA:    {id: TLS_PSK_WITH_AES_128_CBC_SHA, name: "TLS_PSK_WITH_AES_128_CBC_SHA", psk: true, macLen: 20, keyLen: 16, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
-	TLS_PSK_WITH_AES_256_CBC_SHA:    {id: TLS_PSK_WITH_AES_256_CBC_SHA, name: "TLS_PSK_WITH_AES_256_CBC_SHA", psk: true, macLen: 20, keyLen: 32, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
-	TLS_RSA_WITH_AES_128_CBC_SHA:    {id: TLS_RSA_WITH_AES_128_CBC_SHA, name: "TLS_RSA_WITH_AES_128_CBC_SHA", macLen: 20, keyLen: 16, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
-	TLS_RSA_WITH_AES_256_CBC_SHA:    {id: TLS_RSA_WITH_AES_256_CBC_SHA, name: "TLS_RSA_WITH_AES_256_CBC_SHA", macLen: 20, keyLen: 32, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
-	TLS_RSA_WITH_AES_128_CBC_SHA256: {id: TLS_RSA_WITH_AES_128_CBC_SHA256, name: "TLS_RSA_WITH_AES_128_CBC_SHA256", macLen: 32, keyLen: 16, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
-	TLS_RSA_WITH_AES_256_CBC_SHA256: {id: TLS_RSA_WITH_AES_256_CBC_SHA256, name: "TLS_RSA_WITH_AES_256_CBC_SHA256", macLen: 32, keyLen: 32, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
+	TLS_PSK_WITH_AES_128_CCM_8:              {id: TLS_PSK_WITH_AES_128_CCM_8, name: "TLS_PSK_WITH_AES_128_CCM_8", psk: true, aead: true, keyLen: 16, ivLen: 4, overhead: 8 + 8},
+	TLS_PSK_WITH_AES_128_CBC_SHA256:         {id: TLS_PSK_WITH_AES_128_CBC_SHA256, name: "TLS_PSK_WITH_AES_128_CBC_SHA256", psk: true, macLen: 32, keyLen: 16, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
+	TLS_PSK_WITH_AES_128_CBC_SHA:            {id: TLS_PSK_WITH_AES_128_CBC_SHA, name: "TLS_PSK_WITH_AES_128_CBC_SHA", psk: true, macLen: 20, keyLen: 16, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
+	TLS_PSK_WITH_AES_256_CBC_SHA:            {id: TLS_PSK_WITH_AES_256_CBC_SHA, name: "TLS_PSK_WITH_AES_256_CBC_SHA", psk: true, macLen: 20, keyLen: 32, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
+	TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: {id: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, name: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", ecdhe: true, aead: true, gcm: true, keyLen: 16, ivLen: 4, overhead: 8 + 16},
+	TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8:      {id: TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, name: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8", ecdhe: true, aead: true, keyLen: 16, ivLen: 4, overhead: 8 + 8},
+	TLS_RSA_WITH_AES_128_CBC_SHA:            {id: TLS_RSA_WITH_AES_128_CBC_SHA, name: "TLS_RSA_WITH_AES_128_CBC_SHA", macLen: 20, keyLen: 16, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
+	TLS_RSA_WITH_AES_256_CBC_SHA:            {id: TLS_RSA_WITH_AES_256_CBC_SHA, name: "TLS_RSA_WITH_AES_256_CBC_SHA", macLen: 20, keyLen: 32, ivLen: 16, mac: sha1.New, overhead: 16 + 20 + 16},
+	TLS_RSA_WITH_AES_128_CBC_SHA256:         {id: TLS_RSA_WITH_AES_128_CBC_SHA256, name: "TLS_RSA_WITH_AES_128_CBC_SHA256", macLen: 32, keyLen: 16, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
+	TLS_RSA_WITH_AES_256_CBC_SHA256:         {id: TLS_RSA_WITH_AES_256_CBC_SHA256, name: "TLS_RSA_WITH_AES_256_CBC_SHA256", macLen: 32, keyLen: 32, ivLen: 16, mac: sha256.New, overhead: 16 + 32 + 16},
 }
 
 // SuiteName returns the IANA name of a supported suite, or its number.
@@ -99,6 +112,13 @@ func (s *suite) newCipher(kb []byte) (recordCipher, error) {
 	cMAC, sMAC := take(s.macLen), take(s.macLen)
 	cKey, sKey := take(s.keyLen), take(s.keyLen)
 	cIV, sIV := take(s.ivLen), take(s.ivLen)
+	if s.gcm {
+		c, err := ciphersuite.NewGCM(sKey, sIV, cKey, cIV)
+		if err != nil {
+			return nil, fmt.Errorf("gcm: %w", err)
+		}
+		return c, nil
+	}
 	if s.aead {
 		c, err := ciphersuite.NewCCM(ciphersuite.CCMTagLength8, sKey, sIV, cKey, cIV)
 		if err != nil {
