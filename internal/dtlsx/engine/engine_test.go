@@ -142,3 +142,7 @@ func TestPionClientPSK(t *testing.T) {
 }
 
 func addrOf(c *dtls.Conn) netip.AddrPort { return netip.MustParseAddrPort(c.LocalAddr().String()) }
+
+func pionPSKSuites() dtls.ClientOption {
+	return dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_CBC_SHA256)
+}
