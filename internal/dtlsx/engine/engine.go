@@ -49,6 +49,16 @@ type Config struct {
 	// OnData receives the decrypted application data of a session. It is
 	// called without the engine's lock held, so it may call Write.
 	OnData func(s *Session, b []byte)
+	// OnEstablished is called (without the lock) when a handshake
+	// completes, before any of the session's data is delivered.
+	OnEstablished func(s *Session)
+	// SessionIdleTimeout, when set, gives the idle timeout of a new
+	// session from its PSK identity (nil for certificate sessions); 0
+	// keeps IdleTimeout. It runs under the engine's lock.
+	SessionIdleTimeout func(identity []byte) time.Duration
+	// OnHandshakeFailure, when set, is called with the reason of every
+	// failed handshake (under the engine's lock: count, do not block).
+	OnHandshakeFailure func(reason string)
 	// OnClose is called (without the lock) when a session ends.
 	OnClose func(s *Session, reason string)
 	// ConnectionID enables RFC 9146 Connection IDs: a client that offers
@@ -147,8 +157,9 @@ type Engine struct {
 }
 
 type delivery struct {
-	s *Session
-	b []byte
+	s  *Session
+	b  []byte
+	up bool // the session was established (OnEstablished)
 }
 
 type closing struct {
@@ -301,7 +312,12 @@ func (e *Engine) unlockAndNotify() {
 	e.deliver, e.closed = nil, nil
 	e.mu.Unlock()
 	for _, x := range d {
-		if e.cfg.OnData != nil {
+		switch {
+		case x.up:
+			if e.cfg.OnEstablished != nil {
+				e.cfg.OnEstablished(x.s)
+			}
+		case e.cfg.OnData != nil:
 			e.cfg.OnData(x.s, x.b)
 		}
 	}
@@ -357,6 +373,9 @@ func (e *Engine) fail(h *handshake, reason string, desc int) {
 		e.sendPlainAlert(h, alertFatal, byte(desc))
 	}
 	e.st.HandshakeFailures[reason]++
+	if e.cfg.OnHandshakeFailure != nil {
+		e.cfg.OnHandshakeFailure(reason)
+	}
 	delete(e.hs, h.addr)
 	h.gen++
 }
@@ -436,7 +455,7 @@ func (e *Engine) fire(t timer, now time.Time) {
 		if s.closed || s.gen != t.gen {
 			return
 		}
-		end := s.lastSeen.Add(e.cfg.IdleTimeout)
+		end := s.lastSeen.Add(s.idle)
 		if !end.After(now) {
 			e.closeSession(s, CloseIdle)
 			return
@@ -452,7 +471,15 @@ func (e *Engine) fire(t timer, now time.Time) {
 // record protection or the end of its idle timeout, whichever is first.
 func (e *Engine) armSession(s *Session, now time.Time) {
 	s.gen++
-	at := s.lastSeen.Add(e.cfg.IdleTimeout)
+	if s.idle == 0 {
+		s.idle = e.cfg.IdleTimeout
+		if e.cfg.SessionIdleTimeout != nil {
+			if d := e.cfg.SessionIdleTimeout(s.identity); d > 0 {
+				s.idle = d
+			}
+		}
+	}
+	at := s.lastSeen.Add(s.idle)
 	if s.cipher != nil {
 		if c := s.lastUse.Add(e.cfg.CipherCacheIdle); c.Before(at) {
 			at = c
@@ -502,6 +529,45 @@ func (e *Engine) Write(addr netip.AddrPort, b []byte) error {
 	}
 	e.cfg.Send(rec, addr)
 	return nil
+}
+
+// WriteSession sends b as one application data record on s, wherever its
+// peer is now (a CID session may have moved).
+func (e *Engine) WriteSession(s *Session, b []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.closed {
+		return ErrNoSession
+	}
+	if len(b) > maxRecordPlaintext {
+		return fmt.Errorf("engine: %d bytes exceed one record", len(b))
+	}
+	e.touch(s, e.now)
+	rec, err := s.seal(ctApplicationData, b)
+	if err != nil {
+		return err
+	}
+	e.cfg.Send(rec, s.addr)
+	return nil
+}
+
+// Peer returns the current address of s's peer.
+func (e *Engine) Peer(s *Session) netip.AddrPort {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return s.addr
+}
+
+// CloseSession ends s with a close_notify alert.
+func (e *Engine) CloseSession(s *Session) {
+	e.mu.Lock()
+	if !s.closed {
+		if rec, err := s.seal(ctAlert, []byte{alertWarning, alertCloseNotify}); err == nil {
+			e.cfg.Send(rec, s.addr)
+		}
+		e.closeSession(s, CloseLocal)
+	}
+	e.unlockAndNotify()
 }
 
 // Close ends the session of addr with a close_notify alert.

@@ -198,14 +198,7 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 			break
 		}
 	}
-	for _, id := range e.cfg.Suites {
-		st := suites[id]
-		if !slices.Contains(ch.CipherSuiteIDs, id) || (st.ecdhe && (curve == 0 || !ecdsaSHA256)) {
-			continue
-		}
-		h.suite = st
-		break
-	}
+	h.suite = e.chooseSuite(ch.CipherSuiteIDs, curve != 0 && ecdsaSHA256)
 	if h.suite == nil {
 		e.fail(h, ReasonNoSuite, alertHandshakeFailure)
 		return
@@ -273,6 +266,42 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 	h.state = stWaitCKE
 	e.sendFlight(h)
 	e.armHandshake(h, now)
+}
+
+// chooseSuite picks the key exchange by the server's order (the class of
+// the first suite of Config.Suites the client offers: ECDHE, RSA or PSK),
+// then, within it, the client's most preferred suite the server enables.
+// ecdheOK tells whether an ECDHE suite can be served (common curve and
+// signature algorithm).
+func (e *Engine) chooseSuite(offered []uint16, ecdheOK bool) *suite {
+	usable := func(id uint16) *suite {
+		st := suites[id]
+		if st == nil || !slices.Contains(e.cfg.Suites, id) || (st.ecdhe && !ecdheOK) {
+			return nil
+		}
+		return st
+	}
+	class := func(st *suite) int {
+		switch {
+		case st.ecdhe:
+			return 1
+		case st.psk:
+			return 2
+		}
+		return 3
+	}
+	for _, id := range e.cfg.Suites {
+		st := usable(id)
+		if st == nil || !slices.Contains(offered, id) {
+			continue
+		}
+		for _, cid := range offered {
+			if c := usable(cid); c != nil && class(c) == class(st) {
+				return c
+			}
+		}
+	}
+	return nil
 }
 
 // helloVerify sends a HelloVerifyRequest with the record sequence number of
@@ -514,9 +543,10 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 	}
 	typ, pt, err := s.open(r)
 	if err != nil {
-		// Wrong key: tell the client now rather than let it retransmit.
+		// Wrong key: tell the client now rather than let it retransmit
+		// (decrypt_error: its Finished could not be validated).
 		e.st.RecordsBadMAC++
-		e.fail(h, ReasonBadFinished, alertBadRecordMAC)
+		e.fail(h, ReasonBadFinished, alertDecryptError)
 		return
 	}
 	s.win.mark(r.seq)
@@ -560,6 +590,7 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 		e.byCID[string(s.rcid)] = s
 	}
 	e.st.HandshakesDone++
+	e.deliver = append(e.deliver, delivery{s: s, up: true})
 	e.pushTimer(timer{at: now.Add(e.cfg.HandshakeTimeout), s: s, kind: timerRetain, gen: h.gen})
 	e.armSession(s, now)
 }
@@ -683,7 +714,7 @@ func (e *Engine) sessionRecord(s *Session, r *record, from netip.AddrPort, now t
 	switch typ {
 	case ctApplicationData:
 		s.hs = nil // the client has the server's Finished
-		e.deliver = append(e.deliver, delivery{s, pt})
+		e.deliver = append(e.deliver, delivery{s: s, b: pt})
 	case ctAlert:
 		if len(pt) != 2 {
 			e.st.RecordsMalformed++

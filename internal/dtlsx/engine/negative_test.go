@@ -215,7 +215,7 @@ func TestWrongPSK(t *testing.T) {
 	c.flight4()
 	cke, ccs, fin := c.keyExchange()
 	c.send(append(append(cke, ccs...), fin...))
-	if d := plainAlert(t, c); d != alertBadRecordMAC {
+	if d := plainAlert(t, c); d != alertDecryptError {
 		t.Fatalf("alert %d", d)
 	}
 	if st := h.e.Stats(); st.HandshakeFailures[ReasonBadFinished] != 1 || st.HandshakesActive != 0 || st.Sessions != 0 {

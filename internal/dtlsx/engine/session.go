@@ -18,9 +18,10 @@ type Session struct {
 	keys     []byte       // key block (RFC 5246 §6.3)
 	cipher   recordCipher // built from keys on use, dropped when idle
 	gen      uint32       // generation of the session's timer
-	rcid     []byte       // connection ID the peer puts in its records (ours)
-	wcid     []byte       // connection ID the peer asked for in ours
-	wseq     uint64       // next sequence number of epoch 1 to send
+	idle     time.Duration
+	rcid     []byte // connection ID the peer puts in its records (ours)
+	wcid     []byte // connection ID the peer asked for in ours
+	wseq     uint64 // next sequence number of epoch 1 to send
 	win      replayWindow
 	lastSeen time.Time  // last authenticated record from the peer
 	lastUse  time.Time  // last record sealed or opened
