@@ -117,8 +117,39 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 	s.active = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "coapgate_dtls_sessions", Help: "Established DTLS sessions.",
 	}, func() float64 { return float64(s.e.Stats().Sessions) })
+	stat := func(f func(engine.Stats) float64) func() float64 {
+		return func() float64 { return f(s.e.Stats()) }
+	}
+	collectors := []prometheus.Collector{s.failures, s.done, s.closed, s.active,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coapgate_dtls_handshakes_in_flight", Help: "DTLS handshakes in progress.",
+		}, stat(func(st engine.Stats) float64 { return float64(st.HandshakesActive) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coapgate_dtls_hello_verify_requests_total", Help: "HelloVerifyRequests sent (stateless cookie round trips asked for).",
+		}, stat(func(st engine.Stats) float64 { return float64(st.HelloVerifyRequests) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coapgate_dtls_bad_cookies_total", Help: "ClientHellos with an invalid cookie (no state was allocated).",
+		}, stat(func(st engine.Stats) float64 { return float64(st.BadCookies) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coapgate_dtls_retransmits_total", Help: "DTLS handshake flights retransmitted.",
+		}, stat(func(st engine.Stats) float64 { return float64(st.Retransmits) })),
+	}
+	for _, r := range []struct {
+		reason string
+		f      func(engine.Stats) uint64
+	}{
+		{"bad_mac", func(st engine.Stats) uint64 { return st.RecordsBadMAC }},
+		{"replayed", func(st engine.Stats) uint64 { return st.RecordsReplayed }},
+		{"malformed", func(st engine.Stats) uint64 { return st.RecordsMalformed }},
+		{"unexpected", func(st engine.Stats) uint64 { return st.RecordsDropped }},
+	} {
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coapgate_dtls_records_rejected_total", Help: "DTLS records dropped, by reason.",
+			ConstLabels: prometheus.Labels{"reason": r.reason},
+		}, stat(func(st engine.Stats) float64 { return float64(r.f(st)) })))
+	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.failures, s.done, s.closed, s.active} {
+		for _, c := range collectors {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("dtls metrics: %w", err)
 			}
@@ -203,7 +234,7 @@ func (s *Server) psk(identity []byte, from netip.AddrPort) ([]byte, error) {
 	}
 	reason := dtlspsk.Reason(err)
 	s.failures.WithLabelValues(reason).Inc()
-	s.log.Info("dtls handshake refused", "peer", from.String(), "reason", reason)
+	s.log.Debug("handshake refused", "reason", reason, "peer", from.String())
 	return nil, err
 }
 
