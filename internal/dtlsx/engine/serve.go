@@ -14,27 +14,39 @@ import (
 func Serve(e *Engine, conn *net.UDPConn) error {
 	const idleWake = time.Second
 	buf := make([]byte, 65535)
+	var dl time.Time // the read deadline in force
+	arm := func(now time.Time) error {
+		want := now.Add(idleWake)
+		if next := e.NextDeadline(); !next.IsZero() && next.Before(want) {
+			want = next
+		}
+		// Only move the deadline when a timer is due earlier (or the old
+		// one passed): a syscall-free read loop under load.
+		if dl.IsZero() || want.Before(dl) || !now.Before(dl) {
+			dl = want
+			return conn.SetReadDeadline(dl)
+		}
+		return nil
+	}
+	if err := arm(time.Now()); err != nil {
+		return closedOr(err)
+	}
 	for {
-		now := time.Now()
-		dl := now.Add(idleWake)
-		if next := e.NextDeadline(); !next.IsZero() && next.Before(dl) {
-			dl = next
-		}
-		if err := conn.SetReadDeadline(dl); err != nil {
-			return closedOr(err)
-		}
 		n, addr, err := conn.ReadFromUDPAddrPort(buf)
+		now := time.Now()
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				e.Tick(time.Now())
-				continue
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return closedOr(err)
 			}
-			return closedOr(err)
+		} else {
+			e.HandleDatagram(buf[:n], addr, now)
 		}
-		e.HandleDatagram(buf[:n], addr, time.Now())
-		if next := e.NextDeadline(); !next.IsZero() && !time.Now().Before(next) {
-			e.Tick(time.Now())
+		if next := e.NextDeadline(); !next.IsZero() && !now.Before(next) {
+			e.Tick(now)
+		}
+		if err := arm(now); err != nil {
+			return closedOr(err)
 		}
 	}
 }
