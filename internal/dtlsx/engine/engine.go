@@ -109,6 +109,7 @@ const (
 	ReasonLimitSessions  = "limit_sessions"
 	ReasonBadVersion     = "protocol_version"
 	ReasonReplaced       = "replaced"
+	ReasonRestarted      = "client_restarted"
 	CloseIdle            = "idle"
 	ClosePeer            = "close_notify"
 	CloseFatal           = "peer_fatal_alert"

@@ -332,6 +332,11 @@ func (e *Engine) statelessAlert(recSeq uint64, desc byte, addr netip.AddrPort) {
 // progress.
 func (e *Engine) handshakeRecord(h *handshake, r *record, now time.Time) {
 	switch {
+	case r.epoch == 0 && r.typ == ctHandshake && e.restarted(h, r):
+		// A ClientHello with another random: the client started over
+		// (rebooted); this handshake is abandoned (RFC 6347 §4.2.8).
+		e.fail(h, ReasonRestarted, -1)
+		e.clientHello(r, h.addr, now)
 	case r.epoch == 0 && r.typ == ctHandshake:
 		retrans := false
 		for body := r.body; len(body) > 0; {
@@ -396,6 +401,14 @@ func (e *Engine) handshakeRecord(h *handshake, r *record, now time.Time) {
 		}
 		e.st.RecordsDropped++
 	}
+}
+
+// restarted reports whether r starts with a ClientHello whose random is not
+// the one of handshake h.
+func (e *Engine) restarted(h *handshake, r *record) bool {
+	f, _, err := splitFragment(r.body)
+	return err == nil && f.typ == htClientHello && f.off == 0 && len(f.data) >= 34 &&
+		string(f.data[2:34]) != string(h.clientRandom[:])
 }
 
 // handshakeMessage processes a complete handshake message in order.

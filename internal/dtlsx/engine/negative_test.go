@@ -489,3 +489,29 @@ func TestFlightFragmentationWithinMTU(t *testing.T) {
 		t.Fatalf("%d messages from %d datagrams", len(msgs), len(dgs))
 	}
 }
+
+// TestClientRestartsMidHandshake: a device that reboots during a handshake
+// sends a ClientHello with a new random; it gets a fresh cookie exchange
+// at once instead of the old handshake's flight until that times out.
+func TestClientRestartsMidHandshake(t *testing.T) {
+	h := newHarness(t, Config{})
+	c := newClient(h, 1)
+	c.cookieExchange()
+	c.serverRecords()
+	c2 := newClient(h, 1)
+	c2.cr[0] ^= 0xff
+	c2.connect()
+	st := h.e.Stats()
+	if st.HandshakesDone != 1 || st.HandshakeFailures[ReasonRestarted] != 1 || st.HandshakesActive != 0 {
+		t.Fatalf("%+v", st)
+	}
+	// The same ClientHello again (a retransmission) is not a restart.
+	c3 := newClient(h, 2)
+	c3.cookieExchange()
+	c3.serverRecords()
+	c3.msgSeq--
+	c3.hello()
+	if recs, _ := c3.serverRecords(); len(recs) == 0 || h.e.Stats().HandshakeFailures[ReasonRestarted] != 1 {
+		t.Fatal("a retransmitted ClientHello was taken for a restart")
+	}
+}
