@@ -183,3 +183,24 @@ func pionRebinding(t *testing.T, gen func() []byte) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// TestConnectionIDEarlyFinished: a tls12_cid Finished that arrives before
+// the ClientKeyExchange (or while its key is looked up) is kept, not lost.
+func TestConnectionIDEarlyFinished(t *testing.T) {
+	h := newHarness(t, Config{ConnectionID: true})
+	c := newClient(h, 1)
+	c.cid = []byte{5}
+	c.cookieExchange()
+	c.flight4()
+	cke, ccs, fin := c.keyExchange()
+	if fin[0] != ctCID {
+		t.Fatal("Finished without CID")
+	}
+	c.send(fin)
+	c.send(ccs)
+	c.send(cke)
+	c.flight6()
+	if st := h.e.Stats(); st.HandshakesDone != 1 || st.Retransmits != 0 {
+		t.Fatalf("%+v", st)
+	}
+}

@@ -331,8 +331,8 @@ func (e *Engine) unlockAndNotify() {
 
 func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 	if r.typ == ctCID {
-		if h := e.hs[addr]; h != nil && h.sess != nil && string(h.sess.rcid) == string(r.cid) {
-			e.handshakeRecord(h, r, now) // the client's Finished
+		if h := e.hs[addr]; h != nil && len(h.rcid) > 0 && string(h.rcid) == string(r.cid) {
+			e.handshakeRecord(h, r, now) // the client's Finished (kept if early)
 			return
 		}
 		if s := e.byCID[string(r.cid)]; s != nil {

@@ -23,6 +23,10 @@ import (
 	pionhs "github.com/pion/dtls/v3/pkg/protocol/handshake"
 )
 
+// ErrPSKPending, returned by Config.PSK, defers the answer: the caller
+// looks the key up off the read loop and calls Engine.ProvidePSK.
+var ErrPSKPending = errors.New("engine: PSK lookup pending")
+
 var (
 	errSeqExhausted  = errors.New("engine: sequence numbers of the epoch exhausted")
 	errUnexpectedCCS = errors.New("engine: change cipher spec in epoch 1")
@@ -32,6 +36,7 @@ var (
 const (
 	stWaitCKE      = iota + 1 // flight 4 sent, waiting for ClientKeyExchange
 	stWaitFinished            // keys derived, waiting for the client's Finished
+	stWaitPSK                 // ClientKeyExchange received, its PSK being looked up
 	stDone                    // flight 6 sent
 )
 
@@ -59,7 +64,10 @@ type handshake struct {
 	master        []byte
 	ecdhKey       *ecdh.PrivateKey // ECDHE: the server's ephemeral key
 	rcid, wcid    []byte           // connection IDs (RFC 9146): ours, the client's
-	early         [][]byte         // epoch-1 records that arrived before the keys
+	pendingSeq    uint16           // stWaitPSK: the ClientKeyExchange waiting for its key
+	pendingCKE    []byte
+	pendingID     []byte
+	early         [][]byte // epoch-1 records that arrived before the keys
 }
 
 // outMsg is one message of a flight: a change cipher spec, or a complete
@@ -386,7 +394,7 @@ func (e *Engine) handshakeRecord(h *handshake, r *record, now time.Time) {
 		if len(r.body) >= 2 && (r.body[0] == alertFatal || r.body[1] == alertCloseNotify) {
 			e.fail(h, ReasonPeerAlert, -1)
 		}
-	case r.epoch == 1 && (r.typ == ctHandshake || r.typ == ctCID) && h.state == stWaitCKE:
+	case r.epoch == 1 && (r.typ == ctHandshake || r.typ == ctCID) && (h.state == stWaitCKE || h.state == stWaitPSK):
 		if len(h.early) < 2 {
 			h.early = append(h.early, slices.Clone(r.raw))
 		} else {
@@ -446,18 +454,56 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 		var key []byte
 		if e.cfg.PSK != nil {
 			k, err := e.cfg.PSK(identity, h.addr)
+			if errors.Is(err, ErrPSKPending) {
+				// The caller looks the key up elsewhere and hands it to
+				// ProvidePSK; the handshake waits (its timer runs on).
+				h.state = stWaitPSK
+				h.pendingSeq, h.pendingCKE, h.pendingID = seq, slices.Clone(body), identity
+				return
+			}
 			if err == nil {
 				key = k
 			}
 		}
-		if len(key) == 0 {
-			e.fail(h, ReasonUnknownPSK, alertUnknownPSKIdentity)
-			return
-		}
-		pms = prf.PSKPreMasterSecret(key)
+		e.pskKeyExchange(h, seq, body, identity, key, now)
+		return
 	default:
 		pms = e.rsaPremaster(h, body[2:])
 	}
+	e.keyExchange(h, seq, body, identity, pms, now)
+}
+
+// pskKeyExchange completes a PSK ClientKeyExchange with the identity's key
+// (none: refused).
+func (e *Engine) pskKeyExchange(h *handshake, seq uint16, body, identity, key []byte, now time.Time) {
+	if len(key) == 0 {
+		e.fail(h, ReasonUnknownPSK, alertUnknownPSKIdentity)
+		return
+	}
+	e.keyExchange(h, seq, body, identity, prf.PSKPreMasterSecret(key), now)
+}
+
+// ProvidePSK completes a handshake whose PSK callback answered
+// ErrPSKPending: key is the identity's key, nil or err to refuse it. A
+// handshake that ended meanwhile (timeout, restart) ignores the answer.
+func (e *Engine) ProvidePSK(addr netip.AddrPort, identity, key []byte, err error) {
+	e.mu.Lock()
+	h := e.hs[addr]
+	if h != nil && h.state == stWaitPSK && string(h.pendingID) == string(identity) {
+		if err != nil {
+			key = nil
+		}
+		seq, body := h.pendingSeq, h.pendingCKE
+		h.pendingCKE, h.pendingID = nil, nil
+		h.state = stWaitCKE
+		e.pskKeyExchange(h, seq, body, identity, key, e.now)
+	}
+	e.unlockAndNotify()
+}
+
+// keyExchange derives the master secret and keys from the premaster
+// secret and waits for the client's Finished.
+func (e *Engine) keyExchange(h *handshake, seq uint16, body, identity, pms []byte, now time.Time) {
 	h.transcript = append(h.transcript, handshakeMessage(htClientKeyExchange, seq, body)...)
 	var err error
 	if h.ems {

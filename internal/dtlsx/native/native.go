@@ -28,7 +28,9 @@ import (
 // Config configures a Server. Zero values take the engine's defaults.
 type Config struct {
 	// LookupPSK returns the key of a parsed PSK identity; a refusal is a
-	// *dtlspsk.Error whose Reason is counted. It runs on the read loop.
+	// *dtlspsk.Error whose Reason is counted. It runs on a small pool of
+	// lookup workers, never on the read loop, so a slow store delays only
+	// the handshakes waiting for it.
 	LookupPSK func(ctx context.Context, id dtlspsk.Identity) ([]byte, error)
 	// Certificate enables the certificate suites (RSA and/or ECDSA P-256).
 	Certificate  *tls.Certificate
@@ -58,11 +60,23 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*engine.Session]*Session
 
+	lookups chan lookup // PSK lookups for the workers
+
 	failures *prometheus.CounterVec
 	done     *prometheus.CounterVec
 	closed   *prometheus.CounterVec
 	active   prometheus.GaugeFunc
 }
+
+// lookup is a PSK identity waiting for its key.
+type lookup struct {
+	addr     netip.AddrPort
+	identity []byte
+	id       dtlspsk.Identity
+}
+
+// lookupWorkers run the PSK lookups of handshakes.
+const lookupWorkers = 8
 
 // Session is an established DTLS session, a coapx.Session.
 type Session struct {
@@ -105,6 +119,7 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, coap: coap, log: cfg.Logger, sessions: map[*engine.Session]*Session{}}
+	s.lookups = make(chan lookup, max(cfg.MaxHandshakes, 64))
 	s.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "coapgate_dtls_handshake_failures_total", Help: "DTLS handshakes that failed, by reason.",
 	}, []string{"reason"})
@@ -207,6 +222,12 @@ func lifetime(identity []byte) time.Duration {
 // Serve runs the listener on conn until ctx ends.
 func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 	s.conn.Store(conn)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range lookupWorkers {
+		wg.Go(func() { s.lookupWorker(wctx) })
+	}
+	defer func() { cancel(); wg.Wait() }()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)); conn.Close() })
 	defer stop()
 	err := engine.Serve(s.e, conn)
@@ -222,20 +243,44 @@ func (s *Server) send(b []byte, to netip.AddrPort) {
 	}
 }
 
-// psk parses the identity, looks its key up and counts refusals.
+// psk parses the identity and queues its lookup for the workers (the
+// engine's read loop must not wait on the store); a malformed identity or
+// a full queue is refused at once.
 func (s *Server) psk(identity []byte, from netip.AddrPort) ([]byte, error) {
 	id, err := dtlspsk.Parse(identity)
-	if err == nil {
-		var key []byte
-		key, err = s.cfg.LookupPSK(context.Background(), id)
-		if err == nil {
-			return key, nil
+	if err != nil {
+		s.refused(err, from)
+		return nil, err
+	}
+	select {
+	case s.lookups <- lookup{addr: from, identity: identity, id: id}:
+		return nil, engine.ErrPSKPending
+	default:
+		err := &dtlspsk.Error{Reason: dtlspsk.ReasonStore, Msg: "too many PSK lookups waiting"}
+		s.refused(err, from)
+		return nil, err
+	}
+}
+
+func (s *Server) lookupWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case l := <-s.lookups:
+			key, err := s.cfg.LookupPSK(ctx, l.id)
+			if err != nil {
+				s.refused(err, l.addr)
+			}
+			s.e.ProvidePSK(l.addr, l.identity, key, err)
 		}
 	}
+}
+
+func (s *Server) refused(err error, from netip.AddrPort) {
 	reason := dtlspsk.Reason(err)
 	s.failures.WithLabelValues(reason).Inc()
 	s.log.Debug("handshake refused", "reason", reason, "peer", from.String())
-	return nil, err
 }
 
 // handshakeFailed counts the engine's failures under the listener's
