@@ -308,6 +308,9 @@ func (e *Engine) HandleDatagram(b []byte, addr netip.AddrPort, now time.Time) {
 
 // unlockAndNotify releases the lock, then runs the callbacks collected
 // while it was held.
+// A handshake completed by ProvidePSK runs OnEstablished on that
+// goroutine, so OnData of the session's first records may run before or
+// during it on the read loop's.
 func (e *Engine) unlockAndNotify() {
 	d, c := e.deliver, e.closed
 	e.deliver, e.closed = nil, nil

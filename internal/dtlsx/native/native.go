@@ -59,6 +59,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*engine.Session]*Session
+	gone     map[*engine.Session]struct{} // ended before their OnEstablished ran
 
 	lookups chan lookup // PSK lookups for the workers
 
@@ -84,6 +85,7 @@ type Session struct {
 	es    *engine.Session
 	id    uint64
 	ident *dtlspsk.Identity
+	ready chan struct{} // closed once OnUp has run
 }
 
 // SessionID implements coapx.Session.
@@ -118,7 +120,7 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, coap: coap, log: cfg.Logger, sessions: map[*engine.Session]*Session{}}
+	s := &Server{cfg: cfg, coap: coap, log: cfg.Logger, sessions: map[*engine.Session]*Session{}, gone: map[*engine.Session]struct{}{}}
 	s.lookups = make(chan lookup, max(cfg.MaxHandshakes, 64))
 	s.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "coapgate_dtls_handshake_failures_total", Help: "DTLS handshakes that failed, by reason.",
@@ -298,41 +300,59 @@ func (s *Server) handshakeFailed(reason string) {
 	s.failures.WithLabelValues(reason).Inc()
 }
 
-func (s *Server) onUp(es *engine.Session) {
-	ss := &Session{srv: s, es: es, id: s.nextID.Add(1)}
+func (s *Server) onUp(es *engine.Session) { s.attach(es) }
+
+// attach returns the Session of es, creating it (and running OnUp) on
+// first sight: the engine may hand over the first data of a session whose
+// handshake a lookup worker completed before that worker has run
+// OnEstablished. Whoever gets here second waits until OnUp has run, so the
+// gateway sees a session up before any of its requests. Nil: es already
+// ended.
+func (s *Server) attach(es *engine.Session) *Session {
+	s.mu.Lock()
+	if ss := s.sessions[es]; ss != nil {
+		s.mu.Unlock()
+		<-ss.ready
+		return ss
+	}
+	if _, ok := s.gone[es]; ok {
+		delete(s.gone, es)
+		s.mu.Unlock()
+		return nil
+	}
+	ss := &Session{srv: s, es: es, id: s.nextID.Add(1), ready: make(chan struct{})}
 	if idb := es.Identity(); idb != nil {
 		if id, err := dtlspsk.Parse(idb); err == nil {
 			ss.ident = &id
 		}
 	}
-	s.mu.Lock()
 	s.sessions[es] = ss
 	s.mu.Unlock()
 	s.done.WithLabelValues(suiteLabel(es.CipherSuite())).Inc()
 	if s.cfg.OnUp != nil {
 		s.cfg.OnUp(ss)
 	}
-}
-
-func (s *Server) session(es *engine.Session) *Session {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sessions[es]
+	close(ss.ready)
+	return ss
 }
 
 func (s *Server) onData(es *engine.Session, b []byte) {
-	ss := s.session(es)
-	if ss == nil {
-		return
+	if ss := s.attach(es); ss != nil {
+		s.coap.ServeSession(b, ss.Peer(), ss)
 	}
-	s.coap.ServeSession(b, ss.Peer(), ss)
 }
 
 func (s *Server) onDown(es *engine.Session, reason string) {
 	s.mu.Lock()
 	ss := s.sessions[es]
+	if ss == nil {
+		s.gone[es] = struct{}{} // its OnEstablished is still to come
+	}
 	delete(s.sessions, es)
 	s.mu.Unlock()
+	if ss != nil {
+		<-ss.ready
+	}
 	s.closed.WithLabelValues(reason).Inc()
 	if ss != nil && s.cfg.OnDown != nil {
 		s.cfg.OnDown(ss, reason)
