@@ -11,18 +11,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/buildinfo"
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 type command struct {
 	name    string
@@ -92,10 +89,22 @@ Quick start:
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("coapgate version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: coapgate version
+
+Prints the build information: version (stamped by the release build, else
+the Go module version, else "devel"), VCS revision and commit time, Go
+version and platform. coapdev version prints the same for its build.
+`)
+	}
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	fmt.Fprintf(stdout, "coapgate %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "coapgate version: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	fmt.Fprintln(stdout, buildinfo.Get().String("coapgate"))
 	return 0
 }
 
@@ -118,8 +127,10 @@ func serveFlags(name string, args []string, stderr io.Writer) (cfg config.Config
 
 Runs the gateway. Configuration comes from, in increasing precedence:
 embedded defaults < the YAML file given by --config < COAPGATE_* environment
-variables < flags. Every setting has all three forms, e.g. coap.listen is
-'coap: {listen: ":5683"}' in YAML, COAPGATE_COAP_LISTEN, and --coap.listen.
+variables < flags. Every setting has all three forms, e.g. coap.max_body is
+'coap: {max_body: 65536}' in YAML, COAPGATE_COAP_MAX_BODY, and --coap.max-body
+(flags accept the YAML spelling too: --coap.max_body). Unknown COAPGATE_*
+variables are reported as a warning at start.
 
 On first start an admin API key is created and printed once.
 
@@ -131,7 +142,7 @@ Example:
   %s --data-dir /var/lib/coapgate --coap.listen :5683 --api.listen 127.0.0.1:8080
 `, name)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(config.NormalizeFlagArgs(args)); err != nil {
 		return cfg, false, flagExit(err)
 	}
 	if fs.NArg() > 0 {
@@ -161,6 +172,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
+	for _, name := range config.UnknownEnv(os.Environ()) {
+		log.Warn("unknown environment variable ignored: no setting has this name", "env", name)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := startServer(ctx, cfg, log)

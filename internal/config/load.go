@@ -224,3 +224,68 @@ func (c Config) YAML() ([]byte, error) {
 	}
 	return buf.Bytes(), enc.Close()
 }
+
+// NormalizeFlagArgs lets every setting's flag be spelled with underscores
+// as in YAML (--coap.max_body) as well as with hyphens (--coap.max-body):
+// it rewrites the underscore spelling of a known setting to the hyphen one
+// the flag set registers. Arguments after "--" and values are left alone.
+func NormalizeFlagArgs(args []string) []string {
+	def := Default()
+	alias := map[string]string{}
+	for _, f := range Fields(&def) {
+		if f.Key != f.Flag {
+			alias[f.Key] = f.Flag
+		}
+	}
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		dashes := "-"
+		if strings.HasPrefix(a, "--") {
+			dashes = "--"
+		}
+		name, value, hasValue := strings.Cut(a[len(dashes):], "=")
+		if fl, ok := alias[name]; ok {
+			out[i] = dashes + fl
+			if hasValue {
+				out[i] += "=" + value
+			}
+		}
+	}
+	return out
+}
+
+// OtherEnv lists the COAPGATE_* variables that are not settings but are
+// read by the command line tools (and tests); UnknownEnv does not report
+// them.
+var OtherEnv = []string{EnvPrefix + "CONFIG", EnvPrefix + "API_URL", EnvPrefix + "API_KEY"}
+
+// UnknownEnv returns the names of COAPGATE_* variables in environ (as
+// os.Environ returns it) that name no setting: most likely typos, which
+// would otherwise be ignored silently. COAPGATE_TEST_* (the test suites'
+// service addresses) and OtherEnv are not reported.
+func UnknownEnv(environ []string) []string {
+	def := Default()
+	known := map[string]bool{}
+	for _, f := range Fields(&def) {
+		known[f.Env] = true
+	}
+	for _, e := range OtherEnv {
+		known[e] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix) || known[name] || strings.HasPrefix(name, EnvPrefix+"TEST_") {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
