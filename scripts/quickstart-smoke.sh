@@ -38,7 +38,7 @@ addr() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
 coap=$(addr coap) sym=$(addr coap_sym) dtls=$(addr dtls) api=$(addr api)
 [ -n "$coap" ] && [ -n "$sym" ] && [ -n "$dtls" ] && [ -n "$api" ] || fail "cannot read addresses from: $line"
 echo "server pid $pid: coap $coap, symmetric $sym, dtls $dtls, api $api"
-curl -fsS "http://$api/api/v1/health"; echo
+"$tmp/coapgate" health --api "http://$api"
 export COAPGATE_API_URL=http://$api
 COAPGATE_API_KEY=$(grep -o 'cgk_[A-Za-z0-9_-]*' "$tmp/out" | head -n 1)
 export COAPGATE_API_KEY

@@ -136,6 +136,12 @@ func (c *adminCmd) call(method, path string, query url.Values, body any) ([]byte
 	return cl.Do(ctx, method, path, query, body)
 }
 
+// callNoKey sends one unauthenticated API request (health).
+func (c *adminCmd) callNoKey(ctx context.Context, method, path string) ([]byte, error) {
+	cl := &api.Client{BaseURL: c.apiURL, Key: c.apiKey}
+	return cl.Do(ctx, method, path, nil, nil)
+}
+
 // finish prints err the way every admin command does and returns the exit
 // code: "error: <code>: <message>" for API errors.
 func (c *adminCmd) finish(err error) int {

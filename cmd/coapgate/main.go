@@ -36,7 +36,8 @@ func commands() []command {
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create or list management API keys (works on the data directory)", cmdAPIKey},
-		{"version", "print the version", cmdVersion},
+		{"health", "check a running gateway's health endpoint (exit 0 when healthy)", cmdHealth},
+		{"version", "print the build information (version, VCS revision, Go version)", cmdVersion},
 	}
 }
 
