@@ -108,7 +108,7 @@ jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); v=d
 for k in sys.argv[2].split("."): v=v.get(k,0) if isinstance(v,dict) else 0
 print(v)' "$1" "$2"; }
 
-# RAWKEY for libcoap's -k: key bytes of secret devsecret1 (BASELINES.md).
+# RAWKEY for libcoap's -k: key bytes of secret devsecret1.
 LIBCOAP_KEYHEX=a416dac63bb52a7d94ddd45db9a2de92
 LIBCOAP_IDENT=bench
 rawkey() { printf '%b' "$(echo $LIBCOAP_KEYHEX | sed 's/../\\x&/g')"; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh [--quick]: coapgate side by side with libcoap 4.3.1, one
 # generator (coapdev bench) for both. Servers run pinned GOMAXPROCS=1
-# taskset -c 0, the generator on core 1 (../shared/BASELINES.md method:
+# taskset -c 0, the generator on core 1 (method of docs/BENCHMARKS.md:
 # 32 client sockets, 256 outstanding CON POSTs, 64 B payload).
 #
 #   (a) plain CoAP: coap-server-notls vs coapgate token publish (durable store)

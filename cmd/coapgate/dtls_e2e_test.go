@@ -192,7 +192,7 @@ func waitUntil(t *testing.T, cond func() bool, what string) {
 // TestE2EDTLSCertificate: with no configured certificate a development
 // certificate is generated into the data dir; a client that trusts it
 // makes an ECDHE-ECDSA handshake, then authenticates with POST /auth and
-// publishes with the token, as on 5683 (PROTOCOL.md §3.6).
+// publishes with the token, as on 5683 (docs/protocol.md §3.6).
 func TestE2EDTLSCertificate(t *testing.T) {
 	g := startTestGateway(t)
 	pemBytes, err := os.ReadFile(filepath.Join(g.dir, devCertFile))

@@ -13,7 +13,7 @@ import (
 )
 
 // interopSecret derives a key without a 0x00 byte, so its raw bytes can be
-// a command-line argument (libcoap's -k takes raw key bytes, BASELINES.md).
+// a command-line argument (libcoap's -k takes raw key bytes).
 const interopSecret = "devsecret1"
 
 func lookPath(t *testing.T, name, pkg string) string {

@@ -426,7 +426,7 @@ func TestE2EProtocolAnswers(t *testing.T) {
 
 // TestE2EThingInvalidPayload: a thing-model payload that fails validation
 // is stored as sent and answered 2.04 with option 2090 and a reply carrying
-// the error's code and message (PROTOCOL.md §4), in the Accept format;
+// the error's code and message (docs/protocol.md §4), in the Accept format;
 // each failure is counted by kind.
 func TestE2EThingInvalidPayload(t *testing.T) {
 	g := startTestGateway(t)

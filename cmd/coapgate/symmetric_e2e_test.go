@@ -66,7 +66,7 @@ func cbcOpen(t testing.TB, key, ct []byte) []byte {
 	return buf[:len(buf)-n]
 }
 
-// symKey is SHA-256(ds + "," + random)[8:24] (PROTOCOL.md §3.4).
+// symKey is SHA-256(ds + "," + random)[8:24] (docs/protocol.md §3.4).
 func symKey(ds, random string) []byte {
 	sum := sha256.Sum256([]byte(ds + "," + random))
 	return sum[8:24]
@@ -407,7 +407,7 @@ func (f fixedRand) Read(p []byte) (int, error) {
 }
 
 // TestE2ESymmetricHandBuiltVector sends byte-exact datagrams built from the
-// PROTOCOL.md §3.5 vectors with go-coap's codec and crypto/aes: the auth of
+// docs/protocol.md §3.5 vectors with go-coap's codec and crypto/aes: the auth of
 // the demo device (sign over seq 2989), then an uplink whose option 2089 is
 // the published encryption of seq "1" under the published key.
 func TestE2ESymmetricHandBuiltVector(t *testing.T) {
@@ -588,7 +588,7 @@ func TestE2ESymmetricRestartRule(t *testing.T) {
 	}
 }
 
-// signE is dialect E's auth sign (PROTOCOL.md §2.2), computed here with
+// signE is dialect E's auth sign (docs/protocol.md §2.2), computed here with
 // crypto/sha256 directly.
 func signE(pk, dk, lifetime, secureMode, ds string) string {
 	sum := sha256.Sum256([]byte("deviceKey" + dk + "lifetime" + lifetime + "productKey" + pk + "secureMode" + secureMode + ds))

@@ -11,7 +11,7 @@ import (
 )
 
 // Bounds of a product's online lifetime, in seconds: those of the PSK
-// identity's lifetime field (PROTOCOL.md §2). 0 means the gateway default.
+// identity's lifetime field (docs/protocol.md §2). 0 means the gateway default.
 const (
 	minLifetimeSeconds = 30
 	maxLifetimeSeconds = 86400
