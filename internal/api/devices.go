@@ -144,7 +144,7 @@ func (s *server) createDevice(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "productKey", "limit", "after"); err != nil {
+	if err := allowQuery(r, "productKey", "limit", "cursor", "after"); err != nil {
 		return err
 	}
 	limit, err := parseLimit(r)
@@ -152,6 +152,10 @@ func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
+	after, err := pageCursor(q)
+	if err != nil {
+		return err
+	}
 	pk := q.Get("productKey")
 	products := make(map[string]registry.Product)
 	if pk != "" {
@@ -164,7 +168,7 @@ func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
 		}
 		products[pk] = p
 	}
-	ds, err := s.o.Registry.ListDevices(r.Context(), pk, registry.Page{Limit: limit, After: q.Get("after")})
+	ds, err := s.o.Registry.ListDevices(r.Context(), pk, registry.Page{Limit: limit, After: after})
 	if err != nil {
 		return fmt.Errorf("list devices: %w", err)
 	}

@@ -133,6 +133,11 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	if req.Header.Get(forward.HeaderSignature) != forward.Sign([]byte(r.secret), body) {
 		r.badSig++
 	}
+	// The timestamped signature, verified as docs/api.md tells receivers to.
+	if forward.VerifySignature([]byte(r.secret), req.Header.Get(forward.HeaderTimestamp),
+		req.Header.Get(forward.HeaderSignatureV2), body, time.Now(), forward.DefaultSignatureTolerance) != nil {
+		r.badSig++
+	}
 	r.got[env.ID]++
 	r.order = append(r.order, env.ID)
 	r.hdr = req.Header.Clone()
@@ -268,6 +273,10 @@ func TestWebhookDeadLetterAndReplay(t *testing.T) {
 	if dl, _ := st.GetDeadLetter(ctx, r.ID, dls[0].ID); dl.Attempts != 4 {
 		t.Fatalf("attempts after failed replay = %d, want 4", dl.Attempts)
 	}
+	// The rule's status counts the failed replay.
+	if s, err := m.Status(ctx, r.ID); err != nil || s[0].Failures != 10 || s[0].DeadLetters != 3 || s[0].LastError == "" {
+		t.Fatalf("status after a failed replay: %+v, %v", s, err)
+	}
 	rc.fail.Store(false)
 	res, err = m.Replay(ctx, r.ID, nil)
 	if err != nil || res.Delivered != 3 || res.Failed != 0 {
@@ -278,6 +287,11 @@ func TestWebhookDeadLetterAndReplay(t *testing.T) {
 	}
 	if left, _ := m.DeadLetters(ctx, r.ID, 0, 100); len(left) != 0 {
 		t.Fatalf("%d dead letters left after a successful replay", len(left))
+	}
+	// The status reflects the replay: delivered, no dead letters, no error.
+	s, err := m.Status(ctx, r.ID)
+	if err != nil || s[0].DeadLetters != 0 || s[0].Delivered != 3 || s[0].LastError != "" || s[0].LastErrorAt != nil {
+		t.Fatalf("status after a successful replay: %+v, %v", s, err)
 	}
 }
 
