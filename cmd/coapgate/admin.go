@@ -650,16 +650,23 @@ func cmdMessages(args []string, stdout, stderr io.Writer) int {
 			q.Set(k, v)
 		}
 	}
-	if len(pos) > 0 {
-		q.Set("productKey", pos[0])
-	}
-	if len(pos) > 1 {
-		q.Set("deviceKey", pos[1])
-	}
 	if *desc {
 		q.Set("order", "desc")
 	}
-	body, err := c.call("GET", "/messages", q, nil)
+	// An unknown product or device is an error (404, exit 1) as in the
+	// API, not an empty table: the device route answers 404 itself, a
+	// product is looked up first.
+	path := "/messages"
+	switch len(pos) {
+	case 2:
+		path = "/devices/" + adminEsc(pos[0]) + "/" + adminEsc(pos[1]) + "/messages"
+	case 1:
+		if _, err := c.call("GET", "/products/"+adminEsc(pos[0]), nil, nil); err != nil {
+			return c.finish(err)
+		}
+		q.Set("productKey", pos[0])
+	}
+	body, err := c.call("GET", path, q, nil)
 	if err != nil {
 		return c.finish(err)
 	}

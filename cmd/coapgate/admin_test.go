@@ -232,6 +232,9 @@ func TestAdminDevice(t *testing.T) {
 
 func TestAdminMessages(t *testing.T) {
 	e := newAdminEnv(t)
+	e.run(cmdProduct, true, "create", "--name", "p", "pk").want(t, 0)
+	e.run(cmdDevice, true, "create", "pk", "d1").want(t, 0)
+	e.run(cmdDevice, true, "create", "pk", "d2").want(t, 0)
 	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	var ms []*message.Message
 	for i, p := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`} {
@@ -269,6 +272,15 @@ func TestAdminMessages(t *testing.T) {
 	r = e.run(cmdMessages, false, "--from", "yesterday").want(t, 1)
 	if !strings.HasPrefix(r.stderr, "error: invalid_argument: from must be") {
 		t.Fatalf("stderr = %q", r.stderr)
+	}
+
+	// An unknown product or device is an error, as the API's 404, not an
+	// empty table.
+	for _, args := range [][]string{{"pk", "unknown"}, {"nope"}, {"nope", "d1"}} {
+		r = e.run(cmdMessages, false, args...).want(t, 1)
+		if !strings.HasPrefix(r.stderr, "error: not_found") || r.stdout != "" {
+			t.Fatalf("messages %q: stdout %q, stderr %q", args, r.stdout, r.stderr)
+		}
 	}
 }
 

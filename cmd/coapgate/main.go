@@ -13,12 +13,9 @@ import (
 	"os/signal"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
-	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/buildinfo"
 	"github.com/coapgate/coapgate/internal/config"
-	"github.com/coapgate/coapgate/internal/sqlitestore"
 )
 
 type command struct {
@@ -35,7 +32,7 @@ func commands() []command {
 		{"messages", "list stored uplink messages through the HTTP API", cmdMessages},
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
-		{"apikey", "create or list management API keys (works on the data directory)", cmdAPIKey},
+		{"apikey", "create, list or delete management API keys (works on the data directory)", cmdAPIKey},
 		{"health", "check a running gateway's health endpoint (exit 0 when healthy)", cmdHealth},
 		{"version", "print the build information (version, VCS revision, Go version)", cmdVersion},
 	}
@@ -196,72 +193,5 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("stopped")
-	return 0
-}
-
-func cmdAPIKey(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
-		fmt.Fprint(stderr, `Usage: coapgate apikey create|list [flags]
-
-Creates or lists management API keys directly in the data directory, so an
-operator with access to the machine can recover from a lost admin key. The
-key is printed once; only its hash is stored.
-
-Example:
-  coapgate apikey create --name ci --data-dir /var/lib/coapgate
-`)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return 0
-		}
-		return 2
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("coapgate apikey "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	name := fs.String("name", "admin", "a name to recognise the key by")
-	configPath := fs.String("config", os.Getenv("COAPGATE_CONFIG"), "YAML configuration file (env COAPGATE_CONFIG)")
-	ov := config.RegisterFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagExit(err)
-	}
-	cfg, err := config.Load(*configPath, os.LookupEnv, ov)
-	if err != nil {
-		fmt.Fprintln(stderr, "coapgate apikey:", err)
-		return 2
-	}
-	path := cfg.Store.SQLitePath
-	if path == "" {
-		path = cfg.DataDir + "/coapgate.db"
-	}
-	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, path)
-	if err != nil {
-		fmt.Fprintln(stderr, "coapgate apikey:", err)
-		return 1
-	}
-	defer st.Close()
-	if sub == "list" {
-		keys, err := st.ListAPIKeys(ctx)
-		if err != nil {
-			fmt.Fprintln(stderr, "coapgate apikey:", err)
-			return 1
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tCREATED")
-		for _, k := range keys {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Name, k.CreatedAt.Format(time.RFC3339))
-		}
-		tw.Flush()
-		return 0
-	}
-	secret, k, err := apikey.New(*name, time.Now())
-	if err == nil {
-		err = st.CreateAPIKey(ctx, k)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "coapgate apikey:", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, secret)
 	return 0
 }
