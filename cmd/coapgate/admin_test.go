@@ -47,7 +47,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Options{Registry: st, Messages: st, Keys: st, Commands: queue, Version: "test"}))
+	srv := httptest.NewServer(api.New(api.Options{Registry: st, Messages: st, Keys: st, Commands: queue, Points: st, Version: "test"}))
 	t.Cleanup(func() {
 		srv.Close()
 		st.Close()

@@ -30,6 +30,7 @@ func commands() []command {
 		{"product", "manage products through the HTTP API", cmdProduct},
 		{"device", "manage devices through the HTTP API", cmdDevice},
 		{"messages", "list stored uplink messages through the HTTP API", cmdMessages},
+		{"points", "latest values, history, aggregation and export of measure points through the HTTP API", cmdPoints},
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create, list or delete management API keys (works on the data directory)", cmdAPIKey},
