@@ -53,7 +53,23 @@ grep -q 'code=2.04' "$tmp/sym"
 # CoAP over DTLS-PSK (identity pk,dk,2,lifetime; no token).
 "$tmp/coapdev" publish --dtls --server "$dtls" --topic "/$pk/dev1/user/dtls" --data '{"dtls":true}' | tee "$tmp/dtls"
 grep -q 'code=2.04' "$tmp/dtls"
+# The README's coap-client example, as written there (credentials and
+# addresses from this run), when libcoap's clients and openssl are here.
+if command -v coap-client-notls >/dev/null && command -v coap-client-openssl >/dev/null && command -v openssl >/dev/null; then
+  sed -n '/<!-- coap-client example: begin/,/<!-- coap-client example: end/p' README.md |
+    sed -n '/^```sh$/,/^```$/p' | sed '1d;$d' | grep -v '^PK=\|^GW=' >"$tmp/readme.sh"
+  PK=$pk DN=dev1 SECRET=$ds GW=$coap GWS=$dtls bash -eu "$tmp/readme.sh" >"$tmp/cc" 2>&1 || { cat "$tmp/cc"; fail "README coap-client example failed"; }
+  cat "$tmp/cc"
+  want=2
+  grep -q 'key has a 0x00 byte' "$tmp/cc" && want=1
+  [ "$(grep -c '"code":200' "$tmp/cc")" = "$want" ] || fail "README coap-client example: want $want replies with code 200"
+  cc_msgs=$want
+else
+  echo "SKIP README coap-client example: libcoap's coap-client or openssl missing"
+  cc_msgs=0
+fi
 "$tmp/coapgate" messages "$pk" dev1 | tee "$tmp/msgs"
+[ "$(grep -c "/$pk/dev1/" "$tmp/msgs")" = "$((3 + cc_msgs))" ] || fail "want $((3 + cc_msgs)) stored messages"
 grep -q "/sys/$pk/dev1/thing/event/property/post" "$tmp/msgs"
 grep -q "/$pk/dev1/user/sym" "$tmp/msgs"
 grep -q "/$pk/dev1/user/dtls" "$tmp/msgs"
