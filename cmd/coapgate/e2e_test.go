@@ -178,11 +178,12 @@ func TestE2EAuthPublishReadBack(t *testing.T) {
 		t.Fatalf("measure points: %v", err)
 	}
 	var msgs []apiMessage
-	for range 50 { // the NON has no answer to wait for
+	// The NON has no answer to wait for: poll (the deadline only bounds a
+	// failing test).
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if msgs = g.messages(d); len(msgs) == 3 {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	if len(msgs) != 3 {
 		t.Fatalf("stored %d messages, want 3", len(msgs))

@@ -10,8 +10,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,19 +298,14 @@ func TestWebhookDeadLetterAndReplay(t *testing.T) {
 }
 
 func TestWebhookClosedPortDeadLetters(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := refusingAddr(t)
 	st := openStore(t, t.TempDir())
 	defer st.Close()
 	m := startManager(t, st)
 	defer closeManager(t, m)
 	r := webhookRule("http://"+addr+"/hook", "")
 	r.MaxAttempts = 2
-	r, err = m.CreateRule(context.Background(), r, forward.StartAtEnd)
+	r, err := m.CreateRule(context.Background(), r, forward.StartAtEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,4 +431,25 @@ func BenchmarkWebhookDelivery(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
+}
+
+// refusingAddr returns a loopback TCP address that refuses connections for
+// the rest of the test: a socket bound to it that never listens. Unlike a
+// listener that was closed, the port cannot be taken by another process
+// meanwhile.
+func refusingAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
