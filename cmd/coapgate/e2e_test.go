@@ -218,7 +218,7 @@ func rawExchange(t *testing.T, conn *net.UDPConn, m message.Message) *message.Me
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2048)
-	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := conn.Read(buf)
 	if err != nil {
 		t.Fatalf("no answer: %v", err)

@@ -345,7 +345,7 @@ func TestE2ESymmetricReplayAndTamper(t *testing.T) {
 			wg.Go(func() {
 				// No t.Fatal off the test goroutine: a lost answer is code 0.
 				buf := make([]byte, 2048)
-				c.SetReadDeadline(time.Now().Add(3 * time.Second))
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
 				r := message.Message{Options: make(message.Options, 0, 16)}
 				if _, err := c.Write(b[:n]); err == nil {
 					if n, err := c.Read(buf); err == nil {
@@ -439,7 +439,7 @@ func TestE2ESymmetricHandBuiltVector(t *testing.T) {
 			t.Fatal(err)
 		}
 		buf := make([]byte, 2048)
-		conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, err := conn.Read(buf)
 		if err != nil {
 			t.Fatalf("no answer: %v", err)

@@ -139,7 +139,7 @@ func post(t *testing.T, c net.Conn) message.Message {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2048)
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := c.Read(buf)
 	if err != nil {
 		t.Fatalf("read response: %v", err)
@@ -232,7 +232,7 @@ func TestSpoofedClientHellos(t *testing.T) {
 	}()
 	// pion answers with a HelloVerifyRequest (cookie on by default).
 	buf := make([]byte, 2048)
-	socks[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	socks[0].SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, _, err := socks[0].ReadFromUDP(buf)
 	if err != nil {
 		t.Fatalf("no HelloVerifyRequest: %v", err)
@@ -286,7 +286,7 @@ func clientHelloBytes(t *testing.T) []byte {
 	defer cancel()
 	go c.HandshakeContext(ctx)
 	buf := make([]byte, 2048)
-	srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, _, err := srv.ReadFromUDP(buf)
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +396,7 @@ func tryPost(c net.Conn) error {
 	if _, err := c.Write(b); err != nil {
 		return err
 	}
-	c.SetReadDeadline(time.Now().Add(time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err := c.Read(make([]byte, 2048))
 	return err
 }
