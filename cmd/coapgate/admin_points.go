@@ -81,7 +81,7 @@ func adminPointsHistory(args []string, stdout, stderr io.Writer) int {
 	from := c.fs.String("from", "", "samples at or after this `time`")
 	to := c.fs.String("to", "", "samples before this `time`")
 	limit := c.fs.Int("limit", 100, "page size (1..10000), not with --interval")
-	cursor := c.fs.String("cursor", "", "continue with this `cursor` (printed by the previous page)")
+	cursor := c.cursorFlag("opaque")
 	desc := c.fs.Bool("desc", false, "newest first, not with --interval")
 	interval := c.fs.String("interval", "", "aggregate per `duration` bucket (e.g. 1m, 1h)")
 	agg := c.fs.String("agg", "", "with --interval: comma-separated avg,min,max,count,sum (default avg,min,max,count)")
@@ -133,9 +133,7 @@ func adminPointsHistory(args []string, stdout, stderr io.Writer) int {
 		}
 		next = l.NextCursor
 	})
-	if next != "" && !c.jsonOut {
-		fmt.Fprintf(c.stderr, "more results: repeat with --cursor %s\n", next)
-	}
+	c.moreHint(next)
 	return c.finish(err)
 }
 

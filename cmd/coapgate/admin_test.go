@@ -135,8 +135,14 @@ func TestAdminProduct(t *testing.T) {
 		t.Fatalf("list shows a secret:\n%s", r.stdout)
 	}
 	r = e.run(cmdProduct, true, "list", "--limit", "1").want(t, 0)
-	if !strings.Contains(r.stderr, "--after ") {
+	next, ok := strings.CutPrefix(strings.TrimSpace(r.stderr), "more results: repeat with --cursor ")
+	if !ok {
 		t.Fatalf("no paging hint: %q", r.stderr)
+	}
+	// --cursor and its older name --after give the same next page.
+	page2 := e.run(cmdProduct, true, "list", "--limit", "1", "--cursor", next).want(t, 0)
+	if old := e.run(cmdProduct, true, "list", "--limit", "1", "--after", next).want(t, 0); old.stdout != page2.stdout || page2.stdout == r.stdout {
+		t.Fatalf("pages:\n%s\n%s\n%s", r.stdout, page2.stdout, old.stdout)
 	}
 
 	r = e.run(cmdProduct, true, "get", "wm01").want(t, 0)
@@ -254,7 +260,7 @@ func TestAdminMessages(t *testing.T) {
 		!strings.Contains(lines[1], "2025-01-01T00:00:00Z") || !strings.Contains(lines[2], `{"n":2}`) {
 		t.Fatalf("messages:\n%s", r.stdout)
 	}
-	if !strings.Contains(r.stderr, "--after ") {
+	if !strings.Contains(r.stderr, "--cursor ") {
 		t.Fatalf("no paging hint: %q", r.stderr)
 	}
 
