@@ -490,9 +490,10 @@ func (m *Manager) settleDeadLetters(ctx context.Context, ruleID string, p map[in
 	for _, dl := range left {
 		remaining[dl.Action] = true
 	}
+	full := len(left) == maxReplay // more may follow: clear nothing
 	now := time.Now().UTC()
 	for action, pr := range p {
-		if !remaining[action] && pr.LastErrorAt.IsZero() {
+		if !full && !remaining[action] && pr.LastErrorAt.IsZero() {
 			pr.LastError, pr.LastErrorAt = "", now // written as cleared
 		}
 		if err := m.o.Store.SaveProgress(ctx, ruleID, action, pr); err != nil {
