@@ -25,7 +25,8 @@ fail() { echo "quick start: $*" >&2; exit 1; }
 go build -o "$tmp/coapgate" ./cmd/coapgate
 go build -o "$tmp/coapdev" ./cmd/coapdev
 export COAPGATE_DATA_DIR=$tmp/data COAPGATE_COAP_LISTEN=127.0.0.1:0 COAPGATE_COAP_SYMMETRIC_LISTEN=127.0.0.1:0 COAPGATE_DTLS_LISTEN=127.0.0.1:0 COAPGATE_API_LISTEN=127.0.0.1:0
-"$tmp/coapgate" serve >"$tmp/out" 2>&1 &
+# A misspelt variable (coap.listen without its e) is reported, not ignored.
+COAPGATE_COAP_LISTN=:1 "$tmp/coapgate" serve >"$tmp/out" 2>&1 &
 pid=$!
 # Wait for the start line (or for the server to die): it names the bound addresses.
 for _ in $(seq 1 300); do
@@ -38,6 +39,7 @@ addr() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
 coap=$(addr coap) sym=$(addr coap_sym) dtls=$(addr dtls) api=$(addr api)
 [ -n "$coap" ] && [ -n "$sym" ] && [ -n "$dtls" ] && [ -n "$api" ] || fail "cannot read addresses from: $line"
 echo "server pid $pid: coap $coap, symmetric $sym, dtls $dtls, api $api"
+grep -q 'unknown environment variable.*env=COAPGATE_COAP_LISTN' "$tmp/out" || fail "no warning for the unknown COAPGATE_COAP_LISTN"
 "$tmp/coapgate" health --api "http://$api"
 export COAPGATE_API_URL=http://$api
 COAPGATE_API_KEY=$(grep -o 'cgk_[A-Za-z0-9_-]*' "$tmp/out" | head -n 1)
