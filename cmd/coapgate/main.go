@@ -131,7 +131,9 @@ variables < flags. Every setting has all three forms, e.g. coap.max_body is
 (flags accept the YAML spelling too: --coap.max_body). Unknown COAPGATE_*
 variables are reported as a warning at start.
 
-On first start an admin API key is created and printed once.
+On first start an admin API key is created and printed once. The web console
+is served at / of api.listen (e.g. http://127.0.0.1:8080/): sign in with an
+API key.
 
 Flags:
 `, name)
@@ -183,6 +185,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	if s.AdminKey != "" {
 		fmt.Fprintf(stderr, "\n  Admin API key (shown once, store it now):\n\n    %s\n\n  export COAPGATE_API_KEY=%s\n\n", s.AdminKey, s.AdminKey)
+		fmt.Fprintf(stderr, "  Web console: %s (sign in with this key)\n\n", consoleURL(s.APIAddr()))
 	}
 	select {
 	case <-ctx.Done():
