@@ -381,11 +381,48 @@ func TestConnectionID(t *testing.T) {
 				}
 				return
 			}
-			if r := post(t, c); r.Code != codes.Changed || string(r.Payload) != "pk/dk" {
+			// Like a device, retransmit the CON until answered: pion hands the
+			// first record from the new address to the reader before it
+			// moves the session's peer address (RFC 9146 update after the
+			// data is queued), so the answer to that one record may still
+			// go to the old address under load. The retransmission is
+			// answered at the new one.
+			if r := postRetransmit(t, c); r.Code != codes.Changed || string(r.Payload) != "pk/dk" {
 				t.Fatalf("after rebinding: %v %q", r.Code, r.Payload)
 			}
 		})
 	}
+}
+
+// postRetransmit sends one CON POST over c as a device does (RFC 7252
+// §4.2: the same message again after ACK_TIMEOUT, doubling, at most 4
+// times) and returns the first response.
+func postRetransmit(t *testing.T, c net.Conn) message.Message {
+	t.Helper()
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: int32(mid.Add(1) & 0xffff), Token: []byte{1, 2}}
+	m.Options = message.Options{{ID: message.URIPath, Value: []byte("topic")}}
+	n, _ := coder.DefaultCoder.Size(m)
+	b := make([]byte, n)
+	coder.DefaultCoder.Encode(m, b)
+	buf := make([]byte, 2048)
+	wait := 2 * time.Second
+	for try := 0; try <= 4; try, wait = try+1, wait*2 {
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		n, err := c.Read(buf)
+		if err != nil {
+			continue
+		}
+		var r message.Message
+		if _, err := coder.DefaultCoder.Decode(buf[:n], &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	t.Fatal("no response after 4 retransmissions")
+	return message.Message{}
 }
 
 func tryPost(c net.Conn) error {
