@@ -35,8 +35,10 @@ type Config struct {
 	// Certificate enables the certificate suites (RSA and/or ECDSA P-256).
 	Certificate  *tls.Certificate
 	ConnectionID bool
-	MaxSessions  int
-	// MaxHandshakes bounds handshakes in progress.
+	// MaxSessions bounds established sessions plus handshakes in progress.
+	MaxSessions int
+	// MaxHandshakes bounds handshakes in progress; under pressure (half of
+	// them in progress) one source IP address gets at most an eighth.
 	MaxHandshakes    int
 	HandshakeTimeout time.Duration
 	// IdleTimeout ends certificate sessions without traffic; PSK sessions
@@ -293,7 +295,9 @@ func (s *Server) handshakeFailed(reason string) {
 		return
 	case engine.ReasonBadFinished:
 		reason = dtlspsk.ReasonBadKey
-	case engine.ReasonTimeout, engine.ReasonPeerAlert:
+	case engine.ReasonLimit:
+		reason = "limit_handshakes"
+	case engine.ReasonTimeout, engine.ReasonPeerAlert, engine.ReasonLimitSessions, engine.ReasonLimitAddress:
 	default:
 		reason = "handshake_error"
 	}
