@@ -33,7 +33,10 @@ type Config struct {
 	// the handshakes waiting for it.
 	LookupPSK func(ctx context.Context, id dtlspsk.Identity) ([]byte, error)
 	// Certificate enables the certificate suites (RSA and/or ECDSA P-256).
-	Certificate  *tls.Certificate
+	Certificate *tls.Certificate
+	// Suites, when set, replaces the default suites (the certificate's,
+	// then the dialect's two PSK suites) as the server's preference order.
+	Suites       []uint16
 	ConnectionID bool
 	// MaxSessions bounds established sessions plus handshakes in progress.
 	MaxSessions int
@@ -201,6 +204,9 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 		// The dialect's two PSK suites (PROTOCOL.md §2), as on the pion
 		// listener; the engine has more (Config.Suites).
 		ecfg.Suites = append(ecfg.Suites, engine.TLS_PSK_WITH_AES_128_CCM_8, engine.TLS_PSK_WITH_AES_128_CBC_SHA256)
+	}
+	if len(cfg.Suites) > 0 {
+		ecfg.Suites = cfg.Suites
 	}
 	e, err := engine.New(ecfg, time.Now())
 	if err != nil {
