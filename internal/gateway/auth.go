@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/devsign"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -83,7 +85,7 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 	var tok string
 	if g.o.Symmetric {
 		if err = g.newSession(&cl); err == nil {
-			tok, err = g.issueSession(cl, uint64(cl.SeqOffset), req.Received)
+			tok, err = g.issueSession(g.sessions, cl, uint64(cl.SeqOffset), req.Received)
 		}
 	} else {
 		tok, err = g.o.Tokens.Issue(cl)
@@ -149,18 +151,20 @@ func (g *Gateway) newSession(cl *token.Claims) error {
 
 // issueSession issues a session token and creates its replay state on this
 // node, so that it is usable even in the second the node started.
-func (g *Gateway) issueSession(cl token.Claims, floor uint64, now time.Time) (string, error) {
+func (g *Gateway) issueSession(table *replay.Sessions, cl token.Claims, floor uint64, now time.Time) (string, error) {
 	tok, err := g.o.Tokens.Issue(cl)
 	if err != nil {
 		return "", err
 	}
 	// The token carries whole seconds; so does the session.
-	g.sessions.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
+	table.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
 	return tok, nil
 }
 
 func (g *Gateway) authFail(req *coapx.Request, reason string, resp *coapx.Response, pk, dk string) *coapx.Response {
 	g.m.authFailures.WithLabelValues(reason).Inc()
-	g.log.Info("auth refused", "reason", reason, "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "code", coapx.CodeString(resp.Code))
+	// Counted exactly; logged at a bounded rate (the fields are the peer's).
+	g.refusals.Log(context.Background(), slog.LevelInfo, "auth refused/"+reason, "auth refused",
+		"reason", reason, "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "code", coapx.CodeString(resp.Code))
 	return resp
 }

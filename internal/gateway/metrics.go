@@ -88,3 +88,22 @@ func replayReason(err error) string {
 		return "repeated"
 	}
 }
+
+// registerCache exports the device cache's segment sizes.
+func (m *metrics) registerCache(reg prometheus.Registerer, transport string, c *devCache) {
+	if reg == nil {
+		return
+	}
+	for _, seg := range []string{"known", "unknown"} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coapgate_device_cache_entries", Help: "Device cache entries, by segment: known devices, unknown names (expiring after 1 s).",
+			ConstLabels: prometheus.Labels{"transport": transport, "segment": seg},
+		}, func() float64 {
+			k, n := c.sizes()
+			if seg == "known" {
+				return float64(k)
+			}
+			return float64(n)
+		}))
+	}
+}

@@ -40,8 +40,8 @@ func hasSignE(req *coapx.Request) bool {
 // session returns the replay state of a session token, or 4.01 when this
 // node may have forgotten it (the token predates the node's start or an
 // eviction): the device authenticates again.
-func (g *Gateway) session(req *coapx.Request, cl token.Claims, floor uint64) (*replay.Session, *coapx.Response) {
-	sess, err := g.sessions.Get(sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
+func (g *Gateway) session(table *replay.Sessions, req *coapx.Request, cl token.Claims, floor uint64) (*replay.Session, *coapx.Response) {
+	sess, err := table.Get(sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
 	if err != nil {
 		return nil, g.tokenFail(req, reasonStaleSession, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
@@ -63,7 +63,7 @@ func (g *Gateway) authenticateSymmetric(ctx context.Context, req *coapx.Request)
 	if !cl.Symmetric {
 		return uplinkAuth{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	sess, resp := g.session(req, cl, uint64(max(cl.SeqOffset, 1)))
+	sess, resp := g.session(g.sessions, req, cl, uint64(max(cl.SeqOffset, 1)))
 	if resp != nil {
 		return uplinkAuth{}, resp
 	}
@@ -118,7 +118,7 @@ func (g *Gateway) authenticateSignE(ctx context.Context, req *coapx.Request) (up
 	if !cl.SignE || cl.ProductKey != owner.ProductKey || cl.DeviceKey != owner.DeviceKey {
 		return uplinkAuth{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	sess, resp := g.session(req, cl, 1) // N starts at 1
+	sess, resp := g.session(g.signE, req, cl, 1) // N starts at 1, strictly increasing
 	if resp != nil {
 		return uplinkAuth{}, resp
 	}
