@@ -229,6 +229,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		return coapx.NewServer(coapx.Config{
 			Workers: cfg.CoAP.Workers, Queue: cfg.CoAP.Queue, ReadBuffer: cfg.CoAP.ReadBuffer,
 			MaxBody: cfg.CoAP.MaxBody, BlockSize: cfg.CoAP.BlockSize, DedupEntries: cfg.CoAP.DedupEntries,
+			BlockPeerBudget: cfg.CoAP.BlockPeerBudget, BlockBudget: cfg.CoAP.BlockBudget, BlockTransfers: cfg.CoAP.BlockTransfers,
 			ExchangeLifetime: cfg.CoAP.ExchangeLifetime, NonLifetime: cfg.CoAP.NonLifetime,
 			Transport:  transport,
 			AckTimeout: cfg.Commands.PushTimeout, MaxRetransmit: cfg.Commands.PushRetransmit,
