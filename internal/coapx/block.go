@@ -67,6 +67,7 @@ type BlockStats struct {
 	Reserved  int // bytes reserved by them (>= the bytes they buffer)
 	Buffered  int // bytes they buffer
 	Peers     int // peers with a transfer in progress
+	MaxPeer   int // the most bytes one peer reserves
 }
 
 // blockStore holds in-progress Block1 uploads and Block2 downloads, bounded
@@ -241,6 +242,9 @@ func (s *blockStore) stats() BlockStats {
 	st := BlockStats{Transfers: len(s.up), Reserved: s.reserved, Peers: len(s.perPeer)}
 	for _, u := range s.up {
 		st.Buffered += len(u.body)
+	}
+	for _, n := range s.perPeer {
+		st.MaxPeer = max(st.MaxPeer, n)
 	}
 	return st
 }
