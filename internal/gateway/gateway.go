@@ -152,7 +152,7 @@ func New(o Options) *Gateway {
 	if g.refusals == nil {
 		g.refusals = ratelog.New(g.log, ratelog.Config{})
 	}
-	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, g.sessions, o.Now)
+	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, o.Now, g.sessions, g.signE)
 	g.m.registerCache(o.Registerer, o.Transport, g.cache)
 	return g
 }
