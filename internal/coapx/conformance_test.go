@@ -403,3 +403,32 @@ func TestFIFOCacheReplacementBounded(t *testing.T) {
 		t.Fatalf("after put+del: %d queue items", q)
 	}
 }
+
+// A device's piggybacked answer to a server-initiated request is read
+// whatever its number of options (go-coap's decoder with a small options
+// buffer refused more than 8).
+func TestRequestAnswerWithManyOptions(t *testing.T) {
+	s, _ := startRequester(t, Config{AckTimeout: time.Second, MaxRetransmit: 4})
+	pc, addr := peer(t)
+	res := make(chan error, 1)
+	var resp *Response
+	go func() {
+		var err error
+		resp, err = s.Request(context.Background(), addr, nil, &OutRequest{Code: codes.POST, Options: message.Options{{ID: message.URIPath, Value: []byte("cmd")}}})
+		res <- err
+	}()
+	m, from := readMsg(t, pc)
+	var opts []message.Option
+	for i := range 12 {
+		opts = append(opts, message.Option{ID: message.LocationPath, Value: fmt.Appendf(nil, "l%d", i)})
+	}
+	ack := rawMsg(message.Acknowledgement, uint16(m.MessageID), m.Token, opts, []byte("ok"), false)
+	ack[1] = byte(codes.Changed)
+	pc.WriteToUDP(ack, from)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != codes.Changed || len(resp.Options) != 12 || string(resp.Payload) != "ok" {
+		t.Fatalf("response %v with %d options", resp.Code, len(resp.Options))
+	}
+}

@@ -200,13 +200,16 @@ func (g *Gateway) admit(ctx context.Context, req *coapx.Request) *coapx.Response
 		}
 		return nil
 	case len(p) >= 2 && p[0] == "topic":
-		if req.Code != codes.POST {
+		if req.Code != codes.POST && req.Code != codes.GET {
 			return &coapx.Response{Code: codes.MethodNotAllowed}
 		}
 		up, resp := g.authUplink(ctx, req)
 		if resp != nil {
 			g.m.publish.WithLabelValues("refused").Inc()
 			return resp
+		}
+		if req.Code == codes.GET {
+			return nil // a command fetch: route checks the request topic
 		}
 		top, err := topic.Parse(p[1:])
 		if err != nil {
