@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -430,5 +431,22 @@ func TestRequestAnswerWithManyOptions(t *testing.T) {
 	}
 	if resp.Code != codes.Changed || len(resp.Options) != 12 || string(resp.Payload) != "ok" {
 		t.Fatalf("response %v with %d options", resp.Code, len(resp.Options))
+	}
+}
+
+// Restarting the same transfers over and over (block 0 again and again)
+// keeps one entry and one reservation per transfer.
+func TestBlock1RestartsDoNotAccumulate(t *testing.T) {
+	s := newBlockStore(BlockLimits{MaxBody: 1024, PeerBudget: 16 << 10, Budget: 64 << 10, MaxTransfers: 100}, time.Minute)
+	now := time.Unix(1000, 0)
+	payload := make([]byte, 64)
+	for i := range 100000 {
+		k := transferKey{peer: netip.MustParseAddrPort("10.0.0.1:5683"), path: fmt.Sprint(i % 9)}
+		if res, _ := s.addBlock1(k, block{num: 0, more: true, szx: 2}, payload, 0, now); res != block1Continue {
+			t.Fatalf("restart %d: %v", i, res)
+		}
+	}
+	if st := s.stats(); st.Transfers != 9 || st.Reserved != 9*1024 || st.Buffered != 9*64 {
+		t.Fatalf("after 100000 restarts of 9 transfers: %+v", st)
 	}
 }
