@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coapgate/coapgate/internal/auth/devsign"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/ratelog"
@@ -203,10 +204,12 @@ func coapxSort(o message.Options) {
 	}
 }
 
-// Refused /auth requests are counted exactly and logged at a bounded rate,
-// with a summary of the lines suppressed.
+// Refused /auth requests with made-up device names are counted exactly and
+// logged at a bounded rate, with a summary of the lines suppressed; the
+// unknown names held stay within their bound, and a known device
+// authenticates meanwhile from the cache.
 func TestAuthRefusalsLoggedAtBoundedRate(t *testing.T) {
-	st, pk := openStore(t, 0)
+	st, pk := openStore(t, 1)
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	var clock atomic.Int64
@@ -214,10 +217,29 @@ func TestAuthRefusalsLoggedAtBoundedRate(t *testing.T) {
 	lim := ratelog.New(log, ratelog.Config{Rate: 1, Burst: 10, Every: time.Minute,
 		Now: func() time.Time { return time.Unix(0, clock.Load()) }})
 	reg := prometheus.NewRegistry()
-	g := New(Options{Registry: st, DeviceCacheTTL: time.Minute, Registerer: reg, Logger: log, RefusalLog: lim})
+	codec, err := token.NewCodec(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingRegistry{Registry: st}
+	g := New(Options{Registry: counting, Tokens: codec, TokenTTL: time.Hour, DeviceCacheTTL: time.Minute, NegativeCacheEntries: 64,
+		Registerer: reg, Logger: log, RefusalLog: lim})
 	_, c := serveUDP(t, g, coapx.Config{Workers: 4})
+	fields := map[string]string{"productKey": pk, "deviceName": "dev0", "clientId": pk + ".dev0"}
+	sign, err := devsign.Sign(devsign.HMACSHA256, "secret", fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legit := fmt.Sprintf(`{"productKey":%q,"deviceName":"dev0","clientId":%q,"signmethod":"hmacsha256","sign":%q}`, pk, pk+".dev0", sign)
 	const n = 300
 	for i := range n {
+		if i%50 == 0 { // the known device, meanwhile
+			r := exchange(t, c, message.Message{Code: codes.POST, MessageID: int32(50000 + i), Token: []byte{1},
+				Options: pathOpts("auth", message.Option{ID: message.ContentFormat, Value: coapx.EncodeUint(50)}), Payload: []byte(legit)})
+			if r.Code != codes.Content || !bytes.Contains(r.Payload, []byte(`"token"`)) {
+				t.Fatalf("known device auth during the flood: %v %s", r.Code, r.Payload)
+			}
+		}
 		body := fmt.Sprintf(`{"productKey":%q,"deviceName":"intruder%d","sign":"00"}`, pk, i)
 		r := exchange(t, c, message.Message{Code: codes.POST, MessageID: int32(i), Token: []byte{1},
 			Options: pathOpts("auth", message.Option{ID: message.ContentFormat, Value: coapx.EncodeUint(50)}), Payload: []byte(body)})
@@ -235,8 +257,11 @@ func TestAuthRefusalsLoggedAtBoundedRate(t *testing.T) {
 	if got := len(logs.lines("auth refused")); got != 10 {
 		t.Fatalf("%d refusal lines written, want the burst of 10", got)
 	}
-	if k, u := g.cache.sizes(); k != 0 || u > defaultCacheNegative {
-		t.Fatalf("cache holds %d known, %d unknown", k, u)
+	if k, u := g.cache.sizes(); k != 1 || u > 64 {
+		t.Fatalf("cache holds %d known, %d unknown; want the known device and at most 64 unknown names", k, u)
+	}
+	if got := counting.devices.Load(); got != n+1 {
+		t.Fatalf("%d device lookups reached the store, want %d (every unknown name once, the known device once)", got, n+1)
 	}
 	// Later, the next refusal passes and is preceded by the summary.
 	clock.Add(int64(5 * time.Second))
