@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 
 	"github.com/coapgate/coapgate/internal/auth/esign"
@@ -146,7 +147,7 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 		var err error
 		if seq, err = symmetric.DecryptSeq(*up.key, opt); err != nil {
 			g.m.publish.WithLabelValues("bad_seq").Inc()
-			g.log.Info("uplink refused", "reason", "bad_seq", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
+			g.refusals.Log(context.Background(), slog.LevelInfo, "uplink refused/bad_seq", "uplink refused", "reason", "bad_seq", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
 			return nil, badRequest(fmt.Errorf("%w: option 2089: %w", errPayload, err))
 		}
 	}
@@ -166,11 +167,11 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 		reason := replayReason(err)
 		g.m.replays.WithLabelValues(reason).Inc()
 		g.m.publish.WithLabelValues("replay").Inc()
-		g.log.Info("replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10), "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
+		g.refusals.Log(context.Background(), slog.LevelInfo, "replay refused/"+reason, "replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10), "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
 		return nil, &coapx.Response{Code: codes.Unauthorized}
 	case errors.Is(err, decryptErr):
 		g.m.publish.WithLabelValues("bad_ciphertext").Inc()
-		g.log.Info("uplink refused", "reason", "bad_ciphertext", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
+		g.refusals.Log(context.Background(), slog.LevelInfo, "uplink refused/bad_ciphertext", "uplink refused", "reason", "bad_ciphertext", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
 		return nil, badRequest(fmt.Errorf("%w: %w", errPayload, err))
 	}
 	return nil, &coapx.Response{Code: codes.InternalServerError}
