@@ -366,6 +366,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
+	for _, g := range gateways { // "log lines suppressed" summaries after a flood
+		s.wg.Go(func() { g.RunRefusalLog(runCtx) })
+	}
 	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }
 	symAddr := "disabled"
 	if s.symConn != nil {

@@ -157,6 +157,11 @@ func New(o Options) *Gateway {
 	return g
 }
 
+// RunRefusalLog writes the summaries of refusal log lines suppressed (see
+// package ratelog) every 10 s until ctx ends, so the count of a flood that
+// stopped is reported too.
+func (g *Gateway) RunRefusalLog(ctx context.Context) { g.refusals.Run(ctx) }
+
 // Invalidate drops cached registry data of a device (or of every device of
 // a product when dk is ""); the management API calls it after writes.
 func (g *Gateway) Invalidate(pk, dk string) {
