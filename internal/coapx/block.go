@@ -36,6 +36,7 @@ func (k transferKey) owner() budgetKey {
 
 // upload is a Block1 request body being reassembled.
 type upload struct {
+	anon     bool // admitted without a credential (Request.Anonymous)
 	body     []byte
 	reserved int // bytes charged to the budgets: the most body can grow to
 	expires  time.Time
@@ -61,6 +62,13 @@ type BlockLimits struct {
 	MaxTransfers int
 }
 
+// AnonymousMaxBody bounds the body of a Block1 transfer admitted without a
+// credential (Request.Anonymous); such transfers together reserve at most
+// an eighth of BlockLimits.Budget.
+const AnonymousMaxBody = 4096
+
+func (l BlockLimits) anonBudget() int { return l.Budget / 8 }
+
 // BlockStats is the reassembly accounting.
 type BlockStats struct {
 	Transfers int // Block1 transfers in progress
@@ -68,6 +76,7 @@ type BlockStats struct {
 	Buffered  int // bytes they buffer
 	Peers     int // peers with a transfer in progress
 	MaxPeer   int // the most bytes one peer reserves
+	Anonymous int // bytes reserved by anonymous transfers (part of Reserved)
 }
 
 // blockStore holds in-progress Block1 uploads and Block2 downloads, bounded
@@ -82,6 +91,7 @@ type blockStore struct {
 	up       map[transferKey]*upload            // guarded by mu
 	perPeer  map[budgetKey]int                  // guarded by mu; bytes reserved
 	reserved int                                // guarded by mu
+	anon     int                                // guarded by mu; reserved by anonymous transfers
 	down     *fifoCache[transferKey, *download] // guarded by mu
 }
 
@@ -113,7 +123,7 @@ const (
 // the body exactly. A block that repeats the last one received (same
 // offset, same bytes) is answered like the original; any other overlap or
 // gap is 4.08.
-func (s *blockStore) addBlock1(k transferKey, b block, payload []byte, size1 int, now time.Time) (block1Result, []byte) {
+func (s *blockStore) addBlock1(k transferKey, b block, payload []byte, size1 int, anon bool, now time.Time) (block1Result, []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.up[k]
@@ -127,6 +137,9 @@ func (s *blockStore) addBlock1(k transferKey, b block, payload []byte, size1 int
 			s.release(k, u) // a restart replaces the transfer
 		}
 		want := s.lim.MaxBody
+		if anon {
+			want = min(want, AnonymousMaxBody)
+		}
 		if size1 > 0 && size1 < want {
 			want = size1
 		}
@@ -137,13 +150,17 @@ func (s *blockStore) addBlock1(k transferKey, b block, payload []byte, size1 int
 			return block1Complete, payload // a single block: nothing to hold
 		}
 		owner := k.owner()
-		if len(s.up) >= s.lim.MaxTransfers || s.reserved+want > s.lim.Budget || s.perPeer[owner]+want > s.lim.PeerBudget {
+		if len(s.up) >= s.lim.MaxTransfers || s.reserved+want > s.lim.Budget || s.perPeer[owner]+want > s.lim.PeerBudget ||
+			anon && s.anon+want > s.lim.anonBudget() {
 			return block1Busy, nil
 		}
-		u = &upload{reserved: want, body: make([]byte, 0, min(want, 4*len(payload)))}
+		u = &upload{anon: anon, reserved: want, body: make([]byte, 0, min(want, 4*len(payload)))}
 		s.up[k] = u
 		s.perPeer[owner] += want
 		s.reserved += want
+		if anon {
+			s.anon += want
+		}
 	} else {
 		switch {
 		case u == nil:
@@ -196,6 +213,9 @@ func (s *blockStore) release(k transferKey, u *upload) {
 		delete(s.perPeer, owner)
 	}
 	s.reserved -= u.reserved
+	if u.anon {
+		s.anon -= u.reserved
+	}
 }
 
 // has reports whether a Block1 transfer of k is in progress.
@@ -239,7 +259,7 @@ func (s *blockStore) sweep(now time.Time) {
 func (s *blockStore) stats() BlockStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := BlockStats{Transfers: len(s.up), Reserved: s.reserved, Peers: len(s.perPeer)}
+	st := BlockStats{Transfers: len(s.up), Reserved: s.reserved, Peers: len(s.perPeer), Anonymous: s.anon}
 	for _, u := range s.up {
 		st.Buffered += len(u.body)
 	}

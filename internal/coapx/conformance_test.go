@@ -442,11 +442,60 @@ func TestBlock1RestartsDoNotAccumulate(t *testing.T) {
 	payload := make([]byte, 64)
 	for i := range 100000 {
 		k := transferKey{peer: netip.MustParseAddrPort("10.0.0.1:5683"), path: fmt.Sprint(i % 9)}
-		if res, _ := s.addBlock1(k, block{num: 0, more: true, szx: 2}, payload, 0, now); res != block1Continue {
+		if res, _ := s.addBlock1(k, block{num: 0, more: true, szx: 2}, payload, 0, false, now); res != block1Continue {
 			t.Fatalf("restart %d: %v", i, res)
 		}
 	}
 	if st := s.stats(); st.Transfers != 9 || st.Reserved != 9*1024 || st.Buffered != 9*64 {
 		t.Fatalf("after 100000 restarts of 9 transfers: %+v", st)
+	}
+}
+
+// admitAnonymous admits "auth" without a credential, as anonymous.
+type admitAnonymous struct{ echo }
+
+func (a *admitAnonymous) Admit(_ context.Context, req *Request) *Response {
+	if len(req.Path) == 1 && req.Path[0] == "auth" {
+		req.Anonymous = true
+	}
+	return nil
+}
+
+// Transfers admitted without a credential are capped at AnonymousMaxBody
+// each and an eighth of the budget together: many of them (from many
+// addresses) cannot keep an authenticated upload out.
+func TestBlock1AnonymousShare(t *testing.T) {
+	const budget = 64 << 10
+	h := &admitAnonymous{}
+	s, addr := startWith(t, Config{MaxBody: 16 << 10, BlockPeerBudget: 32 << 10, BlockBudget: budget}, h)
+	mid := int32(0x700)
+	admitted := 0
+	for p := 2; p < 10; p++ {
+		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", p), addr)
+		mid++
+		r := c.roundTrip(con(mid, "auth", strings.Repeat("a", 1024), block1Opt(0, true, 6)))
+		switch r.Code {
+		case codes.Continue:
+			admitted++
+		case codes.ServiceUnavailable:
+		default:
+			t.Fatalf("anonymous transfer: %v", r.Code)
+		}
+	}
+	st := s.BlockStats()
+	if admitted != budget/8/AnonymousMaxBody || st.Anonymous != budget/8 {
+		t.Fatalf("%d anonymous transfers admitted, stats %+v; want %d holding an eighth of the budget", admitted, st, budget/8/AnonymousMaxBody)
+	}
+	// An anonymous body beyond AnonymousMaxBody is 4.13.
+	c := dialFrom(t, "127.0.0.20", addr)
+	if r := c.roundTrip(con(0x7f0, "auth", strings.Repeat("b", 1024), block1Opt(0, true, 6),
+		message.Option{ID: message.Size1, Value: EncodeUint(AnonymousMaxBody + 1)})); r.Code != codes.RequestEntityTooLarge {
+		t.Fatalf("anonymous Size1 over the cap: %v, want 4.13", r.Code)
+	} else if v, _ := Uint(r.Options, message.Size1); v != AnonymousMaxBody {
+		t.Fatalf("4.13 with Size1 %d, want %d", v, AnonymousMaxBody)
+	}
+	// An authenticated (not anonymous) upload still gets its reservation.
+	if r := c.roundTrip(con(0x7f1, "topic/a", strings.Repeat("c", 1024), block1Opt(0, true, 6))); r.Code != codes.Continue {
+		t.Fatalf("upload during the anonymous flood: %v", r.Code)
 	}
 }

@@ -110,7 +110,8 @@ func FuzzParseOptions(f *testing.F) {
 // blocks from a few peers and checks: the accounting never exceeds the
 // budgets and matches the transfers held, a completed body is every byte
 // at its own offset (payload bytes are their offset, so a misplaced or
-// concatenated block shows), and nothing is held after the lifetime.
+// concatenated block shows), anonymous transfers stay within their share,
+// and nothing is held after the lifetime.
 func FuzzBlock1Reassembly(f *testing.F) {
 	f.Add([]byte{0x08, 6, 0, 0, 0x18, 6, 0, 0, 0x20, 6, 0, 100})
 	f.Add([]byte{0x08, 6, 0, 0, 0x18, 5, 0, 0, 0x48, 4, 1, 0, 0x28, 4, 0, 0})
@@ -140,7 +141,8 @@ func FuzzBlock1Reassembly(f *testing.F) {
 				size1 = int(op[3]) * 8
 			}
 			now = now.Add(time.Duration(op[3]&0x7) * 100 * time.Millisecond)
-			res, body := s.addBlock1(key, b, payload, size1, now)
+			anon := op[0]&0x1 != 0
+			res, body := s.addBlock1(key, b, payload, size1, anon, now)
 			if res == block1Complete {
 				if len(body) > lim.MaxBody {
 					t.Fatalf("body of %d bytes", len(body))
@@ -152,17 +154,24 @@ func FuzzBlock1Reassembly(f *testing.F) {
 				}
 			}
 			st := s.stats()
-			if st.Reserved > lim.Budget || st.MaxPeer > lim.PeerBudget || st.Buffered > st.Reserved || st.Transfers > lim.MaxTransfers {
+			if st.Reserved > lim.Budget || st.MaxPeer > lim.PeerBudget || st.Buffered > st.Reserved || st.Transfers > lim.MaxTransfers ||
+				st.Anonymous > lim.Budget/8 || st.Anonymous > st.Reserved {
 				t.Fatalf("accounting over the limits: %+v", st)
 			}
-			sum := 0
+			sum, anonSum := 0, 0
 			for _, u := range s.up {
 				sum += u.reserved
+				if u.anon {
+					anonSum += u.reserved
+					if u.reserved > AnonymousMaxBody {
+						t.Fatalf("anonymous transfer reserves %d", u.reserved)
+					}
+				}
 				if len(u.body) > u.reserved || cap(u.body) > u.reserved {
 					t.Fatalf("upload buffers %d (cap %d) over its reservation %d", len(u.body), cap(u.body), u.reserved)
 				}
 			}
-			if sum != st.Reserved {
+			if sum != st.Reserved || anonSum != st.Anonymous {
 				t.Fatalf("reserved %d, transfers hold %d", st.Reserved, sum)
 			}
 		}

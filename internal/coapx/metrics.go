@@ -25,6 +25,7 @@ type Metrics struct {
 	blockBytes *prometheus.GaugeVec
 	blockXfers *prometheus.GaugeVec
 	blockPeers *prometheus.GaugeVec
+	blockAnon  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the CoAP metrics with reg.
@@ -70,13 +71,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		blockXfers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "coapgate_coap_block1_transfers", Help: "Block1 transfers in progress.",
 		}, []string{"transport"}),
+		blockAnon: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coapgate_coap_block1_anonymous_bytes", Help: "Bytes reserved by Block1 transfers admitted without a credential (authentication requests; at most an eighth of coap.block_budget).",
+		}, []string{"transport"}),
 		blockPeers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "coapgate_coap_block1_peers", Help: "Peers (source addresses or sessions) with a Block1 transfer in progress.",
 		}, []string{"transport"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.responses, m.latency, m.malformedC, m.duplicates, m.overloads, m.evicted, m.writeErrs, m.pings, m.dedupSize, m.outReqs,
-			m.blockRef, m.blockBytes, m.blockXfers, m.blockPeers)
+			m.blockRef, m.blockBytes, m.blockXfers, m.blockPeers, m.blockAnon)
 	}
 	return m
 }
@@ -169,5 +173,6 @@ func (l *listenerMetrics) setBlockStats(st BlockStats) {
 		l.m.blockBytes.WithLabelValues(l.transport).Set(float64(st.Reserved))
 		l.m.blockXfers.WithLabelValues(l.transport).Set(float64(st.Transfers))
 		l.m.blockPeers.WithLabelValues(l.transport).Set(float64(st.Peers))
+		l.m.blockAnon.WithLabelValues(l.transport).Set(float64(st.Anonymous))
 	}
 }

@@ -35,6 +35,11 @@ type Request struct {
 	// Session is the secured session the request arrived on (DTLS), nil on
 	// plain UDP. Its Identity is set by the transport, never by the message.
 	Session Session
+	// Anonymous is set by an Admitter that admits a Block1 request without
+	// a credential (an authentication request): its body is limited to
+	// AnonymousMaxBody and reserved from a share of the reassembly budget
+	// of its own, so anonymous transfers never take the whole budget.
+	Anonymous bool
 }
 
 // Session is a secured transport's association with one peer (a DTLS
@@ -524,8 +529,13 @@ func (s *Server) serve(ctx context.Context, req *Request) *Response {
 					return r
 				}
 			}
+			if req.Anonymous && hasSize1 && size1 > AnonymousMaxBody {
+				s.m.blockRefused("too_large")
+				r := &Response{Code: codes.RequestEntityTooLarge, Payload: []byte("request body too large")}
+				return r.SetUint(message.Size1, AnonymousMaxBody)
+			}
 		}
-		res, body := s.blocks.addBlock1(tk, b1, req.Payload, int(size1), req.Received)
+		res, body := s.blocks.addBlock1(tk, b1, req.Payload, int(size1), req.Anonymous, req.Received)
 		switch res {
 		case block1Continue:
 			r := &Response{Code: codes.Continue}

@@ -183,8 +183,9 @@ func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Resp
 // Block1 body: uplinks to /topic/… are authenticated (token, option 2101,
 // symmetric token or DTLS-PSK session; no sequence number is consumed) and
 // their topic checked, so an unauthenticated peer is refused at block 0
-// and holds no reassembly memory. /auth bodies are admitted (the
-// reassembly budgets bound them); an unknown resource is 4.04 at once.
+// and holds no reassembly memory. /auth bodies are admitted as anonymous
+// (coapx caps them and gives them a share of the budget of their own); an
+// unknown resource is 4.04 at once.
 func (g *Gateway) Admit(ctx context.Context, req *coapx.Request) *coapx.Response {
 	resp := g.admit(ctx, req)
 	if g.o.Symmetric && resp != nil {
@@ -203,6 +204,7 @@ func (g *Gateway) admit(ctx context.Context, req *coapx.Request) *coapx.Response
 		if req.Code != codes.POST {
 			return &coapx.Response{Code: codes.MethodNotAllowed}
 		}
+		req.Anonymous = true // the credential is in the body
 		return nil
 	case len(p) >= 2 && p[0] == "topic":
 		if req.Code != codes.POST && req.Code != codes.GET {

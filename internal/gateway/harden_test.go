@@ -322,12 +322,18 @@ func TestAdmitRefusesBlock1AtFirstBlock(t *testing.T) {
 			}
 		})
 	}
-	r := exchange(t, c, message.Message{Code: codes.POST, MessageID: 200, Token: []byte{2},
+	// /auth carries its credential in the body: admitted, as anonymous.
+	r := exchange(t, c, message.Message{Code: codes.POST, MessageID: 199, Token: []byte{2},
+		Options: pathOpts("auth", b0), Payload: bytes.Repeat([]byte(" "), 1024)})
+	if st := srv.BlockStats(); r.Code != codes.Continue || st.Transfers != 1 || st.Anonymous != coapx.AnonymousMaxBody {
+		t.Fatalf("/auth block 0: %v, %+v; want 2.31 and an anonymous reservation", r.Code, st)
+	}
+	r = exchange(t, c, message.Message{Code: codes.POST, MessageID: 200, Token: []byte{2},
 		Options: pathOpts(own, b0, message.Option{ID: coapx.OptionAuthToken, Value: []byte(tok)}), Payload: bytes.Repeat([]byte("x"), 1024)})
 	if r.Code != codes.Continue {
 		t.Fatalf("authenticated block 0: %v, want 2.31", r.Code)
 	}
-	if st := srv.BlockStats(); st.Transfers != 1 || st.Buffered != 1024 {
+	if st := srv.BlockStats(); st.Transfers != 2 || st.Buffered != 2048 || st.Anonymous != coapx.AnonymousMaxBody {
 		t.Fatalf("admitted transfer: %+v", st)
 	}
 }
