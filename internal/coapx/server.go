@@ -105,20 +105,12 @@ func (f HandlerFunc) ServeCoAP(ctx context.Context, req *Request) *Response { re
 
 // Config tunes a Server. Zero fields take the defaults of config.Default().
 type Config struct {
-	Workers      int
-	Queue        int
-	ReadBuffer   int
-	MaxBody      int
-	BlockSize    int
-	DedupEntries int
-	// BlockPeerBudget and BlockBudget bound the bytes Block1 transfers in
-	// progress may reserve, per peer (source address, or secured session)
-	// and in total; BlockTransfers bounds their number. A transfer that
-	// does not fit is answered 5.03 with Max-Age; none in progress is
-	// evicted for it.
-	BlockPeerBudget  int
-	BlockBudget      int
-	BlockTransfers   int
+	Workers          int
+	Queue            int
+	ReadBuffer       int
+	MaxBody          int
+	BlockSize        int
+	DedupEntries     int
 	ExchangeLifetime time.Duration
 	NonLifetime      time.Duration
 	// Transport labels this listener's metrics ("coap", "coap-sym", ...).
@@ -127,6 +119,14 @@ type Config struct {
 	// (Request; RFC 7252 §4.8 ACK_TIMEOUT 2 s, MAX_RETRANSMIT 4).
 	AckTimeout    time.Duration
 	MaxRetransmit int
+	// BlockPeerBudget and BlockBudget bound the bytes Block1 transfers in
+	// progress may reserve, per peer (source address, or secured session)
+	// and in total; BlockTransfers bounds their number. A transfer that
+	// does not fit is answered 5.03 with Max-Age; none in progress is
+	// evicted for it.
+	BlockPeerBudget int
+	BlockBudget     int
+	BlockTransfers  int
 }
 
 func (c *Config) fill() {
@@ -206,17 +206,16 @@ func NewServer(cfg Config, h Handler, m *Metrics, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	lim := BlockLimits{MaxBody: cfg.MaxBody, PeerBudget: cfg.BlockPeerBudget, Budget: cfg.BlockBudget, MaxTransfers: cfg.BlockTransfers}
 	s := &Server{
-		cfg:   cfg,
-		h:     h,
-		log:   log.With("component", "coap", "transport", cfg.Transport),
-		m:     m.forListener(cfg.Transport),
-		dedup: newDedupCache(cfg.DedupEntries),
-		blocks: newBlockStore(BlockLimits{
-			MaxBody: cfg.MaxBody, PeerBudget: cfg.BlockPeerBudget, Budget: cfg.BlockBudget, MaxTransfers: cfg.BlockTransfers,
-		}, cfg.ExchangeLifetime),
-		now:  time.Now,
-		jobs: make(chan job, cfg.Queue),
+		cfg:    cfg,
+		h:      h,
+		log:    log.With("component", "coap", "transport", cfg.Transport),
+		m:      m.forListener(cfg.Transport),
+		dedup:  newDedupCache(cfg.DedupEntries),
+		blocks: newBlockStore(lim, cfg.ExchangeLifetime),
+		now:    time.Now,
+		jobs:   make(chan job, cfg.Queue),
 	}
 	var b [2]byte
 	randRead(b[:])
