@@ -15,6 +15,21 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
+// waitReply bounds the wait for an answer that must come (generous: the
+// machine may be loaded; no assertion depends on it being short).
+const waitReply = 10 * time.Second
+
+// rt is roundTrip with the waitReply bound.
+func (c *client) rt(m message.Message) *message.Message {
+	c.t.Helper()
+	c.send(encodeMsg(c.t, m))
+	r := c.recv(waitReply)
+	if r == nil {
+		c.t.Fatalf("no response to %v", m.String())
+	}
+	return r
+}
+
 // startWith serves h on loopback and returns the server and its address.
 func startWith(t *testing.T, cfg Config, h Handler) (*Server, *net.UDPAddr) {
 	t.Helper()
@@ -88,7 +103,7 @@ func TestPayloadMarkerWithEmptyPayload(t *testing.T) {
 	_, addr := startWith(t, Config{Workers: 1}, h)
 	c := dial(t, addr)
 	c.send(rawMsg(message.Confirmable, 0x101, []byte{1}, pathOptions("topic/a"), nil, true))
-	r := c.recv(2 * time.Second)
+	r := c.recv(waitReply)
 	if r == nil || r.Type != message.Reset || r.MessageID != 0x101 {
 		t.Fatalf("CON with empty payload after marker: want RST 0x101, got %v", r)
 	}
@@ -96,7 +111,7 @@ func TestPayloadMarkerWithEmptyPayload(t *testing.T) {
 	// datagram answered is the CON sent after it.
 	c.send(rawMsg(message.NonConfirmable, 0x102, []byte{2}, pathOptions("topic/a"), nil, true))
 	c.send(rawMsg(message.Confirmable, 0x103, []byte{3}, pathOptions("topic/a"), []byte("x"), false))
-	r = c.recv(2 * time.Second)
+	r = c.recv(waitReply)
 	if r == nil || r.MessageID != 0x103 || r.Code != codes.Changed {
 		t.Fatalf("want the ACK of 0x103 first (the NON dropped), got %v", r)
 	}
@@ -134,7 +149,7 @@ func TestCriticalOptionRules(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := h.calls.Load()
 			c.send(rawMsg(message.Confirmable, uint16(0x200+i), []byte{9}, tt.opts, []byte("b"), false))
-			r := c.recv(2 * time.Second)
+			r := c.recv(waitReply)
 			if r == nil || r.MessageID != int32(0x200+i) {
 				t.Fatalf("no answer: %v", r)
 			}
@@ -164,7 +179,7 @@ func TestManyOptions(t *testing.T) {
 	}
 	opts = append(opts, message.Option{ID: OptionAuthToken, Value: []byte("token")})
 	c.send(rawMsg(message.Confirmable, 0x300, []byte{1}, opts, []byte("v"), false))
-	r := c.recv(2 * time.Second)
+	r := c.recv(waitReply)
 	if r == nil || r.Type != message.Acknowledgement || r.Code != codes.Changed || string(r.Payload) != "topic/sys/pk/dk/thing/event/property/post:v" {
 		t.Fatalf("33 options: want 2.04 for the whole path, got %v", r)
 	}
@@ -173,7 +188,7 @@ func TestManyOptions(t *testing.T) {
 		opts = append(opts, message.Option{ID: message.URIQuery, Value: []byte("q")})
 	}
 	c.send(rawMsg(message.Confirmable, 0x301, []byte{1}, opts, nil, false))
-	if r := c.recv(2 * time.Second); r == nil || r.Code != codes.BadRequest {
+	if r := c.recv(waitReply); r == nil || r.Code != codes.BadRequest {
 		t.Fatalf("%d options: want 4.00, got %v", len(opts), r)
 	}
 }
@@ -197,7 +212,7 @@ func TestBlock1SizeChangeAndOverlap(t *testing.T) {
 	send := func(path string, num uint32, more bool, szx uint8, payload []byte) *message.Message {
 		t.Helper()
 		mid++
-		return c.roundTrip(con(mid, path, string(payload), block1Opt(num, more, szx)))
+		return c.rt(con(mid, path, string(payload), block1Opt(num, more, szx)))
 	}
 	// 2 × 1024 (SZX 6), then 4 × 256 (SZX 4, NUM 8..11), then 2 × 512 (SZX 5, NUM 6, 7).
 	steps := []struct {
@@ -279,7 +294,7 @@ func TestBlock1RefusedBeforeBuffering(t *testing.T) {
 		if tok != "" {
 			opts = append(opts, message.Option{ID: OptionAuthToken, Value: []byte(tok)})
 		}
-		r := c.roundTrip(con(int32(0x500+i), "topic/a", strings.Repeat("x", 1024), opts...))
+		r := c.rt(con(int32(0x500+i), "topic/a", strings.Repeat("x", 1024), opts...))
 		if r.Code != codes.Unauthorized {
 			t.Fatalf("token %q: block 0 answered %v, want 4.01", tok, r.Code)
 		}
@@ -288,10 +303,10 @@ func TestBlock1RefusedBeforeBuffering(t *testing.T) {
 		t.Fatalf("refused transfers hold state: %+v", st)
 	}
 	ok := message.Option{ID: OptionAuthToken, Value: []byte("ok")}
-	if r := c.roundTrip(con(0x510, "topic/a", strings.Repeat("x", 1024), block1Opt(0, true, 6), ok)); r.Code != codes.Continue {
+	if r := c.rt(con(0x510, "topic/a", strings.Repeat("x", 1024), block1Opt(0, true, 6), ok)); r.Code != codes.Continue {
 		t.Fatalf("admitted block 0: %v", r.Code)
 	}
-	if r := c.roundTrip(con(0x511, "topic/a", "end", block1Opt(1, false, 6), ok)); r.Code != codes.Changed {
+	if r := c.rt(con(0x511, "topic/a", "end", block1Opt(1, false, 6), ok)); r.Code != codes.Changed {
 		t.Fatalf("admitted last block: %v", r.Code)
 	}
 	if h.calls.Load() != 1 {
@@ -317,7 +332,7 @@ func TestBlock1Budgets(t *testing.T) {
 	}
 	legit := dialFrom(t, "127.0.0.2", addr)
 	payload := strings.Repeat("L", 512)
-	if r := legit.roundTrip(con(1, "topic/legit", payload, block1Opt(0, true, 5))); r.Code != codes.Continue {
+	if r := legit.rt(con(1, "topic/legit", payload, block1Opt(0, true, 5))); r.Code != codes.Continue {
 		t.Fatalf("legit block 0: %v", r.Code)
 	}
 	var refused, held int
@@ -326,7 +341,7 @@ func TestBlock1Budgets(t *testing.T) {
 		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", p), addr)
 		for i := range 60 { // each peer tries 60 transfers: its budget holds 2
 			mid++
-			r := c.roundTrip(con(mid, fmt.Sprintf("topic/x%d", i), strings.Repeat("a", 512), block1Opt(0, true, 5)))
+			r := c.rt(con(mid, fmt.Sprintf("topic/x%d", i), strings.Repeat("a", 512), block1Opt(0, true, 5)))
 			switch r.Code {
 			case codes.Continue:
 				held++
@@ -350,7 +365,7 @@ func TestBlock1Budgets(t *testing.T) {
 	}
 	// The legitimate upload continues and completes meanwhile.
 	for num := uint32(1); num < 4; num++ {
-		r := legit.roundTrip(con(int32(num+1), "topic/legit", payload, block1Opt(num, num < 3, 5)))
+		r := legit.rt(con(int32(num+1), "topic/legit", payload, block1Opt(num, num < 3, 5)))
 		if want := map[bool]codes.Code{true: codes.Continue, false: codes.Changed}[num < 3]; r.Code != want {
 			t.Fatalf("legit block %d: %v, want %v", num, r.Code, want)
 		}
@@ -366,7 +381,7 @@ func TestBlock1Budgets(t *testing.T) {
 	}
 	// Size1 announces a small body: it reserves only that, and fits.
 	c := dialFrom(t, "127.0.0.50", addr)
-	if r := c.roundTrip(con(999, "topic/small", strings.Repeat("s", 512), block1Opt(0, true, 5),
+	if r := c.rt(con(999, "topic/small", strings.Repeat("s", 512), block1Opt(0, true, 5),
 		message.Option{ID: message.Size1, Value: EncodeUint(600)})); r.Code != codes.Continue {
 		t.Fatalf("Size1 600 transfer: %v", r.Code)
 	}
@@ -473,7 +488,7 @@ func TestBlock1AnonymousShare(t *testing.T) {
 	for p := 2; p < 10; p++ {
 		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", p), addr)
 		mid++
-		r := c.roundTrip(con(mid, "auth", strings.Repeat("a", 1024), block1Opt(0, true, 6)))
+		r := c.rt(con(mid, "auth", strings.Repeat("a", 1024), block1Opt(0, true, 6)))
 		switch r.Code {
 		case codes.Continue:
 			admitted++
@@ -488,14 +503,14 @@ func TestBlock1AnonymousShare(t *testing.T) {
 	}
 	// An anonymous body beyond AnonymousMaxBody is 4.13.
 	c := dialFrom(t, "127.0.0.20", addr)
-	if r := c.roundTrip(con(0x7f0, "auth", strings.Repeat("b", 1024), block1Opt(0, true, 6),
+	if r := c.rt(con(0x7f0, "auth", strings.Repeat("b", 1024), block1Opt(0, true, 6),
 		message.Option{ID: message.Size1, Value: EncodeUint(AnonymousMaxBody + 1)})); r.Code != codes.RequestEntityTooLarge {
 		t.Fatalf("anonymous Size1 over the cap: %v, want 4.13", r.Code)
 	} else if v, _ := Uint(r.Options, message.Size1); v != AnonymousMaxBody {
 		t.Fatalf("4.13 with Size1 %d, want %d", v, AnonymousMaxBody)
 	}
 	// An authenticated (not anonymous) upload still gets its reservation.
-	if r := c.roundTrip(con(0x7f1, "topic/a", strings.Repeat("c", 1024), block1Opt(0, true, 6))); r.Code != codes.Continue {
+	if r := c.rt(con(0x7f1, "topic/a", strings.Repeat("c", 1024), block1Opt(0, true, 6))); r.Code != codes.Continue {
 		t.Fatalf("upload during the anonymous flood: %v", r.Code)
 	}
 }

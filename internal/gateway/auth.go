@@ -13,7 +13,6 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/devsign"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
-	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -85,7 +84,7 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 	var tok string
 	if g.o.Symmetric {
 		if err = g.newSession(&cl); err == nil {
-			tok, err = g.issueSession(g.sessions, cl, uint64(cl.SeqOffset), req.Received)
+			tok, err = g.issueSession(cl, uint64(cl.SeqOffset), req.Received)
 		}
 	} else {
 		tok, err = g.o.Tokens.Issue(cl)
@@ -151,13 +150,13 @@ func (g *Gateway) newSession(cl *token.Claims) error {
 
 // issueSession issues a session token and creates its replay state on this
 // node, so that it is usable even in the second the node started.
-func (g *Gateway) issueSession(table *replay.Sessions, cl token.Claims, floor uint64, now time.Time) (string, error) {
+func (g *Gateway) issueSession(cl token.Claims, floor uint64, now time.Time) (string, error) {
 	tok, err := g.o.Tokens.Issue(cl)
 	if err != nil {
 		return "", err
 	}
 	// The token carries whole seconds; so does the session.
-	table.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
+	g.table(cl).Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
 	return tok, nil
 }
 

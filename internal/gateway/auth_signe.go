@@ -65,7 +65,7 @@ func (g *Gateway) authSignE(ctx context.Context, req *coapx.Request) *coapx.Resp
 	err = g.newSession(&cl)
 	var tok string
 	if err == nil {
-		tok, err = g.issueSession(g.signE, cl, 1, req.Received) // N starts at 1
+		tok, err = g.issueSession(cl, 1, req.Received) // N starts at 1
 	}
 	if err != nil {
 		g.log.Error("issue token failed", "productKey", pk, "deviceKey", dk, "err", err)

@@ -174,7 +174,7 @@ func exchange(t *testing.T, c *net.UDPConn, m message.Message) *message.Message 
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2048)
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := c.Read(buf)
 	if err != nil {
 		t.Fatalf("no answer: %v", err)

@@ -28,6 +28,16 @@ type uplinkAuth struct {
 	seq uint64
 }
 
+// table is the replay table of a session token's mode: dialect E's option
+// 2101 sessions accept only strictly increasing numbers (a window of one),
+// as the dialect's documents state; symmetric sessions have the window.
+func (g *Gateway) table(cl token.Claims) *replay.Sessions {
+	if cl.SignE {
+		return g.signE
+	}
+	return g.sessions
+}
+
 // sessionKey is the replay state key of a session token.
 func sessionKey(cl token.Claims) replay.Key {
 	return replay.Key{ProductKey: cl.ProductKey, DeviceKey: cl.DeviceKey, Random: cl.Random}
@@ -41,8 +51,8 @@ func hasSignE(req *coapx.Request) bool {
 // session returns the replay state of a session token, or 4.01 when this
 // node may have forgotten it (the token predates the node's start or an
 // eviction): the device authenticates again.
-func (g *Gateway) session(table *replay.Sessions, req *coapx.Request, cl token.Claims, floor uint64) (*replay.Session, *coapx.Response) {
-	sess, err := table.Get(sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
+func (g *Gateway) session(req *coapx.Request, cl token.Claims, floor uint64) (*replay.Session, *coapx.Response) {
+	sess, err := g.table(cl).Get(sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
 	if err != nil {
 		return nil, g.tokenFail(req, reasonStaleSession, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
@@ -64,7 +74,7 @@ func (g *Gateway) authenticateSymmetric(ctx context.Context, req *coapx.Request)
 	if !cl.Symmetric {
 		return uplinkAuth{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	sess, resp := g.session(g.sessions, req, cl, uint64(max(cl.SeqOffset, 1)))
+	sess, resp := g.session(req, cl, uint64(max(cl.SeqOffset, 1)))
 	if resp != nil {
 		return uplinkAuth{}, resp
 	}
@@ -119,7 +129,7 @@ func (g *Gateway) authenticateSignE(ctx context.Context, req *coapx.Request) (up
 	if !cl.SignE || cl.ProductKey != owner.ProductKey || cl.DeviceKey != owner.DeviceKey {
 		return uplinkAuth{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	sess, resp := g.session(g.signE, req, cl, 1) // N starts at 1, strictly increasing
+	sess, resp := g.session(req, cl, 1) // N starts at 1
 	if resp != nil {
 		return uplinkAuth{}, resp
 	}
