@@ -83,8 +83,8 @@ func TestE2EBlock1RefusedBeforeBuffering(t *testing.T) {
 	}
 }
 
-// Dialect E's option 2101: N must strictly increase (PROTOCOL.md §2.2 as
-// documented): an unused N below the highest is refused too.
+// Dialect E's option 2101: N must strictly increase, as docs/compatibility.md
+// states: an unused N below the highest is refused too.
 func TestE2EDialectEStrictlyIncreasing(t *testing.T) {
 	g := startTestGateway(t)
 	d := g.newDevice("", "e_strict")

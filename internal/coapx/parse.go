@@ -53,7 +53,7 @@ var optionDefs = map[message.OptionID]optionDef{
 	message.ProxyURI:      {1, 1034, false},
 	message.ProxyScheme:   {1, 255, false},
 	message.Size1:         {0, 4, false},
-	// Vendor options (PROTOCOL.md §2.1, §3): one occurrence each.
+	// Vendor options (see the constants above): one occurrence each.
 	OptionToken61:   {0, 1034, false},
 	OptionAuthToken: {0, 1034, false},
 	OptionSeq:       {0, 1034, false},

@@ -101,7 +101,7 @@ type Gateway struct {
 	cache    *devCache
 	sessions *replay.Sessions
 	// signE holds dialect E's option 2101 sessions: N strictly increasing
-	// (a window of one), as PROTOCOL.md §2.2 states.
+	// (a window of one), as the dialect's documents state.
 	signE    *replay.Sessions
 	log      *slog.Logger
 	refusals *ratelog.Limiter
