@@ -235,6 +235,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		return coapx.NewServer(coapx.Config{
 			Workers: cfg.CoAP.Workers, Queue: cfg.CoAP.Queue, ReadBuffer: cfg.CoAP.ReadBuffer,
 			MaxBody: cfg.CoAP.MaxBody, BlockSize: cfg.CoAP.BlockSize, DedupEntries: cfg.CoAP.DedupEntries,
+			BlockPeerBudget: cfg.CoAP.BlockPeerBudget, BlockBudget: cfg.CoAP.BlockBudget, BlockTransfers: cfg.CoAP.BlockTransfers,
 			ExchangeLifetime: cfg.CoAP.ExchangeLifetime, NonLifetime: cfg.CoAP.NonLifetime,
 			Transport:  transport,
 			AckTimeout: cfg.Commands.PushTimeout, MaxRetransmit: cfg.Commands.PushRetransmit,
@@ -395,6 +396,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
+	for _, g := range gateways { // "log lines suppressed" summaries after a flood
+		s.wg.Go(func() { g.RunRefusalLog(runCtx) })
+	}
 	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }
 	symAddr := "disabled"
 	if s.symConn != nil {

@@ -111,6 +111,14 @@ type CoAP struct {
 	// ReplaySessions bounds the sessions whose replay state a node holds;
 	// a token whose state was evicted must re-authenticate.
 	ReplaySessions int `yaml:"replay_sessions"`
+	// BlockPeerBudget bounds the bytes one peer's Block1 transfers in
+	// progress may reserve (a transfer reserves its Size1, or max_body).
+	BlockPeerBudget int `yaml:"block_peer_budget"`
+	// BlockBudget bounds the bytes all Block1 transfers in progress of a
+	// listener may reserve together.
+	BlockBudget int `yaml:"block_budget"`
+	// BlockTransfers bounds the Block1 transfers in progress of a listener.
+	BlockTransfers int `yaml:"block_transfers"`
 }
 
 // DTLS configures the CoAP-over-DTLS 1.2 listener (docs/protocol.md §2, §3.6).
@@ -230,6 +238,9 @@ func Default() Config {
 			SymmetricListen:  ":5682",
 			ReplayWindow:     1024,
 			ReplaySessions:   100000,
+			BlockPeerBudget:  1 << 20,
+			BlockBudget:      32 << 20,
+			BlockTransfers:   4096,
 		},
 		DTLS: DTLS{
 			Listen:           ":5684",
@@ -302,6 +313,9 @@ func (c Config) Validate() error {
 	}
 	if b := c.CoAP.BlockSize; b < 16 || b > 1024 || b&(b-1) != 0 {
 		bad("coap.block_size %d: want a power of two in 16..1024", b)
+	}
+	if c.CoAP.BlockPeerBudget < c.CoAP.MaxBody || c.CoAP.BlockBudget < c.CoAP.BlockPeerBudget || c.CoAP.BlockTransfers < 1 {
+		bad("coap.block_peer_budget must be >= coap.max_body, coap.block_budget >= coap.block_peer_budget, coap.block_transfers >= 1")
 	}
 	if c.CoAP.DedupEntries < 1024 {
 		bad("coap.dedup_entries must be >= 1024")

@@ -157,6 +157,30 @@ func TestSessionModeSettings(t *testing.T) {
 	}
 }
 
+func TestBlockBudgetSettings(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		bad    bool
+	}{
+		{"defaults", func(*Config) {}, false},
+		{"peer budget below max_body", func(c *Config) { c.CoAP.BlockPeerBudget = c.CoAP.MaxBody - 1 }, true},
+		{"global budget below peer budget", func(c *Config) { c.CoAP.BlockBudget = c.CoAP.BlockPeerBudget - 1 }, true},
+		{"no transfers", func(c *Config) { c.CoAP.BlockTransfers = 0 }, true},
+		{"one body per peer", func(c *Config) { c.CoAP.BlockPeerBudget = c.CoAP.MaxBody }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.bad != (err != nil) || tt.bad && !strings.Contains(err.Error(), "coap.block_") {
+				t.Fatalf("Validate = %v, want bad=%v", err, tt.bad)
+			}
+		})
+	}
+}
+
 func TestFlagSpellings(t *testing.T) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	ov := RegisterFlags(fs)

@@ -30,6 +30,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/ratelog"
 	"github.com/pion/dtls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -140,6 +141,8 @@ type Server struct {
 	m    *metrics
 	opts []dtls.ServerOption // shared part of every session's options
 	ropt []dtls.Option       // the same for resumed sessions
+	// refusals writes refused handshakes at a bounded rate (per reason).
+	refusals *ratelog.Limiter
 
 	conn *net.UDPConn // set once by Serve
 	ctx  context.Context
@@ -177,6 +180,7 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 		byCID:   make(map[string]*Session),
 		rate:    newRateLimiter(cfg.HandshakeRate, 1<<16),
 	}
+	s.refusals = ratelog.New(s.log, ratelog.Config{})
 	var suites []dtls.CipherSuiteID
 	if cfg.LookupPSK != nil {
 		// Exactly the dialect's suites (docs/protocol.md §2): offering more
@@ -649,7 +653,7 @@ func (s *Server) fail(ss *Session, reason string, err error) {
 	if err != nil {
 		attrs = append(attrs, "err", err.Error())
 	}
-	s.log.Log(context.Background(), lvl, "handshake refused", attrs...)
+	s.refusals.Log(context.Background(), lvl, "handshake refused/"+reason, "handshake refused", attrs...) // counted exactly above
 }
 
 // remove forgets a session's routes.

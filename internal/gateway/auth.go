@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/devsign"
@@ -155,12 +156,14 @@ func (g *Gateway) issueSession(cl token.Claims, floor uint64, now time.Time) (st
 		return "", err
 	}
 	// The token carries whole seconds; so does the session.
-	g.sessions.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
+	g.table(cl).Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
 	return tok, nil
 }
 
 func (g *Gateway) authFail(req *coapx.Request, reason string, resp *coapx.Response, pk, dk string) *coapx.Response {
 	g.m.authFailures.WithLabelValues(reason).Inc()
-	g.log.Info("auth refused", "reason", reason, "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "code", coapx.CodeString(resp.Code))
+	// Counted exactly; logged at a bounded rate (the fields are the peer's).
+	g.refusals.Log(context.Background(), slog.LevelInfo, "auth refused/"+reason, "auth refused",
+		"reason", reason, "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "code", coapx.CodeString(resp.Code))
 	return resp
 }

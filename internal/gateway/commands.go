@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -191,7 +192,7 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if !ownsRequestTopic(top, pk, dk) {
 		g.m.authFailures.WithLabelValues(reasonACL).Inc()
 		g.m.downlink.WithLabelValues("denied").Inc()
-		g.log.Info("command fetch denied", "productKey", pk, "deviceKey", dk, "topic", top, "peer", req.Peer.String())
+		g.refusals.Log(ctx, slog.LevelInfo, "command fetch denied", "command fetch denied", "productKey", pk, "deviceKey", dk, "topic", top, "peer", req.Peer.String())
 		return &coapx.Response{Code: codes.Forbidden}
 	}
 	def := cfJSON

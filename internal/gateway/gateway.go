@@ -28,8 +28,10 @@ import (
 	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/ratelog"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/replay"
+	"github.com/coapgate/coapgate/internal/topic"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -78,6 +80,14 @@ type Options struct {
 	OnlineLifetime time.Duration
 	// DeviceCacheTTL bounds staleness of cached device records (0: no cache).
 	DeviceCacheTTL time.Duration
+	// DeviceCacheEntries bounds the cached known devices (default 262144);
+	// NegativeCacheEntries the cached unknown names (default 4096), which
+	// expire after a second and never push out a known device.
+	DeviceCacheEntries   int
+	NegativeCacheEntries int
+	// RefusalLog writes refused authentications at a bounded rate (nil:
+	// a limiter of the gateway's own with the defaults of ratelog).
+	RefusalLog *ratelog.Limiter
 	// UnavailableMaxAge is sent with 5.03 when storage fails.
 	UnavailableMaxAge time.Duration
 	Registerer        prometheus.Registerer
@@ -90,7 +100,11 @@ type Gateway struct {
 	o        Options
 	cache    *devCache
 	sessions *replay.Sessions
+	// signE holds dialect E's option 2101 sessions: N strictly increasing
+	// (a window of one), as the dialect's documents state.
+	signE    *replay.Sessions
 	log      *slog.Logger
+	refusals *ratelog.Limiter
 	m        *metrics
 	maxAge   uint32
 	// requester pushes commands (set once by SetRequester before serving).
@@ -98,7 +112,10 @@ type Gateway struct {
 	live      liveSessions
 }
 
-var _ coapx.Handler = (*Gateway)(nil)
+var (
+	_ coapx.Handler  = (*Gateway)(nil)
+	_ coapx.Admitter = (*Gateway)(nil)
+)
 
 // New returns a Gateway.
 func New(o Options) *Gateway {
@@ -125,14 +142,25 @@ func New(o Options) *Gateway {
 	}
 	g := &Gateway{
 		o:        o,
-		cache:    newDevCache(o.Registry, o.DeviceCacheTTL, 1<<20),
+		cache:    newDevCache(o.Registry, o.DeviceCacheTTL, o.DeviceCacheEntries, o.NegativeCacheEntries),
 		sessions: replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow, MaxSessions: o.MaxSessions}),
+		signE:    replay.NewSessions(replay.Config{Started: o.Started, Window: 1, MaxSessions: o.MaxSessions}),
 		log:      o.Logger.With("component", "gateway", "transport", o.Transport),
 		maxAge:   uint32(max(o.UnavailableMaxAge, time.Second) / time.Second),
 	}
-	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, g.sessions, o.Now)
+	g.refusals = o.RefusalLog
+	if g.refusals == nil {
+		g.refusals = ratelog.New(g.log, ratelog.Config{})
+	}
+	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, o.Now, g.sessions, g.signE)
+	g.m.registerCache(o.Registerer, o.Transport, g.cache)
 	return g
 }
+
+// RunRefusalLog writes the summaries of refusal log lines suppressed (see
+// package ratelog) every 10 s until ctx ends, so the count of a flood that
+// stopped is reported too.
+func (g *Gateway) RunRefusalLog(ctx context.Context) { g.refusals.Run(ctx) }
 
 // Invalidate drops cached registry data of a device (or of every device of
 // a product when dk is ""); the management API calls it after writes.
@@ -149,6 +177,61 @@ func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Resp
 		resp.Payload = nil
 	}
 	return resp
+}
+
+// Admit judges a request before coapx buffers the first block of its
+// Block1 body: uplinks to /topic/… are authenticated (token, option 2101,
+// symmetric token or DTLS-PSK session; no sequence number is consumed) and
+// their topic checked, so an unauthenticated peer is refused at block 0
+// and holds no reassembly memory. /auth bodies are admitted as anonymous
+// (coapx caps them and gives them a share of the budget of their own); an
+// unknown resource is 4.04 at once.
+func (g *Gateway) Admit(ctx context.Context, req *coapx.Request) *coapx.Response {
+	resp := g.admit(ctx, req)
+	if g.o.Symmetric && resp != nil {
+		resp.Payload = nil // as ServeCoAP: no plaintext error payload
+	}
+	return resp
+}
+
+func (g *Gateway) admit(ctx context.Context, req *coapx.Request) *coapx.Response {
+	if psk, ok := pskIdentity(req); ok && psk.SecureMode == dtlspsk.ModeProduct {
+		return nil // activation: routeActivation answers
+	}
+	p := req.Path
+	switch {
+	case len(p) == 1 && p[0] == "auth", len(p) == 3 && p[0] == "auth" && !g.o.Symmetric:
+		if req.Code != codes.POST {
+			return &coapx.Response{Code: codes.MethodNotAllowed}
+		}
+		req.Anonymous = true // the credential is in the body
+		return nil
+	case len(p) >= 2 && p[0] == "topic":
+		if req.Code != codes.POST && req.Code != codes.GET {
+			return &coapx.Response{Code: codes.MethodNotAllowed}
+		}
+		up, resp := g.authUplink(ctx, req)
+		if resp != nil {
+			g.m.publish.WithLabelValues("refused").Inc()
+			return resp
+		}
+		if req.Code == codes.GET {
+			return nil // a command fetch: route checks the request topic
+		}
+		top, err := topic.Parse(p[1:])
+		if err != nil {
+			g.m.publish.WithLabelValues("bad_topic").Inc()
+			return badRequest(err)
+		}
+		if !topic.Allowed(top, up.id.dev.ProductKey, up.id.dev.DeviceKey) {
+			g.m.authFailures.WithLabelValues(reasonACL).Inc()
+			g.m.publish.WithLabelValues("denied").Inc()
+			return &coapx.Response{Code: codes.Forbidden}
+		}
+		return nil
+	default:
+		return &coapx.Response{Code: codes.NotFound}
+	}
 }
 
 func (g *Gateway) route(ctx context.Context, req *coapx.Request) *coapx.Response {

@@ -38,7 +38,7 @@ const (
 	reasonBadSignE      = "bad_sign_e"    // option 2101 that no candidate device's key opens
 )
 
-func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker, sess *replay.Sessions, now func() time.Time) *metrics {
+func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker, now func() time.Time, tables ...*replay.Sessions) *metrics {
 	labels := prometheus.Labels{"transport": transport}
 	m := &metrics{
 		authOK: prometheus.NewCounter(prometheus.CounterOpts{
@@ -64,10 +64,22 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
-		}, func() float64 { return float64(sess.Len()) }))
+		}, func() float64 {
+			n := 0
+			for _, t := range tables {
+				n += t.Len()
+			}
+			return float64(n)
+		}))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "coapgate_replay_sessions_evicted_total", Help: "Unexpired sessions evicted for room (their tokens must re-authenticate).", ConstLabels: labels,
-		}, func() float64 { return float64(sess.Evicted()) }))
+		}, func() float64 {
+			var n uint64
+			for _, t := range tables {
+				n += t.Evicted()
+			}
+			return float64(n)
+		}))
 		if p != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "coapgate_devices_online", Help: "Devices online (seen within their lifetime) on this node, by the transport of their last contact.", ConstLabels: labels,
@@ -86,5 +98,24 @@ func replayReason(err error) string {
 		return "too_old"
 	default:
 		return "repeated"
+	}
+}
+
+// registerCache exports the device cache's segment sizes.
+func (m *metrics) registerCache(reg prometheus.Registerer, transport string, c *devCache) {
+	if reg == nil {
+		return
+	}
+	for _, seg := range []string{"known", "unknown"} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coapgate_device_cache_entries", Help: "Device cache entries, by segment: known devices, unknown names (expiring after 1 s).",
+			ConstLabels: prometheus.Labels{"transport": transport, "segment": seg},
+		}, func() float64 {
+			k, n := c.sizes()
+			if seg == "known" {
+				return float64(k)
+			}
+			return float64(n)
+		}))
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
@@ -100,7 +101,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	if !topic.Allowed(top, id.dev.ProductKey, id.dev.DeviceKey) {
 		g.m.authFailures.WithLabelValues(reasonACL).Inc()
 		g.m.publish.WithLabelValues("denied").Inc()
-		g.log.Info("topic denied", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "topic", top, "peer", req.Peer.String())
+		g.refusals.Log(ctx, slog.LevelInfo, "topic denied", "topic denied", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "topic", top, "peer", req.Peer.String())
 		return &coapx.Response{Code: codes.Forbidden}
 	}
 	def := cfJSON

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 
 	"github.com/coapgate/coapgate/internal/auth/esign"
@@ -27,6 +28,16 @@ type uplinkAuth struct {
 	seq uint64
 }
 
+// table is the replay table of a session token's mode: dialect E's option
+// 2101 sessions accept only strictly increasing numbers (a window of one),
+// as the dialect's documents state; symmetric sessions have the window.
+func (g *Gateway) table(cl token.Claims) *replay.Sessions {
+	if cl.SignE {
+		return g.signE
+	}
+	return g.sessions
+}
+
 // sessionKey is the replay state key of a session token.
 func sessionKey(cl token.Claims) replay.Key {
 	return replay.Key{ProductKey: cl.ProductKey, DeviceKey: cl.DeviceKey, Random: cl.Random}
@@ -41,7 +52,7 @@ func hasSignE(req *coapx.Request) bool {
 // node may have forgotten it (the token predates the node's start or an
 // eviction): the device authenticates again.
 func (g *Gateway) session(req *coapx.Request, cl token.Claims, floor uint64) (*replay.Session, *coapx.Response) {
-	sess, err := g.sessions.Get(sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
+	sess, err := g.table(cl).Get(sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
 	if err != nil {
 		return nil, g.tokenFail(req, reasonStaleSession, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
@@ -146,7 +157,7 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 		var err error
 		if seq, err = symmetric.DecryptSeq(*up.key, opt); err != nil {
 			g.m.publish.WithLabelValues("bad_seq").Inc()
-			g.log.Info("uplink refused", "reason", "bad_seq", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
+			g.refusals.Log(context.Background(), slog.LevelInfo, "uplink refused/bad_seq", "uplink refused", "reason", "bad_seq", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
 			return nil, badRequest(fmt.Errorf("%w: option 2089: %w", errPayload, err))
 		}
 	}
@@ -166,11 +177,11 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 		reason := replayReason(err)
 		g.m.replays.WithLabelValues(reason).Inc()
 		g.m.publish.WithLabelValues("replay").Inc()
-		g.log.Info("replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10), "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
+		g.refusals.Log(context.Background(), slog.LevelInfo, "replay refused/"+reason, "replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10), "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
 		return nil, &coapx.Response{Code: codes.Unauthorized}
 	case errors.Is(err, decryptErr):
 		g.m.publish.WithLabelValues("bad_ciphertext").Inc()
-		g.log.Info("uplink refused", "reason", "bad_ciphertext", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
+		g.refusals.Log(context.Background(), slog.LevelInfo, "uplink refused/bad_ciphertext", "uplink refused", "reason", "bad_ciphertext", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
 		return nil, badRequest(fmt.Errorf("%w: %w", errPayload, err))
 	}
 	return nil, &coapx.Response{Code: codes.InternalServerError}
