@@ -111,6 +111,10 @@ type CoAP struct {
 	// ReplaySessions bounds the sessions whose replay state a node holds;
 	// a token whose state was evicted must re-authenticate.
 	ReplaySessions int `yaml:"replay_sessions"`
+	// SymmetricOnPlain lets the plain listener take the symmetric mode too
+	// (an /auth carrying seq, uplinks with option 2089), as firmware whose
+	// symmetric URL names port 5683 expects.
+	SymmetricOnPlain bool `yaml:"symmetric_on_plain"`
 }
 
 // DTLS configures the CoAP-over-DTLS 1.2 listener (PROTOCOL.md §2, §3.6).
@@ -148,8 +152,12 @@ type DTLS struct {
 
 // Auth configures device authentication.
 type Auth struct {
-	// TokenTTL is the lifetime of tokens issued by POST /auth.
+	// TokenTTL is the lifetime of tokens issued by POST /auth, sliding: a
+	// token stays valid while its device had an accepted contact within it.
 	TokenTTL time.Duration `yaml:"token_ttl"`
+	// TokenMaxAge caps a token's validity from its issue time whatever the
+	// device's activity; 0 means no cap.
+	TokenMaxAge time.Duration `yaml:"token_max_age"`
 	// TokenKey signs tokens (hex, 32 bytes). Every gateway node of a
 	// cluster needs the same key. Empty: generated into DataDir/token.key.
 	TokenKey Secret `yaml:"token_key"`
@@ -221,6 +229,7 @@ func Default() Config {
 			SymmetricListen:  ":5682",
 			ReplayWindow:     1024,
 			ReplaySessions:   100000,
+			SymmetricOnPlain: true,
 		},
 		DTLS: DTLS{
 			Listen:           ":5684",
@@ -316,6 +325,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenTTL < time.Minute {
 		bad("auth.token_ttl must be >= 1m")
+	}
+	if c.Auth.TokenMaxAge != 0 && c.Auth.TokenMaxAge < c.Auth.TokenTTL {
+		bad("auth.token_max_age must be 0 (no cap) or >= auth.token_ttl")
 	}
 	if c.Auth.OnlineLifetime < time.Second {
 		bad("auth.online_lifetime must be >= 1s")

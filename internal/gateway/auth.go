@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -57,7 +58,11 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if err != nil {
 		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dn)
 	}
-	if _, ok := fields["seq"]; g.o.Symmetric && !ok {
+	_, hasSeq := fields["seq"]
+	// The symmetric listener requires seq; a plain one that takes both
+	// modes answers an auth carrying seq in symmetric form.
+	symmetricMode := g.o.Symmetric || (g.o.SymmetricOnPlain && hasSeq)
+	if g.o.Symmetric && !hasSeq {
 		// PROTOCOL.md §3.4: the symmetric-mode auth carries seq, signed.
 		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: seq is required in symmetric-encryption mode", errPayload)), pk, dn)
 	}
@@ -78,15 +83,18 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 	cl := token.Claims{
 		ProductKey: pk, DeviceKey: dn, Generation: id.dev.Generation,
 		IssuedAt: req.Received, ExpiresAt: req.Received.Add(g.o.TokenTTL),
-		Symmetric: g.o.Symmetric,
+		Symmetric: symmetricMode,
 	}
 	var tok string
-	if g.o.Symmetric {
+	if symmetricMode {
 		if err = g.newSession(&cl); err == nil {
-			tok, err = g.issueSession(cl, uint64(cl.SeqOffset), req.Received)
+			tok, err = g.issueSession(ctx, cl, uint64(cl.SeqOffset), req.Received)
 		}
 	} else {
 		tok, err = g.o.Tokens.Issue(cl)
+	}
+	if errors.Is(err, errSessionStore) {
+		return g.authFail(req, reasonStore, g.unavailable(), pk, dn)
 	}
 	if err != nil {
 		g.log.Error("issue token failed", "productKey", pk, "deviceKey", dn, "err", err)
@@ -96,7 +104,7 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 	g.seen(id, req)
 	g.log.Debug("device authenticated", "productKey", pk, "deviceKey", dn, "peer", req.Peer.String(), "signmethod", string(method))
 	var reply any = tokenReply{Token: tok}
-	if g.o.Symmetric {
+	if symmetricMode {
 		reply = symmetricReply{Random: hex.EncodeToString(cl.Random[:]), SeqOffset: cl.SeqOffset, Token: tok}
 	}
 	return authReply(respCF, reply)
@@ -147,15 +155,24 @@ func (g *Gateway) newSession(cl *token.Claims) error {
 	return nil
 }
 
+// errSessionStore means a new session's state could not be made durable.
+var errSessionStore = errors.New("gateway: session state not stored")
+
 // issueSession issues a session token and creates its replay state on this
-// node, so that it is usable even in the second the node started.
-func (g *Gateway) issueSession(cl token.Claims, floor uint64, now time.Time) (string, error) {
+// node, so that it is usable even in the second the node started, and in
+// the durable store (when the ingester keeps states) before the token is
+// handed out: a restart never leaves a valid token without state.
+func (g *Gateway) issueSession(ctx context.Context, cl token.Claims, floor uint64, now time.Time) (string, error) {
 	tok, err := g.o.Tokens.Issue(cl)
 	if err != nil {
 		return "", err
 	}
 	// The token carries whole seconds; so does the session.
-	g.sessions.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
+	sess := g.sessions.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
+	st := sess.State()
+	if err := g.o.Ingest.AppendState(ctx, nil, &st); err != nil {
+		return "", fmt.Errorf("%w: %w", errSessionStore, err)
+	}
 	return tok, nil
 }
 

@@ -35,9 +35,12 @@ import (
 )
 
 // Ingester stores an uplink durably; it returns once the message is
-// committed (msg.ID set) or failed.
+// committed (msg.ID set) or failed. AppendState commits msg (nil: none)
+// together with the replay state its acceptance produced (nil: none), in
+// one transaction; a store that keeps no states ignores st.
 type Ingester interface {
 	Append(ctx context.Context, msg *message.Message) error
+	AppendState(ctx context.Context, msg *message.Message, st *replay.State) error
 }
 
 // Options configures a Gateway.
@@ -69,11 +72,29 @@ type Options struct {
 	ReplayWindow int
 	// MaxSessions bounds the replay state held (default 100000).
 	MaxSessions int
+	// Sessions is the replay state table, shared by the listeners of a node
+	// so that a session's numbers are used once whichever port they reach
+	// (default: a table of this Gateway's own, from Started, ReplayWindow,
+	// MaxSessions, TokenTTL and ReplayStore).
+	Sessions *replay.Sessions
+	// ReplayStore is the durable replay state the default table rebuilds
+	// sessions from (nil: per-node memory only).
+	ReplayStore replay.Store
+	// SymmetricOnPlain lets a plain-mode listener (5683) take the
+	// symmetric mode too: an /auth carrying seq is answered in symmetric
+	// form and an uplink with option 2089 is a symmetric uplink. Token
+	// modes stay bound.
+	SymmetricOnPlain bool
 	// SignEIV is the AES-CBC IV of dialect E's option 2101 (16 bytes,
 	// default symmetric.IV: the document does not publish one).
 	SignEIV []byte
-	// TokenTTL is the lifetime of issued tokens.
+	// TokenTTL is the lifetime of issued tokens, sliding: a token stays
+	// valid while its device (a session token: its session) had an accepted
+	// contact within TokenTTL.
 	TokenTTL time.Duration
+	// TokenMaxAge caps a token's validity from issue time whatever the
+	// activity (0: no cap).
+	TokenMaxAge time.Duration
 	// OnlineLifetime applies to products without their own.
 	OnlineLifetime time.Duration
 	// DeviceCacheTTL bounds staleness of cached device records (0: no cache).
@@ -123,10 +144,14 @@ func New(o Options) *Gateway {
 	if len(o.SignEIV) != symmetric.BlockSize {
 		o.SignEIV = []byte(symmetric.IV)
 	}
+	if o.Sessions == nil {
+		o.Sessions = replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow,
+			MaxSessions: o.MaxSessions, Lifetime: o.TokenTTL, Store: o.ReplayStore})
+	}
 	g := &Gateway{
 		o:        o,
 		cache:    newDevCache(o.Registry, o.DeviceCacheTTL, 1<<20),
-		sessions: replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow, MaxSessions: o.MaxSessions}),
+		sessions: o.Sessions,
 		log:      o.Logger.With("component", "gateway", "transport", o.Transport),
 		maxAge:   uint32(max(o.UnavailableMaxAge, time.Second) / time.Second),
 	}
@@ -143,7 +168,7 @@ func (g *Gateway) Invalidate(pk, dk string) {
 // ServeCoAP routes a request.
 func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Response {
 	resp := g.route(ctx, req)
-	if g.o.Symmetric && resp != nil && resp.Code>>5 != 2 {
+	if (g.o.Symmetric || g.symmetricUplink(req)) && resp != nil && resp.Code>>5 != 2 {
 		// The device decrypts every non-empty response payload (PROTOCOL.md
 		// §3.4): error answers carry none here.
 		resp.Payload = nil
@@ -196,6 +221,13 @@ func (g *Gateway) lifetime(id identity) time.Duration {
 }
 
 func (g *Gateway) seen(id identity, req *coapx.Request) {
+	g.seenVia(id, req, g.o.Transport)
+}
+
+// seenVia is seen with the transport to record: a symmetric-mode device on
+// the plain listener is recorded as such, so that no plaintext command is
+// pushed to it.
+func (g *Gateway) seenVia(id identity, req *coapx.Request, transport string) {
 	if g.o.Presence == nil {
 		return
 	}
@@ -206,7 +238,7 @@ func (g *Gateway) seen(id identity, req *coapx.Request) {
 	if req.Session != nil {
 		g.live.put(id.dev.ProductKey, id.dev.DeviceKey, req.Session) // a push route
 	}
-	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), g.o.Transport, lifetime, req.Received) {
+	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), transport, lifetime, req.Received) {
 		g.log.Info("device online", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "peer", req.Peer.String())
 	}
 }

@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"strconv"
+	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
 	"github.com/coapgate/coapgate/internal/auth/token"
@@ -44,19 +44,38 @@ func (g *Gateway) authenticate(ctx context.Context, req *coapx.Request) (identit
 		// anyone publish without the session key.
 		return identity{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
+	// A plain token's lifetime slides with its device's activity.
+	lt := token.Lifetime{Idle: g.o.TokenTTL, MaxAge: g.o.TokenMaxAge}
+	if err := lt.Alive(cl, g.lastActive(id), req.Received); err != nil {
+		return identity{}, g.tokenFail(req, reasonExpired, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	}
 	return id, nil
 }
 
-// checkToken verifies tok and loads its device: signature, expiry,
-// generation (revocation) and enabled flag.
-func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string) (token.Claims, identity, *coapx.Response) {
-	cl, err := g.o.Tokens.Verify(tok, req.Received)
-	if err != nil {
-		reason := reasonBadToken
-		if errors.Is(err, token.ErrExpired) {
-			reason = reasonExpired
+// lastActive is the device's last accepted contact known here: this node's
+// presence table, else the registry's last-seen time (flushed by every
+// node, so it survives restarts).
+func (g *Gateway) lastActive(id identity) time.Time {
+	last := id.dev.LastSeenAt
+	if g.o.Presence != nil {
+		if st, ok := g.o.Presence.Lookup(id.dev.ProductKey, id.dev.DeviceKey); ok && st.LastSeen.After(last) {
+			last = st.LastSeen
 		}
-		return cl, identity{}, g.tokenFail(req, reason, codes.Unauthorized, "", "")
+	}
+	return last
+}
+
+// checkToken verifies tok and loads its device: signature, the absolute
+// age cap, generation (revocation) and enabled flag. The sliding lifetime
+// is the caller's: the device's activity for plain tokens, the session's
+// for session tokens.
+func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string) (token.Claims, identity, *coapx.Response) {
+	cl, err := g.o.Tokens.Parse(tok)
+	if err != nil {
+		return cl, identity{}, g.tokenFail(req, reasonBadToken, codes.Unauthorized, "", "")
+	}
+	if g.o.TokenMaxAge > 0 && !req.Received.Before(cl.IssuedAt.Add(g.o.TokenMaxAge)) {
+		return cl, identity{}, g.tokenFail(req, reasonExpired, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
 	id, err := g.cache.get(ctx, cl.ProductKey, cl.DeviceKey, req.Received)
 	switch {
@@ -140,14 +159,19 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		ContentFormat: cf,
 		ReceivedAt:    req.Received,
 		Peer:          req.Peer.String(),
-		Transport:     g.o.Transport,
+		Transport:     up.transport(g.o.Transport),
 	}
-	if err := g.o.Ingest.Append(ctx, msg); err != nil {
+	// The session's advanced replay state commits with the uplink.
+	if err := g.o.Ingest.AppendState(ctx, msg, up.state); err != nil {
 		g.m.publish.WithLabelValues("store_unavailable").Inc()
 		return g.unavailable()
 	}
 	g.m.publish.WithLabelValues("stored").Inc()
-	g.seen(id, req)
+	g.seenVia(id, req, msg.Transport)
+	if isNTPRequest(req.Path[1:]) {
+		// The reply of the NTP topic is the time, taken after the commit.
+		body = ntpReply(payload, cf, respCF, req.Received, g.o.Now())
+	}
 	g.commandReply(ctx, id, top, payload, cf, req.Received)
 	if up.key != nil {
 		// PROTOCOL.md §3.4: the reply is encrypted like the uplink.

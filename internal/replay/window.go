@@ -22,6 +22,7 @@ package replay
 import (
 	"errors"
 	"math/bits"
+	"time"
 )
 
 // Errors of Window.Check; each is a refused (replayed or stale) number.
@@ -125,4 +126,51 @@ func (w *Window) Accepted() int {
 		n += bits.OnesCount64(v)
 	}
 	return n
+}
+
+// State is the durable form of one session's anti-replay state: what a
+// node needs to rebuild the session's Window after a restart, or another
+// node to take the session over. Version grows with every accepted number,
+// so a store keeps the newest of two states of one session whatever the
+// order their writes commit in.
+type State struct {
+	Key     Key
+	Floor   uint64
+	Size    int
+	High    uint64   // highest accepted number; meaningful when Started
+	Started bool     // a number has been accepted
+	Seen    []uint64 // bit i set: High-i was accepted (i < Size)
+	Version uint64
+	// Expires is when the session ends unless it is used again (the
+	// sliding lifetime); a store may forget the state after it.
+	Expires time.Time
+}
+
+// snapshot returns w's state (Key, Version and Expires are the caller's).
+func (w *Window) snapshot() State {
+	return State{Floor: w.floor, Size: int(w.size), High: w.high, Started: w.started, Seen: append([]uint64(nil), w.seen...)}
+}
+
+// restoreWindow rebuilds a Window from st with size values; a state saved
+// with another size keeps what fits: a smaller window forgets the oldest
+// numbers (refused as too old), a larger one marks what the saved one did
+// not cover as used.
+func restoreWindow(st State, size int) *Window {
+	w := NewWindow(st.Floor, size)
+	if !st.Started {
+		return w
+	}
+	w.started, w.high = true, st.High
+	known := min(uint64(max(st.Size, 0)), w.size, uint64(len(st.Seen))*64)
+	for i := range known {
+		if st.Seen[i/64]&(1<<(i%64)) != 0 {
+			w.set(i)
+		}
+	}
+	// Numbers the saved window had already forgotten count as used: they
+	// were refused as too old before and must stay refused.
+	for i := known; i < w.size && i <= w.high; i++ {
+		w.set(i)
+	}
+	return w
 }

@@ -1,0 +1,114 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/replay"
+)
+
+var _ replay.Store = (*Store)(nil)
+
+// upsertReplaySQL writes a session's state unless the stored one is newer
+// (a higher version): states of one session committed out of order never
+// move it back.
+const upsertReplaySQL = `INSERT INTO replay_sessions (product_key, device_key, random, floor, size,
+	high, started, seen, version, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (product_key, device_key, random) DO UPDATE SET floor = excluded.floor,
+	size = excluded.size, high = excluded.high, started = excluded.started, seen = excluded.seen,
+	version = excluded.version, expires_at = excluded.expires_at
+	WHERE excluded.version > replay_sessions.version
+	OR (excluded.version = replay_sessions.version AND excluded.expires_at > replay_sessions.expires_at)`
+
+// AppendWithState implements ingest.StateAppender: msgs are appended and
+// states saved in one transaction (one WAL sync), so a session's state is
+// durable exactly when the uplink it accepted is.
+func (s *Store) AppendWithState(ctx context.Context, msgs []*message.Message, states []replay.State) (err error) {
+	if len(states) == 0 {
+		return s.Append(ctx, msgs)
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: append %d messages, %d replay states: begin: %w", len(msgs), len(states), err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the first error is the one to report
+			for _, m := range msgs {
+				m.ID = 0
+			}
+		}
+	}()
+	if err := s.appendTx(ctx, tx, msgs); err != nil {
+		return err
+	}
+	stmt := tx.StmtContext(ctx, s.upsertReplay)
+	defer stmt.Close()
+	for _, st := range states {
+		if _, err := stmt.ExecContext(ctx, st.Key.ProductKey, st.Key.DeviceKey, st.Key.Random[:],
+			int64(st.Floor), int64(st.Size), int64(st.High), boolInt(st.Started), encodeSeen(st.Seen),
+			int64(st.Version), toNanos(st.Expires)); err != nil {
+			return fmt.Errorf("sqlitestore: save replay state %s/%s: %w", st.Key.ProductKey, st.Key.DeviceKey, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: append %d messages, %d replay states: commit: %w", len(msgs), len(states), err)
+	}
+	if len(msgs) > 0 {
+		s.notifyLog()
+	}
+	return nil
+}
+
+// LoadReplayState implements replay.Store.
+func (s *Store) LoadReplayState(ctx context.Context, k replay.Key) (replay.State, bool, error) {
+	var (
+		floor, size, high, started, version, expires int64
+		seen                                         []byte
+	)
+	err := s.reader.QueryRowContext(ctx, `SELECT floor, size, high, started, seen, version, expires_at
+		FROM replay_sessions WHERE product_key = ? AND device_key = ? AND random = ?`,
+		k.ProductKey, k.DeviceKey, k.Random[:]).Scan(&floor, &size, &high, &started, &seen, &version, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return replay.State{}, false, nil
+	}
+	if err != nil {
+		return replay.State{}, false, fmt.Errorf("sqlitestore: load replay state %s/%s: %w", k.ProductKey, k.DeviceKey, err)
+	}
+	return replay.State{
+		Key: k, Floor: uint64(floor), Size: int(size), High: uint64(high), Started: started != 0,
+		Seen: decodeSeen(seen), Version: uint64(version), Expires: fromNanos(expires),
+	}, true, nil
+}
+
+// PruneReplayStates deletes the states of sessions that expired before
+// before (their tokens are refused anyway) and returns how many.
+func (s *Store) PruneReplayStates(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.writer.ExecContext(ctx, `DELETE FROM replay_sessions WHERE expires_at < ?`, before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: prune replay states: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+func encodeSeen(words []uint64) []byte {
+	b := make([]byte, 0, 8*len(words))
+	for _, w := range words {
+		b = binary.LittleEndian.AppendUint64(b, w)
+	}
+	return b
+}
+
+func decodeSeen(b []byte) []uint64 {
+	out := make([]uint64, len(b)/8)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	return out
+}
