@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/sdk"
+)
+
+// TestRestartKeepsSessions: devices that never authenticate again keep
+// working across restarts of a real server process on the same data
+// directory, killed with SIGKILL and then stopped gracefully: the same
+// symmetric-mode token (option 2089, on 5682 and on 5683) and the same
+// dialect-E token (option 2101) keep publishing (2.04), and a datagram
+// accepted before a restart, replayed after it with a new Message ID, is
+// refused (4.01) and not stored. A device that authenticated but sent
+// nothing before the kill publishes after it too.
+func TestRestartKeepsSessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restart test: builds the server and kills a subprocess (skipped with -short)")
+	}
+	p := newProcServer(t)
+	p.start()
+	var prod struct{ ProductKey string }
+	p.call("POST", "/products", nil, map[string]any{"name": "restart"}, &prod)
+	newDev := func(dk string) device {
+		var d struct{ DeviceKey, DeviceSecret string }
+		p.call("POST", "/devices", nil, map[string]any{"productKey": prod.ProductKey, "deviceKey": dk}, &d)
+		return device{pk: prod.ProductKey, dk: d.DeviceKey, secret: d.DeviceSecret}
+	}
+	coapAddr, err := net.ResolveUDPAddr("udp", p.coapAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	symAddr, err := net.ResolveUDPAddr("udp", p.symAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := int32(100)
+	exchange := func(addr *net.UDPAddr, m message.Message) codes.Code {
+		t.Helper()
+		mid++
+		m.MessageID = mid // a new Message ID: never a retransmission
+		return rawExchange(t, udpConn(t, addr), m).Code
+	}
+
+	// A symmetric-mode session: token and random from the 5682 auth.
+	type symDev struct {
+		d      device
+		tok    string
+		key    []byte
+		seq    uint64
+		addr   *net.UDPAddr
+		last   message.Message // the last datagram accepted
+		stored int
+	}
+	symAuth := func(dk string, addr *net.UDPAddr) *symDev {
+		d := newDev(dk)
+		c, err := sdk.Dial(context.Background(), p.symAddr, sdk.WithSymmetric(),
+			sdk.WithCredentials(sdk.Credentials{ProductKey: d.pk, DeviceName: d.dk, DeviceSecret: d.secret}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		tok, err := c.Auth(context.Background())
+		if err != nil {
+			t.Fatalf("symmetric auth %s: %v", dk, err)
+		}
+		ss, _ := c.SymmetricSession()
+		return &symDev{d: d, tok: tok, key: symKey(d.secret, ss.Random), seq: uint64(ss.SeqOffset), addr: addr}
+	}
+	symPublish := func(s *symDev) codes.Code {
+		t.Helper()
+		topic := fmt.Sprintf("/%s/%s/user/data", s.d.pk, s.d.dk)
+		m := symUplink(t, 0, s.tok, s.key, s.seq, fmt.Appendf(nil, "seq %d", s.seq), topic)
+		code := exchange(s.addr, m)
+		if code == codes.Changed {
+			s.last, s.stored = m, s.stored+1
+			s.seq++
+		}
+		return code
+	}
+
+	// A dialect-E session: token from POST /auth/{pk}/{dk}, N in 2101.
+	type eDev struct {
+		d      device
+		tok    string
+		n      int
+		last   message.Message
+		stored int
+	}
+	eAuth := func(dk string) *eDev {
+		d := newDev(dk)
+		r := rawExchange(t, udpConn(t, coapAddr), message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 1,
+			Options: message.Options{{ID: message.URIPath, Value: []byte("auth")}, {ID: message.URIPath, Value: []byte(d.pk)},
+				{ID: message.URIPath, Value: []byte(d.dk)}, {ID: message.ContentFormat, Value: coapx.EncodeUint(50)}},
+			Payload: []byte(`{"secureMode":2,"lifetime":3600,"sign":"` + signE(d.pk, d.dk, "3600", "2", d.secret) + `"}`)})
+		var ar struct{ Token string }
+		if r.Code != codes.Content || json.Unmarshal(r.Payload, &ar) != nil || ar.Token == "" {
+			t.Fatalf("dialect-E auth: %v %s", r.Code, r.Payload)
+		}
+		return &eDev{d: d, tok: ar.Token, n: 1}
+	}
+	ePublish := func(e *eDev) codes.Code {
+		t.Helper()
+		opts := topicOpts("", 2088, fmt.Sprintf("/%s/%s/user/data", e.d.pk, e.d.dk)).Remove(2088)
+		m := message.Message{Type: message.Confirmable, Code: codes.POST, Token: []byte{7},
+			Options: append(opts, message.Option{ID: 2101, Value: opt2101(t, e.d.secret, dialectAIV, e.tok, e.n)}),
+			Payload: fmt.Appendf(nil, "n %d", e.n)}
+		code := exchange(coapAddr, m)
+		if code == codes.Changed {
+			e.last, e.stored = m, e.stored+1
+			e.n++
+		}
+		return code
+	}
+
+	sym := symAuth("sym_5682", symAddr)
+	symPlain := symAuth("sym_5683", coapAddr) // the same session type, used on the plain port
+	idle := symAuth("sym_idle", symAddr)      // authenticated, silent until after the kill
+	e := eAuth("sign_e")
+	for _, s := range []*symDev{sym, symPlain} {
+		if code := symPublish(s); code != codes.Changed {
+			t.Fatalf("%s before any restart: %v", s.d.dk, code)
+		}
+	}
+	if code := ePublish(e); code != codes.Changed {
+		t.Fatalf("dialect E before any restart: %v", code)
+	}
+
+	replays := 0
+	for _, restart := range []struct {
+		name string
+		do   func()
+	}{{"SIGKILL", p.kill}, {"graceful", p.stop}} {
+		restart.do()
+		p.start()
+		for _, s := range []*symDev{sym, symPlain} {
+			if code := exchange(s.addr, s.last); code != codes.Unauthorized {
+				t.Fatalf("after %s: %s's datagram accepted before it, replayed: %v, want 4.01", restart.name, s.d.dk, code)
+			}
+			replays++
+			for range 3 {
+				if code := symPublish(s); code != codes.Changed {
+					t.Fatalf("after %s: %s with the same token: %v, want 2.04", restart.name, s.d.dk, code)
+				}
+			}
+		}
+		if code := exchange(coapAddr, e.last); code != codes.Unauthorized {
+			t.Fatalf("after %s: dialect-E datagram replayed: %v, want 4.01", restart.name, code)
+		}
+		replays++
+		for range 3 {
+			if code := ePublish(e); code != codes.Changed {
+				t.Fatalf("after %s: dialect E with the same token: %v, want 2.04", restart.name, code)
+			}
+		}
+		if code := symPublish(idle); code != codes.Changed {
+			t.Fatalf("after %s: device silent since its auth: %v, want 2.04", restart.name, code)
+		}
+	}
+	// What was acknowledged is stored once; no replay was stored.
+	for _, c := range []struct {
+		d    device
+		want int
+	}{{sym.d, sym.stored}, {symPlain.d, symPlain.stored}, {idle.d, idle.stored}, {e.d, e.stored}} {
+		var page struct{ Items []json.RawMessage }
+		p.call("GET", "/devices/"+c.d.pk+"/"+c.d.dk+"/messages", url.Values{"limit": {"1000"}}, nil, &page)
+		if len(page.Items) != c.want {
+			t.Fatalf("%s: %d messages stored, want the %d acknowledged", c.d.dk, len(page.Items), c.want)
+		}
+	}
+	t.Logf("restart test: 2 restarts (SIGKILL, graceful); uplinks acknowledged with unchanged tokens: 5682 %d, 5683+2089 %d, silent-then-active %d, 2101 %d; %d replays after restarts refused",
+		sym.stored, symPlain.stored, idle.stored, e.stored, replays)
+}
