@@ -208,6 +208,7 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if _, resp := g.open(req, &up); resp != nil { // the session's sequence number
 		return resp
 	}
+	defer up.release()
 	if up.state != nil {
 		// The number is used: durable before anything is handed out.
 		if err := g.o.Ingest.AppendState(ctx, nil, up.state); err != nil {

@@ -140,6 +140,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	if resp != nil {
 		return resp
 	}
+	defer up.release()
 	// PROTOCOL.md §4: a payload that fails validation is still stored and
 	// gets a reply with a non-200 code and a message, never silence.
 	body, treq, terr := thingReply(top, payload, cf, respCF, req.Received)

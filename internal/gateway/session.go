@@ -31,6 +31,14 @@ type uplinkAuth struct {
 	state *replay.State
 }
 
+// release tells the session that the state open produced is committed
+// (or failed): it may be evicted again.
+func (up *uplinkAuth) release() {
+	if up.state != nil {
+		up.sess.Release()
+	}
+}
+
 // transport is the message transport to record: symmetric for an
 // encrypted uplink, whatever listener it reached.
 func (up *uplinkAuth) transport(listener string) string {

@@ -354,3 +354,29 @@ func TestRestoreWindowResized(t *testing.T) {
 		t.Fatalf("smaller window, seq 99: %v", err)
 	}
 }
+
+// TestEvictionSparesUncommitted: a session with an accepted number whose
+// state is not yet committed is not evicted (rebuilding it from the store
+// would forget that number); once released it is.
+func TestEvictionSparesUncommitted(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	s := NewSessions(Config{Started: now.Add(-time.Hour), MaxSessions: 16})
+	key := func(i int) Key { return Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{byte(i)}} }
+	busy := s.Create(key(0), 1, now, now.Add(time.Hour), now)
+	if _, err := busy.UseAt(1, now, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 16; i++ {
+		s.Create(key(i), 1, now, now.Add(time.Hour), now)
+	}
+	if got, err := s.Get(key(0), 1, now, now.Add(time.Hour), now); err != nil || got != busy {
+		t.Fatalf("uncommitted session evicted: %v", err)
+	}
+	busy.Release()
+	for i := 17; i <= 40; i++ {
+		s.Create(key(i), 1, now, now.Add(time.Hour), now)
+	}
+	if _, err := s.Get(key(0), 1, now, now.Add(time.Hour), now); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("released session still held: %v", err)
+	}
+}

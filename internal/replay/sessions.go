@@ -88,6 +88,10 @@ type Session struct {
 	issued   int64 // unix second of the token's IssuedAt
 	lifetime time.Duration
 	expires  atomic.Int64 // unix nanoseconds; written under mu, read by the LRU
+	// inflight counts numbers accepted whose state is not yet durable
+	// (UseAt until Release): such a session is not evicted, since rebuilding
+	// it from the store would forget them.
+	inflight atomic.Int32
 
 	mu      sync.Mutex
 	win     *Window // guarded by mu
@@ -222,7 +226,7 @@ func (s *Sessions) insert(sh *shard, sess *Session, now time.Time) *Session {
 		}
 	}
 	for sh.lru.Len() > sh.max {
-		b := sh.lru.Back()
+		b := sh.victim(sess)
 		old := b.Value.(*Session)
 		if old.expiresAt().After(now) {
 			sh.floor = max(sh.floor, old.issued)
@@ -231,6 +235,22 @@ func (s *Sessions) insert(sh *shard, sess *Session, now time.Time) *Session {
 		sh.remove(b)
 	}
 	return sess
+}
+
+// victimScan bounds how far from the cold end eviction looks for a session
+// without uncommitted numbers.
+const victimScan = 8
+
+// victim picks the session to evict: the least recently used one without
+// uncommitted numbers among the coldest victimScan, else the coldest.
+func (sh *shard) victim(keep *Session) *list.Element {
+	e := sh.lru.Back()
+	for i := 0; e != nil && i < victimScan; i, e = i+1, e.Prev() {
+		if s := e.Value.(*Session); s != keep && s.inflight.Load() == 0 {
+			return e
+		}
+	}
+	return sh.lru.Back()
 }
 
 func (sh *shard) remove(e *list.Element) {
@@ -270,13 +290,17 @@ func (s *Sessions) Evicted() uint64 {
 // request that fails accept does not burn it.
 func (s *Session) Use(seq uint64, accept func() error) error {
 	_, err := s.UseAt(seq, time.Time{}, accept)
+	if err == nil {
+		s.Release() // nothing to persist
+	}
 	return err
 }
 
 // UseAt is Use for an uplink received at now: an accepted number also
 // extends the session's sliding lifetime to now + Lifetime, and the
 // session's state after it is returned, to be made durable with the
-// uplink.
+// uplink. After an accepted number the caller calls Release once the state
+// was committed (or failed to be).
 func (s *Session) UseAt(seq uint64, now time.Time, accept func() error) (State, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -289,6 +313,7 @@ func (s *Session) UseAt(seq uint64, now time.Time, accept func() error) (State, 
 		}
 	}
 	s.win.Accept(seq)
+	s.inflight.Add(1)
 	s.version++
 	if s.lifetime > 0 && !now.IsZero() {
 		if e := now.Add(s.lifetime).UnixNano(); e > s.expires.Load() {
@@ -297,6 +322,10 @@ func (s *Session) UseAt(seq uint64, now time.Time, accept func() error) (State, 
 	}
 	return s.stateLocked(), nil
 }
+
+// Release ends what UseAt began: the accepted number's state is durable (or
+// its commit failed), so the session may be evicted again.
+func (s *Session) Release() { s.inflight.Add(-1) }
 
 // State returns the session's current state (to persist a new session).
 func (s *Session) State() State {
