@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
+	"regexp"
 	"testing"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -166,6 +169,16 @@ func TestRestartKeepsSessions(t *testing.T) {
 		if code := symPublish(idle); code != codes.Changed {
 			t.Fatalf("after %s: device silent since its auth: %v, want 2.04", restart.name, code)
 		}
+	}
+	// The sessions were rebuilt from the store (counted), not created anew.
+	resp, err := http.Get(p.apiURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`(?m)^coapgate_replay_sessions_restored_total\{transport="coap"\} [1-9]`).Match(body) {
+		t.Fatalf("no restored sessions counted:\n%s", regexp.MustCompile(`(?m)^coapgate_replay.*$`).FindAll(body, -1))
 	}
 	// What was acknowledged is stored once; no replay was stored.
 	for _, c := range []struct {

@@ -62,12 +62,17 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 	}
 	if reg != nil {
 		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink)
+		// The table is one per node (shared by the listeners): every
+		// transport label reports the same figures.
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
+			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds in memory (one table for all listeners).", ConstLabels: labels,
 		}, func() float64 { return float64(sess.Len()) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "coapgate_replay_sessions_evicted_total", Help: "Unexpired sessions evicted for room (their tokens must re-authenticate).", ConstLabels: labels,
+			Name: "coapgate_replay_sessions_evicted_total", Help: "Unexpired sessions evicted from memory for room (rebuilt from the store on their next uplink; one table for all listeners).", ConstLabels: labels,
 		}, func() float64 { return float64(sess.Evicted()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coapgate_replay_sessions_restored_total", Help: "Sessions rebuilt from their durable replay state (after a restart or an eviction; one table for all listeners).", ConstLabels: labels,
+		}, func() float64 { return float64(sess.Restored()) }))
 		if p != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "coapgate_devices_online", Help: "Devices online (seen within their lifetime) on this node, by the transport of their last contact.", ConstLabels: labels,

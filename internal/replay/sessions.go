@@ -63,6 +63,7 @@ type Config struct {
 // Sessions is a bounded, sharded LRU table of per-session windows. Safe for
 // concurrent use.
 type Sessions struct {
+	restored atomic.Uint64 // sessions rebuilt from the Store
 	window   int
 	lifetime time.Duration
 	store    Store
@@ -199,6 +200,7 @@ func (s *Sessions) Lookup(ctx context.Context, k Key, floor uint64, issuedAt, ex
 				sh.lru.MoveToFront(e)
 				return e.Value.(*Session), nil
 			}
+			s.restored.Add(1)
 			return s.insert(sh, sess, now), nil
 		}
 	}
@@ -269,6 +271,9 @@ func (s *Sessions) Len() int {
 	}
 	return n
 }
+
+// Restored returns how many sessions were rebuilt from the Store.
+func (s *Sessions) Restored() uint64 { return s.restored.Load() }
 
 // Evicted returns how many unexpired sessions were evicted for room.
 func (s *Sessions) Evicted() uint64 {
