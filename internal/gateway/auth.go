@@ -90,8 +90,8 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 		if err = g.newSession(&cl); err == nil {
 			tok, err = g.issueSession(ctx, cl, uint64(cl.SeqOffset), req.Received)
 		}
-	} else {
-		tok, err = g.o.Tokens.Issue(cl)
+	} else if tok, err = g.o.Tokens.Issue(cl); err == nil {
+		g.noteToken(cl) // older plain tokens of the device stop sliding
 	}
 	if errors.Is(err, errSessionStore) {
 		return g.authFail(req, reasonStore, g.unavailable(), pk, dn)

@@ -231,6 +231,29 @@ func TestTokenLifetimeSlides(t *testing.T) {
 			t.Fatalf("symmetric session after revoke-tokens: %v, want 4.01", code)
 		}
 	})
+	t.Run("only the newest plain token slides", func(t *testing.T) {
+		r := newLifetimeRig(t, ttl, 0)
+		old := r.plainToken("rekeyed", ttl)
+		if code := r.publishPlain(r.start.Add(step), "rekeyed", old); code != codes.Changed {
+			t.Fatalf("first token: %v", code)
+		}
+		// The device gets a newer token and uses it.
+		at := r.start.Add(2 * step)
+		newer, err := r.codec.Issue(token.Claims{ProductKey: "pk1", DeviceKey: "rekeyed", IssuedAt: at.Truncate(time.Second), ExpiresAt: at.Add(ttl)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 6 {
+			if code := r.publishPlain(at, "rekeyed", newer); code != codes.Changed {
+				t.Fatalf("newer token at +%v: %v", at.Sub(r.start), code)
+			}
+			// The older token, leaked say, is not kept alive by that activity.
+			if code := r.publishPlain(at, "rekeyed", old); code != codes.Unauthorized {
+				t.Fatalf("older token past its own lifetime at +%v: %v, want 4.01", at.Sub(r.start), code)
+			}
+			at = at.Add(step)
+		}
+	})
 	t.Run("absolute cap", func(t *testing.T) {
 		r := newLifetimeRig(t, ttl, 3*ttl)
 		plain := r.plainToken("capped", ttl)

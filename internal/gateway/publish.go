@@ -44,25 +44,40 @@ func (g *Gateway) authenticate(ctx context.Context, req *coapx.Request) (identit
 		// anyone publish without the session key.
 		return identity{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	// A plain token's lifetime slides with its device's activity.
+	// A plain token's lifetime slides with its device's activity, if it is
+	// the newest token the device was given or used.
 	lt := token.Lifetime{Idle: g.o.TokenTTL, MaxAge: g.o.TokenMaxAge}
-	if err := lt.Alive(cl, g.lastActive(id), req.Received); err != nil {
+	if err := lt.Alive(cl, g.lastActive(id, cl), req.Received); err != nil {
 		return identity{}, g.tokenFail(req, reasonExpired, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
+	g.noteToken(cl)
 	return id, nil
 }
 
-// lastActive is the device's last accepted contact known here: this node's
-// presence table, else the registry's last-seen time (flushed by every
-// node, so it survives restarts).
-func (g *Gateway) lastActive(id identity) time.Time {
+// lastActive is the device's last accepted contact known here (this node's
+// presence table, else the registry's last-seen time, flushed by every node
+// so it survives restarts), or zero when cl is older than the newest token
+// this node saw the device get or use: an older token keeps only its own
+// lifetime, so a leaked one is not kept alive by the device's activity.
+func (g *Gateway) lastActive(id identity, cl token.Claims) time.Time {
 	last := id.dev.LastSeenAt
 	if g.o.Presence != nil {
+		if newest, ok := g.o.Presence.NewestToken(id.dev.ProductKey, id.dev.DeviceKey); ok && cl.IssuedAt.Before(newest) {
+			return time.Time{}
+		}
 		if st, ok := g.o.Presence.Lookup(id.dev.ProductKey, id.dev.DeviceKey); ok && st.LastSeen.After(last) {
 			last = st.LastSeen
 		}
 	}
 	return last
+}
+
+// noteToken records that the device was given or used a token issued at
+// cl.IssuedAt.
+func (g *Gateway) noteToken(cl token.Claims) {
+	if g.o.Presence != nil {
+		g.o.Presence.NoteToken(cl.ProductKey, cl.DeviceKey, cl.IssuedAt)
+	}
 }
 
 // checkToken verifies tok and loads its device: signature, the absolute
