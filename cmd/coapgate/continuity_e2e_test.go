@@ -82,6 +82,21 @@ func TestE2ESymmetricOnPlainPort(t *testing.T) {
 		t.Fatalf("the 5683 session's next number on 5682: %v, want 2.04", r.Code)
 	}
 
+	t.Run("auth errors", func(t *testing.T) {
+		bad := func(mid uint16, body string) *message.Message {
+			return rawExchange(t, conn, message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: int32(mid),
+				Options: message.Options{{ID: message.URIPath, Value: []byte("auth")}, {ID: message.ContentFormat, Value: coapx.EncodeUint(50)}},
+				Payload: []byte(body)})
+		}
+		// With seq (symmetric mode): no payload, as on 5682; without: the
+		// plain answer's diagnostic payload, unchanged.
+		if r := bad(30, `{"productKey":"`+d.pk+`","seq":"1"}`); r.Code != codes.BadRequest || len(r.Payload) != 0 {
+			t.Fatalf("symmetric auth error: %v %q, want 4.00 without payload", r.Code, r.Payload)
+		}
+		if r := bad(31, `{"productKey":"`+d.pk+`"}`); r.Code != codes.BadRequest || len(r.Payload) == 0 {
+			t.Fatalf("plain auth error: %v %q, want 4.00 with its diagnostic", r.Code, r.Payload)
+		}
+	})
 	t.Run("plain behaviour unchanged", func(t *testing.T) {
 		m := authA(t, d, "")
 		m.MessageID = 9 // not the first auth's: that answer is cached for its Message ID

@@ -38,47 +38,59 @@ func authBody(req *coapx.Request) (respCF uint16, fields map[string]string, resp
 	return respCF, fields, nil, err
 }
 
-// auth answers POST /auth (PROTOCOL.md §3.1).
+// auth answers POST /auth (PROTOCOL.md §3.1). A symmetric-mode auth on the
+// plain listener gets its errors without payload, as on the symmetric one
+// (the device decrypts every non-empty response payload).
 func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response {
+	resp, symmetricMode := g.authRequest(ctx, req)
+	if symmetricMode && !g.o.Symmetric && resp.Code>>5 != 2 {
+		resp.Payload = nil
+	}
+	return resp
+}
+
+// authRequest is auth; symmetricMode reports whether the request was a
+// symmetric-mode auth (it carried seq).
+func (g *Gateway) authRequest(ctx context.Context, req *coapx.Request) (_ *coapx.Response, symmetricMode bool) {
 	respCF, fields, resp, err := authBody(req)
 	if resp != nil {
-		return resp
+		return resp, symmetricMode
 	}
 	if err != nil {
-		return g.authFail(req, reasonBadPayload, badRequest(err), "", "")
-	}
-	pk, dn, sign := fields["productKey"], fields["deviceName"], fields["sign"]
-	if pk == "" || dn == "" || sign == "" {
-		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: productKey, deviceName and sign are required", errPayload)), pk, dn)
-	}
-	if len(fields["clientId"]) > maxClientID {
-		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: clientId longer than %d", errPayload, maxClientID)), pk, dn)
-	}
-	method, err := devsign.ParseMethod(fields["signmethod"])
-	if err != nil {
-		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dn)
+		return g.authFail(req, reasonBadPayload, badRequest(err), "", ""), symmetricMode
 	}
 	_, hasSeq := fields["seq"]
 	// The symmetric listener requires seq; a plain one that takes both
 	// modes answers an auth carrying seq in symmetric form.
-	symmetricMode := g.o.Symmetric || (g.o.SymmetricOnPlain && hasSeq)
+	symmetricMode = g.o.Symmetric || (g.o.SymmetricOnPlain && hasSeq)
+	pk, dn, sign := fields["productKey"], fields["deviceName"], fields["sign"]
+	if pk == "" || dn == "" || sign == "" {
+		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: productKey, deviceName and sign are required", errPayload)), pk, dn), symmetricMode
+	}
+	if len(fields["clientId"]) > maxClientID {
+		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: clientId longer than %d", errPayload, maxClientID)), pk, dn), symmetricMode
+	}
+	method, err := devsign.ParseMethod(fields["signmethod"])
+	if err != nil {
+		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dn), symmetricMode
+	}
 	if g.o.Symmetric && !hasSeq {
 		// PROTOCOL.md §3.4: the symmetric-mode auth carries seq, signed.
-		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: seq is required in symmetric-encryption mode", errPayload)), pk, dn)
+		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: seq is required in symmetric-encryption mode", errPayload)), pk, dn), symmetricMode
 	}
 	id, err := g.cache.get(ctx, pk, dn, req.Received)
 	if isStoreTrouble(err) {
 		g.log.Error("device lookup failed", "productKey", pk, "deviceKey", dn, "err", err)
-		return g.authFail(req, reasonStore, g.unavailable(), pk, dn)
+		return g.authFail(req, reasonStore, g.unavailable(), pk, dn), symmetricMode
 	}
 	if err != nil {
-		return g.authFail(req, reasonUnknownDevice, &coapx.Response{Code: codes.Unauthorized}, pk, dn)
+		return g.authFail(req, reasonUnknownDevice, &coapx.Response{Code: codes.Unauthorized}, pk, dn), symmetricMode
 	}
 	if ok, _ := devsign.Verify(method, id.dev.DeviceSecret.Reveal(), fields, sign); !ok {
-		return g.authFail(req, reasonBadSign, &coapx.Response{Code: codes.Unauthorized}, pk, dn)
+		return g.authFail(req, reasonBadSign, &coapx.Response{Code: codes.Unauthorized}, pk, dn), symmetricMode
 	}
 	if !id.dev.Enabled {
-		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dn)
+		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dn), symmetricMode
 	}
 	cl := token.Claims{
 		ProductKey: pk, DeviceKey: dn, Generation: id.dev.Generation,
@@ -94,11 +106,11 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 		g.noteToken(cl) // older plain tokens of the device stop sliding
 	}
 	if errors.Is(err, errSessionStore) {
-		return g.authFail(req, reasonStore, g.unavailable(), pk, dn)
+		return g.authFail(req, reasonStore, g.unavailable(), pk, dn), symmetricMode
 	}
 	if err != nil {
 		g.log.Error("issue token failed", "productKey", pk, "deviceKey", dn, "err", err)
-		return &coapx.Response{Code: codes.InternalServerError}
+		return &coapx.Response{Code: codes.InternalServerError}, symmetricMode
 	}
 	g.m.authOK.Inc()
 	g.seen(id, req)
@@ -107,7 +119,7 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if symmetricMode {
 		reply = symmetricReply{Random: hex.EncodeToString(cl.Random[:]), SeqOffset: cl.SeqOffset, Token: tok}
 	}
-	return authReply(respCF, reply)
+	return authReply(respCF, reply), symmetricMode
 }
 
 // tokenReply is the plain and dialect-E auth answer; symmetricReply the
