@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +85,30 @@ func TestE2ESymmetricOnPlainPort(t *testing.T) {
 		t.Fatalf("the 5683 session's next number on 5682: %v, want 2.04", r.Code)
 	}
 
+	t.Run("no plaintext push to a symmetric device", func(t *testing.T) {
+		// The device is live on 5683, but in symmetric mode: a push would
+		// reach it unencrypted, so the command waits for 2100 instead.
+		c := g.sendCommand(d, map[string]any{"type": "setProperties", "params": map[string]any{"light": 1}, "ttl": "1h"})
+		re := regexp.MustCompile(`(?m)^coapgate_command_push_total\{outcome="not_live"\} ([0-9]+)`)
+		// The push worker runs asynchronously: wait for its outcome.
+		for end := time.Now().Add(30 * time.Second); ; runtime.Gosched() {
+			if m := re.FindStringSubmatch(scrape(t, g)); m != nil && m[1] != "0" {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatal("no push attempt within 30 s")
+			}
+		}
+		if got := g.command(d, c.ID); got.State != "pending" {
+			t.Fatalf("command %s after the push attempt, want pending", got.State)
+		}
+		if strings.Contains(scrape(t, g), `coapgate_command_push_total{outcome="acked"}`) {
+			t.Fatal("a command was pushed")
+		}
+		if code := g.api("DELETE", "/api/v1/devices/"+d.pk+"/"+d.dk+"/commands/"+c.ID, nil, nil); code != 200 {
+			t.Fatalf("cancel: %d", code)
+		}
+	})
 	t.Run("auth errors", func(t *testing.T) {
 		bad := func(mid uint16, body string) *message.Message {
 			return rawExchange(t, conn, message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: int32(mid),

@@ -13,6 +13,7 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/devsign"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/message"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -113,7 +114,11 @@ func (g *Gateway) authRequest(ctx context.Context, req *coapx.Request) (_ *coapx
 		return &coapx.Response{Code: codes.InternalServerError}, symmetricMode
 	}
 	g.m.authOK.Inc()
-	g.seen(id, req)
+	transport := g.o.Transport
+	if symmetricMode {
+		transport = message.TransportSymmetric // never pushed to in plaintext
+	}
+	g.seenVia(id, req, transport)
 	g.log.Debug("device authenticated", "productKey", pk, "deviceKey", dn, "peer", req.Peer.String(), "signmethod", string(method))
 	var reply any = tokenReply{Token: tok}
 	if symmetricMode {
