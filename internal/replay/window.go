@@ -9,14 +9,20 @@
 // Window of size 1 accepts only strictly increasing numbers.
 //
 // Sessions is the per-node table of windows, keyed by the token's (product
-// key, device key, random). A node creates the state of the tokens it issues;
-// it is bounded (LRU). A token without state that this node may have had and
-// forgotten (issued at or before the second the node started, or at or
-// before the token of a still-valid session that was evicted) is refused, so
-// a replay is never accepted because of a restart or an eviction. The state
-// is per node: a token issued by another node after this one started gets a
-// fresh window here, so a datagram replayed to another node of a cluster is
-// not detected (a shared store is later work).
+// key, device key, random), bounded in memory (LRU). Each session's State is
+// made durable by the caller with the uplink that advanced it; a Store lets
+// the table rebuild a session it does not hold (after a restart or an
+// eviction), so a valid token keeps working and a number accepted before is
+// refused after. A token with neither state here nor in the Store that this
+// node may have had and forgotten (issued at or before the second the node
+// started, or at or before the token of a still-valid session that was
+// evicted) is refused, so a replay is never accepted because of a restart or
+// an eviction. A token issued by another node after this one started and
+// unknown to the Store gets a fresh window here: a Store shared by the nodes
+// of a cluster closes that gap.
+//
+// Sessions slide: a session stays valid for Config.Lifetime after its last
+// accepted number (and at least until its token's own expiry).
 package replay
 
 import (
