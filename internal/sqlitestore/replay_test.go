@@ -8,63 +8,15 @@ import (
 
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/replay"
+	"github.com/coapgate/coapgate/internal/replay/replaytest"
 )
 
-// TestReplayStates: a state is saved with the messages of its transaction,
-// read back as written, never replaced by an older version, and pruned
-// after it expires.
+// TestReplayStates runs the durable replay state conformance suite.
 func TestReplayStates(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	k := replay.Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{1, 2, 3}}
-	if _, ok, err := s.LoadReplayState(ctx, k); ok || err != nil {
-		t.Fatalf("empty store: ok=%v err=%v", ok, err)
-	}
-	exp := time.Unix(5000, 0).UTC()
-	st := replay.State{Key: k, Floor: 7, Size: 128, High: 1<<64 - 2, Started: true, Seen: []uint64{0b101, 1 << 63}, Version: 2, Expires: exp}
-	msg := &message.Message{ProductKey: "p", DeviceKey: "d", Topic: "/p/d/x", Payload: []byte("x")}
-	if err := s.AppendWithState(ctx, []*message.Message{msg}, []replay.State{st}); err != nil || msg.ID == 0 {
-		t.Fatalf("AppendWithState: %v (id %d)", err, msg.ID)
-	}
-	got, ok, err := s.LoadReplayState(ctx, k)
-	if err != nil || !ok {
-		t.Fatalf("load: ok=%v err=%v", ok, err)
-	}
-	if got.Floor != 7 || got.Size != 128 || got.High != st.High || !got.Started || len(got.Seen) != 2 ||
-		got.Seen[0] != 0b101 || got.Seen[1] != 1<<63 || got.Version != 2 || !got.Expires.Equal(exp) {
-		t.Fatalf("loaded %+v, want %+v", got, st)
-	}
-	// An older version committed later (a slower uplink of the same
-	// session) does not move the session back.
-	old := st
-	old.High, old.Version = 5, 1
-	if err := s.AppendWithState(ctx, nil, []replay.State{old}); err != nil {
-		t.Fatal(err)
-	}
-	if got, _, _ := s.LoadReplayState(ctx, k); got.High != st.High || got.Version != 2 {
-		t.Fatalf("older version overwrote: %+v", got)
-	}
-	newer := st
-	newer.High, newer.Version = st.High+1, 3
-	if err := s.AppendWithState(ctx, nil, []replay.State{newer}); err != nil {
-		t.Fatal(err)
-	}
-	if got, _, _ := s.LoadReplayState(ctx, k); got.High != newer.High || got.Version != 3 {
-		t.Fatalf("newer version not saved: %+v", got)
-	}
-	if n, err := s.PruneReplayStates(ctx, exp); err != nil || n != 0 {
-		t.Fatalf("prune at expiry: %d, %v; want 0 (not yet before)", n, err)
-	}
-	if n, err := s.PruneReplayStates(ctx, exp.Add(time.Second)); err != nil || n != 1 {
-		t.Fatalf("prune after expiry: %d, %v; want 1", n, err)
-	}
-	if _, ok, _ := s.LoadReplayState(ctx, k); ok {
-		t.Fatal("pruned state still loads")
-	}
+	replaytest.Run(t, func(t *testing.T) replaytest.Store {
+		s, _ := openTemp(t)
+		return s
+	})
 }
 
 // BenchmarkAppendWithState measures a group commit of 64 uplinks alone and
