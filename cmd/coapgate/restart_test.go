@@ -273,10 +273,12 @@ func TestCrashKill9SymmetricReplay(t *testing.T) {
 				_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 				k, err = conn.Read(buf)
 				if err != nil {
+					// Unanswered, but perhaps committed: the next uplink
+					// takes a new number.
+					dv.next++
 					if killed.Load() {
 						return
 					}
-					dv.next++ // unanswered: the next uplink takes a new number
 					continue
 				}
 				r := message.Message{Options: make(message.Options, 0, 8)}
