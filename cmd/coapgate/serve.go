@@ -205,6 +205,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	var replayStore replay.Store
 	if s.batcher.KeepsStates() {
 		replayStore = s.store
+	} else {
+		log.Warn("the store keeps no replay state: session-mode devices (options 2089, 2101) must authenticate again after a restart")
 	}
 	sessions := replay.NewSessions(replay.Config{Started: started, Window: cfg.CoAP.ReplayWindow,
 		MaxSessions: cfg.CoAP.ReplaySessions, Lifetime: cfg.Auth.TokenTTL, Store: replayStore})
