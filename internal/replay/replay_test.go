@@ -380,3 +380,32 @@ func TestEvictionSparesUncommitted(t *testing.T) {
 		t.Fatalf("released session still held: %v", err)
 	}
 }
+
+// FuzzStateBinary: any bytes either fail to decode or decode to a state
+// that encodes back to the same bytes and restores to a window within the
+// size bounds.
+func FuzzStateBinary(f *testing.F) {
+	w := NewWindow(5, 130)
+	for _, s := range []uint64{5, 9, 200} {
+		w.Accept(s)
+	}
+	f.Add(w.snapshot().AppendBinary(nil))
+	f.Add(NewWindow(1, 1).snapshot().AppendBinary(nil))
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var st State
+		if err := st.UnmarshalBinary(b); err != nil {
+			if !errors.Is(err, ErrBadState) {
+				t.Fatalf("error %v is not ErrBadState", err)
+			}
+			return
+		}
+		if again := st.AppendBinary(nil); string(again) != string(b) {
+			t.Fatalf("round trip: %x -> %x", b, again)
+		}
+		w := restoreWindow(st, 1024)
+		if w.Accepted() > 1024 {
+			t.Fatalf("restored window marks %d numbers", w.Accepted())
+		}
+	})
+}

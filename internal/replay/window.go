@@ -26,6 +26,7 @@
 package replay
 
 import (
+	"encoding/binary"
 	"errors"
 	"math/bits"
 	"time"
@@ -179,4 +180,51 @@ func restoreWindow(st State, size int) *Window {
 		w.set(i)
 	}
 	return w
+}
+
+// stateVersion1 is the first byte of State's binary form.
+const stateVersion1 = 1
+
+// ErrBadState means a State's binary form does not decode.
+var ErrBadState = errors.New("replay: malformed state")
+
+// AppendBinary appends the binary form of st's window (floor, size, high,
+// started, bitmap; not Key, Version, Expires, which stores keep apart) to b:
+// version(1) floor(8) size(4) high(8) started(1) words(8 each), big endian.
+func (st State) AppendBinary(b []byte) []byte {
+	b = append(b, stateVersion1)
+	b = binary.BigEndian.AppendUint64(b, st.Floor)
+	b = binary.BigEndian.AppendUint32(b, uint32(max(st.Size, 0)))
+	b = binary.BigEndian.AppendUint64(b, st.High)
+	if st.Started {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	for _, w := range st.Seen {
+		b = binary.BigEndian.AppendUint64(b, w)
+	}
+	return b
+}
+
+// UnmarshalBinary sets st's window fields from the form AppendBinary
+// writes; Key, Version and Expires are left alone.
+func (st *State) UnmarshalBinary(b []byte) error {
+	const head = 1 + 8 + 4 + 8 + 1
+	if len(b) < head || b[0] != stateVersion1 || (len(b)-head)%8 != 0 || b[head-1] > 1 {
+		return ErrBadState
+	}
+	size := binary.BigEndian.Uint32(b[9:])
+	if size > MaxWindow || (len(b)-head)/8 > (MaxWindow+63)/64 {
+		return ErrBadState
+	}
+	st.Floor = binary.BigEndian.Uint64(b[1:])
+	st.Size = int(size)
+	st.High = binary.BigEndian.Uint64(b[13:])
+	st.Started = b[head-1] == 1
+	st.Seen = make([]uint64, (len(b)-head)/8)
+	for i := range st.Seen {
+		st.Seen[i] = binary.BigEndian.Uint64(b[head+8*i:])
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -17,10 +16,9 @@ var _ replay.Store = (*Store)(nil)
 // upsertReplaySQL writes a session's state unless the stored one is newer
 // (a higher version): states of one session committed out of order never
 // move it back.
-const upsertReplaySQL = `INSERT INTO replay_sessions (product_key, device_key, random, floor, size,
-	high, started, seen, version, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT (product_key, device_key, random) DO UPDATE SET floor = excluded.floor,
-	size = excluded.size, high = excluded.high, started = excluded.started, seen = excluded.seen,
+const upsertReplaySQL = `INSERT INTO replay_sessions (product_key, device_key, random, state,
+	version, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+	ON CONFLICT (product_key, device_key, random) DO UPDATE SET state = excluded.state,
 	version = excluded.version, expires_at = excluded.expires_at
 	WHERE excluded.version > replay_sessions.version
 	OR (excluded.version = replay_sessions.version AND excluded.expires_at > replay_sessions.expires_at)`
@@ -49,10 +47,11 @@ func (s *Store) AppendWithState(ctx context.Context, msgs []*message.Message, st
 	}
 	stmt := tx.StmtContext(ctx, s.upsertReplay)
 	defer stmt.Close()
+	var buf []byte
 	for _, st := range states {
+		buf = st.AppendBinary(buf[:0]) // the driver copies bound values
 		if _, err := stmt.ExecContext(ctx, st.Key.ProductKey, st.Key.DeviceKey, st.Key.Random[:],
-			int64(st.Floor), int64(st.Size), int64(st.High), boolInt(st.Started), encodeSeen(st.Seen),
-			int64(st.Version), toNanos(st.Expires)); err != nil {
+			buf, int64(st.Version), toNanos(st.Expires)); err != nil {
 			return fmt.Errorf("sqlitestore: save replay state %s/%s: %w", st.Key.ProductKey, st.Key.DeviceKey, err)
 		}
 	}
@@ -68,22 +67,23 @@ func (s *Store) AppendWithState(ctx context.Context, msgs []*message.Message, st
 // LoadReplayState implements replay.Store.
 func (s *Store) LoadReplayState(ctx context.Context, k replay.Key) (replay.State, bool, error) {
 	var (
-		floor, size, high, started, version, expires int64
-		seen                                         []byte
+		version, expires int64
+		state            []byte
 	)
-	err := s.reader.QueryRowContext(ctx, `SELECT floor, size, high, started, seen, version, expires_at
+	err := s.reader.QueryRowContext(ctx, `SELECT state, version, expires_at
 		FROM replay_sessions WHERE product_key = ? AND device_key = ? AND random = ?`,
-		k.ProductKey, k.DeviceKey, k.Random[:]).Scan(&floor, &size, &high, &started, &seen, &version, &expires)
+		k.ProductKey, k.DeviceKey, k.Random[:]).Scan(&state, &version, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return replay.State{}, false, nil
 	}
 	if err != nil {
 		return replay.State{}, false, fmt.Errorf("sqlitestore: load replay state %s/%s: %w", k.ProductKey, k.DeviceKey, err)
 	}
-	return replay.State{
-		Key: k, Floor: uint64(floor), Size: int(size), High: uint64(high), Started: started != 0,
-		Seen: decodeSeen(seen), Version: uint64(version), Expires: fromNanos(expires),
-	}, true, nil
+	st := replay.State{Key: k, Version: uint64(version), Expires: fromNanos(expires)}
+	if err := st.UnmarshalBinary(state); err != nil {
+		return replay.State{}, false, fmt.Errorf("sqlitestore: load replay state %s/%s: %w", k.ProductKey, k.DeviceKey, err)
+	}
+	return st, true, nil
 }
 
 // PruneReplayStates deletes the states of sessions that expired before
@@ -95,20 +95,4 @@ func (s *Store) PruneReplayStates(ctx context.Context, before time.Time) (int64,
 	}
 	n, _ := res.RowsAffected()
 	return n, nil
-}
-
-func encodeSeen(words []uint64) []byte {
-	b := make([]byte, 0, 8*len(words))
-	for _, w := range words {
-		b = binary.LittleEndian.AppendUint64(b, w)
-	}
-	return b
-}
-
-func decodeSeen(b []byte) []uint64 {
-	out := make([]uint64, len(b)/8)
-	for i := range out {
-		out[i] = binary.LittleEndian.Uint64(b[8*i:])
-	}
-	return out
 }
