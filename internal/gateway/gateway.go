@@ -7,9 +7,10 @@
 // 5683) also serves dialect E's non-DTLS auth, POST /auth/{pk}/{dk}, and
 // uplinks authenticated by option 2101 (§2.2). The symmetric mode (port
 // 5682, §3.4) issues session randoms from POST /auth and takes uplinks whose
-// payload and sequence number (option 2089) are AES-128-CBC encrypted. Both
-// session modes refuse replayed sequence numbers with per-node state
-// (package replay).
+// payload and sequence number (option 2089) are AES-128-CBC encrypted; a
+// plain-mode listener may take that mode too (Options.SymmetricOnPlain).
+// Both session modes refuse replayed sequence numbers with state that is
+// committed with each uplink and survives restarts (package replay).
 package gateway
 
 import (
