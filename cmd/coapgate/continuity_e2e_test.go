@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/md5"
 	"encoding/hex"
@@ -238,6 +239,20 @@ func TestE2ENTP(t *testing.T) {
 			t.Fatalf("Content-Format %d, want 60", cf)
 		}
 		checkTimes(t, ms(t, m["serverRecvTime"]), ms(t, m["serverSendTime"]))
+	})
+	t.Run("SDK ServerTime, plain and symmetric", func(t *testing.T) {
+		for _, c := range []interface {
+			ServerTime(context.Context) (time.Time, error)
+		}{g.dial(d), g.dialSym(d)} {
+			lo := time.Now().Truncate(time.Millisecond)
+			st, err := c.ServerTime(t.Context())
+			hi := time.Now()
+			// The server's clock is this machine's: its estimate lies
+			// within the exchange (to the millisecond the reply carries).
+			if err != nil || st.Before(lo) || st.After(hi.Add(time.Millisecond)) {
+				t.Fatalf("ServerTime = %v, %v; want within [%v, %v]", st, err, lo, hi)
+			}
+		}
 	})
 	t.Run("symmetric mode, encrypted", func(t *testing.T) {
 		c := g.dialSym(d)
