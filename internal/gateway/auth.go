@@ -187,7 +187,7 @@ func (g *Gateway) issueSession(ctx context.Context, cl token.Claims, floor uint6
 	// The token carries whole seconds; so does the session.
 	sess := g.sessions.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
 	st := sess.State()
-	if err := g.o.Ingest.AppendState(ctx, nil, &st); err != nil {
+	if err := g.appendState(ctx, nil, &st); err != nil {
 		return "", fmt.Errorf("%w: %w", errSessionStore, err)
 	}
 	return tok, nil

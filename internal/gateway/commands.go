@@ -211,7 +211,7 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	defer up.release()
 	if up.state != nil {
 		// The number is used: durable before anything is handed out.
-		if err := g.o.Ingest.AppendState(ctx, nil, up.state); err != nil {
+		if err := g.appendState(ctx, nil, up.state); err != nil {
 			return g.unavailable()
 		}
 	}

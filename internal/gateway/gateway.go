@@ -36,12 +36,29 @@ import (
 )
 
 // Ingester stores an uplink durably; it returns once the message is
-// committed (msg.ID set) or failed. AppendState commits msg (nil: none)
-// together with the replay state its acceptance produced (nil: none), in
-// one transaction; a store that keeps no states ignores st.
+// committed (msg.ID set) or failed.
 type Ingester interface {
 	Append(ctx context.Context, msg *message.Message) error
+}
+
+// StateIngester is an Ingester that also makes replay states durable
+// (ingest.Batcher): AppendState commits msg (nil: none) together with the
+// replay state its acceptance produced (nil: none), in one transaction; a
+// store that keeps no states ignores st. With a plain Ingester the session
+// modes' state lives in memory only.
+type StateIngester interface {
 	AppendState(ctx context.Context, msg *message.Message, st *replay.State) error
+}
+
+// appendState commits msg and st through the Ingester.
+func (g *Gateway) appendState(ctx context.Context, msg *message.Message, st *replay.State) error {
+	if si, ok := g.o.Ingest.(StateIngester); ok {
+		return si.AppendState(ctx, msg, st)
+	}
+	if msg == nil {
+		return nil
+	}
+	return g.o.Ingest.Append(ctx, msg)
 }
 
 // Options configures a Gateway.

@@ -178,7 +178,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		Transport:     up.transport(g.o.Transport),
 	}
 	// The session's advanced replay state commits with the uplink.
-	if err := g.o.Ingest.AppendState(ctx, msg, up.state); err != nil {
+	if err := g.appendState(ctx, msg, up.state); err != nil {
 		g.m.publish.WithLabelValues("store_unavailable").Inc()
 		return g.unavailable()
 	}
