@@ -409,3 +409,31 @@ func FuzzStateBinary(f *testing.F) {
 		}
 	})
 }
+
+// countingStore counts the loads that reach it.
+type countingStore struct {
+	memStore
+	loads atomic.Int64
+}
+
+func (s *countingStore) LoadReplayState(ctx context.Context, k Key) (State, bool, error) {
+	s.loads.Add(1)
+	return s.memStore.LoadReplayState(ctx, k)
+}
+
+// TestUnknownSessionNotReloaded: a token refused for having no state (too
+// old for a fresh window) is refused again without another store read.
+func TestUnknownSessionNotReloaded(t *testing.T) {
+	store := &countingStore{}
+	now := time.Unix(10_000, 0)
+	s := NewSessions(Config{Started: now, Store: store})
+	k := Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{3}}
+	for range 5 {
+		if _, err := s.Lookup(context.Background(), k, 1, now.Add(-time.Minute), now.Add(time.Hour), now); !errors.Is(err, ErrUnknownSession) {
+			t.Fatalf("Lookup = %v, want ErrUnknownSession", err)
+		}
+	}
+	if n := store.loads.Load(); n != 1 {
+		t.Fatalf("%d store reads for one unknown token, want 1", n)
+	}
+}

@@ -81,7 +81,15 @@ type shard struct {
 	m       map[Key]*list.Element // guarded by mu; values are *Session
 	lru     list.List             // guarded by mu; front = most recently used
 	evicted uint64                // guarded by mu; live sessions evicted for room
+	// unknown remembers tokens refused with ErrUnknownSession (no state here
+	// nor in the Store, and too old for a fresh one), so that a device that
+	// keeps sending with such a token costs no store read per datagram:
+	// nothing can create their state later. Cleared when full.
+	unknown map[Key]int64 // guarded by mu; the token's issue second
 }
+
+// maxUnknown bounds a shard's remembered unknown tokens.
+const maxUnknown = 4096
 
 // Session is one token's anti-replay state.
 type Session struct {
@@ -174,6 +182,10 @@ func (s *Sessions) get(k Key, floor uint64, issuedAt, expiresAt, now time.Time, 
 func (s *Sessions) Lookup(ctx context.Context, k Key, floor uint64, issuedAt, expiresAt, now time.Time) (*Session, error) {
 	sh := s.shard(k)
 	sh.mu.Lock()
+	if issued, ok := sh.unknown[k]; ok && issued == issuedAt.Unix() {
+		sh.mu.Unlock()
+		return nil, ErrUnknownSession
+	}
 	if e, ok := sh.m[k]; ok {
 		sh.lru.MoveToFront(e)
 		sess := e.Value.(*Session)
@@ -207,7 +219,16 @@ func (s *Sessions) Lookup(ctx context.Context, k Key, floor uint64, issuedAt, ex
 	if !now.Before(expiresAt) {
 		return nil, ErrExpired // no state outlives the token's own lifetime
 	}
-	return s.Get(k, floor, issuedAt, expiresAt, now)
+	sess, err := s.Get(k, floor, issuedAt, expiresAt, now)
+	if errors.Is(err, ErrUnknownSession) && s.store != nil {
+		sh.mu.Lock()
+		if len(sh.unknown) >= maxUnknown || sh.unknown == nil {
+			sh.unknown = make(map[Key]int64)
+		}
+		sh.unknown[k] = issuedAt.Unix()
+		sh.mu.Unlock()
+	}
+	return sess, err
 }
 
 func (s *Sessions) newSession(k Key, issuedAt, expiresAt time.Time, w *Window, version uint64) *Session {
