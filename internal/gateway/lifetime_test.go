@@ -52,6 +52,28 @@ func (r *memRegistry) add(dk string) {
 	r.devs[dk] = registry.Device{ProductKey: "pk1", DeviceKey: dk, DeviceSecret: registry.Secret("secret-" + dk), Enabled: true}
 }
 
+func (r *memRegistry) setLastSeen(dk string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.devs[dk]
+	d.LastSeenAt = at
+	r.devs[dk] = d
+}
+
+func (r *memRegistry) disable(dk string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.devs[dk]
+	d.Enabled = false
+	r.devs[dk] = d
+}
+
+func (r *memRegistry) remove(dk string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.devs, dk)
+}
+
 func (r *memRegistry) revoke(dk string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -252,6 +274,51 @@ func TestTokenLifetimeSlides(t *testing.T) {
 				t.Fatalf("older token past its own lifetime at +%v: %v, want 4.01", at.Sub(r.start), code)
 			}
 			at = at.Add(step)
+		}
+	})
+	t.Run("disable and delete cut off an active device at once", func(t *testing.T) {
+		r := newLifetimeRig(t, ttl, 0)
+		for _, c := range []struct {
+			dk   string
+			cut  func(string)
+			want codes.Code
+		}{{"disabled", r.reg.disable, codes.Forbidden}, {"deleted", r.reg.remove, codes.Unauthorized}} {
+			plain := r.plainToken(c.dk, ttl)
+			sym := r.symmetricSession(c.dk+"_sym", ttl)
+			at := r.start
+			for range 3 {
+				at = at.Add(step)
+				if r.publishPlain(at, c.dk, plain) != codes.Changed || r.publishSym(at, sym) != codes.Changed {
+					t.Fatalf("%s: active device refused at +%v", c.dk, at.Sub(r.start))
+				}
+			}
+			c.cut(c.dk)
+			c.cut(c.dk + "_sym")
+			r.g.Invalidate("pk1", c.dk)
+			r.g.Invalidate("pk1", c.dk+"_sym")
+			if code := r.publishPlain(at, c.dk, plain); code != c.want {
+				t.Fatalf("%s: plain token: %v, want %v", c.dk, code, c.want)
+			}
+			if code := r.publishSym(at, sym); code != c.want {
+				t.Fatalf("%s: symmetric session: %v, want %v", c.dk, code, c.want)
+			}
+		}
+	})
+	t.Run("after a restart the registry's last contact counts", func(t *testing.T) {
+		// A fresh gateway (empty presence): the device's last contact is
+		// what the nodes flushed to the registry before the restart.
+		r := newLifetimeRig(t, ttl, 0)
+		plain := r.plainToken("restarted", ttl)
+		at := r.start.Add(3 * ttl)
+		r.reg.setLastSeen("restarted", at.Add(-ttl+time.Minute))
+		if code := r.publishPlain(at, "restarted", plain); code != codes.Changed {
+			t.Fatalf("token of a device active before the restart: %v, want 2.04", code)
+		}
+		r2 := newLifetimeRig(t, ttl, 0)
+		plain2 := r2.plainToken("stale", ttl)
+		r2.reg.setLastSeen("stale", at.Add(-ttl-time.Minute))
+		if code := r2.publishPlain(at, "stale", plain2); code != codes.Unauthorized {
+			t.Fatalf("token of a device idle for a lifetime before the restart: %v, want 4.01", code)
 		}
 	})
 	t.Run("absolute cap", func(t *testing.T) {
