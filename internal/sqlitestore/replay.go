@@ -86,13 +86,31 @@ func (s *Store) LoadReplayState(ctx context.Context, k replay.Key) (replay.State
 	return st, true, nil
 }
 
+// MaxReplayStatesPerDevice bounds the stored sessions of one device:
+// PruneReplayStates keeps the ones that expire last, so a device that
+// authenticates again and again cannot grow the table without bound (an
+// older session beyond the bound keeps working while this node holds it in
+// memory, and after a restart its device authenticates again).
+const MaxReplayStatesPerDevice = 16
+
 // PruneReplayStates deletes the states of sessions that expired before
-// before (their tokens are refused anyway) and returns how many.
+// before (their tokens are refused anyway) and, per device, all but the
+// MaxReplayStatesPerDevice that expire last; it returns how many went.
 func (s *Store) PruneReplayStates(ctx context.Context, before time.Time) (int64, error) {
 	res, err := s.writer.ExecContext(ctx, `DELETE FROM replay_sessions WHERE expires_at < ?`, before.UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("sqlitestore: prune replay states: %w", err)
 	}
 	n, _ := res.RowsAffected()
-	return n, nil
+	res, err = s.writer.ExecContext(ctx, `DELETE FROM replay_sessions WHERE (product_key, device_key, random) IN (
+		SELECT product_key, device_key, random FROM (
+			SELECT product_key, device_key, random, row_number() OVER (
+				PARTITION BY product_key, device_key ORDER BY expires_at DESC, random) AS n
+			FROM replay_sessions)
+		WHERE n > ?)`, MaxReplayStatesPerDevice)
+	if err != nil {
+		return n, fmt.Errorf("sqlitestore: prune replay states beyond %d per device: %w", MaxReplayStatesPerDevice, err)
+	}
+	m, _ := res.RowsAffected()
+	return n + m, nil
 }

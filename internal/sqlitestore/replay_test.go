@@ -20,6 +20,38 @@ func TestReplayStates(t *testing.T) {
 	})
 }
 
+// TestPruneReplayStatesPerDevice: beyond MaxReplayStatesPerDevice sessions
+// of one device, the ones expiring first go; other devices keep theirs.
+func TestPruneReplayStatesPerDevice(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	base := time.Unix(10_000, 0)
+	var sts []replay.State
+	for i := range MaxReplayStatesPerDevice + 4 {
+		sts = append(sts, replay.State{Key: replay.Key{ProductKey: "p", DeviceKey: "busy", Random: [8]byte{byte(i)}},
+			Size: 64, Seen: make([]uint64, 1), Expires: base.Add(time.Duration(i) * time.Minute)})
+	}
+	for i := range 3 {
+		sts = append(sts, replay.State{Key: replay.Key{ProductKey: "p", DeviceKey: "calm", Random: [8]byte{byte(i)}},
+			Size: 64, Seen: make([]uint64, 1), Expires: base})
+	}
+	if err := s.AppendWithState(ctx, nil, sts); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneReplayStates(ctx, base.Add(-time.Hour)); err != nil || n != 4 {
+		t.Fatalf("prune: %d, %v; want the 4 oldest of the busy device", n, err)
+	}
+	for i, st := range sts {
+		_, ok, err := s.LoadReplayState(ctx, st.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := st.Key.DeviceKey == "calm" || i >= 4; ok != want {
+			t.Fatalf("state %d of %s: present %v, want %v", i, st.Key.DeviceKey, ok, want)
+		}
+	}
+}
+
 // BenchmarkAppendWithState measures a group commit of 64 uplinks alone and
 // with the replay states of their 32 sessions (what a symmetric-mode batch
 // writes): the difference is the cost of durable replay state.
