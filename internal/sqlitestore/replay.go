@@ -93,24 +93,57 @@ func (s *Store) LoadReplayState(ctx context.Context, k replay.Key) (replay.State
 // memory, and after a restart its device authenticates again).
 const MaxReplayStatesPerDevice = 16
 
+// pruneBatch bounds one prune statement, so that the single writer (and the
+// uplinks waiting for it) is never held long.
+const pruneBatch = 1000
+
 // PruneReplayStates deletes the states of sessions that expired before
 // before (their tokens are refused anyway) and, per device, all but the
-// MaxReplayStatesPerDevice that expire last; it returns how many went.
+// MaxReplayStatesPerDevice that expire last; it returns how many went. It
+// works in small statements: the devices over the bound are found on the
+// read pool, each write deletes at most pruneBatch rows.
 func (s *Store) PruneReplayStates(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.writer.ExecContext(ctx, `DELETE FROM replay_sessions WHERE expires_at < ?`, before.UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("sqlitestore: prune replay states: %w", err)
+	var total int64
+	for {
+		res, err := s.writer.ExecContext(ctx, `DELETE FROM replay_sessions WHERE (product_key, device_key, random) IN (
+			SELECT product_key, device_key, random FROM replay_sessions WHERE expires_at < ? LIMIT ?)`,
+			before.UnixNano(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("sqlitestore: prune replay states: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		if n < pruneBatch {
+			break
+		}
 	}
-	n, _ := res.RowsAffected()
-	res, err = s.writer.ExecContext(ctx, `DELETE FROM replay_sessions WHERE (product_key, device_key, random) IN (
-		SELECT product_key, device_key, random FROM (
-			SELECT product_key, device_key, random, row_number() OVER (
-				PARTITION BY product_key, device_key ORDER BY expires_at DESC, random) AS n
-			FROM replay_sessions)
-		WHERE n > ?)`, MaxReplayStatesPerDevice)
+	rows, err := s.reader.QueryContext(ctx, `SELECT product_key, device_key FROM replay_sessions
+		GROUP BY product_key, device_key HAVING count(*) > ?`, MaxReplayStatesPerDevice)
 	if err != nil {
-		return n, fmt.Errorf("sqlitestore: prune replay states beyond %d per device: %w", MaxReplayStatesPerDevice, err)
+		return total, fmt.Errorf("sqlitestore: prune replay states: find devices: %w", err)
 	}
-	m, _ := res.RowsAffected()
-	return n + m, nil
+	var over [][2]string
+	for rows.Next() {
+		var d [2]string
+		if err := rows.Scan(&d[0], &d[1]); err != nil {
+			rows.Close()
+			return total, fmt.Errorf("sqlitestore: prune replay states: find devices: %w", err)
+		}
+		over = append(over, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return total, fmt.Errorf("sqlitestore: prune replay states: find devices: %w", err)
+	}
+	for _, d := range over {
+		res, err := s.writer.ExecContext(ctx, `DELETE FROM replay_sessions WHERE product_key = ?1 AND device_key = ?2
+			AND random IN (SELECT random FROM replay_sessions WHERE product_key = ?1 AND device_key = ?2
+				ORDER BY expires_at DESC, random LIMIT -1 OFFSET ?3)`, d[0], d[1], MaxReplayStatesPerDevice)
+		if err != nil {
+			return total, fmt.Errorf("sqlitestore: prune replay states of %s/%s: %w", d[0], d[1], err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return total, nil
 }
