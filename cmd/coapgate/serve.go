@@ -423,7 +423,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	return s, nil
 }
 
-// pruneReplayStates deletes expired session states hourly until ctx ends.
+// pruneReplayStates deletes expired session states (and a device's beyond
+// sqlitestore.MaxReplayStatesPerDevice) hourly until ctx ends.
 func pruneReplayStates(ctx context.Context, st *sqlitestore.Store, log *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
@@ -431,7 +432,7 @@ func pruneReplayStates(ctx context.Context, st *sqlitestore.Store, log *slog.Log
 		if n, err := st.PruneReplayStates(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			log.Warn("replay state prune failed", "err", err)
 		} else if n > 0 {
-			log.Debug("expired replay states pruned", "sessions", n)
+			log.Debug("replay states pruned", "sessions", n)
 		}
 		select {
 		case <-ctx.Done():
