@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -37,8 +38,20 @@ func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: builds the server and kills a subprocess (skipped with -short)")
 	}
-	p := newProcServer(t, "COAPGATE_COAP_SYMMETRIC_LISTEN=", "COAPGATE_FORWARD_BACKOFF_BASE=50ms", "COAPGATE_FORWARD_BACKOFF_MAX=500ms")
-	coapAddr := p.coapAddr
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "coapgate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	keyOut, err := exec.Command(bin, "apikey", "create", "--name", "crash", "--data-dir", data).Output()
+	if err != nil {
+		t.Fatalf("apikey create: %v", err)
+	}
+	key := strings.TrimSpace(string(keyOut))
 
 	// The webhook receiver counts deliveries per log id.
 	var (
@@ -47,7 +60,7 @@ func TestCrashKill9(t *testing.T) {
 	)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var env struct {
-			ID int64 `json:"id"`
+			ID int64 `json:"id,string"` // the log id, a string like the API's message id
 		}
 		if err := json.NewDecoder(r.Body).Decode(&env); err != nil || env.ID == 0 {
 			http.Error(w, "bad envelope", http.StatusBadRequest)
@@ -59,8 +72,68 @@ func TestCrashKill9(t *testing.T) {
 	}))
 	defer hook.Close()
 
-	p.start()
-	call := p.call
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	// The server binds port 0 and names its addresses in its start line:
+	// no port is picked in advance for another process to take.
+	var coapAddr, apiURL string
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "serve")
+		cmd.Env = append(os.Environ(), "COAPGATE_DATA_DIR="+data, "COAPGATE_COAP_LISTEN=127.0.0.1:0",
+			"COAPGATE_COAP_SYMMETRIC_LISTEN=", "COAPGATE_DTLS_LISTEN=", "COAPGATE_API_LISTEN=127.0.0.1:0",
+			"COAPGATE_LOG_LEVEL=info", "COAPGATE_FORWARD_BACKOFF_BASE=50ms", "COAPGATE_FORWARD_BACKOFF_MAX=500ms")
+		cmd.Stdout = logf
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		addrs := make(chan [2]string, 1)
+		go func() { // copies the log to the file until the process ends
+			sc := bufio.NewScanner(stderr)
+			sent := false
+			for sc.Scan() {
+				line := sc.Text()
+				fmt.Fprintln(logf, line)
+				if !sent && strings.Contains(line, `msg="coapgate started"`) {
+					addrs <- [2]string{logField(line, "coap"), logField(line, "api")}
+					sent = true
+				}
+			}
+			if !sent {
+				close(addrs)
+			}
+		}()
+		a, ok := <-addrs
+		if !ok || a[0] == "" || a[1] == "" {
+			b, _ := os.ReadFile(logf.Name())
+			t.Fatalf("server did not start:\n%s", b)
+		}
+		coapAddr, apiURL = a[0], "http://"+a[1]
+		waitHealthy(t, apiURL)
+		return cmd
+	}
+	srv := start()
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+
+	client := &api.Client{BaseURL: apiURL, Key: key}
+	call := func(method, path string, query url.Values, body, out any) {
+		t.Helper()
+		b, err := client.Do(context.Background(), method, path, query, body)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		if out != nil {
+			if err := json.Unmarshal(b, out); err != nil {
+				t.Fatalf("%s %s: decode: %v", method, path, err)
+			}
+		}
+	}
 	var prod struct{ ProductKey string }
 	call("POST", "/products", nil, map[string]any{"name": "crash"}, &prod)
 	call("POST", "/rules", nil, map[string]any{
@@ -155,7 +228,10 @@ func TestCrashKill9(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	killed.Store(true)
-	p.kill()
+	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Wait()
 	wg.Wait()
 	ackMu.Lock()
 	ackedIDs := append([]int64(nil), acked...)
@@ -164,7 +240,8 @@ func TestCrashKill9(t *testing.T) {
 		t.Fatalf("only %d uplinks acknowledged before the kill; the burst did not run", len(ackedIDs))
 	}
 
-	p.start()
+	srv = start()
+	client = &api.Client{BaseURL: apiURL, Key: key} // the new start's port
 	// Every acknowledged uplink is in the store.
 	stored := map[int64]bool{}
 	for after := int64(0); ; {
@@ -225,115 +302,14 @@ func TestCrashKill9(t *testing.T) {
 	}
 }
 
-// procServer is a `coapgate serve` subprocess on one data directory and
-// fixed loopback addresses (picked free once), for tests that kill it or
-// restart it and talk to the same addresses afterwards.
-type procServer struct {
-	t                 *testing.T
-	bin, data         string
-	env               []string
-	logf              *os.File
-	cmd               *exec.Cmd
-	coapAddr, symAddr string
-	apiURL            string
-	client            *api.Client
-}
-
-// newProcServer builds the server binary and creates an API key in a new
-// data directory; env adds COAPGATE_* settings (they override the
-// defaults set here). Call start to run it. The process is killed at the
-// end of the test.
-func newProcServer(t *testing.T, env ...string) *procServer {
-	t.Helper()
-	dir := t.TempDir()
-	p := &procServer{t: t, bin: filepath.Join(dir, "coapgate"), data: filepath.Join(dir, "data")}
-	if out, err := exec.Command("go", "build", "-o", p.bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	if err := os.MkdirAll(p.data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	keyOut, err := exec.Command(p.bin, "apikey", "create", "--name", "proc", "--data-dir", p.data).Output()
-	if err != nil {
-		t.Fatalf("apikey create: %v", err)
-	}
-	p.coapAddr, p.symAddr, p.apiURL = freeUDP(t), freeUDP(t), "http://"+freeTCP(t)
-	p.client = &api.Client{BaseURL: p.apiURL, Key: strings.TrimSpace(string(keyOut))}
-	p.env = append([]string{"COAPGATE_DATA_DIR=" + p.data, "COAPGATE_COAP_LISTEN=" + p.coapAddr,
-		"COAPGATE_COAP_SYMMETRIC_LISTEN=" + p.symAddr, "COAPGATE_DTLS_LISTEN=",
-		"COAPGATE_API_LISTEN=" + strings.TrimPrefix(p.apiURL, "http://"), "COAPGATE_LOG_LEVEL=warn"}, env...)
-	if p.logf, err = os.Create(filepath.Join(dir, "server.log")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.cmd != nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
-		}
-		p.logf.Close()
-	})
-	return p
-}
-
-// start runs the server and waits until its API answers.
-func (p *procServer) start() {
-	p.t.Helper()
-	p.cmd = exec.Command(p.bin, "serve")
-	p.cmd.Env = append(os.Environ(), p.env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logf, p.logf
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	waitHealthy(p.t, p.apiURL)
-}
-
-// kill ends the server with SIGKILL (no shutdown code runs).
-func (p *procServer) kill() { p.signal(syscall.SIGKILL) }
-
-// stop ends the server with SIGTERM: a graceful shutdown.
-func (p *procServer) stop() { p.signal(syscall.SIGTERM) }
-
-func (p *procServer) signal(sig syscall.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatal(err)
-	}
-	_ = p.cmd.Wait()
-	p.cmd = nil
-}
-
-// call sends an API request and decodes the JSON answer into out.
-func (p *procServer) call(method, path string, query url.Values, body, out any) {
-	p.t.Helper()
-	b, err := p.client.Do(context.Background(), method, path, query, body)
-	if err != nil {
-		p.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			p.t.Fatalf("%s %s: decode: %v", method, path, err)
+// logField returns the value of key=value in a text-format log line.
+func logField(line, key string) string {
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
 		}
 	}
-}
-
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
-func freeTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return ""
 }
 
 func waitHealthy(t *testing.T, base string) {

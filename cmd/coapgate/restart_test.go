@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,9 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +24,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/coapgate/coapgate/internal/api"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/sdk"
 )
@@ -43,20 +50,23 @@ func TestRestartKeepsSessions(t *testing.T) {
 		p.call("POST", "/devices", nil, map[string]any{"productKey": prod.ProductKey, "deviceKey": dk}, &d)
 		return device{pk: prod.ProductKey, dk: d.DeviceKey, secret: d.DeviceSecret}
 	}
-	coapAddr, err := net.ResolveUDPAddr("udp", p.coapAddr)
-	if err != nil {
-		t.Fatal(err)
+	// The listeners' addresses of the current start (each start binds new
+	// ports; a replay is a replay on any of them).
+	resolve := func(addr string) *net.UDPAddr {
+		a, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
 	}
-	symAddr, err := net.ResolveUDPAddr("udp", p.symAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	coapAddr := func() *net.UDPAddr { return resolve(p.coapAddr) }
+	symAddr := func() *net.UDPAddr { return resolve(p.symAddr) }
 	mid := int32(100)
-	exchange := func(addr *net.UDPAddr, m message.Message) codes.Code {
+	exchange := func(addr func() *net.UDPAddr, m message.Message) codes.Code {
 		t.Helper()
 		mid++
 		m.MessageID = mid // a new Message ID: never a retransmission
-		return rawExchange(t, udpConn(t, addr), m).Code
+		return rawExchange(t, udpConn(t, addr()), m).Code
 	}
 
 	// A symmetric-mode session: token and random from the 5682 auth.
@@ -65,11 +75,11 @@ func TestRestartKeepsSessions(t *testing.T) {
 		tok    string
 		key    []byte
 		seq    uint64
-		addr   *net.UDPAddr
+		addr   func() *net.UDPAddr
 		last   message.Message // the last datagram accepted
 		stored int
 	}
-	symAuth := func(dk string, addr *net.UDPAddr) *symDev {
+	symAuth := func(dk string, addr func() *net.UDPAddr) *symDev {
 		d := newDev(dk)
 		c, err := sdk.Dial(context.Background(), p.symAddr, sdk.WithSymmetric(),
 			sdk.WithCredentials(sdk.Credentials{ProductKey: d.pk, DeviceName: d.dk, DeviceSecret: d.secret}))
@@ -106,7 +116,7 @@ func TestRestartKeepsSessions(t *testing.T) {
 	}
 	eAuth := func(dk string) *eDev {
 		d := newDev(dk)
-		r := rawExchange(t, udpConn(t, coapAddr), message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 1,
+		r := rawExchange(t, udpConn(t, coapAddr()), message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 1,
 			Options: message.Options{{ID: message.URIPath, Value: []byte("auth")}, {ID: message.URIPath, Value: []byte(d.pk)},
 				{ID: message.URIPath, Value: []byte(d.dk)}, {ID: message.ContentFormat, Value: coapx.EncodeUint(50)}},
 			Payload: []byte(`{"secureMode":2,"lifetime":3600,"sign":"` + signE(d.pk, d.dk, "3600", "2", d.secret) + `"}`)})
@@ -302,6 +312,9 @@ func TestCrashKill9SymmetricReplay(t *testing.T) {
 	}
 
 	p.start()
+	if symAddr, err = net.ResolveUDPAddr("udp", p.symAddr); err != nil { // the new start's port
+		t.Fatal(err)
+	}
 	conn := udpConn(t, symAddr)
 	mid, replayed := int32(30000), 0
 	for _, dv := range devs {
@@ -340,4 +353,121 @@ func TestCrashKill9SymmetricReplay(t *testing.T) {
 	}
 	t.Logf("symmetric crash test: %d uplinks acknowledged before SIGKILL, all %d replayed after the restart refused with 4.01, every device went on with its token; %d stored (each once)",
 		acked, replayed, stored)
+}
+
+// procServer is a `coapgate serve` subprocess on one data directory, for
+// tests that kill it or restart it. Every start binds port 0 and reads its
+// addresses from its start line (as TestCrashKill9 does): no port is picked
+// in advance for another process to take.
+type procServer struct {
+	t                         *testing.T
+	bin, data, key            string
+	env                       []string
+	logf                      *os.File
+	cmd                       *exec.Cmd
+	coapAddr, symAddr, apiURL string // of the current start
+	client                    *api.Client
+}
+
+// newProcServer builds the server binary and creates an API key in a new
+// data directory; env adds COAPGATE_* settings. Call start to run it. The
+// process is killed at the end of the test.
+func newProcServer(t *testing.T, env ...string) *procServer {
+	t.Helper()
+	dir := t.TempDir()
+	p := &procServer{t: t, bin: filepath.Join(dir, "coapgate"), data: filepath.Join(dir, "data")}
+	if out, err := exec.Command("go", "build", "-o", p.bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if err := os.MkdirAll(p.data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	keyOut, err := exec.Command(p.bin, "apikey", "create", "--name", "proc", "--data-dir", p.data).Output()
+	if err != nil {
+		t.Fatalf("apikey create: %v", err)
+	}
+	p.key = strings.TrimSpace(string(keyOut))
+	p.env = append([]string{"COAPGATE_DATA_DIR=" + p.data, "COAPGATE_COAP_LISTEN=127.0.0.1:0",
+		"COAPGATE_COAP_SYMMETRIC_LISTEN=127.0.0.1:0", "COAPGATE_DTLS_LISTEN=",
+		"COAPGATE_API_LISTEN=127.0.0.1:0", "COAPGATE_LOG_LEVEL=info"}, env...)
+	if p.logf, err = os.Create(filepath.Join(dir, "server.log")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd != nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+		p.logf.Close()
+	})
+	return p
+}
+
+// start runs the server, reads its addresses from its start line and waits
+// until its API answers.
+func (p *procServer) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, "serve")
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.Stdout = p.logf
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	addrs := make(chan [3]string, 1)
+	go func() { // copies the log to the file until the process ends
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(p.logf, line)
+			if !sent && strings.Contains(line, `msg="coapgate started"`) {
+				addrs <- [3]string{logField(line, "coap"), logField(line, "coap_sym"), logField(line, "api")}
+				sent = true
+			}
+		}
+		if !sent {
+			close(addrs)
+		}
+	}()
+	a, ok := <-addrs
+	if !ok || a[0] == "" || a[2] == "" {
+		b, _ := os.ReadFile(p.logf.Name())
+		p.t.Fatalf("server did not start:\n%s", b)
+	}
+	p.coapAddr, p.symAddr, p.apiURL = a[0], a[1], "http://"+a[2]
+	p.client = &api.Client{BaseURL: p.apiURL, Key: p.key}
+	waitHealthy(p.t, p.apiURL)
+}
+
+// kill ends the server with SIGKILL (no shutdown code runs).
+func (p *procServer) kill() { p.signal(syscall.SIGKILL) }
+
+// stop ends the server with SIGTERM: a graceful shutdown.
+func (p *procServer) stop() { p.signal(syscall.SIGTERM) }
+
+func (p *procServer) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	p.cmd = nil
+}
+
+// call sends an API request and decodes the JSON answer into out.
+func (p *procServer) call(method, path string, query url.Values, body, out any) {
+	p.t.Helper()
+	b, err := p.client.Do(context.Background(), method, path, query, body)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			p.t.Fatalf("%s %s: decode: %v", method, path, err)
+		}
+	}
 }

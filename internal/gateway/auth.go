@@ -18,7 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// maxClientID is the dialect's clientId limit (PROTOCOL.md §3.1).
+// maxClientID is the dialect's clientId limit (docs/protocol.md §3.1).
 const maxClientID = 64
 
 // authBody negotiates the formats of an auth request and decodes its body
@@ -39,7 +39,7 @@ func authBody(req *coapx.Request) (respCF uint16, fields map[string]string, resp
 	return respCF, fields, nil, err
 }
 
-// auth answers POST /auth (PROTOCOL.md §3.1). A symmetric-mode auth on the
+// auth answers POST /auth (docs/protocol.md §3.1). A symmetric-mode auth on the
 // plain listener gets its errors without payload, as on the symmetric one
 // (the device decrypts every non-empty response payload).
 func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response {
@@ -76,7 +76,7 @@ func (g *Gateway) authRequest(ctx context.Context, req *coapx.Request) (_ *coapx
 		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dn), symmetricMode
 	}
 	if g.o.Symmetric && !hasSeq {
-		// PROTOCOL.md §3.4: the symmetric-mode auth carries seq, signed.
+		// docs/protocol.md §3.4: the symmetric-mode auth carries seq, signed.
 		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: seq is required in symmetric-encryption mode", errPayload)), pk, dn), symmetricMode
 	}
 	id, err := g.cache.get(ctx, pk, dn, req.Received)
@@ -128,7 +128,7 @@ func (g *Gateway) authRequest(ctx context.Context, req *coapx.Request) (_ *coapx
 }
 
 // tokenReply is the plain and dialect-E auth answer; symmetricReply the
-// symmetric-mode one (PROTOCOL.md §3.1), fields in this order.
+// symmetric-mode one (docs/protocol.md §3.1), fields in this order.
 type tokenReply struct {
 	Token string `json:"token" cbor:"token"`
 }

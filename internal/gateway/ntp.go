@@ -10,7 +10,7 @@ import (
 )
 
 // isNTPRequest reports whether path (after "topic") is the device's NTP
-// request topic /ext/ntp/{pk}/{dk}/request (PROTOCOL.md §4).
+// request topic /ext/ntp/{pk}/{dk}/request (docs/protocol.md §4).
 func isNTPRequest(path []string) bool {
 	return len(path) == 5 && path[0] == "ext" && path[1] == "ntp" && path[4] == "request"
 }
