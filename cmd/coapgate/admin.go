@@ -277,6 +277,20 @@ func cmdProduct(args []string, stdout, stderr io.Writer) int {
 		}, args, stdout, stderr)
 }
 
+// adminWarnings prints the warnings of a create response (values longer
+// than the vendor firmware accepts) to stderr.
+func adminWarnings(stderr io.Writer, body []byte) {
+	var r struct {
+		Warnings []api.Warning `json:"warnings"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w.Message)
+	}
+}
+
 func adminProductTable(w *tabwriter.Writer, p api.Product) {
 	fmt.Fprintf(w, "productKey\t%s\n", p.ProductKey)
 	if p.ProductSecret != "" {
@@ -330,6 +344,7 @@ func adminProductCreate(args []string, stdout, stderr io.Writer) int {
 	}
 	if !c.jsonOut {
 		fmt.Fprintln(stderr, "note: the product secret is shown only now; store it safely")
+		adminWarnings(stderr, body)
 	}
 	return c.finish(adminOutput(c, body, adminProductTable))
 }
@@ -513,6 +528,7 @@ func adminDeviceCreate(args []string, stdout, stderr io.Writer) int {
 	}
 	if !c.jsonOut {
 		fmt.Fprintln(stderr, "note: the device secret is shown only now; store it safely")
+		adminWarnings(stderr, body)
 	}
 	return c.finish(adminOutput(c, body, adminDeviceTable))
 }

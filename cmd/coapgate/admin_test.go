@@ -116,6 +116,16 @@ func TestAdminProduct(t *testing.T) {
 		t.Fatalf("create --json: %v\n%s", err, r.stdout)
 	}
 
+	// A product key longer than the vendor firmware holds: created, warned.
+	if strings.Contains(r.stderr, "warning:") {
+		t.Fatalf("generated key warned: %q", r.stderr)
+	}
+	r = e.run(cmdProduct, true, "create", "--name", "Long", "pk_longer_than_twenty_1").want(t, 0)
+	if field(t, r.stdout, "productKey") != "pk_longer_than_twenty_1" || !strings.Contains(r.stderr, "warning: productKey is 23 characters") {
+		t.Fatalf("long key: stdout\n%s\nstderr %q", r.stdout, r.stderr)
+	}
+	e.run(cmdProduct, true, "delete", "pk_longer_than_twenty_1").want(t, 0)
+
 	// API error: exit 1 and "error: <code>: <message>".
 	r = e.run(cmdProduct, true, "create", "--name", "dup", "wm01").want(t, 1)
 	if r.stderr != "error: conflict: product \"wm01\" already exists\n" {

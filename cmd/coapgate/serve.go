@@ -37,6 +37,7 @@ import (
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 	"github.com/coapgate/coapgate/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
@@ -204,6 +205,20 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if err != nil {
 		return nil, err
 	}
+	// The session modes' replay state: one table for every listener (a
+	// number is used once whichever port it reaches), durable in the store
+	// through the batcher (same transaction as the uplink).
+	var replayStore replay.Store
+	if s.batcher.KeepsStates() {
+		replayStore = s.store
+	} else {
+		log.Warn("the store keeps no replay state: session-mode devices (options 2089, 2101) must authenticate again after a restart")
+	}
+	sessions := replay.NewSessions(replay.Config{Started: started, Window: cfg.CoAP.ReplayWindow,
+		MaxSessions: cfg.CoAP.ReplaySessions, Lifetime: cfg.Auth.TokenTTL, Store: replayStore})
+	// Option 2101 numbers must strictly increase: a window of one.
+	signESessions := replay.NewSessions(replay.Config{Started: started, Window: 1,
+		MaxSessions: cfg.CoAP.ReplaySessions, Lifetime: cfg.Auth.TokenTTL, Store: replayStore})
 	// One Gateway per listener; they share the registry, the batcher, the
 	// presence table and the metrics registry (their metrics differ by the
 	// transport label).
@@ -219,10 +234,12 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			Symmetric:         symmetric,
 			Rand:              hk.rand,
 			Started:           started,
-			ReplayWindow:      cfg.CoAP.ReplayWindow,
-			MaxSessions:       cfg.CoAP.ReplaySessions,
+			Sessions:          sessions,
+			SignESessions:     signESessions,
+			SymmetricOnPlain:  transport == message.TransportCoAP && cfg.CoAP.SymmetricOnPlain,
 			SignEIV:           signEIV,
 			TokenTTL:          cfg.Auth.TokenTTL,
+			TokenMaxAge:       cfg.Auth.TokenMaxAge,
 			OnlineLifetime:    cfg.Auth.OnlineLifetime,
 			DeviceCacheTTL:    cfg.Auth.DeviceCacheTTL,
 			UnavailableMaxAge: cfg.Store.UnavailableMaxAge,
@@ -394,6 +411,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			return nil, err
 		}
 	}
+	if replayStore != nil {
+		s.wg.Go(func() { pruneReplayStates(runCtx, s.store, log) })
+	}
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
 	for _, g := range gateways { // "log lines suppressed" summaries after a flood
@@ -410,6 +430,25 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 	log.Info("coapgate started", "version", buildinfo.Version(), "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "dtls", dtlsAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+// pruneReplayStates deletes expired session states (and a device's beyond
+// sqlitestore.MaxReplayStatesPerDevice) hourly until ctx ends.
+func pruneReplayStates(ctx context.Context, st *sqlitestore.Store, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := st.PruneReplayStates(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			log.Warn("replay state prune failed", "err", err)
+		} else if n > 0 {
+			log.Debug("replay states pruned", "sessions", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // pushRouter pushes a command through the first listener that reaches

@@ -127,7 +127,8 @@ func (s *server) createProduct(w http.ResponseWriter, r *http.Request) error {
 	s.audit(r, "product created", "pk", p.ProductKey)
 	out := productJSON(p)
 	out.ProductSecret = p.ProductSecret.Reveal()
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, created[Product]{Object: out, Warnings: firmwareWarnings(
+		[2]string{"productKey", p.ProductKey}, [2]string{"productSecret", out.ProductSecret})})
 	return nil
 }
 

@@ -119,6 +119,10 @@ type CoAP struct {
 	BlockBudget int `yaml:"block_budget"`
 	// BlockTransfers bounds the Block1 transfers in progress of a listener.
 	BlockTransfers int `yaml:"block_transfers"`
+	// SymmetricOnPlain lets the plain listener take the symmetric mode too
+	// (an /auth carrying seq, uplinks with option 2089), as firmware whose
+	// symmetric URL names port 5683 expects.
+	SymmetricOnPlain bool `yaml:"symmetric_on_plain"`
 }
 
 // DTLS configures the CoAP-over-DTLS 1.2 listener (docs/protocol.md §2, §3.6).
@@ -165,8 +169,12 @@ type DTLS struct {
 
 // Auth configures device authentication.
 type Auth struct {
-	// TokenTTL is the lifetime of tokens issued by POST /auth.
+	// TokenTTL is the lifetime of tokens issued by POST /auth, sliding: a
+	// token stays valid while its device had an accepted contact within it.
 	TokenTTL time.Duration `yaml:"token_ttl"`
+	// TokenMaxAge caps a token's validity from its issue time whatever the
+	// device's activity; 0 means no cap.
+	TokenMaxAge time.Duration `yaml:"token_max_age"`
 	// TokenKey signs tokens (hex, 32 bytes). Every gateway node of a
 	// cluster needs the same key. Empty: generated into DataDir/token.key.
 	TokenKey Secret `yaml:"token_key"`
@@ -241,6 +249,7 @@ func Default() Config {
 			BlockPeerBudget:  1 << 20,
 			BlockBudget:      32 << 20,
 			BlockTransfers:   4096,
+			SymmetricOnPlain: true,
 		},
 		DTLS: DTLS{
 			Listen:           ":5684",
@@ -348,6 +357,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenTTL < time.Minute {
 		bad("auth.token_ttl must be >= 1m")
+	}
+	if c.Auth.TokenMaxAge != 0 && c.Auth.TokenMaxAge < c.Auth.TokenTTL {
+		bad("auth.token_max_age must be 0 (no cap) or >= auth.token_ttl")
 	}
 	if c.Auth.OnlineLifetime < time.Second {
 		bad("auth.online_lifetime must be >= 1s")

@@ -136,6 +136,9 @@ func TestSessionModeSettings(t *testing.T) {
 		{"IV as hex", func(c *Config) { c.Auth.DialectEIV = "00112233445566778899aabbccddeeff" }, ""},
 		{"IV too short", func(c *Config) { c.Auth.DialectEIV = "short" }, "auth.dialect_e_iv"},
 		{"IV 32 chars not hex", func(c *Config) { c.Auth.DialectEIV = strings.Repeat("z", 32) }, "auth.dialect_e_iv"},
+		{"symmetric mode off on 5683", func(c *Config) { c.CoAP.SymmetricOnPlain = false }, ""},
+		{"token cap equal to the ttl", func(c *Config) { c.Auth.TokenMaxAge = c.Auth.TokenTTL }, ""},
+		{"token cap below the ttl", func(c *Config) { c.Auth.TokenMaxAge = c.Auth.TokenTTL / 2 }, "auth.token_max_age"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -65,7 +66,10 @@ func (g *Gateway) authSignE(ctx context.Context, req *coapx.Request) *coapx.Resp
 	err = g.newSession(&cl)
 	var tok string
 	if err == nil {
-		tok, err = g.issueSession(cl, 1, req.Received) // N starts at 1
+		tok, err = g.issueSession(ctx, cl, 1, req.Received) // N starts at 1
+	}
+	if errors.Is(err, errSessionStore) {
+		return g.authFail(req, reasonStore, g.unavailable(), pk, dk)
 	}
 	if err != nil {
 		g.log.Error("issue token failed", "productKey", pk, "deviceKey", dk, "err", err)

@@ -103,7 +103,7 @@ func (g *Gateway) authUplink(ctx context.Context, req *coapx.Request) (uplinkAut
 	case isPSK:
 		// DTLS-PSK: the session is the device, no token (docs/protocol.md §2).
 		up.id, resp = g.authenticateSession(ctx, req, psk)
-	case g.o.Symmetric:
+	case g.o.Symmetric || g.symmetricUplink(req):
 		up, resp = g.authenticateSymmetric(ctx, req)
 	case hasSignE(req):
 		up, resp = g.authenticateSignE(ctx, req)
@@ -209,7 +209,14 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if _, resp := g.open(req, &up); resp != nil { // the session's sequence number
 		return resp
 	}
-	g.seen(id, req)
+	defer up.release()
+	if up.state != nil {
+		// The number is used: durable before anything is handed out.
+		if err := g.appendState(ctx, nil, up.state); err != nil {
+			return g.unavailable()
+		}
+	}
+	g.seenVia(id, req, up.transport(g.o.Transport))
 	c, next, err := g.o.Commands.Deliver(ctx, pk, dk, top, req.Received)
 	switch {
 	case errors.Is(err, command.ErrNotFound):

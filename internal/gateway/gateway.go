@@ -7,9 +7,10 @@
 // 5683) also serves dialect E's non-DTLS auth, POST /auth/{pk}/{dk}, and
 // uplinks authenticated by option 2101 (§2.2). The symmetric mode (port
 // 5682, §3.4) issues session randoms from POST /auth and takes uplinks whose
-// payload and sequence number (option 2089) are AES-128-CBC encrypted. Both
-// session modes refuse replayed sequence numbers with per-node state
-// (package replay).
+// payload and sequence number (option 2089) are AES-128-CBC encrypted; a
+// plain-mode listener may take that mode too (Options.SymmetricOnPlain).
+// Both session modes refuse replayed sequence numbers with state that is
+// committed with each uplink and survives restarts (package replay).
 package gateway
 
 import (
@@ -42,6 +43,26 @@ type Ingester interface {
 	Append(ctx context.Context, msg *message.Message) error
 }
 
+// StateIngester is an Ingester that also makes replay states durable
+// (ingest.Batcher): AppendState commits msg (nil: none) together with the
+// replay state its acceptance produced (nil: none), in one transaction; a
+// store that keeps no states ignores st. With a plain Ingester the session
+// modes' state lives in memory only.
+type StateIngester interface {
+	AppendState(ctx context.Context, msg *message.Message, st *replay.State) error
+}
+
+// appendState commits msg and st through the Ingester.
+func (g *Gateway) appendState(ctx context.Context, msg *message.Message, st *replay.State) error {
+	if si, ok := g.o.Ingest.(StateIngester); ok {
+		return si.AppendState(ctx, msg, st)
+	}
+	if msg == nil {
+		return nil
+	}
+	return g.o.Ingest.Append(ctx, msg)
+}
+
 // Options configures a Gateway.
 type Options struct {
 	Registry Registry
@@ -71,11 +92,33 @@ type Options struct {
 	ReplayWindow int
 	// MaxSessions bounds the replay state held (default 100000).
 	MaxSessions int
+	// Sessions is the replay state table, shared by the listeners of a node
+	// so that a session's numbers are used once whichever port they reach
+	// (default: a table of this Gateway's own, from Started, ReplayWindow,
+	// MaxSessions, TokenTTL and ReplayStore).
+	Sessions *replay.Sessions
+	// SignESessions is the replay state table of option 2101 sessions
+	// (numbers strictly increasing: a window of one), shared like Sessions;
+	// nil builds one from the same settings.
+	SignESessions *replay.Sessions
+	// ReplayStore is the durable replay state the default table rebuilds
+	// sessions from (nil: per-node memory only).
+	ReplayStore replay.Store
+	// SymmetricOnPlain lets a plain-mode listener (5683) take the
+	// symmetric mode too: an /auth carrying seq is answered in symmetric
+	// form and an uplink with option 2089 is a symmetric uplink. Token
+	// modes stay bound.
+	SymmetricOnPlain bool
 	// SignEIV is the AES-CBC IV of dialect E's option 2101 (16 bytes,
 	// default symmetric.IV: the document does not publish one).
 	SignEIV []byte
-	// TokenTTL is the lifetime of issued tokens.
+	// TokenTTL is the lifetime of issued tokens, sliding: a token stays
+	// valid while its device (a session token: its session) had an accepted
+	// contact within TokenTTL.
 	TokenTTL time.Duration
+	// TokenMaxAge caps a token's validity from issue time whatever the
+	// activity (0: no cap).
+	TokenMaxAge time.Duration
 	// OnlineLifetime applies to products without their own.
 	OnlineLifetime time.Duration
 	// DeviceCacheTTL bounds staleness of cached device records (0: no cache).
@@ -140,11 +183,19 @@ func New(o Options) *Gateway {
 	if len(o.SignEIV) != symmetric.BlockSize {
 		o.SignEIV = []byte(symmetric.IV)
 	}
+	if o.Sessions == nil {
+		o.Sessions = replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow,
+			MaxSessions: o.MaxSessions, Lifetime: o.TokenTTL, Store: o.ReplayStore})
+	}
+	if o.SignESessions == nil {
+		o.SignESessions = replay.NewSessions(replay.Config{Started: o.Started, Window: 1,
+			MaxSessions: o.MaxSessions, Lifetime: o.TokenTTL, Store: o.ReplayStore})
+	}
 	g := &Gateway{
 		o:        o,
 		cache:    newDevCache(o.Registry, o.DeviceCacheTTL, o.DeviceCacheEntries, o.NegativeCacheEntries),
-		sessions: replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow, MaxSessions: o.MaxSessions}),
-		signE:    replay.NewSessions(replay.Config{Started: o.Started, Window: 1, MaxSessions: o.MaxSessions}),
+		sessions: o.Sessions,
+		signE:    o.SignESessions,
 		log:      o.Logger.With("component", "gateway", "transport", o.Transport),
 		maxAge:   uint32(max(o.UnavailableMaxAge, time.Second) / time.Second),
 	}
@@ -171,7 +222,7 @@ func (g *Gateway) Invalidate(pk, dk string) {
 // ServeCoAP routes a request.
 func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Response {
 	resp := g.route(ctx, req)
-	if g.o.Symmetric && resp != nil && resp.Code>>5 != 2 {
+	if (g.o.Symmetric || g.symmetricUplink(req)) && resp != nil && resp.Code>>5 != 2 {
 		// The device decrypts every non-empty response payload (docs/protocol.md
 		// §3.4): error answers carry none here.
 		resp.Payload = nil
@@ -279,6 +330,13 @@ func (g *Gateway) lifetime(id identity) time.Duration {
 }
 
 func (g *Gateway) seen(id identity, req *coapx.Request) {
+	g.seenVia(id, req, g.o.Transport)
+}
+
+// seenVia is seen with the transport to record: a symmetric-mode device on
+// the plain listener is recorded as such, so that no plaintext command is
+// pushed to it.
+func (g *Gateway) seenVia(id identity, req *coapx.Request, transport string) {
 	if g.o.Presence == nil {
 		return
 	}
@@ -289,7 +347,7 @@ func (g *Gateway) seen(id identity, req *coapx.Request) {
 	if req.Session != nil {
 		g.live.put(id.dev.ProductKey, id.dev.DeviceKey, req.Session) // a push route
 	}
-	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), g.o.Transport, lifetime, req.Received) {
+	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), transport, lifetime, req.Received) {
 		g.log.Info("device online", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "peer", req.Peer.String())
 	}
 }

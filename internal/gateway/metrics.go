@@ -62,8 +62,10 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 	}
 	if reg != nil {
 		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink)
+		// The table is one per node (shared by the listeners): every
+		// transport label reports the same figures.
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
+			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds in memory (tables shared by all listeners).", ConstLabels: labels,
 		}, func() float64 {
 			n := 0
 			for _, t := range tables {
@@ -72,11 +74,20 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 			return float64(n)
 		}))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "coapgate_replay_sessions_evicted_total", Help: "Unexpired sessions evicted for room (their tokens must re-authenticate).", ConstLabels: labels,
+			Name: "coapgate_replay_sessions_evicted_total", Help: "Unexpired sessions evicted from memory for room (rebuilt from the store on their next uplink; tables shared by all listeners).", ConstLabels: labels,
 		}, func() float64 {
 			var n uint64
 			for _, t := range tables {
 				n += t.Evicted()
+			}
+			return float64(n)
+		}))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coapgate_replay_sessions_restored_total", Help: "Sessions rebuilt from their durable replay state (after a restart or an eviction; tables shared by all listeners).", ConstLabels: labels,
+		}, func() float64 {
+			var n uint64
+			for _, t := range tables {
+				n += t.Restored()
 			}
 			return float64(n)
 		}))

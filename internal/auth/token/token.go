@@ -140,6 +140,20 @@ func mac(key, data []byte) []byte {
 // Verify checks tok's signature and expiry at now and returns its claims.
 // Revocation (generation) is the caller's check: it needs the device.
 func (c *Codec) Verify(tok string, now time.Time) (Claims, error) {
+	cl, err := c.Parse(tok)
+	if err != nil {
+		return Claims{}, err
+	}
+	if !now.Before(cl.ExpiresAt) {
+		return Claims{}, ErrExpired
+	}
+	return cl, nil
+}
+
+// Parse checks tok's signature and returns its claims without judging its
+// lifetime: a caller whose lifetime slides with the device's activity
+// (Alive) decides that itself.
+func (c *Codec) Parse(tok string) (Claims, error) {
 	if len(tok) == 0 || len(tok) > 2*MaxLen {
 		return Claims{}, ErrMalformed
 	}
@@ -188,10 +202,33 @@ func (c *Codec) Verify(tok string, now time.Time) (Claims, error) {
 	if cl.DeviceKey, rest, ok = lenPrefixed(rest); !ok || len(rest) != 0 {
 		return Claims{}, ErrMalformed
 	}
-	if !now.Before(cl.ExpiresAt) {
-		return Claims{}, ErrExpired
-	}
 	return cl, nil
+}
+
+// Lifetime is the sliding token lifetime: a token stays valid while its
+// device keeps talking. It is valid at now when now is before its own
+// expiry (issue time + TTL), or within Idle of the device's last accepted
+// contact (lastActive); and, when MaxAge is set, less than MaxAge after it
+// was issued, whatever the activity. Revocation is checked apart
+// (generation).
+type Lifetime struct {
+	Idle   time.Duration // the TTL, counted from the last accepted contact
+	MaxAge time.Duration // absolute cap from issue time; 0: none
+}
+
+// Alive reports whether cl is valid at now (ErrExpired if not) given the
+// device's last accepted contact (zero when unknown).
+func (l Lifetime) Alive(cl Claims, lastActive, now time.Time) error {
+	if l.MaxAge > 0 && !now.Before(cl.IssuedAt.Add(l.MaxAge)) {
+		return ErrExpired
+	}
+	if now.Before(cl.ExpiresAt) {
+		return nil
+	}
+	if !lastActive.IsZero() && now.Before(lastActive.Add(l.Idle)) {
+		return nil
+	}
+	return ErrExpired
 }
 
 func lenPrefixed(b []byte) (string, []byte, bool) {

@@ -159,3 +159,52 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestLifetimeAlive(t *testing.T) {
+	issued := time.Unix(1_000_000, 0)
+	cl := Claims{IssuedAt: issued, ExpiresAt: issued.Add(time.Hour)}
+	tests := []struct {
+		name       string
+		l          Lifetime
+		lastActive time.Time
+		now        time.Time
+		alive      bool
+	}{
+		{"within its own lifetime, never active", Lifetime{Idle: time.Hour}, time.Time{}, issued.Add(59 * time.Minute), true},
+		{"at its expiry, never active", Lifetime{Idle: time.Hour}, time.Time{}, issued.Add(time.Hour), false},
+		{"active recently, five lifetimes on", Lifetime{Idle: time.Hour}, issued.Add(5 * time.Hour), issued.Add(5*time.Hour + 59*time.Minute), true},
+		{"idle for a lifetime", Lifetime{Idle: time.Hour}, issued.Add(5 * time.Hour), issued.Add(6 * time.Hour), false},
+		{"under the cap", Lifetime{Idle: time.Hour, MaxAge: 3 * time.Hour}, issued.Add(2 * time.Hour), issued.Add(2*time.Hour + time.Minute), true},
+		{"past the cap though active", Lifetime{Idle: time.Hour, MaxAge: 3 * time.Hour}, issued.Add(3 * time.Hour), issued.Add(3 * time.Hour), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.l.Alive(cl, tt.lastActive, tt.now)
+			if (err == nil) != tt.alive || (err != nil && !errors.Is(err, ErrExpired)) {
+				t.Fatalf("Alive = %v, want alive=%v", err, tt.alive)
+			}
+		})
+	}
+}
+
+func TestParseIgnoresExpiry(t *testing.T) {
+	c, err := NewCodec([]byte("0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Unix(1_000_000, 0)
+	tok, err := c.Issue(Claims{ProductKey: "p", DeviceKey: "d", IssuedAt: issued, ExpiresAt: issued.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Verify(tok, issued.Add(time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Verify after expiry: %v", err)
+	}
+	cl, err := c.Parse(tok)
+	if err != nil || cl.DeviceKey != "d" || !cl.ExpiresAt.Equal(issued.Add(time.Minute)) {
+		t.Fatalf("Parse = %+v, %v", cl, err)
+	}
+	if _, err := c.Parse(tok[:len(tok)-2] + "AA"); err == nil {
+		t.Fatal("Parse accepted a bad signature")
+	}
+}
