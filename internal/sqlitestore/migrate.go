@@ -27,7 +27,10 @@ type migration struct {
 }
 
 // loadMigrations returns the embedded steps ordered by version, checking
-// that they are numbered 1..n without gaps or duplicates.
+// that the numbers are positive and unique. A gap in the numbering is
+// allowed (numbers are reserved for steps developed side by side); a
+// database records the highest step applied, so a step is never added
+// below a number that has shipped.
 func loadMigrations() ([]migration, error) {
 	names, err := fs.Glob(migrationFS, "migrations/*.sql")
 	if err != nil {
@@ -52,8 +55,8 @@ func loadMigrations() ([]migration, error) {
 	}
 	sort.Slice(steps, func(i, j int) bool { return steps[i].version < steps[j].version })
 	for i, st := range steps {
-		if st.version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected version %d", st.name, i+1)
+		if st.version < 1 || (i > 0 && st.version == steps[i-1].version) {
+			return nil, fmt.Errorf("migration %s: duplicate or non-positive version %d", st.name, st.version)
 		}
 	}
 	return steps, nil
@@ -73,10 +76,13 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
-	if cur > len(steps) {
-		return fmt.Errorf("%w: user_version %d, known %d", ErrSchemaTooNew, cur, len(steps))
+	if last := latestVersion(steps); cur > last {
+		return fmt.Errorf("%w: user_version %d, known %d", ErrSchemaTooNew, cur, last)
 	}
-	for _, st := range steps[cur:] {
+	for _, st := range steps {
+		if st.version <= cur {
+			continue
+		}
 		if err := applyStep(ctx, db, st); err != nil {
 			return fmt.Errorf("migration %s: %w", st.name, err)
 		}
@@ -100,11 +106,8 @@ func applyStep(ctx context.Context, db *sql.DB, st migration) (err error) {
 	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&cur); err != nil {
 		return fmt.Errorf("read user_version: %w", err)
 	}
-	switch {
-	case cur >= st.version:
+	if cur >= st.version {
 		return tx.Rollback() // applied meanwhile by another process
-	case cur != st.version-1:
-		return fmt.Errorf("database at user_version %d, step needs %d", cur, st.version-1)
 	}
 	if _, err := tx.ExecContext(ctx, st.sql); err != nil {
 		return fmt.Errorf("apply: %w", err)
@@ -119,7 +122,15 @@ func applyStep(ctx context.Context, db *sql.DB, st migration) (err error) {
 	return nil
 }
 
-// userVersion reads PRAGMA user_version, the number of applied steps.
+// latestVersion is the number of the newest step (0 without steps).
+func latestVersion(steps []migration) int {
+	if len(steps) == 0 {
+		return 0
+	}
+	return steps[len(steps)-1].version
+}
+
+// userVersion reads PRAGMA user_version, the newest step applied.
 func userVersion(ctx context.Context, db *sql.DB) (int, error) {
 	var v int
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {

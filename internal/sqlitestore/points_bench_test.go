@@ -97,6 +97,29 @@ func BenchmarkHistory1M(b *testing.B) {
 			}
 		}
 	})
+	b.Run("aggregate-full/1h", func(b *testing.B) {
+		hq := q
+		hq.From, hq.To, hq.Interval = benchBase, benchBase.Add(span), time.Hour
+		want := int(span / time.Hour)
+		for b.Loop() {
+			bs, err := s.Aggregate(ctx, hq)
+			if err != nil || len(bs) < want {
+				b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+			}
+		}
+	})
+	b.Run("aggregate-full/90s-no-rollup", func(b *testing.B) {
+		// Not a whole number of minutes: answered from the samples.
+		hq := q
+		hq.From, hq.To, hq.Interval = benchBase, benchBase.Add(span), 90*time.Second
+		want := int(span / (90 * time.Second))
+		for b.Loop() {
+			bs, err := s.Aggregate(ctx, hq)
+			if err != nil || len(bs) < want {
+				b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+			}
+		}
+	})
 	b.Run("aggregate-1h/1m", func(b *testing.B) {
 		hq := q
 		hq.From, hq.To, hq.Interval = benchBase.Add(24*time.Hour), benchBase.Add(25*time.Hour), time.Minute
