@@ -400,6 +400,10 @@ type ActionStatus struct {
 	DeadLetters int64      `json:"deadLetters"`
 	LastError   string     `json:"lastError,omitempty"`
 	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	// RetentionLost counts log entries retention deleted before this
+	// action handled them; RetentionLostTo is the highest such log ID.
+	RetentionLost   int64 `json:"retentionLost,omitempty"`
+	RetentionLostTo int64 `json:"retentionLostTo,omitempty"`
 }
 
 // Status returns the progress of each of the rule's actions: the saved
@@ -430,6 +434,7 @@ func (m *Manager) Status(ctx context.Context, id string) ([]ActionStatus, error)
 		}
 		s := &out[cs.Action]
 		s.Cursor, s.Delivered, s.Failures, s.DeadLetters, s.LastError = cs.Cursor, cs.Delivered, cs.Failures, cs.DeadLetters, cs.LastError
+		s.RetentionLost, s.RetentionLostTo = cs.RetentionLost, cs.RetentionLostTo
 		if !cs.LastErrorAt.IsZero() {
 			t := cs.LastErrorAt
 			s.LastErrorAt = &t

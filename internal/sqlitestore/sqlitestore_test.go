@@ -17,6 +17,7 @@ import (
 	"github.com/coapgate/coapgate/internal/message/messagetest"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/registry/storetest"
+	"github.com/coapgate/coapgate/internal/retention/retentiontest"
 )
 
 // openTemp opens a store on a new file in t's temp dir and closes it at
@@ -366,4 +367,11 @@ func TestListPlans(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRetentionStore(t *testing.T) {
+	retentiontest.Run(t, func(t *testing.T) retentiontest.Store {
+		s, _ := openTemp(t)
+		return s
+	})
 }
