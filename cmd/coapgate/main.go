@@ -39,6 +39,7 @@ func commands() []command {
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create or list management API keys (works on the data directory)", cmdAPIKey},
+		{"backup", "write an online backup of the database (works on the data directory)", cmdBackup},
 		{"version", "print the version", cmdVersion},
 	}
 }
