@@ -69,8 +69,9 @@ type Retention struct {
 	Interval time.Duration `yaml:"interval"`
 	// BatchSize bounds the rows deleted per transaction (1..5000).
 	BatchSize int `yaml:"batch_size"`
-	// BatchPause is the wait between two batches, so that ingest's
-	// commits go first.
+	// BatchPause is the least wait between two batches (the worker also
+	// waits as long as the last batch took), so that ingest's commits go
+	// first.
 	BatchPause time.Duration `yaml:"batch_pause"`
 }
 

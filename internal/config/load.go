@@ -153,7 +153,7 @@ var Help = map[string]string{
 	"retention.dead_letters":    "how long forwarding dead letters are kept (0: forever)",
 	"retention.interval":        "wait between two retention runs",
 	"retention.batch_size":      "rows deleted per retention transaction (1..5000)",
-	"retention.batch_pause":     "wait between two retention batches, so that ingest commits go first",
+	"retention.batch_pause":     "least wait between two retention batches (the worker also waits as long as the last batch took), so that ingest commits go first",
 }
 
 // Overrides collects flag values; they are applied last.

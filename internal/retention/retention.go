@@ -6,8 +6,9 @@
 //
 // Deletion never stalls ingest: every batch is one short write
 // transaction of at most BatchSize rows, chosen beforehand on a read
-// connection, and the worker pauses between batches so that waiting
-// writers (group commits of uplinks) go first.
+// connection, and after each batch the worker waits at least as long as
+// the batch took, so that waiting writers (group commits of uplinks) get
+// the store at least half of the time.
 //
 // Two readers of the message log are protected or told:
 //   - the point projector: log entries it has not projected yet are never

@@ -32,8 +32,10 @@ type Options struct {
 	// BatchSize is the number of rows per transaction (default and
 	// maximum MaxBatch).
 	BatchSize int
-	// Pause is the wait between two batches, which lets queued writers
-	// go first (default 10 ms; negative: none).
+	// Pause is the least wait between two batches (default 10 ms;
+	// negative: none). The worker also waits at least as long as the
+	// previous batch took, so that it holds the store's writer at most
+	// half of the time and queued writers (ingest) go first.
 	Pause time.Duration
 	// Now is the clock (default time.Now).
 	Now        func() time.Time
@@ -253,10 +255,12 @@ func (w *Worker) purge(ctx context.Context, p Purge, st *Stats) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		t0 := time.Now()
 		res, err := w.o.Store.Purge(ctx, p)
 		if err != nil {
 			return err
 		}
+		took := time.Since(t0)
 		st.Deleted[p.Kind] += int64(res.Deleted)
 		w.deleted.WithLabelValues(string(p.Kind)).Add(float64(res.Deleted))
 		st.HeldBack += res.HeldBack
@@ -269,8 +273,10 @@ func (w *Worker) purge(ctx context.Context, p Purge, st *Stats) error {
 		if res.Deleted < p.Limit {
 			return nil
 		}
-		if w.o.Pause > 0 {
-			t := time.NewTimer(w.o.Pause)
+		// Yield at least as long as the batch took: retention holds the
+		// store's writer at most half of the time, ingest the rest.
+		if pause := max(w.o.Pause, took); pause > 0 {
+			t := time.NewTimer(pause)
 			select {
 			case <-ctx.Done():
 				t.Stop()

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/coapgate/coapgate/internal/retention"
 )
@@ -70,16 +71,16 @@ func (s *Store) Purge(ctx context.Context, p retention.Purge) (retention.Result,
 	case retention.Events:
 		res, err = s.purgeByID(ctx, "device_events",
 			`SELECT id FROM device_events WHERE product_key = ? AND at < ? ORDER BY at LIMIT ?`,
-			`DELETE FROM device_events WHERE id = ?`, p.ProductKey, before, p.Limit)
+			"", p.ProductKey, before, p.Limit)
 	case retention.Commands:
 		res, err = s.purgeByID(ctx, "commands",
 			`SELECT id FROM commands WHERE product_key = ? AND created_at < ?
 				AND state NOT IN ('pending', 'delivered') ORDER BY created_at LIMIT ?`,
-			`DELETE FROM commands WHERE id = ? AND state NOT IN ('pending', 'delivered')`, p.ProductKey, before, p.Limit)
+			"state NOT IN ('pending', 'delivered')", p.ProductKey, before, p.Limit)
 	case retention.DeadLetters:
 		res, err = s.purgeByID(ctx, "dead_letters",
 			`SELECT id FROM dead_letters WHERE created_at < ? ORDER BY created_at LIMIT ?`,
-			`DELETE FROM dead_letters WHERE id = ?`, nil, before, p.Limit)
+			"", nil, before, p.Limit)
 	case retention.Points:
 		res, err = s.purgePoints(ctx, p.ProductKey, before, p.Limit)
 	case retention.Rollups1m:
@@ -111,6 +112,30 @@ func (s *Store) selectIDs(ctx context.Context, query string, args ...any) ([]int
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
+}
+
+// deleteIDs deletes the rows of table with the given ids (and, if cond
+// is not empty, matching cond) in one statement inside tx.
+func deleteIDs(ctx context.Context, tx *sql.Tx, table, cond string, ids []int64) (int, error) {
+	b := make([]byte, 0, 8*len(ids)+2)
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	b = append(b, ']')
+	q := `DELETE FROM ` + table + ` WHERE id IN (SELECT value FROM json_each(?))`
+	if cond != "" {
+		q += ` AND ` + cond
+	}
+	r, err := tx.ExecContext(ctx, q, string(b))
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.RowsAffected()
+	return int(n), err
 }
 
 // deleteEach runs del once per key set inside tx and returns the rows
@@ -157,7 +182,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error)
 }
 
 // purgeByID deletes by integer ID. pk nil: the table has no product.
-func (s *Store) purgeByID(ctx context.Context, table, sel, del string, pk any, before int64, limit int) (retention.Result, error) {
+func (s *Store) purgeByID(ctx context.Context, table, sel, cond string, pk any, before int64, limit int) (retention.Result, error) {
 	args := []any{before, limit}
 	if pk != nil {
 		args = append([]any{pk}, args...)
@@ -166,13 +191,9 @@ func (s *Store) purgeByID(ctx context.Context, table, sel, del string, pk any, b
 	if err != nil || len(ids) == 0 {
 		return retention.Result{}, err
 	}
-	keys := make([][]any, len(ids))
-	for i, id := range ids {
-		keys[i] = []any{id}
-	}
 	var res retention.Result
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		res.Deleted, err = deleteEach(ctx, tx, del, keys)
+		res.Deleted, err = deleteIDs(ctx, tx, table, cond, ids)
 		return err
 	})
 	// Rows deleted meanwhile by someone else still count as a full batch,
@@ -199,13 +220,9 @@ func (s *Store) purgeMessages(ctx context.Context, pk string, before int64, limi
 	var res retention.Result
 	if len(ids) > 0 {
 		slices.Sort(ids)
-		keys := make([][]any, len(ids))
-		for i, id := range ids {
-			keys[i] = []any{id}
-		}
 		err = s.inTx(ctx, func(tx *sql.Tx) error {
 			var err error
-			if res.Deleted, err = deleteEach(ctx, tx, `DELETE FROM messages WHERE id = ?`, keys); err != nil {
+			if res.Deleted, err = deleteIDs(ctx, tx, "messages", "", ids); err != nil {
 				return err
 			}
 			res.Lost, err = bookLost(ctx, tx, ids)
