@@ -22,6 +22,27 @@ func productKeysSQL(table string) string {
 	SELECT k FROM pk WHERE k IS NOT NULL`
 }
 
+// The searches of Purge, run on the read pool (TestRetentionPlans checks
+// that each is an index search, never a table scan). CROSS JOIN makes
+// SQLite walk the point series (latest_points) and seek each one's
+// expired range, instead of scanning all of a product's samples.
+const (
+	selectExpiredEvents   = `SELECT id FROM device_events WHERE product_key = ? AND at < ? ORDER BY at LIMIT ?`
+	selectExpiredCommands = `SELECT id FROM commands WHERE product_key = ? AND created_at < ?
+				AND state NOT IN ('pending', 'delivered') ORDER BY created_at LIMIT ?`
+	selectExpiredDeadLetters = `SELECT id FROM dead_letters WHERE created_at < ? ORDER BY created_at LIMIT ?`
+	selectExpiredMessages    = `SELECT id FROM messages WHERE product_key = ? AND received_at < ? AND id <= ?
+		ORDER BY received_at LIMIT ?`
+	selectExpiredPoints = `SELECT p.device_key, p.kind, p.name, p.ts, p.msg_id
+		FROM latest_points l CROSS JOIN points p ON p.product_key = l.product_key AND p.device_key = l.device_key
+			AND p.kind = l.kind AND p.name = l.name AND p.ts < ?2
+		WHERE l.product_key = ?1 LIMIT ?3`
+	selectExpiredRollups = `SELECT r.device_key, r.kind, r.name, r.bucket
+		FROM latest_points l CROSS JOIN point_rollups r ON r.product_key = l.product_key AND r.device_key = l.device_key
+			AND r.kind = l.kind AND r.name = l.name AND r.res = ?2 AND r.bucket <= ?3
+		WHERE l.product_key = ?1 LIMIT ?4`
+)
+
 // RetentionProducts implements retention.Store.
 func (s *Store) RetentionProducts(ctx context.Context, kind retention.Kind) ([]string, error) {
 	var table string
@@ -70,16 +91,15 @@ func (s *Store) Purge(ctx context.Context, p retention.Purge) (retention.Result,
 		res, err = s.purgeMessages(ctx, p.ProductKey, before, p.Limit)
 	case retention.Events:
 		res, err = s.purgeByID(ctx, "device_events",
-			`SELECT id FROM device_events WHERE product_key = ? AND at < ? ORDER BY at LIMIT ?`,
+			selectExpiredEvents,
 			"", p.ProductKey, before, p.Limit)
 	case retention.Commands:
 		res, err = s.purgeByID(ctx, "commands",
-			`SELECT id FROM commands WHERE product_key = ? AND created_at < ?
-				AND state NOT IN ('pending', 'delivered') ORDER BY created_at LIMIT ?`,
+			selectExpiredCommands,
 			"state NOT IN ('pending', 'delivered')", p.ProductKey, before, p.Limit)
 	case retention.DeadLetters:
 		res, err = s.purgeByID(ctx, "dead_letters",
-			`SELECT id FROM dead_letters WHERE created_at < ? ORDER BY created_at LIMIT ?`,
+			selectExpiredDeadLetters,
 			"", nil, before, p.Limit)
 	case retention.Points:
 		res, err = s.purgePoints(ctx, p.ProductKey, before, p.Limit)
@@ -212,8 +232,7 @@ func (s *Store) purgeMessages(ctx context.Context, pk string, before int64, limi
 	if err := s.reader.QueryRowContext(ctx, `SELECT min(last_id) FROM projector_cursors`).Scan(&floor); err != nil {
 		return retention.Result{}, fmt.Errorf("projector cursors: %w", err)
 	}
-	ids, err := s.selectIDs(ctx, `SELECT id FROM messages WHERE product_key = ? AND received_at < ? AND id <= ?
-		ORDER BY received_at LIMIT ?`, pk, before, floor.Int64, limit)
+	ids, err := s.selectIDs(ctx, selectExpiredMessages, pk, before, floor.Int64, limit)
 	if err != nil {
 		return retention.Result{}, err
 	}
@@ -282,10 +301,7 @@ func bookLost(ctx context.Context, tx *sql.Tx, ids []int64) ([]retention.Lost, e
 // purgePoints deletes expired samples of the product's point series (the
 // latest values stay).
 func (s *Store) purgePoints(ctx context.Context, pk string, before int64, limit int) (retention.Result, error) {
-	rows, err := s.reader.QueryContext(ctx, `SELECT p.device_key, p.kind, p.name, p.ts, p.msg_id
-		FROM latest_points l JOIN points p ON p.product_key = l.product_key AND p.device_key = l.device_key
-			AND p.kind = l.kind AND p.name = l.name AND p.ts < ?2
-		WHERE l.product_key = ?1 LIMIT ?3`, pk, before, limit)
+	rows, err := s.reader.QueryContext(ctx, selectExpiredPoints, pk, before, limit)
 	if err != nil {
 		return retention.Result{}, err
 	}
@@ -300,10 +316,7 @@ func (s *Store) purgePoints(ctx context.Context, pk string, before int64, limit 
 // purgeRollups deletes the product's rollup buckets of width res that
 // end at or before before.
 func (s *Store) purgeRollups(ctx context.Context, pk string, res, before int64, limit int) (retention.Result, error) {
-	rows, err := s.reader.QueryContext(ctx, `SELECT r.device_key, r.kind, r.name, r.bucket
-		FROM latest_points l JOIN point_rollups r ON r.product_key = l.product_key AND r.device_key = l.device_key
-			AND r.kind = l.kind AND r.name = l.name AND r.res = ?2 AND r.bucket <= ?3
-		WHERE l.product_key = ?1 LIMIT ?4`, pk, res, before-res, limit)
+	rows, err := s.reader.QueryContext(ctx, selectExpiredRollups, pk, res, before-res, limit)
 	if err != nil {
 		return retention.Result{}, err
 	}

@@ -17,9 +17,9 @@ import (
 )
 
 const (
-	benchOldRows   = 100_000 // expired messages, and as many expired samples
-	benchIngest    = 50_000  // uplinks appended without retention
-	benchClients   = 256     // concurrent uplinks (devices waiting for their ACK)
+	benchOldRows = 100_000 // expired messages, and as many expired samples
+	benchIngest  = 50_000  // uplinks appended without retention
+	benchClients = 256     // concurrent uplinks (devices waiting for their ACK)
 )
 
 // seedExpired builds a store holding benchOldRows messages and samples
@@ -169,4 +169,3 @@ func BenchmarkRetentionDuringIngest(b *testing.B) {
 		})
 	}
 }
-
