@@ -139,3 +139,31 @@ func BenchmarkHistory1M(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkProject measures the projection write path: batches of 1,000
+// samples over 100 points of 10 devices, one sample per point per second,
+// as the projector writes them (samples, latest values, rollups and the
+// cursor in one transaction).
+func BenchmarkProject(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "coapgate.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const batch = 1000
+	msg := int64(0)
+	samples := make([]point.Sample, batch)
+	for b.Loop() {
+		for i := range samples {
+			msg++
+			samples[i] = point.Sample{ProductKey: "pk", DeviceKey: "d" + strconv.Itoa(i%10), Kind: point.KindPoint,
+				Name: "p" + strconv.Itoa(i%100/10), Time: benchBase.Add(time.Duration(msg/100) * time.Second),
+				Value: float64(msg % 1000), MessageID: msg}
+		}
+		if err := s.Project(ctx, "bench", msg, samples); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
+}
