@@ -180,3 +180,41 @@ func TestBackupRestoreWhileIngesting(t *testing.T) {
 		t.Fatalf("publish on the restored node: %v", err)
 	}
 }
+
+// TestBackupCommandRefusals: usage errors exit 2, an existing destination
+// or a missing database exit 1 with the reason, and nothing is written.
+func TestBackupCommandRefusals(t *testing.T) {
+	dir := t.TempDir()
+	exists := filepath.Join(dir, "exists.db")
+	if err := os.WriteFile(exists, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"help", []string{"--help"}, 0, "Usage: coapgate backup"},
+		{"no out", []string{"--data-dir", dir}, 2, "Usage: coapgate backup"},
+		{"extra argument", []string{"--out", filepath.Join(dir, "x.db"), "extra"}, 2, "Usage: coapgate backup"},
+		{"missing database", []string{"--data-dir", filepath.Join(dir, "nope"), "--out", filepath.Join(dir, "y.db")}, 1, "no such file"},
+		{"destination exists", []string{"--db", exists, "--out", exists}, 1, "destination exists"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"backup"}, tc.args...), &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tc.code, tc.msg)
+			}
+		})
+	}
+	for _, n := range []string{"x.db", "y.db"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); !os.IsNotExist(err) {
+			t.Errorf("%s was written: %v", n, err)
+		}
+	}
+	if b, _ := os.ReadFile(exists); string(b) != "keep" {
+		t.Errorf("existing destination overwritten: %q", b)
+	}
+}
