@@ -62,7 +62,8 @@ type server struct {
 	// AdminKey is set when this start created the first API key.
 	AdminKey string
 
-	// retention deletes expired data in the background.
+	// retention deletes expired data in the background (nil when the
+	// store does not support it).
 	retention *retention.Worker
 
 	cancel context.CancelFunc
@@ -188,13 +189,17 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if pause == 0 {
 		pause = -1 // the worker's "no pause"
 	}
-	s.retention = retention.New(retention.Options{
-		Store: s.store, Products: s.store,
-		Periods: retention.Periods{Messages: rc.Messages, Points: rc.Points, Events: rc.Events, Commands: rc.Commands,
-			DeadLetters: rc.DeadLetters, Rollups1m: rc.Rollups1m, Rollups1h: rc.Rollups1h},
-		Interval: rc.Interval, BatchSize: rc.BatchSize, Pause: pause,
-		Registerer: reg, Logger: log,
-	})
+	if rs, ok := any(s.store).(retention.Store); ok {
+		s.retention = retention.New(retention.Options{
+			Store: rs, Products: s.store,
+			Periods: retention.Periods{Messages: rc.Messages, Points: rc.Points, Events: rc.Events, Commands: rc.Commands,
+				DeadLetters: rc.DeadLetters, Rollups1m: rc.Rollups1m, Rollups1h: rc.Rollups1h},
+			Interval: rc.Interval, BatchSize: rc.BatchSize, Pause: pause,
+			Registerer: reg, Logger: log,
+		})
+	} else {
+		log.Warn("this store does not support retention: stored data is kept forever")
+	}
 	pres := presence.NewTracker()
 	signEIV, err := cfg.Auth.SignEIV()
 	if err != nil {
@@ -373,7 +378,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	s.wg.Go(func() { queue.Run(runCtx) })
-	s.wg.Go(func() { s.retention.Run(runCtx) })
+	if s.retention != nil {
+		s.wg.Go(func() { s.retention.Run(runCtx) })
+	}
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {
 			cancel()
