@@ -281,7 +281,7 @@ func Default() Config {
 		},
 		Forward: Forward{BackoffBase: time.Second, BackoffMax: time.Minute, ShutdownTimeout: 5 * time.Second},
 		Retention: Retention{
-			Messages: 30 * day, Points: 30 * day, Rollups1m: 90 * day, Rollups1h: 0,
+			Messages: 30 * day, Points: 30 * day, Rollups1m: 30 * day, Rollups1h: 0,
 			Events: 90 * day, Commands: 30 * day, DeadLetters: 30 * day,
 			Interval: 10 * time.Minute, BatchSize: 5000, BatchPause: 10 * time.Millisecond,
 		},
