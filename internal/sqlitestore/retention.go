@@ -90,17 +90,12 @@ func (s *Store) Purge(ctx context.Context, p retention.Purge) (retention.Result,
 	case retention.Messages:
 		res, err = s.purgeMessages(ctx, p.ProductKey, before, p.Limit)
 	case retention.Events:
-		res, err = s.purgeByID(ctx, "device_events",
-			selectExpiredEvents,
-			"", p.ProductKey, before, p.Limit)
+		res, err = s.purgeByID(ctx, "device_events", selectExpiredEvents, "", p.ProductKey, before, p.Limit)
 	case retention.Commands:
-		res, err = s.purgeByID(ctx, "commands",
-			selectExpiredCommands,
-			"state NOT IN ('pending', 'delivered')", p.ProductKey, before, p.Limit)
+		res, err = s.purgeByID(ctx, "commands", selectExpiredCommands, "state NOT IN ('pending', 'delivered')",
+			p.ProductKey, before, p.Limit)
 	case retention.DeadLetters:
-		res, err = s.purgeByID(ctx, "dead_letters",
-			selectExpiredDeadLetters,
-			"", nil, before, p.Limit)
+		res, err = s.purgeByID(ctx, "dead_letters", selectExpiredDeadLetters, "", nil, before, p.Limit)
 	case retention.Points:
 		res, err = s.purgePoints(ctx, p.ProductKey, before, p.Limit)
 	case retention.Rollups1m:
@@ -201,7 +196,8 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error)
 	return nil
 }
 
-// purgeByID deletes by integer ID. pk nil: the table has no product.
+// purgeByID deletes the rows sel (on the read pool) finds, by integer ID,
+// those still matching cond. pk nil: the table has no product column.
 func (s *Store) purgeByID(ctx context.Context, table, sel, cond string, pk any, before int64, limit int) (retention.Result, error) {
 	args := []any{before, limit}
 	if pk != nil {
