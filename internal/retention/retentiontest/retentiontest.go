@@ -5,6 +5,7 @@ package retentiontest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -66,9 +67,27 @@ func (p products) ListProducts(_ context.Context, page registry.Page) ([]registr
 
 func dur(d time.Duration) *time.Duration { return &d }
 
+// batchSize is the workers' batch size in the suite.
+const batchSize = 7
+
 func worker(s Store, per retention.Periods, ps products) *retention.Worker {
-	return retention.New(retention.Options{Store: s, Products: ps, Periods: per, BatchSize: 7, Pause: -1,
+	return retention.New(retention.Options{Store: bounded{s}, Products: ps, Periods: per, BatchSize: batchSize, Pause: -1,
 		Now: func() time.Time { return now }})
+}
+
+// bounded checks that every Purge deletes at most its Limit of rows: a
+// store that deleted a whole backlog in one transaction would stall
+// ingest.
+type bounded struct{ Store }
+
+var errUnbounded = errors.New("retentiontest: a purge deleted more rows than its limit")
+
+func (b bounded) Purge(ctx context.Context, p retention.Purge) (retention.Result, error) {
+	res, err := b.Store.Purge(ctx, p)
+	if err == nil && (p.Limit != batchSize || res.Deleted > p.Limit) {
+		return res, fmt.Errorf("%w: limit %d, deleted %d", errUnbounded, p.Limit, res.Deleted)
+	}
+	return res, err
 }
 
 // appendAt appends n uplinks of pk/dk received at at and returns their IDs.
