@@ -167,3 +167,66 @@ func BenchmarkProject(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// openYear opens (building on first use, kept in the temp directory like
+// History1M's) a database holding a year of one point sampled every
+// minute: 525,600 samples.
+func openYear(b *testing.B) *Store {
+	b.Helper()
+	ctx := context.Background()
+	path := filepath.Join(os.TempDir(), "coapgate-bench-year-1min-v1.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	const n = 365 * 24 * 60
+	if cur, err := s.Cursor(ctx, "bench"); err == nil && cur == n {
+		return s
+	}
+	start := time.Now()
+	samples := make([]point.Sample, 0, 10_000)
+	for i := range n {
+		samples = append(samples, point.Sample{ProductKey: "bench_pk", DeviceKey: "bench_dev", Kind: point.KindPoint, Name: "temp",
+			Time: benchBase.Add(time.Duration(i) * time.Minute), Value: 20 + 5*math.Sin(float64(i)/1440), MessageID: int64(i + 1)})
+		if len(samples) == cap(samples) || i == n-1 {
+			if err := s.Project(ctx, "bench", int64(i+1), samples); err != nil {
+				b.Fatal(err)
+			}
+			samples = samples[:0]
+		}
+	}
+	b.Logf("loaded %d samples in %v", n, time.Since(start))
+	return s
+}
+
+// BenchmarkAggregateYear aggregates a year of one point (one sample a
+// minute) per day and per hour: from the 1-hour rollups, and, for
+// comparison, from the samples (a 61-minute interval is not answered from
+// rollups)
+// (go test ./internal/sqlitestore/ -run '^$' -bench AggregateYear).
+func BenchmarkAggregateYear(b *testing.B) {
+	s := openYear(b)
+	ctx := context.Background()
+	q := point.HistoryQuery{PK: "bench_pk", DK: "bench_dev", Name: "temp", From: benchBase, To: benchBase.Add(365 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		name string
+		iv   time.Duration
+		want int
+	}{
+		{"rollups/1d", 24 * time.Hour, 365},
+		{"rollups/1h", time.Hour, 365 * 24},
+		{"samples/61m", 61 * time.Minute, 365 * 24 * 60 / 61},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			hq := q
+			hq.Interval = tc.iv
+			for b.Loop() {
+				bs, err := s.Aggregate(ctx, hq)
+				if err != nil || len(bs) < tc.want {
+					b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+				}
+			}
+		})
+	}
+}

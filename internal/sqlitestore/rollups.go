@@ -191,12 +191,22 @@ func (s *Store) aggregateRollups(ctx context.Context, q point.HistoryQuery, kind
 				return nil, err
 			}
 		}
-		rows, err := s.reader.QueryContext(ctx, `SELECT bucket - ((bucket % ?1) + ?1) % ?1 AS b,
+		query := `SELECT bucket - ((bucket % ?1) + ?1) % ?1 AS b,
 				sum(count), sum(num_count), total(sum), min(min), max(max)
 			FROM point_rollups
 			WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
 				AND bucket >= ?7 AND bucket < ?8
-			GROUP BY b`, iv, q.PK, q.DK, kind, q.Name, res, alo, ahi)
+			GROUP BY b`
+		if iv == res {
+			// One rollup row per bucket, in key order: no grouping
+			// (?1 stays referenced so that both forms take the same
+			// arguments).
+			query = `SELECT bucket + 0 * ?1, count, num_count, sum, min, max
+			FROM point_rollups
+			WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
+				AND bucket >= ?7 AND bucket < ?8`
+		}
+		rows, err := s.reader.QueryContext(ctx, query, iv, q.PK, q.DK, kind, q.Name, res, alo, ahi)
 		if err != nil {
 			return nil, err
 		}
