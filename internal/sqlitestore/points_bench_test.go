@@ -201,9 +201,9 @@ func openYear(b *testing.B) *Store {
 }
 
 // BenchmarkAggregateYear aggregates a year of one point (one sample a
-// minute) per day and per hour: from the 1-hour rollups, and, for
-// comparison, from the samples (a 61-minute interval is not answered from
-// rollups)
+// minute) per day and per hour from the 1-hour rollups, and for
+// comparison in 61-minute buckets (from the 1-minute rollups) and
+// 3601-second ones (from the samples)
 // (go test ./internal/sqlitestore/ -run '^$' -bench AggregateYear).
 func BenchmarkAggregateYear(b *testing.B) {
 	s := openYear(b)
@@ -216,7 +216,11 @@ func BenchmarkAggregateYear(b *testing.B) {
 	}{
 		{"rollups/1d", 24 * time.Hour, 365},
 		{"rollups/1h", time.Hour, 365 * 24},
-		{"samples/61m", 61 * time.Minute, 365 * 24 * 60 / 61},
+		// A whole number of minutes but not of hours: the 1-minute
+		// rollups, as many rows as samples here.
+		{"rollups-1m/61m", 61 * time.Minute, 365 * 24 * 60 / 61},
+		// Not a whole number of minutes: the samples.
+		{"samples/3601s", 3601 * time.Second, 365 * 24 * 3600 / 3601},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			hq := q
