@@ -311,8 +311,8 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 	}
 	lo, hi := timeBounds(q.From, q.To)
 	iv := int64(q.Interval)
-	if res := rollupResolution(iv); res != 0 {
-		accs, err := s.aggregateRollups(ctx, q, kind, lo, hi, iv, res)
+	if levels := rollupLevels(iv); levels != nil {
+		accs, err := s.aggregateRollups(ctx, q, kind, lo, hi, iv, levels)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 		}

@@ -151,25 +151,48 @@ func (b *bucketAcc) merge(count, numCount int64, sum float64, mn, mx sql.NullFlo
 	}
 }
 
-// rollupResolution returns the rollup width that can answer buckets of
-// width iv (0: none; iv is not a whole number of minutes).
-func rollupResolution(iv int64) int64 {
+// rollupLevels returns the rollup widths that can answer buckets of width
+// iv, coarsest first (none: iv is not a whole number of minutes).
+func rollupLevels(iv int64) []int64 {
 	switch {
 	case iv%rollupHour == 0:
-		return rollupHour
+		return []int64{rollupHour, rollupMinute}
 	case iv%rollupMinute == 0:
-		return rollupMinute
+		return []int64{rollupMinute}
 	}
-	return 0
+	return nil
 }
 
 // aggregateRollups answers Aggregate for an interval that is a whole
-// number of minutes: the part of [lo, hi) aligned to the rollup width from
-// point_rollups, the unaligned head and tail (if any) from the samples.
-// Every rollup bucket lies inside one interval bucket (the width divides
-// the interval), so the answer equals the one over the samples; sums of
+// number of minutes: the part of [lo, hi) aligned to the coarsest rollup
+// width from those rollups, the unaligned ends from the next finer width,
+// and what no width covers (sub-minute ends) from the samples. Every
+// rollup bucket lies inside one interval bucket (the width divides the
+// interval), so the answer equals the one over the samples; sums of
 // non-integer floats may differ in the last bits (addition order).
-func (s *Store) aggregateRollups(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv, res int64) ([]*bucketAcc, error) {
+func (s *Store) aggregateRollups(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64) ([]*bucketAcc, error) {
+	buckets := map[int64]*bucketAcc{}
+	if err := s.aggregatePart(ctx, q, kind, lo, hi, iv, levels, buckets); err != nil {
+		return nil, err
+	}
+	out := make([]*bucketAcc, 0, len(buckets))
+	for _, b := range buckets {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b *bucketAcc) int { return cmpInt64(a.start, b.start) })
+	return out, nil
+}
+
+// aggregatePart adds [lo, hi) to buckets from the first of levels (or the
+// samples when none is left).
+func (s *Store) aggregatePart(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64, buckets map[int64]*bucketAcc) error {
+	if lo >= hi {
+		return nil
+	}
+	if len(levels) == 0 {
+		return s.aggregateRaw(ctx, q, kind, lo, hi, iv, buckets)
+	}
+	res := levels[0]
 	alo, ahi := lo, floorTo(hi, res)
 	if lo != math.MinInt64 {
 		if f := floorTo(lo, res); f != lo {
@@ -180,51 +203,34 @@ func (s *Store) aggregateRollups(ctx context.Context, q point.HistoryQuery, kind
 			}
 		}
 	}
-	buckets := map[int64]*bucketAcc{}
 	if alo >= ahi {
-		if err := s.aggregateRaw(ctx, q, kind, lo, hi, iv, buckets); err != nil {
-			return nil, err
-		}
-	} else {
-		if lo < alo {
-			if err := s.aggregateRaw(ctx, q, kind, lo, alo, iv, buckets); err != nil {
-				return nil, err
-			}
-		}
-		query := `SELECT bucket - ((bucket % ?1) + ?1) % ?1 AS b,
-				sum(count), sum(num_count), total(sum), min(min), max(max)
-			FROM point_rollups
-			WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
-				AND bucket >= ?7 AND bucket < ?8
-			GROUP BY b`
-		if iv == res {
-			// One rollup row per bucket, in key order: no grouping
-			// (?1 stays referenced so that both forms take the same
-			// arguments).
-			query = `SELECT bucket + 0 * ?1, count, num_count, sum, min, max
-			FROM point_rollups
-			WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
-				AND bucket >= ?7 AND bucket < ?8`
-		}
-		rows, err := s.reader.QueryContext(ctx, query, iv, q.PK, q.DK, kind, q.Name, res, alo, ahi)
-		if err != nil {
-			return nil, err
-		}
-		if err := scanPartials(rows, buckets); err != nil {
-			return nil, err
-		}
-		if ahi < hi {
-			if err := s.aggregateRaw(ctx, q, kind, ahi, hi, iv, buckets); err != nil {
-				return nil, err
-			}
-		}
+		return s.aggregatePart(ctx, q, kind, lo, hi, iv, levels[1:], buckets)
 	}
-	out := make([]*bucketAcc, 0, len(buckets))
-	for _, b := range buckets {
-		out = append(out, b)
+	if err := s.aggregatePart(ctx, q, kind, lo, alo, iv, levels[1:], buckets); err != nil {
+		return err
 	}
-	slices.SortFunc(out, func(a, b *bucketAcc) int { return cmpInt64(a.start, b.start) })
-	return out, nil
+	query := `SELECT bucket - ((bucket % ?1) + ?1) % ?1 AS b,
+			sum(count), sum(num_count), total(sum), min(min), max(max)
+		FROM point_rollups
+		WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
+			AND bucket >= ?7 AND bucket < ?8
+		GROUP BY b`
+	if iv == res {
+		// One rollup row per bucket, in key order: no grouping (?1 stays
+		// referenced so that both forms take the same arguments).
+		query = `SELECT bucket + 0 * ?1, count, num_count, sum, min, max
+		FROM point_rollups
+		WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
+			AND bucket >= ?7 AND bucket < ?8`
+	}
+	rows, err := s.reader.QueryContext(ctx, query, iv, q.PK, q.DK, kind, q.Name, res, alo, ahi)
+	if err != nil {
+		return err
+	}
+	if err := scanPartials(rows, buckets); err != nil {
+		return err
+	}
+	return s.aggregatePart(ctx, q, kind, ahi, hi, iv, levels[1:], buckets)
 }
 
 func cmpInt64(a, b int64) int {

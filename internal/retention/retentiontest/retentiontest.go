@@ -260,6 +260,21 @@ func testPointsKeepRollups(t *testing.T, s Store) {
 	mid := now.Add(-20 * day).Truncate(time.Hour)
 	oldest := now.Add(-100 * day).Truncate(time.Hour)
 	before1m, before1h := buckets(agg(mid, time.Minute)), buckets(agg(oldest, time.Hour))
+	// An hourly bucket cut by a range that starts inside the hour: the
+	// cut part comes from the 1-minute rollups once the samples are gone.
+	cut := func() []point.Bucket {
+		t.Helper()
+		bs, err := s.Aggregate(ctx, point.HistoryQuery{PK: "pa", DK: "d1", Name: "t", From: mid.Add(2 * time.Minute),
+			To: mid.Add(time.Hour), Interval: time.Hour})
+		if err != nil {
+			t.Fatalf("aggregate: %v", err)
+		}
+		return bs
+	}
+	beforeCut := buckets(cut())
+	if len(cut()) != 1 || cut()[0].Count != 18 {
+		t.Fatalf("hour cut at 2 minutes before retention = %s, want one bucket of 18", beforeCut)
+	}
 	w := worker(s, retention.Periods{Points: 7 * day, Rollups1m: 60 * day}, products{{ProductKey: "pa"}})
 	st := run(t, w)
 	if st.Deleted[retention.Points] != 60 {
@@ -280,6 +295,9 @@ func testPointsKeepRollups(t *testing.T, s Store) {
 	}
 	if got := buckets(agg(oldest, time.Hour)); got != before1h || len(agg(oldest, time.Hour)) != 1 {
 		t.Errorf("1-hour aggregation over deleted samples = %s, want %s", got, before1h)
+	}
+	if got := buckets(cut()); got != beforeCut {
+		t.Errorf("hour cut at 2 minutes over deleted samples = %s, want %s", got, beforeCut)
 	}
 	if got := agg(oldest, time.Minute); len(got) != 0 {
 		t.Errorf("1-minute aggregation past the rollups' period = %v, want none", got)
