@@ -97,11 +97,12 @@ func RunAggregateBruteForce(t *testing.T, newStore func(t *testing.T) point.Stor
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(1969, 12, 31, 22, 0, 0, 0, time.UTC) // spans the epoch
+	const perBatch = 120
 	var stored []point.Sample
 	msg := int64(0)
-	for batch := range 20 {
+	for batch := range 12 {
 		var in []point.Sample
-		for range 150 {
+		for range perBatch {
 			msg++
 			var v any
 			switch rng.IntN(6) {
@@ -122,7 +123,7 @@ func RunAggregateBruteForce(t *testing.T, newStore func(t *testing.T) point.Stor
 		if batch%4 == 3 {
 			// A retried batch: already projected samples are not rolled
 			// up twice.
-			if err := s.Project(ctx, "t", msg-150, in); err != nil {
+			if err := s.Project(ctx, "t", msg-perBatch, in); err != nil {
 				t.Fatal(err)
 			}
 		}
