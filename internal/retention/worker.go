@@ -56,6 +56,13 @@ type Stats struct {
 	HeldBack int64 // expired log entries kept for the point projector
 	Lost     int64 // log entries deleted before a forwarding action handled them
 	Duration time.Duration
+
+	lostBy map[lostKey]int64 // Lost by rule action, logged once per run
+}
+
+type lostKey struct {
+	rule   string
+	action int
 }
 
 // Worker enforces retention. Run owns its goroutine's loop; RunOnce is
@@ -237,6 +244,10 @@ func (w *Worker) RunOnce(ctx context.Context) (Stats, error) {
 			}
 		}
 	}
+	// One line per run and action, however many batches it took.
+	for k, n := range st.lostBy {
+		w.log.Warn("log entries deleted before a forwarding action handled them", "rule", k.rule, "action", k.action, "entries", n)
+	}
 	w.heldBack.Set(float64(st.HeldBack))
 	if st.HeldBack > 0 {
 		w.log.Warn("expired log entries kept: the point projector has not projected them yet", "entries", st.HeldBack)
@@ -274,8 +285,10 @@ func (w *Worker) purge(ctx context.Context, p Purge, st *Stats) error {
 		for _, l := range res.Lost {
 			st.Lost += l.Entries
 			w.lost.WithLabelValues(l.RuleID, strconv.Itoa(l.Action)).Add(float64(l.Entries))
-			w.log.Warn("log entries deleted before a forwarding action handled them",
-				"rule", l.RuleID, "action", l.Action, "entries", l.Entries)
+			if st.lostBy == nil {
+				st.lostBy = map[lostKey]int64{}
+			}
+			st.lostBy[lostKey{l.RuleID, l.Action}] += l.Entries
 		}
 		if res.Deleted < p.Limit {
 			return nil
