@@ -70,7 +70,7 @@ Flags:
 		return 1
 	}
 	fmt.Fprintf(stdout, "backup of %s written to %s (%d bytes)\n", src, *out, fi.Size())
-	if keys := dataDirKeyFiles(cfg.DataDir, src); len(keys) > 0 {
+	if keys := dataDirKeyFiles(cfg.DataDir, src, *out); len(keys) > 0 {
 		fmt.Fprintln(stdout, "also back up these files of the data directory (not in the database):")
 		for _, k := range keys {
 			fmt.Fprintln(stdout, "  "+k)
@@ -79,21 +79,33 @@ Flags:
 	return 0
 }
 
-// dataDirKeyFiles lists the files of dir other than the database db and
-// its WAL and shared-memory files: the token key, generated certificates.
-func dataDirKeyFiles(dir, db string) []string {
+// dataDirKeyFiles lists the files of dir other than the database db, its
+// WAL and shared-memory files and the backup out: the token key,
+// generated certificates.
+func dataDirKeyFiles(dir, db, out string) []string {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
 	base := filepath.Base(db)
-	var out []string
+	var files []string
 	for _, e := range ents {
 		n := e.Name()
-		if e.IsDir() || (filepath.Dir(db) == filepath.Clean(dir) && strings.HasPrefix(n, base)) {
+		p := filepath.Join(dir, n)
+		if e.IsDir() || (filepath.Dir(db) == filepath.Clean(dir) && strings.HasPrefix(n, base)) || sameFile(p, out) {
 			continue
 		}
-		out = append(out, filepath.Join(dir, n))
+		files = append(files, p)
 	}
-	return out
+	return files
+}
+
+// sameFile reports whether a and b name the same existing file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
