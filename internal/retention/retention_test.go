@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -39,4 +40,40 @@ func TestPeriod(t *testing.T) {
 			}
 		})
 	}
+}
+
+// endless is a Store with an endless backlog: every Purge deletes a full
+// batch. It reports each call on calls.
+type endless struct{ calls chan Purge }
+
+func (e endless) RetentionProducts(context.Context, Kind) ([]string, error) { return []string{"p"}, nil }
+
+func (e endless) Purge(ctx context.Context, p Purge) (Result, error) {
+	select {
+	case e.calls <- p:
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	return Result{Deleted: p.Limit}, nil
+}
+
+// TestRunStopsMidBacklog: Run is owned by its context. Cancelled in the
+// middle of a backlog that would never end, it returns (the test would
+// hang otherwise), and every batch it asked for was bounded.
+func TestRunStopsMidBacklog(t *testing.T) {
+	st := endless{calls: make(chan Purge)}
+	w := New(Options{Store: st, Periods: Periods{Messages: time.Hour}, BatchSize: 100, Pause: -1})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx)
+	}()
+	for range 3 { // the start-up pass is under way, batch after batch
+		if p := <-st.calls; p.Kind != Messages || p.ProductKey != "p" || p.Limit != 100 {
+			t.Fatalf("purge %+v", p)
+		}
+	}
+	cancel()
+	<-done
 }
