@@ -46,7 +46,9 @@ func TestPeriod(t *testing.T) {
 // batch. It reports each call on calls.
 type endless struct{ calls chan Purge }
 
-func (e endless) RetentionProducts(context.Context, Kind) ([]string, error) { return []string{"p"}, nil }
+func (e endless) RetentionProducts(context.Context, Kind) ([]string, error) {
+	return []string{"p"}, nil
+}
 
 func (e endless) Purge(ctx context.Context, p Purge) (Result, error) {
 	select {
