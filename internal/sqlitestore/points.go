@@ -285,10 +285,11 @@ func (s *Store) History(ctx context.Context, q point.HistoryQuery) (point.Page, 
 	return p, nil
 }
 
-// Aggregate implements point.Reader in one SQL statement: the range scan
-// of History grouped by epoch-aligned bucket. avg, min, max and sum see
-// numeric values only (floats and integers; sum is a float, so it cannot
-// overflow); count counts every value.
+// Aggregate implements point.Reader. An interval of whole minutes is
+// answered from the rollups (aggregateRollups); any other in one SQL
+// statement: the range scan of History grouped by epoch-aligned bucket.
+// avg, min, max and sum see numeric values only (floats and integers; sum
+// is a float, so it cannot overflow); count counts every value.
 func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bucket, error) {
 	if q.Interval <= 0 {
 		return nil, fmt.Errorf("%w: interval must be positive", point.ErrInvalid)
