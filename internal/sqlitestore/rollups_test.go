@@ -41,10 +41,11 @@ func TestRollupMigrationBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, backfill, ok := strings.Cut(string(b), "-- Samples stored before this step.")
+	_, backfill, ok := strings.Cut(string(b), "\nINSERT INTO point_rollups")
 	if !ok {
 		t.Fatal("migration 0010 has no backfill step")
 	}
+	backfill = "INSERT INTO point_rollups" + backfill
 	q := point.HistoryQuery{PK: "p1", DK: "d1", Name: "x", Interval: 15 * time.Minute}
 	want, err := s.Aggregate(ctx, q)
 	if err != nil {

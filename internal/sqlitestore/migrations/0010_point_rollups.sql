@@ -19,11 +19,17 @@ CREATE TABLE point_rollups (
 	PRIMARY KEY (product_key, device_key, kind, name, res, bucket)
 ) STRICT, WITHOUT ROWID;
 
--- Samples stored before this step.
+-- Samples stored before this step: 1-minute rollups from the samples, then
+-- 1-hour rollups from those (an hour holds whole minutes).
 INSERT INTO point_rollups (product_key, device_key, kind, name, res, bucket, count, num_count, sum, min, max)
-SELECT product_key, device_key, kind, name, r.res, ts - ((ts % r.res) + r.res) % r.res,
-	count(*), count(num), total(num), min(num), max(num)
-FROM (SELECT product_key, device_key, kind, name, ts,
-		CASE WHEN value_type IN (1, 2) THEN value END AS num FROM points),
-	(SELECT 60000000000 AS res UNION ALL SELECT 3600000000000) AS r
-GROUP BY product_key, device_key, kind, name, r.res, ts - ((ts % r.res) + r.res) % r.res;
+SELECT product_key, device_key, kind, name, 60000000000, b, count(*), count(num), total(num), min(num), max(num)
+FROM (SELECT product_key, device_key, kind, name, ts - ((ts % 60000000000) + 60000000000) % 60000000000 AS b,
+		CASE WHEN value_type IN (1, 2) THEN value END AS num FROM points)
+GROUP BY product_key, device_key, kind, name, b;
+
+INSERT INTO point_rollups (product_key, device_key, kind, name, res, bucket, count, num_count, sum, min, max)
+SELECT product_key, device_key, kind, name, 3600000000000, b, sum(count), sum(num_count), total(sum), min(min), max(max)
+FROM (SELECT product_key, device_key, kind, name, count, num_count, sum, min, max,
+		bucket - ((bucket % 3600000000000) + 3600000000000) % 3600000000000 AS b
+	FROM point_rollups WHERE res = 60000000000)
+GROUP BY product_key, device_key, kind, name, b;
