@@ -51,6 +51,10 @@ func TestRollupMigrationBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wantHour, err := s.Aggregate(ctx, point.HistoryQuery{PK: "p1", DK: "d1", Name: "x", Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.writer.ExecContext(ctx, `DELETE FROM point_rollups`); err != nil {
 		t.Fatal(err)
 	}
@@ -66,5 +70,14 @@ func TestRollupMigrationBackfill(t *testing.T) {
 	}
 	if g, w := pointtest.BucketString(got), pointtest.BucketString(want); g != w || len(got) != 20 {
 		t.Fatalf("after backfill:\n got %s\nwant %s", g, w)
+	}
+	// The 1-hour rollups too (an hourly interval reads only them).
+	q.Interval = time.Hour
+	got, err = s.Aggregate(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, w := pointtest.BucketString(got), pointtest.BucketString(wantHour); g != w || len(got) != 5 {
+		t.Fatalf("hourly after backfill:\n got %s\nwant %s", g, w)
 	}
 }
