@@ -65,8 +65,9 @@ type lostKey struct {
 	action int
 }
 
-// Worker enforces retention. Run owns its goroutine's loop; RunOnce is
-// one pass (tests and the first run call it directly).
+// Worker enforces retention: Run is its loop (a pass at start, then one
+// every Interval) for a goroutine whose owner cancels the context to stop
+// it; RunOnce is one pass.
 type Worker struct {
 	o   Options
 	log *slog.Logger
