@@ -64,7 +64,7 @@ func (e endless) Purge(ctx context.Context, p Purge) (Result, error) {
 // hang otherwise), and every batch it asked for was bounded.
 func TestRunStopsMidBacklog(t *testing.T) {
 	st := endless{calls: make(chan Purge)}
-	w := New(Options{Store: st, Periods: Periods{Messages: time.Hour}, BatchSize: 100, Pause: -1})
+	w := New(Options{Store: st, Periods: Periods{Messages: time.Hour}, BatchSize: 100, Pause: -1, StartDelay: -1})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -36,6 +36,10 @@ type Options struct {
 	Periods  Periods
 	// Interval is the wait between two runs (default 10 minutes).
 	Interval time.Duration
+	// StartDelay is the wait before Run's first pass (default 1 minute,
+	// so that it does not compete with a starting gateway; negative:
+	// none).
+	StartDelay time.Duration
 	// BatchSize is the number of rows per transaction (default and
 	// maximum MaxBatch).
 	BatchSize int
@@ -65,8 +69,8 @@ type lostKey struct {
 	action int
 }
 
-// Worker enforces retention: Run is its loop (a pass at start, then one
-// every Interval) for a goroutine whose owner cancels the context to stop
+// Worker enforces retention: Run is its loop (a pass after StartDelay,
+// then one every Interval) for a goroutine whose owner cancels the context to stop
 // it; RunOnce is one pass.
 type Worker struct {
 	o   Options
@@ -86,6 +90,12 @@ type Worker struct {
 func New(o Options) *Worker {
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Minute
+	}
+	switch {
+	case o.StartDelay == 0:
+		o.StartDelay = time.Minute
+	case o.StartDelay < 0:
+		o.StartDelay = 0
 	}
 	if o.BatchSize <= 0 || o.BatchSize > MaxBatch {
 		o.BatchSize = MaxBatch
@@ -132,10 +142,10 @@ func New(o Options) *Worker {
 	return w
 }
 
-// Run runs a pass at once and then every Interval until ctx ends. A pass
-// in progress stops at its next batch when ctx ends.
+// Run runs a pass after StartDelay and then every Interval until ctx
+// ends. A pass in progress stops at its next batch when ctx ends.
 func (w *Worker) Run(ctx context.Context) {
-	t := time.NewTimer(0)
+	t := time.NewTimer(w.o.StartDelay)
 	defer t.Stop()
 	for {
 		select {
