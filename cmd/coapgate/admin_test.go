@@ -375,3 +375,37 @@ func TestAdminUsage(t *testing.T) {
 		t.Fatalf("stderr = %q", r.stderr)
 	}
 }
+
+func TestAdminProductRetention(t *testing.T) {
+	e := newAdminEnv(t)
+	r := e.run(cmdProduct, true, "create", "--name", "r", "--retention", "messages=720h", "--retention", "points=0", "pr").want(t, 0)
+	if got := field(t, r.stdout, "retention"); got != "messages=720h0m0s points=forever" {
+		t.Fatalf("create: retention %q\n%s", got, r.stdout)
+	}
+	// Update merges: events added, points back to the gateway setting,
+	// messages kept.
+	r = e.run(cmdProduct, true, "update", "--retention", "events=48h", "--retention", "points=inherit", "pr").want(t, 0)
+	if got := field(t, r.stdout, "retention"); got != "messages=720h0m0s events=48h0m0s" {
+		t.Fatalf("update: retention %q\n%s", got, r.stdout)
+	}
+	p, err := e.store.GetProduct(context.Background(), "pr")
+	if err != nil || p.Retention.Messages == nil || *p.Retention.Messages != 720*time.Hour || p.Retention.Points != nil ||
+		p.Retention.Events == nil || *p.Retention.Events != 48*time.Hour || p.Retention.Commands != nil {
+		t.Fatalf("stored retention %+v, %v", p.Retention, err)
+	}
+	for _, bad := range []string{"message=1h", "messages", "messages=1.5s", "messages=-1h"} {
+		r = e.run(cmdProduct, true, "update", "--retention", bad, "pr").want(t, 2)
+		if !strings.Contains(r.stderr, "retention") {
+			t.Fatalf("--retention %s: stderr %q", bad, r.stderr)
+		}
+	}
+	// The API's bounds answer through the CLI.
+	r = e.run(cmdProduct, true, "update", "--retention", "commands=30s", "pr").want(t, 1)
+	if !strings.HasPrefix(r.stderr, "error: invalid_argument: ") {
+		t.Fatalf("stderr = %q", r.stderr)
+	}
+	r = e.run(cmdProduct, true, "get", "pr").want(t, 0)
+	if got := field(t, r.stdout, "retention"); got != "messages=720h0m0s events=48h0m0s" {
+		t.Fatalf("get: retention %q", got)
+	}
+}

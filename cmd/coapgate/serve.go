@@ -38,6 +38,7 @@ import (
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/replay"
+	"github.com/coapgate/coapgate/internal/retention"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 	"github.com/coapgate/coapgate/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,10 @@ type server struct {
 	apiLn         net.Listener
 	// AdminKey is set when this start created the first API key.
 	AdminKey string
+
+	// retention deletes expired data in the background (nil when the
+	// store does not support it).
+	retention *retention.Worker
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when a listener fails
@@ -186,6 +191,22 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		return nil, err
 	}
 	s.forward = fwd
+	rc := cfg.Retention
+	pause := rc.BatchPause
+	if pause == 0 {
+		pause = -1 // the worker's "no pause"
+	}
+	if rs, ok := any(s.store).(retention.Store); ok {
+		s.retention = retention.New(retention.Options{
+			Store: rs, Products: s.store,
+			Periods: retention.Periods{Messages: rc.Messages, Points: rc.Points, Events: rc.Events, Commands: rc.Commands,
+				DeadLetters: rc.DeadLetters, Rollups1m: rc.Rollups1m, Rollups1h: rc.Rollups1h},
+			Interval: rc.Interval, BatchSize: rc.BatchSize, Pause: pause,
+			Registerer: reg, Logger: log,
+		})
+	} else {
+		log.Warn("this store does not support retention: stored data is kept forever")
+	}
 	pres := presence.NewTracker()
 	signEIV, err := cfg.Auth.SignEIV()
 	if err != nil {
@@ -404,6 +425,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	s.wg.Go(func() { queue.Run(runCtx) })
+	if s.retention != nil {
+		s.wg.Go(func() { s.retention.Run(runCtx) })
+	}
 	s.wg.Go(func() { s.sampler.Run(runCtx) })
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {

@@ -42,6 +42,37 @@ type Config struct {
 	Store    Store     `yaml:"store"`
 	Commands Commands  `yaml:"commands"`
 	Forward  Forward   `yaml:"forward"`
+	// Retention bounds how long stored data is kept (internal/retention).
+	Retention Retention `yaml:"retention"`
+}
+
+// Retention configures the retention worker. Periods of 0 keep data
+// forever; products may override messages, points, events and commands.
+type Retention struct {
+	// Messages is how long message log entries (uplinks and lifecycle
+	// entries) are kept.
+	Messages time.Duration `yaml:"messages"`
+	// Points is how long point samples are kept (latest values stay).
+	Points time.Duration `yaml:"points"`
+	// Rollups1m and Rollups1h keep the 1-minute and 1-hour point
+	// rollups; each is kept at least as long as the samples (and the
+	// 1-hour ones at least as long as the 1-minute ones).
+	Rollups1m time.Duration `yaml:"rollups_1m"`
+	Rollups1h time.Duration `yaml:"rollups_1h"`
+	// Events is how long device online/offline events are kept.
+	Events time.Duration `yaml:"events"`
+	// Commands is how long finished downlink commands are kept.
+	Commands time.Duration `yaml:"commands"`
+	// DeadLetters is how long forwarding dead letters are kept.
+	DeadLetters time.Duration `yaml:"dead_letters"`
+	// Interval is the wait between two retention runs.
+	Interval time.Duration `yaml:"interval"`
+	// BatchSize bounds the rows deleted per transaction (1..5000).
+	BatchSize int `yaml:"batch_size"`
+	// BatchPause is the least wait between two batches (the worker also
+	// waits as long as the last batch took), so that ingest's commits go
+	// first.
+	BatchPause time.Duration `yaml:"batch_pause"`
 }
 
 // Forward configures the forwarding rules' workers (internal/forward).
@@ -227,6 +258,9 @@ type Store struct {
 	UnavailableMaxAge time.Duration `yaml:"unavailable_max_age"`
 }
 
+// day is 24 hours (retention periods are given in hours: 720h is 30 days).
+const day = 24 * time.Hour
+
 // Default returns the embedded defaults: everything runs on one machine
 // with an SQLite file under ./data.
 func Default() Config {
@@ -276,6 +310,11 @@ func Default() Config {
 			DefaultTTL: 24 * time.Hour, MaxTTL: 7 * 24 * time.Hour,
 		},
 		Forward: Forward{BackoffBase: time.Second, BackoffMax: time.Minute, ShutdownTimeout: 5 * time.Second},
+		Retention: Retention{
+			Messages: 30 * day, Points: 30 * day, Rollups1m: 30 * day, Rollups1h: 0,
+			Events: 90 * day, Commands: 30 * day, DeadLetters: 30 * day,
+			Interval: 10 * time.Minute, BatchSize: 5000, BatchPause: 10 * time.Millisecond,
+		},
 	}
 }
 
@@ -387,6 +426,16 @@ func (c Config) Validate() error {
 	}
 	if c.Forward.ShutdownTimeout < 0 {
 		bad("forward.shutdown_timeout must be >= 0")
+	}
+	r := c.Retention
+	for name, d := range map[string]time.Duration{"messages": r.Messages, "points": r.Points, "rollups_1m": r.Rollups1m,
+		"rollups_1h": r.Rollups1h, "events": r.Events, "commands": r.Commands, "dead_letters": r.DeadLetters} {
+		if d != 0 && d < time.Minute {
+			bad("retention.%s must be 0 (keep forever) or >= 1m", name)
+		}
+	}
+	if r.Interval < time.Second || r.BatchSize < 1 || r.BatchSize > 5000 || r.BatchPause < 0 {
+		bad("retention.interval must be >= 1s, retention.batch_size in 1..5000 and retention.batch_pause >= 0")
 	}
 	return errors.Join(errs...)
 }

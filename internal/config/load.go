@@ -151,6 +151,16 @@ var Help = map[string]string{
 	"forward.backoff_base":      "wait after a forwarding action's first failed attempt; doubles per attempt, with jitter",
 	"forward.backoff_max":       "longest wait between a forwarding action's attempts",
 	"forward.shutdown_timeout":  "how long in-flight forwarding deliveries may finish at shutdown before they are aborted",
+	"retention.messages":        "how long message log entries are kept (0: forever); products may override it",
+	"retention.points":          "how long point samples are kept (0: forever; latest values stay); products may override it",
+	"retention.rollups_1m":      "how long 1-minute point rollups are kept (0: forever; never shorter than the samples)",
+	"retention.rollups_1h":      "how long 1-hour point rollups are kept (0: forever; never shorter than the 1-minute ones)",
+	"retention.events":          "how long device online/offline events are kept (0: forever); products may override it",
+	"retention.commands":        "how long finished downlink commands are kept (0: forever); products may override it",
+	"retention.dead_letters":    "how long forwarding dead letters are kept (0: forever)",
+	"retention.interval":        "wait between two retention runs",
+	"retention.batch_size":      "rows deleted per retention transaction (1..5000)",
+	"retention.batch_pause":     "least wait between two retention batches (the worker also waits as long as the last batch took), so that ingest commits go first",
 }
 
 // Overrides collects flag values; they are applied last.

@@ -59,6 +59,18 @@ type Product struct {
 	// after its last message; 0 means the gateway default.
 	OnlineLifetime time.Duration
 	CreatedAt      time.Time
+	// Retention overrides the gateway's retention periods for this
+	// product's data.
+	Retention Retention
+}
+
+// Retention holds per-product retention periods. A nil field inherits the
+// gateway's setting; 0 keeps the data forever.
+type Retention struct {
+	Messages *time.Duration // message log entries (uplinks and lifecycle entries)
+	Points   *time.Duration // point samples
+	Events   *time.Duration // device online/offline events
+	Commands *time.Duration // finished downlink commands
 }
 
 // Device is one device; DeviceKey is the dialects' deviceName.

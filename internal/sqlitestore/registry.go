@@ -12,7 +12,8 @@ import (
 )
 
 const productColumns = `product_key, product_secret, name, dynamic_registration,
-	data_format, online_lifetime_ms, created_at`
+	data_format, online_lifetime_ms, created_at,
+	retention_messages_ms, retention_points_ms, retention_events_ms, retention_commands_ms`
 
 const deviceColumns = `product_key, device_key, device_secret, asset_id, enabled,
 	generation, created_at, last_seen_at, last_address`
@@ -21,9 +22,11 @@ const deviceColumns = `product_key, device_key, device_secret, asset_id, enabled
 // the current time.
 func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 	_, err := s.writer.ExecContext(ctx,
-		`INSERT INTO products (`+productColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO products (`+productColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ProductKey, p.ProductSecret.Reveal(), p.Name, boolInt(p.DynamicRegistration),
-		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt))
+		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt),
+		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
+		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands))
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("sqlitestore: create product %s: %w", p.ProductKey, registry.ErrConflict)
@@ -84,10 +87,13 @@ func (s *Store) ListProducts(ctx context.Context, page registry.Page) ([]registr
 func (s *Store) UpdateProduct(ctx context.Context, p registry.Product) error {
 	res, err := s.writer.ExecContext(ctx,
 		`UPDATE products SET product_secret = ?, name = ?, dynamic_registration = ?,
-			data_format = ?, online_lifetime_ms = ?
+			data_format = ?, online_lifetime_ms = ?,
+			retention_messages_ms = ?, retention_points_ms = ?, retention_events_ms = ?, retention_commands_ms = ?
 		WHERE product_key = ?`,
 		p.ProductSecret.Reveal(), p.Name, boolInt(p.DynamicRegistration),
-		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), p.ProductKey)
+		string(p.DataFormat), p.OnlineLifetime.Milliseconds(),
+		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
+		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands), p.ProductKey)
 	if err := affectedOne(res, err); err != nil {
 		return fmt.Errorf("sqlitestore: update product %s: %w", p.ProductKey, err)
 	}
@@ -265,16 +271,37 @@ func scanProduct(r rowScanner) (registry.Product, error) {
 		secret, format    string
 		dynamic           int64
 		lifetimeMS, creat int64
+		ret               [4]sql.NullInt64
 	)
-	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &dynamic, &format, &lifetimeMS, &creat); err != nil {
+	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &dynamic, &format, &lifetimeMS, &creat,
+		&ret[0], &ret[1], &ret[2], &ret[3]); err != nil {
 		return registry.Product{}, err
 	}
+	p.Retention = registry.Retention{Messages: retentionDur(ret[0]), Points: retentionDur(ret[1]),
+		Events: retentionDur(ret[2]), Commands: retentionDur(ret[3])}
 	p.ProductSecret = registry.Secret(secret)
 	p.DynamicRegistration = dynamic != 0
 	p.DataFormat = registry.DataFormat(format)
 	p.OnlineLifetime = time.Duration(lifetimeMS) * time.Millisecond
 	p.CreatedAt = fromNanos(creat)
 	return p, nil
+}
+
+// retentionMS is the stored form of a retention override (NULL: inherit).
+func retentionMS(d *time.Duration) any {
+	if d == nil {
+		return nil
+	}
+	return d.Milliseconds()
+}
+
+// retentionDur reads a stored retention override.
+func retentionDur(v sql.NullInt64) *time.Duration {
+	if !v.Valid {
+		return nil
+	}
+	d := time.Duration(v.Int64) * time.Millisecond
+	return &d
 }
 
 // scanDevice reads one row of deviceColumns.

@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 		{"ProductConflict", testProductConflict},
 		{"ProductNotFound", testProductNotFound},
 		{"UpdateProduct", testUpdateProduct},
+		{"ProductRetention", testProductRetention},
 		{"DeleteProduct", testDeleteProduct},
 		{"DeleteProductWithDevices", testDeleteProductWithDevices},
 		{"ListProductsPaging", testListProductsPaging},
@@ -253,6 +254,36 @@ func testUpdateProduct(t *testing.T, s registry.Store) {
 	want.CreatedAt = base
 	checkProduct(t, mustGetProduct(t, s, "p1"), want)
 	checkProduct(t, mustGetProduct(t, s, "p2"), product("p2"))
+}
+
+// testProductRetention: per-product retention overrides survive create
+// and update; nil (inherit) stays distinct from 0 (keep forever).
+func testProductRetention(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	dur := func(d time.Duration) *time.Duration { return &d }
+	p := product("p1")
+	p.Retention = registry.Retention{Messages: dur(30 * 24 * time.Hour), Points: dur(0)}
+	mustCreateProduct(t, s, p)
+	check := func(step string, want registry.Retention) {
+		t.Helper()
+		got := mustGetProduct(t, s, "p1").Retention
+		for _, f := range []struct {
+			name      string
+			got, want *time.Duration
+		}{{"Messages", got.Messages, want.Messages}, {"Points", got.Points, want.Points},
+			{"Events", got.Events, want.Events}, {"Commands", got.Commands, want.Commands}} {
+			if (f.got == nil) != (f.want == nil) || (f.got != nil && *f.got != *f.want) {
+				t.Errorf("%s: Retention.%s = %v, want %v", step, f.name, f.got, f.want)
+			}
+		}
+	}
+	check("create", p.Retention)
+	p.Retention = registry.Retention{Events: dur(time.Hour), Commands: dur(48 * time.Hour)}
+	if err := s.UpdateProduct(ctx, p); err != nil {
+		t.Fatalf("UpdateProduct: %v", err)
+	}
+	check("update", p.Retention)
+	checkProduct(t, mustGetProduct(t, s, "p1"), p)
 }
 
 func testDeleteProduct(t *testing.T, s registry.Store) {
