@@ -76,7 +76,7 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dn)
 	}
 	cl := token.Claims{
-		ProductKey: pk, DeviceKey: dn, Generation: id.dev.Generation,
+		ProductKey: pk, DeviceKey: dn, Incarnation: id.dev.Incarnation, Generation: id.dev.Generation,
 		IssuedAt: req.Received, ExpiresAt: req.Received.Add(g.o.TokenTTL),
 		Symmetric: g.o.Symmetric,
 	}

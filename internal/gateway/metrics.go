@@ -22,20 +22,21 @@ type metrics struct {
 
 // Failure reasons, as metric labels and log attributes.
 const (
-	reasonBadPayload    = "bad_payload"
-	reasonUnknownDevice = "unknown_device"
-	reasonBadSign       = "bad_sign"
-	reasonDisabled      = "disabled"
-	reasonStore         = "store_unavailable"
-	reasonNoToken       = "no_token"
-	reasonBadToken      = "bad_token"
-	reasonExpired       = "expired_token"
-	reasonRevoked       = "revoked_token"
-	reasonACL           = "topic_denied"
-	reasonWrongMode     = "token_mode"    // a token of another mode (plain, symmetric, sign-E)
-	reasonStaleSession  = "stale_session" // session token this node may have forgotten (restart, eviction)
-	reasonNoSeq         = "no_seq"        // symmetric uplink without option 2089
-	reasonBadSignE      = "bad_sign_e"    // option 2101 that no candidate device's key opens
+	reasonBadPayload       = "bad_payload"
+	reasonUnknownDevice    = "unknown_device"
+	reasonBadSign          = "bad_sign"
+	reasonDisabled         = "disabled"
+	reasonStore            = "store_unavailable"
+	reasonNoToken          = "no_token"
+	reasonBadToken         = "bad_token"
+	reasonExpired          = "expired_token"
+	reasonRevoked          = "revoked_token"
+	reasonOtherIncarnation = "other_incarnation" // issued to a deleted device of the same keys
+	reasonACL              = "topic_denied"
+	reasonWrongMode        = "token_mode"    // a token of another mode (plain, symmetric, sign-E)
+	reasonStaleSession     = "stale_session" // session token this node may have forgotten (restart, eviction)
+	reasonNoSeq            = "no_seq"        // symmetric uplink without option 2089
+	reasonBadSignE         = "bad_sign_e"    // option 2101 that no candidate device's key opens
 )
 
 func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker, sess *replay.Sessions, now func() time.Time) *metrics {

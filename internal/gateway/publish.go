@@ -47,8 +47,9 @@ func (g *Gateway) authenticate(ctx context.Context, req *coapx.Request) (identit
 	return id, nil
 }
 
-// checkToken verifies tok and loads its device: signature, expiry,
-// generation (revocation) and enabled flag.
+// checkToken verifies tok and loads its device: signature, expiry, the
+// binding to the device record (incarnation: a re-created device is another
+// device; generation: revoke-tokens and rotate-secret) and enabled flag.
 func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string) (token.Claims, identity, *coapx.Response) {
 	cl, err := g.o.Tokens.Verify(tok, req.Received)
 	if err != nil {
@@ -65,6 +66,8 @@ func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string
 		return cl, identity{}, g.unavailable()
 	case err != nil:
 		return cl, identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	case id.dev.Incarnation != cl.Incarnation:
+		return cl, identity{}, g.tokenFail(req, reasonOtherIncarnation, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case id.dev.Generation != cl.Generation:
 		return cl, identity{}, g.tokenFail(req, reasonRevoked, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case !id.dev.Enabled:
