@@ -34,6 +34,7 @@ import (
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -261,18 +262,23 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			rate = -1 // unlimited
 		}
 		s.dtls, err = dtlsx.New(dtlsx.Config{
-			LookupPSK:        dtlsGW.LookupPSK,
-			Certificate:      cert,
-			ConnectionID:     cfg.DTLS.ConnectionID,
-			MaxSessions:      cfg.DTLS.MaxSessions,
-			MaxHandshakes:    cfg.DTLS.MaxHandshakes,
-			HandshakeRate:    rate,
-			HandshakeTimeout: cfg.DTLS.HandshakeTimeout,
-			CookieTimeout:    cfg.DTLS.CookieTimeout,
-			IdleTimeout:      cfg.DTLS.IdleTimeout,
-			HibernateAfter:   cfg.DTLS.HibernateAfter,
-			ReadBuffer:       cfg.CoAP.ReadBuffer,
+			LookupPSK:               dtlsGW.LookupPSK,
+			Certificate:             cert,
+			ConnectionID:            cfg.DTLS.ConnectionID,
+			MaxSessions:             cfg.DTLS.MaxSessions,
+			MaxHandshakes:           cfg.DTLS.MaxHandshakes,
+			HandshakeRate:           rate,
+			MaxHandshakesPerAddress: cfg.DTLS.MaxHandshakesPerAddress,
+			HandshakeIdleTimeout:    cfg.DTLS.HandshakeIdleTimeout,
+			HandshakeTimeout:        cfg.DTLS.HandshakeTimeout,
+			CookieTimeout:           cfg.DTLS.CookieTimeout,
+			IdleTimeout:             cfg.DTLS.IdleTimeout,
+			HibernateAfter:          cfg.DTLS.HibernateAfter,
+			ReadBuffer:              cfg.CoAP.ReadBuffer,
 			OnUp: func(ss *dtlsx.Session) {
+				if !dtlsGW.BindSession(ss) {
+					return // keyed by a secret the device no longer has: revoked
+				}
 				dtlsGW.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
 				if id := ss.PSKIdentity(); id != nil && id.SecureMode == dtlspsk.ModeDevice {
 					dtlsGW.SessionLive(id.ProductKey, id.DeviceKey, ss)
@@ -302,9 +308,17 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if s.apiLn, err = net.Listen("tcp", cfg.API.Listen); err != nil {
 		return nil, fmt.Errorf("api listen: %w", err)
 	}
+	// Device changes reach every gateway: caches are dropped and DTLS
+	// sessions bound to a changed device are checked (and revoked). One
+	// node: in-process; a cluster implements registry.ChangeFeed across
+	// its nodes.
+	var changes registry.ChangeFeed = &registry.LocalChanges{}
+	for _, g := range gateways {
+		changes.Subscribe(g.DeviceChanged)
+	}
 	invalidate := func(pk, dk string) {
-		for _, g := range gateways {
-			g.Invalidate(pk, dk)
+		if err := changes.Publish(context.Background(), registry.DeviceChange{ProductKey: pk, DeviceKey: dk}); err != nil {
+			log.Warn("device change not delivered to every node", "productKey", pk, "deviceKey", dk, "err", err)
 		}
 	}
 	handler := api.New(api.Options{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/pion/dtls/v3"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // alertWatch is a client socket that records the description of every
@@ -328,5 +330,43 @@ func TestNATStorm(t *testing.T) {
 	}
 	if n := ts.failures(ReasonRateLimited) + ts.failures(ReasonLimitAddress) + ts.failures(ReasonFairShare); n != 0 {
 		t.Fatalf("%v handshakes refused by per-address limits during the storm", n)
+	}
+}
+
+// TestRevoke: Revoke ends an active and a hibernated session at once with
+// a close_notify the client reads (io.EOF), counted as revoked; the
+// session's routes are gone.
+func TestRevoke(t *testing.T) {
+	for _, hibernated := range []bool{false, true} {
+		t.Run(map[bool]string{false: "active", true: "hibernated"}[hibernated], func(t *testing.T) {
+			ts := start(t, withHibernation)
+			c, err := dialPSK(t, ts.addr, "pk,dk,2,60", dtlspsk.Key(secret), dtls.TLS_PSK_WITH_AES_128_CCM_8, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			post(t, c)
+			ss := ts.only(t)
+			if !ss.KeyMatches(dtlspsk.Key(secret)) || ss.KeyMatches(dtlspsk.Key("other")) {
+				t.Fatal("KeyMatches does not tell the session's key")
+			}
+			if hibernated {
+				ts.hibernateNow(t, ss)
+			}
+			ss.Revoke()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 64)); !errors.Is(err, io.EOF) {
+				t.Fatalf("client read after Revoke: %v, want io.EOF (close_notify)", err)
+			}
+			waitFor(t, func() bool {
+				ts.mu.Lock()
+				defer ts.mu.Unlock()
+				return ts.Sessions() == 0 && len(ts.byAddr)+len(ts.byCID) == 0
+			}, "session ended and its routes gone")
+			var d dto.Metric
+			ts.m.closed.WithLabelValues(CloseRevoked).Write(&d)
+			if d.GetCounter().GetValue() != 1 {
+				t.Fatalf("closed{revoked} = %v", d.GetCounter().GetValue())
+			}
+		})
 	}
 }

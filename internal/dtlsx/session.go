@@ -531,9 +531,15 @@ func (ss *Session) Revoke() {
 		ss.abort(CloseRevoked)
 		return
 	}
-	ss.mu.RLock()
+	// The reason first: from now on the session cannot hibernate (its
+	// read loop checks closeWhy under mu), so a session awake here stays
+	// awake until close says close_notify.
+	ss.mu.Lock()
+	if ss.closeWhy == "" {
+		ss.closeWhy = CloseRevoked
+	}
 	asleep := ss.snap != nil
-	ss.mu.RUnlock()
+	ss.mu.Unlock()
 	if asleep {
 		_ = ss.srv.wake(ss) // on failure close below ends the snapshot
 	}
@@ -656,12 +662,12 @@ func (l *link) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// WriteTo writes to the shared socket, also after Close: pion's Close
+// marks the Conn closed (which ends the session's read loop, whose cleanup
+// closes the link) before it writes its close_notify, and that last record
+// must still leave. A sealed link (hibernation, refused handshake) writes
+// nothing.
 func (l *link) WriteTo(b []byte, addr net.Addr) (int, error) {
-	select {
-	case <-l.done:
-		return 0, net.ErrClosed
-	default:
-	}
 	if l.sealed.Load() {
 		return len(b), nil // dropped: see Session.hibernate and refuseWithAlert
 	}

@@ -18,6 +18,9 @@ type metrics struct {
 	// thing-model validation (replied with a non-200 code), by kind.
 	thingDecodeFailures *prometheus.CounterVec
 	downlink            *prometheus.CounterVec
+	// sessionsRevoked counts DTLS sessions ended because their device's
+	// credentials changed.
+	sessionsRevoked prometheus.Counter
 }
 
 // Failure reasons, as metric labels and log attributes.
@@ -42,6 +45,9 @@ const (
 func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker, sess *replay.Sessions, now func() time.Time) *metrics {
 	labels := prometheus.Labels{"transport": transport}
 	m := &metrics{
+		sessionsRevoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_sessions_revoked_total", Help: "DTLS sessions ended because their device was deleted, re-created or disabled, or its secret rotated or tokens revoked.", ConstLabels: labels,
+		}),
 		authOK: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coapgate_auth_success_total", Help: "Successful device authentications.", ConstLabels: labels,
 		}),
@@ -62,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink)
+		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink, m.sessionsRevoked)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coapgate_replay_sessions", Help: "Sessions whose replay window this node holds.", ConstLabels: labels,
 		}, func() float64 { return float64(sess.Len()) }))
