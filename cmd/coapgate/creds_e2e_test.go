@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -258,5 +260,42 @@ func TestE2EDTLSSessionsEndOnCredentialChange(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestInteropDTLSRefusalAlerts: openssl s_client sees the refusal alerts:
+// unknown_psk_identity for a malformed identity, decrypt_error for an
+// unknown device, a disabled device and an unknown product (as for a wrong
+// key), never internal_error.
+func TestInteropDTLSRefusalAlerts(t *testing.T) {
+	bin := lookPath(t, "openssl", "apt-get install openssl")
+	g := startTestGateway(t)
+	base := g.newDevice("", "seed")
+	off := g.newDeviceWithSecret(base.pk, "disabled_1", interopSecret)
+	if code := g.api("PATCH", "/api/v1/devices/"+off.pk+"/"+off.dk, map[string]any{"enabled": false}, nil); code != 200 {
+		t.Fatalf("disable: %d", code)
+	}
+	key := hex.EncodeToString(dtlspsk.Key(interopSecret))
+	tests := []struct{ name, identity, alert string }{
+		{"malformed identity", base.pk + "," + base.dk + ",2", "alert unknown psk identity"},
+		{"unknown device", base.pk + ",nobody,2,3600", "alert decrypt error"},
+		{"disabled device", off.pk + "," + off.dk + ",2,3600", "alert decrypt error"},
+		{"unknown product", "NoSuchProd1,nobody,2,3600", "alert decrypt error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "s_client", "-dtls1_2", "-connect", g.s.DTLSAddr().String(),
+				"-psk_identity", tt.identity, "-psk", key, "-cipher", "PSK-AES128-CCM8")
+			cmd.Stdin = strings.NewReader("")
+			out, _ := cmd.CombinedOutput()
+			if !strings.Contains(string(out), tt.alert) {
+				t.Fatalf("want %q:\n%s", tt.alert, out)
+			}
+			if strings.Contains(string(out), "internal error") {
+				t.Fatalf("internal_error alert:\n%s", out)
+			}
+		})
 	}
 }
