@@ -109,17 +109,18 @@ func halfOpen(t *testing.T, ip string, hello []byte, dst *net.UDPAddr, wait time
 	}
 	buf := make([]byte, 2048)
 	pc.SetReadDeadline(time.Now().Add(wait))
-	n, _, err := pc.ReadFromUDP(buf)
-	if err != nil {
-		return false
+	for {
+		n, _, err := pc.ReadFromUDP(buf)
+		if err != nil {
+			return false
+		}
+		// Anything but a HelloVerifyRequest is a retransmission meant for
+		// an earlier socket that had this port: skip it.
+		if echo, ok := cookieEcho(hello, buf[:n]); ok {
+			pc.WriteToUDP(echo, dst)
+			return true
+		}
 	}
-	echo, ok := cookieEcho(hello, buf[:n])
-	if !ok {
-		t.Errorf("cannot build a cookie echo from % x", buf[:min(n, 40)])
-		return false
-	}
-	pc.WriteToUDP(echo, dst)
-	return true
 }
 
 // cookieEcho builds the second ClientHello of a handshake: hello with the
@@ -295,7 +296,10 @@ func TestNATStorm(t *testing.T) {
 		t.Skip("10,000 handshakes")
 	}
 	ts := start(t, func(c *Config) { c.HandshakeRate = 20 }) // the default rate
-	const devices = 10000
+	devices := int64(10000)
+	if raceEnabled {
+		devices = 1000
+	}
 	var ok, failed atomic.Int64
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
