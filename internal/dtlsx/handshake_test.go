@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,6 +371,52 @@ func TestRevoke(t *testing.T) {
 			ts.m.closed.WithLabelValues(CloseRevoked).Write(&d)
 			if d.GetCounter().GetValue() != 1 {
 				t.Fatalf("closed{revoked} = %v", d.GetCounter().GetValue())
+			}
+		})
+	}
+}
+
+// TestAdmit: the per-address admission rules on a server whose in-flight
+// handshakes are set by hand (8 slots: pressure from 4, the last 2 kept
+// for addresses holding none, at most 4 per address).
+func TestAdmit(t *testing.T) {
+	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	tests := []struct {
+		name string
+		held map[netip.Addr]int
+		from netip.Addr
+		rate float64
+		want string
+	}{
+		{"no pressure, one address", map[netip.Addr]int{a: 3}, a, -1, ""},
+		{"per-address cap", map[netip.Addr]int{a: 4}, a, -1, ReasonLimitAddress},
+		{"pressure: newcomer admitted", map[netip.Addr]int{a: 4, b: 2}, c, -1, ""},
+		{"pressure: above the share", map[netip.Addr]int{a: 3, b: 2}, b, -1, ReasonFairShare},    // share 8/3 = 2
+		{"pressure: below the share", map[netip.Addr]int{a: 3, b: 1}, b, -1, ""},                 // 4 in flight, 1 < 2
+		{"pressure: reserve kept", map[netip.Addr]int{a: 4, b: 1, c: 1}, b, -1, ReasonFairShare}, // 6 in flight
+		{"pressure: reserve open to newcomers", map[netip.Addr]int{a: 4, b: 2}, c, -1, ""},
+		{"pressure: rate", map[netip.Addr]int{a: 4}, b, 0.5, ReasonRateLimited}, // burst 1, taken below
+		{"no pressure: no rate", map[netip.Addr]int{a: 1}, b, 0.5, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{LookupPSK: lookup, MaxHandshakes: 8, MaxHandshakesPerAddress: 4, HandshakeRate: tt.rate}
+			s, err := New(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total := 0
+			for addr, n := range tt.held {
+				s.hsByAddr[addr] = n
+				total += n
+			}
+			s.inflight.Store(int64(total))
+			now := time.Unix(1000, 0)
+			if tt.rate > 0 {
+				s.rate.allow(tt.from, now) // spend the burst
+			}
+			if got := s.admit(tt.from, now); got != tt.want {
+				t.Fatalf("admit = %q, want %q", got, tt.want)
 			}
 		})
 	}
