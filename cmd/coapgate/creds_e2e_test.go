@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -297,5 +299,45 @@ func TestInteropDTLSRefusalAlerts(t *testing.T) {
 				t.Fatalf("internal_error alert:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestE2EClusterRevocation: two nodes share the registry (one SQLite file
+// in WAL mode, as two processes could) and NATS (cluster.nats_url). A
+// device's DTLS session lives on node B; revoke-tokens through node A's
+// API ends it on node B at once — close_notify without the device sending
+// anything, which only the change feed can cause (the device cache would
+// notice only at the device's next request). The delay is logged.
+func TestE2EClusterRevocation(t *testing.T) {
+	natsURL := os.Getenv("COAPGATE_TEST_NATS_URL")
+	if natsURL == "" {
+		t.Skip("COAPGATE_TEST_NATS_URL not set: no local NATS to test against")
+	}
+	natsSecret := config.Secret(natsURL)
+	a := startTestGateway(t, func(c *config.Config) { c.Cluster.NATSURL = natsSecret })
+	cfg := config.Default()
+	cfg.DataDir = a.dir
+	cfg.CoAP.Listen, cfg.CoAP.SymmetricListen, cfg.DTLS.Listen, cfg.API.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Cluster.NATSURL = natsSecret
+	sb, err := startServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.shutdown() })
+	b := &testGateway{t: t, s: sb, key: a.key, dir: a.dir}
+
+	d := a.newDevice("", "roaming_1")
+	dd := b.dialWatched(t, d)
+	if code := dd.publish(); code != codes.Changed {
+		t.Fatalf("publish through node B: %v", code)
+	}
+	sent := time.Now()
+	if code := a.api("POST", "/api/v1/devices/"+d.pk+"/"+d.dk+"/revoke-tokens", nil, nil); code != 200 {
+		t.Fatalf("revoke through node A: %d", code)
+	}
+	waitUntil(t, func() bool { return dd.watch.alerts.Load() > 0 }, "close_notify from node B")
+	t.Logf("node B ended the session %v after node A's revoke-tokens was sent", time.Since(sent))
+	if v := metricValue(b.metricsText(), `coapgate_dtls_sessions_closed_total{reason="revoked"}`); v != 1 {
+		t.Fatalf("node B revoked %v sessions, want 1", v)
 	}
 }

@@ -55,6 +55,8 @@ type server struct {
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
 	dtls     *dtlsx.Server
+	// closeChanges releases the device-change feed (nil before it exists).
+	closeChanges func()
 	// flushPresence records offline transitions due at now and writes the
 	// presence table (tests call it with a clock of their own).
 	flushPresence func(now time.Time)
@@ -309,10 +311,13 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		return nil, fmt.Errorf("api listen: %w", err)
 	}
 	// Device changes reach every gateway: caches are dropped and DTLS
-	// sessions bound to a changed device are checked (and revoked). One
-	// node: in-process; a cluster implements registry.ChangeFeed across
-	// its nodes.
-	var changes registry.ChangeFeed = &registry.LocalChanges{}
+	// sessions bound to a changed device are checked (and revoked); with
+	// cluster.nats_url on every node.
+	changes, closeChanges, err := deviceChanges(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s.closeChanges = closeChanges
 	for _, g := range gateways {
 		changes.Subscribe(g.DeviceChanged)
 	}
@@ -473,6 +478,9 @@ func (s *server) shutdown() error {
 			s.log.Warn("forwarding stopped with errors", "err", err)
 		}
 		cancel()
+	}
+	if s.closeChanges != nil {
+		s.closeChanges()
 	}
 	if s.batcher != nil {
 		s.batcher.Close()

@@ -42,6 +42,16 @@ type Config struct {
 	Store    Store     `yaml:"store"`
 	Commands Commands  `yaml:"commands"`
 	Forward  Forward   `yaml:"forward"`
+	Cluster  Cluster   `yaml:"cluster"`
+}
+
+// Cluster configures what several gateway nodes share.
+type Cluster struct {
+	// NATSURL, when set, carries device changes (revoke-tokens,
+	// rotate-secret, disable, delete) to every node through NATS, so they
+	// end tokens' and DTLS sessions' validity on all nodes within a
+	// second. Empty: changes stay within this node.
+	NATSURL Secret `yaml:"nats_url"`
 }
 
 // Forward configures the forwarding rules' workers (internal/forward).

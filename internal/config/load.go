@@ -127,6 +127,7 @@ var Help = map[string]string{
 	"dtls.cookie_timeout":             "how long a ClientHello's state waits for the cookie echo (a spoofed source never answers)",
 	"dtls.idle_timeout":               "idle limit of certificate sessions (PSK sessions use their identity's lifetime)",
 	"dtls.hibernate_after":            "hibernate an established DTLS session after this long without a datagram: only a ~200-byte state snapshot is kept until its next datagram resumes it; 0 disables",
+	"cluster.nats_url":                "NATS URL that carries device changes (revocations, secret rotations, disable, delete) to every node within a second; empty: this node only",
 	"auth.token_ttl":                  "lifetime of tokens issued by POST /auth",
 	"auth.token_key":                  "hex token signing key shared by all nodes (default: generated into data_dir/token.key)",
 	"auth.online_lifetime":            "how long a token device stays online after its last message (unless its product sets one)",
