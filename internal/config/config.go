@@ -148,7 +148,8 @@ type DTLS struct {
 	// disables the limit.
 	HandshakeRate int `yaml:"handshake_rate"`
 	// HandshakeIdleTimeout drops a handshake whose peer sent nothing for
-	// this long after the cookie echo (RFC 6347 §4.2.4 retransmission).
+	// this long after the cookie echo (RFC 6347 §4.2.4 retransmission;
+	// RFC 7925 §11 allows a 9 s initial timer on constrained networks).
 	HandshakeIdleTimeout time.Duration `yaml:"handshake_idle_timeout"`
 	// HandshakeTimeout bounds a whole handshake.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
@@ -246,7 +247,7 @@ func Default() Config {
 			MaxSessions:          100000,
 			MaxHandshakes:        1024,
 			HandshakeRate:        20,
-			HandshakeIdleTimeout: 5 * time.Second,
+			HandshakeIdleTimeout: 10 * time.Second,
 			HandshakeTimeout:     30 * time.Second,
 			CookieTimeout:        5 * time.Second,
 			IdleTimeout:          time.Hour,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -418,6 +419,62 @@ func TestAdmit(t *testing.T) {
 			if got := s.admit(tt.from, now); got != tt.want {
 				t.Fatalf("admit = %q, want %q", got, tt.want)
 			}
+		})
+	}
+}
+
+// TestRestartDuringHandshake: a device that restarts in the middle of a
+// handshake (before or after echoing the cookie) and starts over from the
+// same address and port gets its new handshake at once: the old one is
+// replaced when the new one echoes its cookie, not left to block the
+// address until a timeout.
+func TestRestartDuringHandshake(t *testing.T) {
+	for _, echoed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "before the cookie echo", true: "after the cookie echo"}[echoed], func(t *testing.T) {
+			ts := start(t, func(c *Config) { c.CookieTimeout = time.Minute; c.HandshakeIdleTimeout = time.Minute })
+			hello := clientHelloBytes(t)
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc.WriteToUDP(hello, ts.addr)
+			buf := make([]byte, 2048)
+			pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				t.Fatalf("no HelloVerifyRequest: %v", err)
+			}
+			if echoed {
+				echo, ok := cookieEcho(hello, buf[:n])
+				if !ok {
+					t.Fatal("no cookie")
+				}
+				pc.WriteToUDP(echo, ts.addr)
+				waitFor(t, func() bool { return ts.only(t).verified.Load() }, "cookie echo seen")
+			}
+			// The device restarts: a new socket on the same port (what the
+			// old one had buffered is gone) and a new handshake. The old
+			// handshake's flight may still be retransmitted to the port
+			// until the new one echoes its cookie; a client that takes it
+			// for its own fails, and (as a device would) tries once more.
+			port := pc.LocalAddr().(*net.UDPAddr).Port
+			pc.Close()
+			var c *dtls.Conn
+			for attempt := 0; c == nil; attempt++ {
+				npc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c, err = handshakeQuiet(npc, ts.addr, "pk,dk,2,60", dtlspsk.Key(secret), 5*time.Second); err != nil && attempt == 1 {
+					t.Fatalf("handshake after the restart: %v", err)
+				}
+			}
+			defer c.Close()
+			if r := post(t, c); r.Code != codes.Changed {
+				t.Fatalf("publish: %v", r.Code)
+			}
+			waitFor(t, func() bool { return ts.failures(CloseReplaced) == 1 }, "the old handshake ended as replaced")
+			waitFor(t, func() bool { return ts.Handshakes() == 0 && ts.Sessions() == 1 }, "one session, no handshake left")
 		})
 	}
 }

@@ -17,7 +17,8 @@ const (
 // clientHello describes the first record of a datagram when it is a
 // plaintext ClientHello (epoch 0).
 type clientHello struct {
-	cookie bool // carries a non-empty cookie (the HelloVerifyRequest echo)
+	cookie bool     // carries a non-empty cookie (the HelloVerifyRequest echo)
+	random [32]byte // client random: the same in a handshake's ClientHellos
 }
 
 // parseClientHello inspects the first record of b. It reports ok only for a
@@ -49,6 +50,7 @@ func parseClientHello(b []byte) (ch clientHello, ok bool) {
 	if len(body) < p+1 {
 		return ch, false
 	}
+	copy(ch.random[:], body[2:p])
 	sid := int(body[p])
 	p += 1 + sid
 	if sid > 32 || len(body) < p+1 {

@@ -100,8 +100,10 @@ type Config struct {
 	// CookieTimeout bounds the wait for the cookie echo [5s].
 	CookieTimeout time.Duration
 	// HandshakeIdleTimeout drops a handshake whose peer sent nothing for
-	// this long after the cookie echo [5s]: a live peer retransmits its
-	// last flight after 1 s, then 2 s (RFC 6347 §4.2.4).
+	// this long after the cookie echo [10s]: a live peer answers within a
+	// round trip, or retransmits its last flight when its timer fires
+	// (RFC 6347 §4.2.4: 1 s; RFC 7925 §11 for constrained networks: up to
+	// 9 s).
 	HandshakeIdleTimeout time.Duration
 	// IdleTimeout closes sessions without a PSK lifetime (certificate
 	// clients) after this long without a datagram [1h].
@@ -136,7 +138,7 @@ func (c *Config) fill() {
 		c.MaxHandshakesPerAddress = max(1, c.MaxHandshakes/2)
 	}
 	if c.HandshakeIdleTimeout <= 0 {
-		c.HandshakeIdleTimeout = 5 * time.Second
+		c.HandshakeIdleTimeout = 10 * time.Second
 	}
 	if c.HandshakeRate == 0 {
 		c.HandshakeRate = 20
@@ -347,14 +349,20 @@ func (s *Server) dispatch(b []byte, from netip.AddrPort, now time.Time) {
 	}
 	s.mu.Unlock()
 	ch, isHello := parseClientHello(b)
-	if ss != nil && byAddr && isHello && ss.up.Load() {
-		// A ClientHello on an established session's address: the device
-		// restarted (NB-IoT modules often reuse their source port). The
-		// new handshake runs beside the old session, which it replaces
-		// only once the cookie came back (RFC 6347 §4.2.8): a spoofed
-		// ClientHello cannot end an established session.
+	if ss != nil && byAddr && isHello && (ss.up.Load() || ch.random != ss.hello) {
+		// A ClientHello on an established session's address, or one of
+		// another handshake (its client random differs) on the address of
+		// a handshake in progress: the device restarted (NB-IoT modules
+		// often reuse their source port). The new handshake runs beside
+		// the old session, which it replaces only once the cookie came
+		// back (RFC 6347 §4.2.8): a spoofed ClientHello cannot end a
+		// session or a handshake. The pending handshake is told apart by
+		// its client random, which its cookie echo repeats.
 		s.mu.Lock()
 		next := s.pending[from]
+		if next != nil && ch.random != next.hello {
+			next = nil // not the pending one's: another restart
+		}
 		if next != nil && ch.cookie {
 			delete(s.pending, from)
 			s.byAddr[from] = next
@@ -363,7 +371,7 @@ func (s *Server) dispatch(b []byte, from netip.AddrPort, now time.Time) {
 		switch {
 		case next != nil && ch.cookie:
 			old := ss
-			s.wg.Go(func() { old.close(CloseReplaced) }) // never block the read loop
+			s.wg.Go(func() { old.replaced() }) // never block the read loop
 			next.deliver(b, from)
 			return
 		case next != nil:
@@ -371,6 +379,11 @@ func (s *Server) dispatch(b []byte, from netip.AddrPort, now time.Time) {
 			return
 		case !ch.cookie:
 			s.startSession(b, from, now, true)
+			return
+		}
+		if !ss.up.Load() {
+			// A cookie echo of no handshake at this address.
+			s.m.dropped.Inc()
 			return
 		}
 	}
@@ -406,16 +419,24 @@ func (s *Server) startSession(b []byte, from netip.AddrPort, now time.Time, repl
 		return
 	}
 	ss := s.newSession(from, now)
+	if ch, ok := parseClientHello(b); ok {
+		ss.hello = ch.random
+	}
 	l := newLink(ss)
 	ss.attach(l)
 	s.mu.Lock()
+	var superseded *Session
 	if replacement {
+		superseded = s.pending[from] // an earlier restart that never echoed its cookie
 		s.pending[from] = ss
 	} else {
 		s.byAddr[from] = ss
 	}
 	s.hsByAddr[from.Addr()]++
 	s.mu.Unlock()
+	if superseded != nil {
+		s.wg.Go(func() { superseded.abort(CloseReplaced) })
+	}
 	s.inflight.Add(1)
 	s.m.inflight.Inc()
 	s.wg.Go(func() { s.run(ss, l) })

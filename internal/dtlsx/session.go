@@ -45,6 +45,7 @@ type Session struct {
 	srv     *Server
 	id      uint64
 	addr    netip.AddrPort // first address: the byAddr key
+	hello   [32]byte       // client random of the first ClientHello (set before the session is shared)
 	created time.Time
 
 	log    pionLogger
@@ -271,6 +272,16 @@ func (ss *Session) close(reason string) {
 	default:
 		ss.closeLink()
 	}
+}
+
+// replaced ends a session or handshake whose device made a new handshake
+// from the same address (the new one echoed its cookie).
+func (ss *Session) replaced() {
+	if ss.up.Load() {
+		ss.close(CloseReplaced)
+		return
+	}
+	ss.abort(CloseReplaced)
 }
 
 func (ss *Session) established(now time.Time) {
