@@ -1,6 +1,7 @@
 package dtlsx
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -477,4 +478,32 @@ func TestRestartDuringHandshake(t *testing.T) {
 			waitFor(t, func() bool { return ts.Handshakes() == 0 && ts.Sessions() == 1 }, "one session, no handshake left")
 		})
 	}
+}
+
+// FuzzParseClientHello: the read loop's only parse of unauthenticated
+// datagrams never panics, accepts only epoch-0 handshake records holding a
+// ClientHello, and reports the random and cookie of the bytes it accepted.
+func FuzzParseClientHello(f *testing.F) {
+	f.Add([]byte{22, 0xfe, 0xfd, 0, 0})
+	hello := []byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 50, 1, 0, 0, 38, 0, 0, 0, 0, 0, 0, 0, 38, 0xfe, 0xfd}
+	hello = append(hello, bytes.Repeat([]byte{7}, 32)...)
+	hello = append(hello, 0, 2, 0xaa, 0xbb)
+	f.Add(hello)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ch, ok := parseClientHello(b)
+		if !ok {
+			return
+		}
+		if b[0] != contentHandshake || b[3] != 0 || b[4] != 0 || b[recordHeaderLen] != handshakeClientHello {
+			t.Fatalf("accepted a datagram that is not an epoch-0 ClientHello: % x", b[:min(len(b), 16)])
+		}
+		body := b[recordHeaderLen+handshakeHeaderLen:]
+		if !bytes.Equal(ch.random[:], body[2:34]) {
+			t.Fatalf("random %x, bytes %x", ch.random, body[2:34])
+		}
+		sid := int(body[34])
+		if ch.cookie != (body[35+sid] > 0) {
+			t.Fatalf("cookie flag %v, cookie length %d", ch.cookie, body[35+sid])
+		}
+	})
 }
