@@ -82,6 +82,12 @@ func (b *bindings) of(pk, dk string) []*binding {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []*binding
+	if dk != "" {
+		for _, x := range b.byDev[command.DeviceKey{ProductKey: pk, DeviceKey: dk}] {
+			out = append(out, x)
+		}
+		return out
+	}
 	for k, m := range b.byDev {
 		if k.ProductKey != pk || (dk != "" && k.DeviceKey != dk) {
 			continue
