@@ -72,27 +72,29 @@ func TestRefusalAlerts(t *testing.T) {
 		{"wrong key", "pk,dk,2,60", dtlspsk.ReasonBadKey, dtlspsk.Key("other"), alertDecryptError},
 		{"registry down", "pk,down,2,60", dtlspsk.ReasonStore, dtlspsk.Key(secret), alertHandshakeFailure},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := &alertWatch{PacketConn: pc}
-			if _, err := handshake(t, w, ts.addr, tt.identity, tt.key, dtls.TLS_PSK_WITH_AES_128_CCM_8, false); err == nil {
-				t.Fatal("handshake succeeded")
-			}
-			waitFor(t, func() bool { return ts.failures(tt.reason) == 1 }, "failure "+tt.reason)
-			got := w.got()
-			if len(got) == 0 || got[0] != tt.alert {
-				t.Fatalf("alerts received %v, want first %d", got, tt.alert)
-			}
-			for _, a := range got {
-				if a == alertInternalError {
-					t.Fatalf("internal_error sent (alerts %v)", got)
+	for i, suite := range []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_CBC_SHA256} {
+		for _, tt := range tests {
+			t.Run(cipherName(suite)+"/"+tt.name, func(t *testing.T) {
+				pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				w := &alertWatch{PacketConn: pc}
+				if _, err := handshake(t, w, ts.addr, tt.identity, tt.key, suite, false); err == nil {
+					t.Fatal("handshake succeeded")
+				}
+				waitFor(t, func() bool { return ts.failures(tt.reason) == float64(i+1) }, "failure "+tt.reason)
+				got := w.got()
+				if len(got) == 0 || got[0] != tt.alert {
+					t.Fatalf("alerts received %v, want first %d", got, tt.alert)
+				}
+				for _, a := range got {
+					if a == alertInternalError {
+						t.Fatalf("internal_error sent (alerts %v)", got)
+					}
+				}
+			})
+		}
 	}
 }
 
