@@ -23,6 +23,7 @@ import (
 	"github.com/coapgate/coapgate/internal/coapx"
 	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/console"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx"
 	"github.com/coapgate/coapgate/internal/forward"
@@ -36,6 +37,7 @@ import (
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
+	"github.com/coapgate/coapgate/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -51,6 +53,7 @@ type server struct {
 	// points projects the message log into the point store.
 	points   *point.Projector
 	forward  *forward.Manager // nil until started
+	sampler  *stats.Sampler   // the console overview's history of counters
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
@@ -325,8 +328,12 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		if err := changes.Publish(context.Background(), registry.DeviceChange{ProductKey: pk, DeviceKey: dk}); err != nil {
 			log.Warn("device change not delivered to every node", "productKey", pk, "deviceKey", dk, "err", err)
 		}
+		s.sampler.MarkChanged() // the overview's device count
 	}
-	handler := api.New(api.Options{
+	// The console's overview: an hour of samples of the counters above.
+	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log, Registry: s.store,
+		Devices: func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }})
+	apiHandler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
 		Rules: s.forward, Notify: s.store, Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
@@ -334,7 +341,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Logger:                log,
 		Version:               version,
 		DefaultOnlineLifetime: cfg.Auth.OnlineLifetime,
+		Stats:                 s.sampler,
 	})
+	handler := console.New(apiHandler) // the web console at /, the API under /api/v1
 	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -376,6 +385,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	s.wg.Go(func() { queue.Run(runCtx) })
+	s.wg.Go(func() { s.sampler.Run(runCtx) })
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {
 			cancel()
@@ -542,4 +552,17 @@ func (s *server) servePprof(ctx context.Context, addr string, log *slog.Logger) 
 		_ = srv.Shutdown(sctx)
 	})
 	return nil
+}
+
+// consoleURL is the web console's address on the API listener addr; an
+// unspecified host (":8080") is shown as loopback.
+func consoleURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + "/"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
