@@ -341,3 +341,44 @@ func TestE2EClusterRevocation(t *testing.T) {
 		t.Fatalf("node B revoked %v sessions, want 1", v)
 	}
 }
+
+// TestE2EDTLSNativeSessionsEndOnCredentialChange: with dtls.engine native,
+// revoke-tokens, rotate-secret, disable and delete + re-create end the
+// device's session at once with a close_notify.
+func TestE2EDTLSNativeSessionsEndOnCredentialChange(t *testing.T) {
+	g := startTestGateway(t, func(c *config.Config) { c.DTLS.Engine = "native" })
+	pk, _ := g.newProduct(false)
+	changes := map[string]func(d device) int{
+		"revoke-tokens": func(d device) int {
+			return g.api("POST", "/api/v1/devices/"+d.pk+"/"+d.dk+"/revoke-tokens", nil, nil)
+		},
+		"rotate-secret": func(d device) int {
+			return g.api("POST", "/api/v1/devices/"+d.pk+"/"+d.dk+"/rotate-secret", nil, nil)
+		},
+		"disable": func(d device) int {
+			return g.api("PATCH", "/api/v1/devices/"+d.pk+"/"+d.dk, map[string]any{"enabled": false}, nil)
+		},
+		"delete and re-create": func(d device) int {
+			if code := g.api("DELETE", "/api/v1/devices/"+d.pk+"/"+d.dk, nil, nil); code != 204 {
+				return code
+			}
+			return g.api("POST", "/api/v1/devices", map[string]any{"productKey": d.pk, "deviceKey": d.dk, "deviceSecret": d.secret}, nil)
+		},
+	}
+	n := 0
+	for name, change := range changes {
+		t.Run(name, func(t *testing.T) {
+			n++
+			d := g.newDevice(pk, fmt.Sprintf("native_%d", n))
+			dd := g.dialWatched(t, d)
+			if code := dd.publish(); code != codes.Changed {
+				t.Fatalf("publish: %v", code)
+			}
+			if code := change(d); code/100 != 2 {
+				t.Fatalf("change: %d", code)
+			}
+			waitUntil(t, func() bool { return dd.watch.alerts.Load() > 0 }, "close_notify from the server")
+			waitUntil(t, func() bool { return metricValue(g.metricsText(), "coapgate_dtls_sessions") == 0 }, "the session gone")
+		})
+	}
+}

@@ -13,15 +13,28 @@ import (
 )
 
 // BoundSession is a DTLS-PSK session (secureMode 2) as the gateway binds it
-// to the device record whose secret keyed it (*dtlsx.Session implements
-// it). Revoke ends the session at once (close_notify; later records are
-// refused) and does not wait; KeyMatches compares the session's PSK in
-// constant time. All methods are safe for concurrent use.
+// to the device record whose secret keyed it (*dtlsx.Session and
+// *native.Session implement it). Revoke ends the session at once
+// (close_notify; later records are refused) and does not wait. All methods
+// are safe for concurrent use.
 type BoundSession interface {
 	coapx.Session
 	PSKIdentity() *dtlspsk.Identity
-	KeyMatches(key []byte) bool
 	Revoke()
+}
+
+// keyMatcher is a BoundSession that can tell whether it was keyed with a
+// given PSK (constant time): then a secret changed while the handshake ran
+// is caught at binding, not only by the generation.
+type keyMatcher interface {
+	KeyMatches(key []byte) bool
+}
+
+// keyOK reports whether s was keyed with the PSK of secret, when s can
+// tell.
+func keyOK(s BoundSession, secret registry.Secret) bool {
+	km, ok := s.(keyMatcher)
+	return !ok || km.KeyMatches(dtlspsk.Key(secret.Reveal()))
 }
 
 // binding is what a session was established under: the device
@@ -118,7 +131,7 @@ func (g *Gateway) BindSession(s BoundSession) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	id, err := g.cache.get(ctx, psk.ProductKey, psk.DeviceKey, g.o.Now())
-	if err != nil || !id.dev.Enabled || !s.KeyMatches(dtlspsk.Key(id.dev.DeviceSecret.Reveal())) {
+	if err != nil || !id.dev.Enabled || !keyOK(s, id.dev.DeviceSecret) {
 		g.revoke(s, psk.ProductKey, psk.DeviceKey, "stale at establishment")
 		return false
 	}
@@ -142,7 +155,7 @@ func (g *Gateway) DeviceChanged(c registry.DeviceChange) {
 	defer cancel()
 	for _, x := range xs {
 		id, err := g.cache.get(ctx, x.pk, x.dk, g.o.Now())
-		if err == nil && x.holds(id) && x.s.KeyMatches(dtlspsk.Key(id.dev.DeviceSecret.Reveal())) {
+		if err == nil && x.holds(id) && keyOK(x.s, id.dev.DeviceSecret) {
 			continue
 		}
 		// A registry error ends the session too: the device reconnects
