@@ -34,6 +34,7 @@ func commands() []command {
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create, list or delete management API keys (works on the data directory)", cmdAPIKey},
+		{"cert", "create a development CA and DTLS server certificate (cert dev)", cmdCert},
 		{"health", "check a running gateway's health endpoint (exit 0 when healthy)", cmdHealth},
 		{"version", "print the build information (version, VCS revision, Go version)", cmdVersion},
 	}
