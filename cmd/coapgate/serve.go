@@ -37,6 +37,7 @@ import (
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/coapgate/coapgate/internal/retention"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
@@ -62,6 +63,8 @@ type server struct {
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
 	dtls     *dtlsx.Server
 	dtlsNat  *native.Server // dtls.engine native (instead of dtls)
+	// closeChanges releases the device-change feed (nil before it exists).
+	closeChanges func()
 	// flushPresence records offline transitions due at now and writes the
 	// presence table (tests call it with a clock of their own).
 	flushPresence func(now time.Time)
@@ -319,18 +322,23 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			rate = -1 // unlimited
 		}
 		s.dtls, err = dtlsx.New(dtlsx.Config{
-			LookupPSK:        dtlsGW.LookupPSK,
-			Certificate:      cert,
-			ConnectionID:     cfg.DTLS.ConnectionID,
-			MaxSessions:      cfg.DTLS.MaxSessions,
-			MaxHandshakes:    cfg.DTLS.MaxHandshakes,
-			HandshakeRate:    rate,
-			HandshakeTimeout: cfg.DTLS.HandshakeTimeout,
-			CookieTimeout:    cfg.DTLS.CookieTimeout,
-			IdleTimeout:      cfg.DTLS.IdleTimeout,
-			HibernateAfter:   cfg.DTLS.HibernateAfter,
-			ReadBuffer:       cfg.CoAP.ReadBuffer,
+			LookupPSK:               dtlsGW.LookupPSK,
+			Certificate:             cert,
+			ConnectionID:            cfg.DTLS.ConnectionID,
+			MaxSessions:             cfg.DTLS.MaxSessions,
+			MaxHandshakes:           cfg.DTLS.MaxHandshakes,
+			HandshakeRate:           rate,
+			MaxHandshakesPerAddress: cfg.DTLS.MaxHandshakesPerAddress,
+			HandshakeIdleTimeout:    cfg.DTLS.HandshakeIdleTimeout,
+			HandshakeTimeout:        cfg.DTLS.HandshakeTimeout,
+			CookieTimeout:           cfg.DTLS.CookieTimeout,
+			IdleTimeout:             cfg.DTLS.IdleTimeout,
+			HibernateAfter:          cfg.DTLS.HibernateAfter,
+			ReadBuffer:              cfg.CoAP.ReadBuffer,
 			OnUp: func(ss *dtlsx.Session) {
+				if !dtlsGW.BindSession(ss) {
+					return // keyed by a secret the device no longer has: revoked
+				}
 				dtlsGW.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
 				if id := ss.PSKIdentity(); id != nil && id.SecureMode == dtlspsk.ModeDevice {
 					dtlsGW.SessionLive(id.ProductKey, id.DeviceKey, ss)
@@ -360,9 +368,20 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if s.apiLn, err = net.Listen("tcp", cfg.API.Listen); err != nil {
 		return nil, fmt.Errorf("api listen: %w", err)
 	}
+	// Device changes reach every gateway: caches are dropped and DTLS
+	// sessions bound to a changed device are checked (and revoked); with
+	// cluster.nats_url on every node.
+	changes, closeChanges, err := deviceChanges(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s.closeChanges = closeChanges
+	for _, g := range gateways {
+		changes.Subscribe(g.DeviceChanged)
+	}
 	invalidate := func(pk, dk string) {
-		for _, g := range gateways {
-			g.Invalidate(pk, dk)
+		if err := changes.Publish(context.Background(), registry.DeviceChange{ProductKey: pk, DeviceKey: dk}); err != nil {
+			log.Warn("device change not delivered to every node", "productKey", pk, "deviceKey", dk, "err", err)
 		}
 		s.sampler.MarkChanged() // the overview's device count
 	}
@@ -556,6 +575,9 @@ func (s *server) shutdown() error {
 			s.log.Warn("forwarding stopped with errors", "err", err)
 		}
 		cancel()
+	}
+	if s.closeChanges != nil {
+		s.closeChanges()
 	}
 	if s.batcher != nil {
 		s.batcher.Close()

@@ -44,6 +44,7 @@ type Config struct {
 	Forward  Forward   `yaml:"forward"`
 	// Retention bounds how long stored data is kept (internal/retention).
 	Retention Retention `yaml:"retention"`
+	Cluster   Cluster   `yaml:"cluster"`
 }
 
 // Retention configures the retention worker. Periods of 0 keep data
@@ -73,6 +74,15 @@ type Retention struct {
 	// waits as long as the last batch took), so that ingest's commits go
 	// first.
 	BatchPause time.Duration `yaml:"batch_pause"`
+}
+
+// Cluster configures what several gateway nodes share.
+type Cluster struct {
+	// NATSURL, when set, carries device changes (revoke-tokens,
+	// rotate-secret, disable, delete) to every node through NATS, so they
+	// end tokens' and DTLS sessions' validity on all nodes within a
+	// second. Empty: changes stay within this node.
+	NATSURL Secret `yaml:"nats_url"`
 }
 
 // Forward configures the forwarding rules' workers (internal/forward).
@@ -170,11 +180,20 @@ type DTLS struct {
 	ConnectionID bool `yaml:"connection_id"`
 	// MaxSessions bounds established sessions plus handshakes in flight.
 	MaxSessions int `yaml:"max_sessions"`
-	// MaxHandshakes bounds handshakes in flight.
+	// MaxHandshakes bounds handshakes in flight; from half of it the node
+	// is under pressure and shares the slots fairly per source address.
 	MaxHandshakes int `yaml:"max_handshakes"`
+	// MaxHandshakesPerAddress bounds the handshakes in flight from one
+	// source IP address; 0 means half of MaxHandshakes.
+	MaxHandshakesPerAddress int `yaml:"max_handshakes_per_address"`
 	// HandshakeRate is the new handshakes allowed per second per source IP
-	// address (also the burst); 0 disables the limit.
+	// address (also the burst) while the node is under pressure; 0
+	// disables the limit.
 	HandshakeRate int `yaml:"handshake_rate"`
+	// HandshakeIdleTimeout drops a handshake whose peer sent nothing for
+	// this long after the cookie echo (RFC 6347 §4.2.4 retransmission;
+	// RFC 7925 §11 allows a 9 s initial timer on constrained networks).
+	HandshakeIdleTimeout time.Duration `yaml:"handshake_idle_timeout"`
 	// HandshakeTimeout bounds a whole handshake.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// CookieTimeout bounds the wait for the HelloVerifyRequest cookie echo.
@@ -286,16 +305,17 @@ func Default() Config {
 			SymmetricOnPlain: true,
 		},
 		DTLS: DTLS{
-			Listen:           ":5684",
-			ConnectionID:     true,
-			MaxSessions:      100000,
-			MaxHandshakes:    1024,
-			HandshakeRate:    20,
-			HandshakeTimeout: 30 * time.Second,
-			CookieTimeout:    5 * time.Second,
-			IdleTimeout:      time.Hour,
-			HibernateAfter:   10 * time.Second,
-			Engine:           "pion",
+			Listen:               ":5684",
+			ConnectionID:         true,
+			MaxSessions:          100000,
+			MaxHandshakes:        1024,
+			HandshakeRate:        20,
+			HandshakeIdleTimeout: 10 * time.Second,
+			HandshakeTimeout:     30 * time.Second,
+			CookieTimeout:        5 * time.Second,
+			IdleTimeout:          time.Hour,
+			HibernateAfter:       10 * time.Second,
+			Engine:               "pion",
 		},
 		Auth: Auth{
 			TokenTTL:       7 * 24 * time.Hour,
@@ -376,6 +396,12 @@ func (c Config) Validate() error {
 	}
 	if c.DTLS.MaxSessions < 1 || c.DTLS.MaxHandshakes < 1 {
 		bad("dtls.max_sessions and dtls.max_handshakes must be >= 1")
+	}
+	if c.DTLS.MaxHandshakesPerAddress < 0 {
+		bad("dtls.max_handshakes_per_address must be >= 0 (0: half of dtls.max_handshakes)")
+	}
+	if c.DTLS.HandshakeIdleTimeout < 100*time.Millisecond {
+		bad("dtls.handshake_idle_timeout must be >= 100ms")
 	}
 	if c.DTLS.HandshakeRate < 0 {
 		bad("dtls.handshake_rate must be >= 0 (0: unlimited)")

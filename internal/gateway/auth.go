@@ -95,7 +95,7 @@ func (g *Gateway) authRequest(ctx context.Context, req *coapx.Request) (_ *coapx
 		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dn), symmetricMode
 	}
 	cl := token.Claims{
-		ProductKey: pk, DeviceKey: dn, Generation: id.dev.Generation,
+		ProductKey: pk, DeviceKey: dn, Incarnation: id.dev.Incarnation, Generation: id.dev.Generation,
 		IssuedAt: req.Received, ExpiresAt: req.Received.Add(g.o.TokenTTL),
 		Symmetric: symmetricMode,
 	}

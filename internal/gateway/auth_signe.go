@@ -60,7 +60,7 @@ func (g *Gateway) authSignE(ctx context.Context, req *coapx.Request) *coapx.Resp
 		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dk)
 	}
 	cl := token.Claims{
-		ProductKey: pk, DeviceKey: dk, Generation: id.dev.Generation,
+		ProductKey: pk, DeviceKey: dk, Incarnation: id.dev.Incarnation, Generation: id.dev.Generation,
 		IssuedAt: req.Received, ExpiresAt: req.Received.Add(g.o.TokenTTL), SignE: true,
 	}
 	err = g.newSession(&cl)

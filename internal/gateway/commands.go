@@ -89,7 +89,10 @@ func (g *Gateway) SetRequester(r Requester) { g.requester = r }
 func (g *Gateway) SessionLive(pk, dk string, s coapx.Session) { g.live.put(pk, dk, s) }
 
 // SessionGone forgets a session that ended.
-func (g *Gateway) SessionGone(s coapx.Session) { g.live.remove(s) }
+func (g *Gateway) SessionGone(s coapx.Session) {
+	g.live.remove(s)
+	g.bound.remove(s.SessionID())
+}
 
 // authUplink authenticates a request to /topic/… by the listener's mode:
 // the DTLS-PSK session, a symmetric token, option 2101 or a plain token.

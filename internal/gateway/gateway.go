@@ -153,6 +153,7 @@ type Gateway struct {
 	// requester pushes commands (set once by SetRequester before serving).
 	requester Requester
 	live      liveSessions
+	bound     bindings
 }
 
 var (
@@ -214,7 +215,7 @@ func New(o Options) *Gateway {
 func (g *Gateway) RunRefusalLog(ctx context.Context) { g.refusals.Run(ctx) }
 
 // Invalidate drops cached registry data of a device (or of every device of
-// a product when dk is ""); the management API calls it after writes.
+// a product when dk is ""). DeviceChanged does it too, and more.
 func (g *Gateway) Invalidate(pk, dk string) {
 	g.cache.Invalidate(pk, dk)
 }

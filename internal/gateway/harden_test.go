@@ -290,7 +290,11 @@ func TestAdmitRefusesBlock1AtFirstBlock(t *testing.T) {
 	g := New(Options{Registry: st, Tokens: codec, DeviceCacheTTL: time.Minute, TokenTTL: time.Hour})
 	srv, c := serveUDP(t, g, coapx.Config{})
 	now := time.Now()
-	tok, err := codec.Issue(token.Claims{ProductKey: pk, DeviceKey: "dev0", IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	dev, err := st.GetDevice(context.Background(), pk, "dev0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := codec.Issue(token.Claims{ProductKey: pk, DeviceKey: "dev0", Incarnation: dev.Incarnation, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,21 +19,21 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// memRegistry is a registry of one product whose devices a test can
+// lifetimeRegistry is a registry of one product whose devices a test can
 // revoke (bump the generation of).
-type memRegistry struct {
+type lifetimeRegistry struct {
 	mu   sync.Mutex
 	devs map[string]registry.Device // guarded by mu
 }
 
-func (r *memRegistry) GetProduct(_ context.Context, pk string) (registry.Product, error) {
+func (r *lifetimeRegistry) GetProduct(_ context.Context, pk string) (registry.Product, error) {
 	if pk != "pk1" {
 		return registry.Product{}, registry.ErrNotFound
 	}
 	return registry.Product{ProductKey: pk}, nil
 }
 
-func (r *memRegistry) GetDevice(_ context.Context, pk, dk string) (registry.Device, error) {
+func (r *lifetimeRegistry) GetDevice(_ context.Context, pk, dk string) (registry.Device, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d, ok := r.devs[dk]
@@ -43,7 +43,7 @@ func (r *memRegistry) GetDevice(_ context.Context, pk, dk string) (registry.Devi
 	return d, nil
 }
 
-func (r *memRegistry) add(dk string) {
+func (r *lifetimeRegistry) add(dk string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.devs == nil {
@@ -52,7 +52,7 @@ func (r *memRegistry) add(dk string) {
 	r.devs[dk] = registry.Device{ProductKey: "pk1", DeviceKey: dk, DeviceSecret: registry.Secret("secret-" + dk), Enabled: true}
 }
 
-func (r *memRegistry) setLastSeen(dk string, at time.Time) {
+func (r *lifetimeRegistry) setLastSeen(dk string, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.devs[dk]
@@ -60,7 +60,7 @@ func (r *memRegistry) setLastSeen(dk string, at time.Time) {
 	r.devs[dk] = d
 }
 
-func (r *memRegistry) disable(dk string) {
+func (r *lifetimeRegistry) disable(dk string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.devs[dk]
@@ -68,13 +68,13 @@ func (r *memRegistry) disable(dk string) {
 	r.devs[dk] = d
 }
 
-func (r *memRegistry) remove(dk string) {
+func (r *lifetimeRegistry) remove(dk string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.devs, dk)
 }
 
-func (r *memRegistry) revoke(dk string) {
+func (r *lifetimeRegistry) revoke(dk string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.devs[dk]
@@ -110,7 +110,7 @@ func (m *memIngest) AppendState(_ context.Context, msg *message.Message, st *rep
 type lifetimeRig struct {
 	t     *testing.T
 	g     *Gateway
-	reg   *memRegistry
+	reg   *lifetimeRegistry
 	codec *token.Codec
 	start time.Time
 	mid   uint16
@@ -122,7 +122,7 @@ func newLifetimeRig(t *testing.T, ttl, maxAge time.Duration) *lifetimeRig {
 		t.Fatal(err)
 	}
 	start := time.Unix(1_700_000_000, 0)
-	r := &lifetimeRig{t: t, reg: &memRegistry{}, codec: codec, start: start}
+	r := &lifetimeRig{t: t, reg: &lifetimeRegistry{}, codec: codec, start: start}
 	r.g = New(Options{Registry: r.reg, Tokens: codec, Ingest: &memIngest{}, Presence: presence.NewTracker(),
 		TokenTTL: ttl, TokenMaxAge: maxAge, OnlineLifetime: time.Minute, SymmetricOnPlain: true,
 		Started: start.Add(-time.Hour), Now: func() time.Time { return start }})

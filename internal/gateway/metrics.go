@@ -18,29 +18,36 @@ type metrics struct {
 	// thing-model validation (replied with a non-200 code), by kind.
 	thingDecodeFailures *prometheus.CounterVec
 	downlink            *prometheus.CounterVec
+	// sessionsRevoked counts DTLS sessions ended because their device's
+	// credentials changed.
+	sessionsRevoked prometheus.Counter
 }
 
 // Failure reasons, as metric labels and log attributes.
 const (
-	reasonBadPayload    = "bad_payload"
-	reasonUnknownDevice = "unknown_device"
-	reasonBadSign       = "bad_sign"
-	reasonDisabled      = "disabled"
-	reasonStore         = "store_unavailable"
-	reasonNoToken       = "no_token"
-	reasonBadToken      = "bad_token"
-	reasonExpired       = "expired_token"
-	reasonRevoked       = "revoked_token"
-	reasonACL           = "topic_denied"
-	reasonWrongMode     = "token_mode"    // a token of another mode (plain, symmetric, sign-E)
-	reasonStaleSession  = "stale_session" // session token this node may have forgotten (restart, eviction)
-	reasonNoSeq         = "no_seq"        // symmetric uplink without option 2089
-	reasonBadSignE      = "bad_sign_e"    // option 2101 that no candidate device's key opens
+	reasonBadPayload       = "bad_payload"
+	reasonUnknownDevice    = "unknown_device"
+	reasonBadSign          = "bad_sign"
+	reasonDisabled         = "disabled"
+	reasonStore            = "store_unavailable"
+	reasonNoToken          = "no_token"
+	reasonBadToken         = "bad_token"
+	reasonExpired          = "expired_token"
+	reasonRevoked          = "revoked_token"
+	reasonOtherIncarnation = "other_incarnation" // issued to a deleted device of the same keys
+	reasonACL              = "topic_denied"
+	reasonWrongMode        = "token_mode"    // a token of another mode (plain, symmetric, sign-E)
+	reasonStaleSession     = "stale_session" // session token this node may have forgotten (restart, eviction)
+	reasonNoSeq            = "no_seq"        // symmetric uplink without option 2089
+	reasonBadSignE         = "bad_sign_e"    // option 2101 that no candidate device's key opens
 )
 
 func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker, now func() time.Time, tables ...*replay.Sessions) *metrics {
 	labels := prometheus.Labels{"transport": transport}
 	m := &metrics{
+		sessionsRevoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_dtls_sessions_revoked_total", Help: "DTLS sessions ended because their device was deleted, re-created or disabled, or its secret rotated or tokens revoked.", ConstLabels: labels,
+		}),
 		authOK: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coapgate_auth_success_total", Help: "Successful device authentications.", ConstLabels: labels,
 		}),
@@ -61,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, transport string, p *presence.Tracker
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink)
+		reg.MustRegister(m.authOK, m.authFailures, m.publish, m.replays, m.thingDecodeFailures, m.downlink, m.sessionsRevoked)
 		// The table is one per node (shared by the listeners): every
 		// transport label reports the same figures.
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -100,6 +100,8 @@ func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string
 		return cl, identity{}, g.unavailable()
 	case err != nil:
 		return cl, identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	case id.dev.Incarnation != cl.Incarnation:
+		return cl, identity{}, g.tokenFail(req, reasonOtherIncarnation, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case id.dev.Generation != cl.Generation:
 		return cl, identity{}, g.tokenFail(req, reasonRevoked, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case !id.dev.Enabled:

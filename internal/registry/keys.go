@@ -2,6 +2,7 @@ package registry
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -85,6 +86,18 @@ func NewDeviceKey() string { return randomAlnum(deviceKeyLen) }
 // NewSecret returns a random 32-character alphanumeric secret (about 190
 // bits of entropy), the shape of the dialects' device secrets.
 func NewSecret() Secret { return Secret(randomAlnum(secretLen)) }
+
+// NewIncarnation returns a random non-zero device incarnation (64 bits
+// from crypto/rand: a repeat for the same device key is negligible).
+func NewIncarnation() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if n := binary.BigEndian.Uint64(b[:]); n != 0 {
+			return n
+		}
+	}
+}
 
 const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -16,7 +16,7 @@ const productColumns = `product_key, product_secret, name, dynamic_registration,
 	retention_messages_ms, retention_points_ms, retention_events_ms, retention_commands_ms`
 
 const deviceColumns = `product_key, device_key, device_secret, asset_id, enabled,
-	generation, created_at, last_seen_at, last_address`
+	generation, created_at, last_seen_at, last_address, incarnation`
 
 // CreateProduct implements registry.Store. A zero CreatedAt is stamped with
 // the current time.
@@ -114,16 +114,20 @@ func (s *Store) DeleteProduct(ctx context.Context, productKey string) error {
 }
 
 // CreateDevice implements registry.Store. A zero CreatedAt is stamped with
-// the current time; LastSeenAt and LastAddress are stored as given.
+// the current time, a zero Incarnation with a new random one; LastSeenAt and
+// LastAddress are stored as given.
 func (s *Store) CreateDevice(ctx context.Context, d registry.Device) error {
+	if d.Incarnation == 0 {
+		d.Incarnation = registry.NewIncarnation()
+	}
 	var lastSeen sql.NullInt64
 	if !d.LastSeenAt.IsZero() {
 		lastSeen = sql.NullInt64{Int64: d.LastSeenAt.UnixNano(), Valid: true}
 	}
 	_, err := s.writer.ExecContext(ctx,
-		`INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ProductKey, d.DeviceKey, d.DeviceSecret.Reveal(), d.AssetID, boolInt(d.Enabled),
-		int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress)
+		int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress, int64(d.Incarnation))
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("sqlitestore: create device %s/%s: %w", d.ProductKey, d.DeviceKey, registry.ErrConflict)
@@ -310,15 +314,17 @@ func scanDevice(r rowScanner) (registry.Device, error) {
 		d                 registry.Device
 		secret            string
 		enabled, gen, cre int64
+		incarnation       int64
 		lastSeen          sql.NullInt64
 	)
 	if err := r.Scan(&d.ProductKey, &d.DeviceKey, &secret, &d.AssetID, &enabled,
-		&gen, &cre, &lastSeen, &d.LastAddress); err != nil {
+		&gen, &cre, &lastSeen, &d.LastAddress, &incarnation); err != nil {
 		return registry.Device{}, err
 	}
 	d.DeviceSecret = registry.Secret(secret)
 	d.Enabled = enabled != 0
 	d.Generation = uint32(gen)
+	d.Incarnation = uint64(incarnation)
 	d.CreatedAt = fromNanos(cre)
 	if lastSeen.Valid {
 		d.LastSeenAt = fromNanos(lastSeen.Int64)
