@@ -221,3 +221,25 @@ func TestCredentialsRedacted(t *testing.T) {
 		}
 	}
 }
+
+func TestParseNTPReply(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{`{"deviceSendTime":"1","serverRecvTime":"1700000000123","serverSendTime":"1700000000125"}`, true},
+		{`{"serverRecvTime":1700000000123,"serverSendTime":1700000000123}`, true},
+		{`{"serverRecvTime":"x","serverSendTime":"1"}`, false},
+		{`{"serverRecvTime":"5","serverSendTime":"4"}`, false},
+		{`{"code":200}`, false},
+		{`not json`, false},
+	} {
+		recv, send, err := parseNTPReply([]byte(tc.in))
+		if (err == nil) != tc.ok {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if tc.ok && (recv.UnixMilli() != 1700000000123 || send.Before(recv)) {
+			t.Fatalf("%s: %v %v", tc.in, recv, send)
+		}
+	}
+}

@@ -277,6 +277,20 @@ func cmdProduct(args []string, stdout, stderr io.Writer) int {
 		}, args, stdout, stderr)
 }
 
+// adminWarnings prints the warnings of a create response (values longer
+// than the vendor firmware accepts) to stderr.
+func adminWarnings(stderr io.Writer, body []byte) {
+	var r struct {
+		Warnings []api.Warning `json:"warnings"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w.Message)
+	}
+}
+
 func adminProductTable(w *tabwriter.Writer, p api.Product) {
 	fmt.Fprintf(w, "productKey\t%s\n", p.ProductKey)
 	if p.ProductSecret != "" {
@@ -286,6 +300,7 @@ func adminProductTable(w *tabwriter.Writer, p api.Product) {
 	fmt.Fprintf(w, "dataFormat\t%s\n", p.DataFormat)
 	fmt.Fprintf(w, "dynamicRegistration\t%t\n", p.DynamicRegistration)
 	fmt.Fprintf(w, "onlineLifetime\t%s\n", adminLifetime(p.OnlineLifetimeSecs))
+	adminRetentionRow(w, p.Retention)
 	fmt.Fprintf(w, "createdAt\t%s\n", adminTime(p.CreatedAt))
 }
 
@@ -306,6 +321,8 @@ func adminProductCreate(args []string, stdout, stderr io.Writer) int {
 	dynreg := c.fs.Bool("dynamic-registration", false, "let devices of this product register with the product secret (secureMode 3)")
 	format := c.fs.String("data-format", "json", "default payload `format`: json or cbor")
 	lifetime := c.fs.Duration("online-lifetime", 0, "how long a device stays online after a message (0: gateway default)")
+	ret := adminRetentionFlag{}
+	c.fs.Var(ret, "retention", adminRetentionUsage)
 	pos, code, ok := c.parse(args, 0, 1)
 	if !ok {
 		return code
@@ -324,12 +341,18 @@ func adminProductCreate(args []string, stdout, stderr io.Writer) int {
 	if *secret != "" {
 		req["productSecret"] = *secret
 	}
+	if len(ret) > 0 {
+		if req["retention"], err = ret.merge(api.ProductRetention{}); err != nil {
+			return c.finish(err)
+		}
+	}
 	body, err := c.call("POST", "/products", nil, req)
 	if err != nil {
 		return c.finish(err)
 	}
 	if !c.jsonOut {
 		fmt.Fprintln(stderr, "note: the product secret is shown only now; store it safely")
+		adminWarnings(stderr, body)
 	}
 	return c.finish(adminOutput(c, body, adminProductTable))
 }
@@ -386,6 +409,8 @@ func adminProductUpdate(args []string, stdout, stderr io.Writer) int {
 	dynreg := c.fs.Bool("dynamic-registration", false, "allow (or, with =false, forbid) dynamic registration")
 	format := c.fs.String("data-format", "", "new default payload `format`: json or cbor")
 	lifetime := c.fs.Duration("online-lifetime", 0, "new online lifetime (0: gateway default)")
+	ret := adminRetentionFlag{}
+	c.fs.Var(ret, "retention", adminRetentionUsage+"; other kinds keep their override")
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
 		return code
@@ -410,8 +435,22 @@ func adminProductUpdate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return c.finish(err)
 	}
+	if len(ret) > 0 {
+		// The API replaces all overrides: merge into the current ones.
+		cur, err := c.call("GET", "/products/"+adminEsc(pos[0]), nil, nil)
+		if err != nil {
+			return c.finish(err)
+		}
+		var p api.Product
+		if err := json.Unmarshal(cur, &p); err != nil {
+			return c.finish(fmt.Errorf("decode response: %w", err))
+		}
+		if req["retention"], err = ret.merge(p.Retention); err != nil {
+			return c.finish(err)
+		}
+	}
 	if len(req) == 0 {
-		return c.finish(adminUsagef("nothing to update: give at least one of --name, --dynamic-registration, --data-format, --online-lifetime"))
+		return c.finish(adminUsagef("nothing to update: give at least one of --name, --dynamic-registration, --data-format, --online-lifetime, --retention"))
 	}
 	body, err := c.call("PATCH", "/products/"+adminEsc(pos[0]), nil, req)
 	if err != nil {
@@ -513,6 +552,7 @@ func adminDeviceCreate(args []string, stdout, stderr io.Writer) int {
 	}
 	if !c.jsonOut {
 		fmt.Fprintln(stderr, "note: the device secret is shown only now; store it safely")
+		adminWarnings(stderr, body)
 	}
 	return c.finish(adminOutput(c, body, adminDeviceTable))
 }

@@ -204,6 +204,12 @@ func adminRuleStatus(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(w, "%d\t%s\t%t\t%d\t%d\t%d\t%d\t%d\t%s\n", a.Action, a.Type, a.Running, a.Cursor, a.Lag,
 				a.Delivered, a.Failures, a.DeadLetters, adminOrDash(a.LastError))
 		}
+		for _, a := range s.Actions {
+			if a.RetentionLost > 0 {
+				fmt.Fprintf(w, "action %d: %d log entries were deleted by retention before it handled them (up to log ID %d)\n",
+					a.Action, a.RetentionLost, a.RetentionLostTo)
+			}
+		}
 	}))
 }
 

@@ -116,6 +116,16 @@ func TestAdminProduct(t *testing.T) {
 		t.Fatalf("create --json: %v\n%s", err, r.stdout)
 	}
 
+	// A product key longer than the vendor firmware holds: created, warned.
+	if strings.Contains(r.stderr, "warning:") {
+		t.Fatalf("generated key warned: %q", r.stderr)
+	}
+	r = e.run(cmdProduct, true, "create", "--name", "Long", "pk_longer_than_twenty_1").want(t, 0)
+	if field(t, r.stdout, "productKey") != "pk_longer_than_twenty_1" || !strings.Contains(r.stderr, "warning: productKey is 23 characters") {
+		t.Fatalf("long key: stdout\n%s\nstderr %q", r.stdout, r.stderr)
+	}
+	e.run(cmdProduct, true, "delete", "pk_longer_than_twenty_1").want(t, 0)
+
 	// API error: exit 1 and "error: <code>: <message>".
 	r = e.run(cmdProduct, true, "create", "--name", "dup", "wm01").want(t, 1)
 	if r.stderr != "error: conflict: product \"wm01\" already exists\n" {
@@ -363,5 +373,39 @@ func TestAdminUsage(t *testing.T) {
 	r = run(cmdProduct, "get", "--api", e.url, "--api-key", e.key, "--", "-x").want(t, 1)
 	if r.stderr != "error: not_found: product \"-x\" not found\n" {
 		t.Fatalf("stderr = %q", r.stderr)
+	}
+}
+
+func TestAdminProductRetention(t *testing.T) {
+	e := newAdminEnv(t)
+	r := e.run(cmdProduct, true, "create", "--name", "r", "--retention", "messages=720h", "--retention", "points=0", "pr").want(t, 0)
+	if got := field(t, r.stdout, "retention"); got != "messages=720h0m0s points=forever" {
+		t.Fatalf("create: retention %q\n%s", got, r.stdout)
+	}
+	// Update merges: events added, points back to the gateway setting,
+	// messages kept.
+	r = e.run(cmdProduct, true, "update", "--retention", "events=48h", "--retention", "points=inherit", "pr").want(t, 0)
+	if got := field(t, r.stdout, "retention"); got != "messages=720h0m0s events=48h0m0s" {
+		t.Fatalf("update: retention %q\n%s", got, r.stdout)
+	}
+	p, err := e.store.GetProduct(context.Background(), "pr")
+	if err != nil || p.Retention.Messages == nil || *p.Retention.Messages != 720*time.Hour || p.Retention.Points != nil ||
+		p.Retention.Events == nil || *p.Retention.Events != 48*time.Hour || p.Retention.Commands != nil {
+		t.Fatalf("stored retention %+v, %v", p.Retention, err)
+	}
+	for _, bad := range []string{"message=1h", "messages", "messages=1.5s", "messages=-1h"} {
+		r = e.run(cmdProduct, true, "update", "--retention", bad, "pr").want(t, 2)
+		if !strings.Contains(r.stderr, "retention") {
+			t.Fatalf("--retention %s: stderr %q", bad, r.stderr)
+		}
+	}
+	// The API's bounds answer through the CLI.
+	r = e.run(cmdProduct, true, "update", "--retention", "commands=30s", "pr").want(t, 1)
+	if !strings.HasPrefix(r.stderr, "error: invalid_argument: ") {
+		t.Fatalf("stderr = %q", r.stderr)
+	}
+	r = e.run(cmdProduct, true, "get", "pr").want(t, 0)
+	if got := field(t, r.stdout, "retention"); got != "messages=720h0m0s events=48h0m0s" {
+		t.Fatalf("get: retention %q", got)
 	}
 }

@@ -34,6 +34,9 @@ func newNativeDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, r
 		HandshakeTimeout: cfg.DTLS.HandshakeTimeout,
 		IdleTimeout:      cfg.DTLS.IdleTimeout,
 		OnUp: func(ss *native.Session) {
+			if !gw.BindSession(ss) {
+				return // the device's record changed during the handshake: revoked
+			}
 			gw.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
 			if id := ss.PSKIdentity(); id != nil && id.SecureMode == dtlspsk.ModeDevice {
 				gw.SessionLive(id.ProductKey, id.DeviceKey, ss)

@@ -357,12 +357,16 @@ func TestE2ERefusals(t *testing.T) {
 		}
 		key, _ := hex.DecodeString(strings.TrimSpace(string(keyHex)))
 		codec, _ := token.NewCodec(key)
-		old, _ := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk,
+		dev, err := g.s.store.GetDevice(ctx, d.pk, d.dk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, _ := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk, Incarnation: dev.Incarnation,
 			IssuedAt: time.Now().Add(-8 * 24 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)})
 		if code := post(old, own); code != codes.Unauthorized {
 			t.Fatalf("code %v", code)
 		}
-		fresh, _ := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)})
+		fresh, _ := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk, Incarnation: dev.Incarnation, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)})
 		if code := post(fresh, own); code != codes.Changed {
 			t.Fatalf("control: a fresh token signed with the same key got %v", code)
 		}

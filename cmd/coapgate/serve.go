@@ -40,6 +40,8 @@ import (
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/replay"
+	"github.com/coapgate/coapgate/internal/retention"
 	"github.com/coapgate/coapgate/internal/secretbox"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 	"github.com/coapgate/coapgate/internal/stats"
@@ -64,12 +66,18 @@ type server struct {
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
 	dtls     *dtlsx.Server
 	dtlsNat  *native.Server // dtls.engine native (instead of dtls)
+	// closeChanges releases the device-change feed (nil before it exists).
+	closeChanges func()
 	// flushPresence records offline transitions due at now and writes the
 	// presence table (tests call it with a clock of their own).
 	flushPresence func(now time.Time)
 	apiLn         net.Listener
 	// AdminKey is set when this start created the first API key.
 	AdminKey string
+
+	// retention deletes expired data in the background (nil when the
+	// store does not support it).
+	retention *retention.Worker
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when a listener fails
@@ -189,6 +197,22 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		return nil, err
 	}
 	s.forward = fwd
+	rc := cfg.Retention
+	pause := rc.BatchPause
+	if pause == 0 {
+		pause = -1 // the worker's "no pause"
+	}
+	if rs, ok := any(s.store).(retention.Store); ok {
+		s.retention = retention.New(retention.Options{
+			Store: rs, Products: s.store,
+			Periods: retention.Periods{Messages: rc.Messages, Points: rc.Points, Events: rc.Events, Commands: rc.Commands,
+				DeadLetters: rc.DeadLetters, Rollups1m: rc.Rollups1m, Rollups1h: rc.Rollups1h},
+			Interval: rc.Interval, BatchSize: rc.BatchSize, Pause: pause,
+			Registerer: reg, Logger: log,
+		})
+	} else {
+		log.Warn("this store does not support retention: stored data is kept forever")
+	}
 	pres := presence.NewTracker()
 	signEIV, err := cfg.Auth.SignEIV()
 	if err != nil {
@@ -208,6 +232,20 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if err != nil {
 		return nil, err
 	}
+	// The session modes' replay state: one table for every listener (a
+	// number is used once whichever port it reaches), durable in the store
+	// through the batcher (same transaction as the uplink).
+	var replayStore replay.Store
+	if s.batcher.KeepsStates() {
+		replayStore = s.store
+	} else {
+		log.Warn("the store keeps no replay state: session-mode devices (options 2089, 2101) must authenticate again after a restart")
+	}
+	sessions := replay.NewSessions(replay.Config{Started: started, Window: cfg.CoAP.ReplayWindow,
+		MaxSessions: cfg.CoAP.ReplaySessions, Lifetime: cfg.Auth.TokenTTL, Store: replayStore})
+	// Option 2101 numbers must strictly increase: a window of one.
+	signESessions := replay.NewSessions(replay.Config{Started: started, Window: 1,
+		MaxSessions: cfg.CoAP.ReplaySessions, Lifetime: cfg.Auth.TokenTTL, Store: replayStore})
 	// One Gateway per listener; they share the registry, the batcher, the
 	// presence table and the metrics registry (their metrics differ by the
 	// transport label).
@@ -223,10 +261,12 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			Symmetric:         symmetric,
 			Rand:              hk.rand,
 			Started:           started,
-			ReplayWindow:      cfg.CoAP.ReplayWindow,
-			MaxSessions:       cfg.CoAP.ReplaySessions,
+			Sessions:          sessions,
+			SignESessions:     signESessions,
+			SymmetricOnPlain:  transport == message.TransportCoAP && cfg.CoAP.SymmetricOnPlain,
 			SignEIV:           signEIV,
 			TokenTTL:          cfg.Auth.TokenTTL,
+			TokenMaxAge:       cfg.Auth.TokenMaxAge,
 			OnlineLifetime:    cfg.Auth.OnlineLifetime,
 			DeviceCacheTTL:    cfg.Auth.DeviceCacheTTL,
 			UnavailableMaxAge: cfg.Store.UnavailableMaxAge,
@@ -239,6 +279,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		return coapx.NewServer(coapx.Config{
 			Workers: cfg.CoAP.Workers, Queue: cfg.CoAP.Queue, ReadBuffer: cfg.CoAP.ReadBuffer,
 			MaxBody: cfg.CoAP.MaxBody, BlockSize: cfg.CoAP.BlockSize, DedupEntries: cfg.CoAP.DedupEntries,
+			BlockPeerBudget: cfg.CoAP.BlockPeerBudget, BlockBudget: cfg.CoAP.BlockBudget, BlockTransfers: cfg.CoAP.BlockTransfers,
 			ExchangeLifetime: cfg.CoAP.ExchangeLifetime, NonLifetime: cfg.CoAP.NonLifetime,
 			Transport:  transport,
 			AckTimeout: cfg.Commands.PushTimeout, MaxRetransmit: cfg.Commands.PushRetransmit,
@@ -284,18 +325,23 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			rate = -1 // unlimited
 		}
 		s.dtls, err = dtlsx.New(dtlsx.Config{
-			LookupPSK:        dtlsGW.LookupPSK,
-			Certificate:      cert,
-			ConnectionID:     cfg.DTLS.ConnectionID,
-			MaxSessions:      cfg.DTLS.MaxSessions,
-			MaxHandshakes:    cfg.DTLS.MaxHandshakes,
-			HandshakeRate:    rate,
-			HandshakeTimeout: cfg.DTLS.HandshakeTimeout,
-			CookieTimeout:    cfg.DTLS.CookieTimeout,
-			IdleTimeout:      cfg.DTLS.IdleTimeout,
-			HibernateAfter:   cfg.DTLS.HibernateAfter,
-			ReadBuffer:       cfg.CoAP.ReadBuffer,
+			LookupPSK:               dtlsGW.LookupPSK,
+			Certificate:             cert,
+			ConnectionID:            cfg.DTLS.ConnectionID,
+			MaxSessions:             cfg.DTLS.MaxSessions,
+			MaxHandshakes:           cfg.DTLS.MaxHandshakes,
+			HandshakeRate:           rate,
+			MaxHandshakesPerAddress: cfg.DTLS.MaxHandshakesPerAddress,
+			HandshakeIdleTimeout:    cfg.DTLS.HandshakeIdleTimeout,
+			HandshakeTimeout:        cfg.DTLS.HandshakeTimeout,
+			CookieTimeout:           cfg.DTLS.CookieTimeout,
+			IdleTimeout:             cfg.DTLS.IdleTimeout,
+			HibernateAfter:          cfg.DTLS.HibernateAfter,
+			ReadBuffer:              cfg.CoAP.ReadBuffer,
 			OnUp: func(ss *dtlsx.Session) {
+				if !dtlsGW.BindSession(ss) {
+					return // keyed by a secret the device no longer has: revoked
+				}
 				dtlsGW.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
 				if id := ss.PSKIdentity(); id != nil && id.SecureMode == dtlspsk.ModeDevice {
 					dtlsGW.SessionLive(id.ProductKey, id.DeviceKey, ss)
@@ -325,9 +371,20 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if s.apiLn, err = net.Listen("tcp", cfg.API.Listen); err != nil {
 		return nil, fmt.Errorf("api listen: %w", err)
 	}
+	// Device changes reach every gateway: caches are dropped and DTLS
+	// sessions bound to a changed device are checked (and revoked); with
+	// cluster.nats_url on every node.
+	changes, closeChanges, err := deviceChanges(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s.closeChanges = closeChanges
+	for _, g := range gateways {
+		changes.Subscribe(g.DeviceChanged)
+	}
 	invalidate := func(pk, dk string) {
-		for _, g := range gateways {
-			g.Invalidate(pk, dk)
+		if err := changes.Publish(context.Background(), registry.DeviceChange{ProductKey: pk, DeviceKey: dk}); err != nil {
+			log.Warn("device change not delivered to every node", "productKey", pk, "deviceKey", dk, "err", err)
 		}
 		s.sampler.MarkChanged() // the overview's device count
 	}
@@ -390,6 +447,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	})
 	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
 	s.wg.Go(func() { queue.Run(runCtx) })
+	if s.retention != nil {
+		s.wg.Go(func() { s.retention.Run(runCtx) })
+	}
 	s.wg.Go(func() { s.sampler.Run(runCtx) })
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {
@@ -397,8 +457,14 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			return nil, err
 		}
 	}
+	if replayStore != nil {
+		s.wg.Go(func() { pruneReplayStates(runCtx, s.store, log) })
+	}
 	// The presence table is shared: one flusher drains it for every listener.
 	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
+	for _, g := range gateways { // "log lines suppressed" summaries after a flood
+		s.wg.Go(func() { g.RunRefusalLog(runCtx) })
+	}
 	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }
 	symAddr := "disabled"
 	if s.symConn != nil {
@@ -410,6 +476,25 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 	log.Info("coapgate started", "version", buildinfo.Version(), "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "dtls", dtlsAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
 	return s, nil
+}
+
+// pruneReplayStates deletes expired session states (and a device's beyond
+// sqlitestore.MaxReplayStatesPerDevice) hourly until ctx ends.
+func pruneReplayStates(ctx context.Context, st store, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := st.PruneReplayStates(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			log.Warn("replay state prune failed", "err", err)
+		} else if n > 0 {
+			log.Debug("replay states pruned", "sessions", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // pushRouter pushes a command through the first listener that reaches
@@ -494,6 +579,9 @@ func (s *server) shutdown() error {
 		}
 		cancel()
 	}
+	if s.closeChanges != nil {
+		s.closeChanges()
+	}
 	if s.batcher != nil {
 		s.batcher.Close()
 	}
@@ -567,6 +655,12 @@ type store interface {
 	downlink.Store
 	forward.Store
 	point.Store
+	replay.Store
+	// AppendWithState appends uplinks and saves replay states in one
+	// transaction (ingest.StateAppender).
+	AppendWithState(ctx context.Context, msgs []*message.Message, states []replay.State) error
+	// PruneReplayStates deletes the states of sessions expired before t.
+	PruneReplayStates(ctx context.Context, before time.Time) (int64, error)
 	Ping(ctx context.Context) error
 	// Reseal re-encrypts every stored secret under the newest key.
 	Reseal(ctx context.Context) (int, error)

@@ -567,8 +567,12 @@ func TestE2ESymmetricRestartRule(t *testing.T) {
 	keyHex, _ := os.ReadFile(filepath.Join(dir, "token.key"))
 	tk, _ := hex.DecodeString(strings.TrimSpace(string(keyHex)))
 	codec, _ := token.NewCodec(tk)
+	dev, err := g2.s.store.GetDevice(context.Background(), d.pk, d.dk)
+	if err != nil {
+		t.Fatal(err)
+	}
 	issue := func(at time.Time) string {
-		tok, err := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk, IssuedAt: at, ExpiresAt: time.Now().Add(time.Hour),
+		tok, err := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk, Incarnation: dev.Incarnation, IssuedAt: at, ExpiresAt: time.Now().Add(time.Hour),
 			Symmetric: true, Random: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, SeqOffset: 1})
 		if err != nil {
 			t.Fatal(err)
@@ -690,7 +694,11 @@ func TestE2EDialectESign(t *testing.T) {
 		keyHex, _ := os.ReadFile(filepath.Join(g.dir, "token.key"))
 		tk, _ := hex.DecodeString(strings.TrimSpace(string(keyHex)))
 		codec, _ := token.NewCodec(tk)
-		old, _ := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk, IssuedAt: time.Now().Add(-time.Minute),
+		dev, err := g.s.store.GetDevice(context.Background(), d.pk, d.dk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, _ := codec.Issue(token.Claims{ProductKey: d.pk, DeviceKey: d.dk, Incarnation: dev.Incarnation, IssuedAt: time.Now().Add(-time.Minute),
 			ExpiresAt: time.Now().Add(time.Hour), SignE: true, Random: [8]byte{9}})
 		if r := publish(topic, message.Option{ID: 2101, Value: opt2101(t, d.secret, dialectAIV, old, 1)}); r.Code != codes.Unauthorized {
 			t.Fatalf("code %v, want 4.01", r.Code)

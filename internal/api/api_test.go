@@ -1091,3 +1091,49 @@ func TestClientError(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestProductRetention(t *testing.T) {
+	e := newTestEnv(t)
+	secs := func(p *int64) string {
+		if p == nil {
+			return "inherit"
+		}
+		return fmt.Sprint(*p)
+	}
+	show := func(r ProductRetention) string {
+		return secs(r.MessagesSecs) + " " + secs(r.PointsSecs) + " " + secs(r.EventsSecs) + " " + secs(r.CommandsSecs)
+	}
+	var p Product
+	e.do("POST", "/api/v1/products", map[string]any{"productKey": "pk-r", "name": "r",
+		"retention": map[string]any{"messagesSeconds": 86400, "pointsSeconds": 0}}).want(t, 201, &p)
+	if got := show(p.Retention); got != "86400 0 inherit inherit" {
+		t.Fatalf("created retention %s", got)
+	}
+	e.do("GET", "/api/v1/products/pk-r", nil).want(t, 200, &p)
+	if got := show(p.Retention); got != "86400 0 inherit inherit" {
+		t.Fatalf("stored retention %s", got)
+	}
+	// A PATCH without retention keeps it; with retention replaces it.
+	e.do("PATCH", "/api/v1/products/pk-r", map[string]any{"name": "r2"}).want(t, 200, &p)
+	if got := show(p.Retention); got != "86400 0 inherit inherit" {
+		t.Fatalf("retention after unrelated patch %s", got)
+	}
+	p = Product{}
+	e.do("PATCH", "/api/v1/products/pk-r", map[string]any{"retention": map[string]any{"commandsSeconds": 3600}}).want(t, 200, &p)
+	if got := show(p.Retention); got != "inherit inherit inherit 3600" {
+		t.Fatalf("patched retention %s", got)
+	}
+	for _, body := range []string{
+		`{"retention":{"messagesSeconds":59}}`,
+		`{"retention":{"eventsSeconds":-1}}`,
+		`{"retention":{"pointsSeconds":9999999999}}`,
+		`{"retention":{"message":3600}}`,
+	} {
+		e.do("PATCH", "/api/v1/products/pk-r", body).wantError(t, 400, "invalid_argument")
+	}
+	p = Product{}
+	e.do("GET", "/api/v1/products/pk-r", nil).want(t, 200, &p)
+	if got := show(p.Retention); got != "inherit inherit inherit 3600" {
+		t.Fatalf("retention after refused patches %s", got)
+	}
+}

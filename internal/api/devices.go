@@ -139,7 +139,8 @@ func (s *server) createDevice(w http.ResponseWriter, r *http.Request) error {
 	s.audit(r, "device created", "pk", d.ProductKey, "dk", d.DeviceKey)
 	out := s.deviceJSON(d, p)
 	out.DeviceSecret = d.DeviceSecret.Reveal()
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, created[Device]{Object: out, Warnings: firmwareWarnings(
+		[2]string{"productKey", d.ProductKey}, [2]string{"deviceKey", d.DeviceKey}, [2]string{"deviceSecret", out.DeviceSecret})})
 	return nil
 }
 

@@ -28,6 +28,58 @@ type Product struct {
 	DataFormat          string    `json:"dataFormat"`
 	OnlineLifetimeSecs  int64     `json:"onlineLifetimeSeconds"`
 	CreatedAt           time.Time `json:"createdAt"`
+	// Retention holds the product's overrides of the gateway's retention
+	// periods.
+	Retention ProductRetention `json:"retention"`
+}
+
+// ProductRetention is the JSON form of registry.Retention, in seconds: an
+// absent field inherits the gateway setting, 0 keeps the data forever.
+type ProductRetention struct {
+	MessagesSecs *int64 `json:"messagesSeconds,omitempty"`
+	PointsSecs   *int64 `json:"pointsSeconds,omitempty"`
+	EventsSecs   *int64 `json:"eventsSeconds,omitempty"`
+	CommandsSecs *int64 `json:"commandsSeconds,omitempty"`
+}
+
+// Bounds of a retention override, in seconds (besides 0, forever).
+const (
+	minRetentionSeconds = 60
+	maxRetentionSeconds = 100 * 366 * 86400
+)
+
+func retentionJSON(r registry.Retention) ProductRetention {
+	secs := func(d *time.Duration) *int64 {
+		if d == nil {
+			return nil
+		}
+		v := int64(*d / time.Second)
+		return &v
+	}
+	return ProductRetention{MessagesSecs: secs(r.Messages), PointsSecs: secs(r.Points),
+		EventsSecs: secs(r.Events), CommandsSecs: secs(r.Commands)}
+}
+
+// parseRetention validates the overrides of a create or update.
+func parseRetention(r ProductRetention) (registry.Retention, error) {
+	var out registry.Retention
+	for _, f := range []struct {
+		name string
+		in   *int64
+		out  **time.Duration
+	}{{"messagesSeconds", r.MessagesSecs, &out.Messages}, {"pointsSeconds", r.PointsSecs, &out.Points},
+		{"eventsSeconds", r.EventsSecs, &out.Events}, {"commandsSeconds", r.CommandsSecs, &out.Commands}} {
+		if f.in == nil {
+			continue
+		}
+		if v := *f.in; v != 0 && (v < minRetentionSeconds || v > maxRetentionSeconds) {
+			return registry.Retention{}, fmt.Errorf("%w: retention.%s must be 0 (keep forever) or %d..%d",
+				registry.ErrInvalid, f.name, minRetentionSeconds, maxRetentionSeconds)
+		}
+		d := time.Duration(*f.in) * time.Second
+		*f.out = &d
+	}
+	return out, nil
 }
 
 func productJSON(p registry.Product) Product {
@@ -38,6 +90,7 @@ func productJSON(p registry.Product) Product {
 		DataFormat:          string(p.DataFormat),
 		OnlineLifetimeSecs:  int64(p.OnlineLifetime / time.Second),
 		CreatedAt:           p.CreatedAt.UTC(),
+		Retention:           retentionJSON(p.Retention),
 	}
 }
 
@@ -48,6 +101,8 @@ type createProductRequest struct {
 	DynamicRegistration bool    `json:"dynamicRegistration"`
 	DataFormat          *string `json:"dataFormat"`
 	OnlineLifetimeSecs  *int64  `json:"onlineLifetimeSeconds"`
+	// Retention, when present, replaces all of the product's overrides.
+	Retention *ProductRetention `json:"retention"`
 }
 
 type updateProductRequest struct {
@@ -55,6 +110,8 @@ type updateProductRequest struct {
 	DynamicRegistration *bool   `json:"dynamicRegistration"`
 	DataFormat          *string `json:"dataFormat"`
 	OnlineLifetimeSecs  *int64  `json:"onlineLifetimeSeconds"`
+	// Retention, when present, replaces all of the product's overrides.
+	Retention *ProductRetention `json:"retention"`
 }
 
 func validateName(name string) error {
@@ -120,6 +177,13 @@ func (s *server) createProduct(w http.ResponseWriter, r *http.Request) error {
 		}
 		p.OnlineLifetime = d
 	}
+	if req.Retention != nil {
+		ret, err := parseRetention(*req.Retention)
+		if err != nil {
+			return err
+		}
+		p.Retention = ret
+	}
 	if err := s.o.Registry.CreateProduct(r.Context(), p); err != nil {
 		return storeError(err, fmt.Sprintf("product %q", p.ProductKey))
 	}
@@ -127,7 +191,8 @@ func (s *server) createProduct(w http.ResponseWriter, r *http.Request) error {
 	s.audit(r, "product created", "pk", p.ProductKey)
 	out := productJSON(p)
 	out.ProductSecret = p.ProductSecret.Reveal()
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, created[Product]{Object: out, Warnings: firmwareWarnings(
+		[2]string{"productKey", p.ProductKey}, [2]string{"productSecret", out.ProductSecret})})
 	return nil
 }
 
@@ -207,6 +272,11 @@ func (s *server) updateProduct(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.OnlineLifetimeSecs != nil {
 		if p.OnlineLifetime, err = parseLifetime(*req.OnlineLifetimeSecs); err != nil {
+			return err
+		}
+	}
+	if req.Retention != nil {
+		if p.Retention, err = parseRetention(*req.Retention); err != nil {
 			return err
 		}
 	}

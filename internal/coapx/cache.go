@@ -18,6 +18,10 @@ type fifoCache[K comparable, V any] struct {
 	head int
 	max  int
 	seq  uint64
+	// stale counts queue items of q[head:] whose entry was replaced or
+	// deleted since: when they outnumber the live entries the queue is
+	// rebuilt, so replacing one key over and over does not grow it.
+	stale int
 }
 
 type fifoEntry[V any] struct {
@@ -48,13 +52,43 @@ func (c *fifoCache[K, V]) get(k K, now time.Time) (*fifoEntry[V], bool) {
 // early because the cache was full.
 func (c *fifoCache[K, V]) put(k K, v V, ttl time.Duration, now time.Time) (evictedEarly int) {
 	c.seq++
+	if _, ok := c.m[k]; ok {
+		c.stale++ // its queue item is superseded
+	}
 	c.m[k] = &fifoEntry[V]{val: v, expires: now.Add(ttl), seq: c.seq}
 	c.q = append(c.q, fifoItem[K]{key: k, seq: c.seq})
+	c.dropStale()
 	return c.expire(now)
 }
 
 // del removes k.
-func (c *fifoCache[K, V]) del(k K) { delete(c.m, k) }
+func (c *fifoCache[K, V]) del(k K) {
+	if _, ok := c.m[k]; ok {
+		c.stale++
+		delete(c.m, k)
+		c.dropStale()
+	}
+}
+
+// dropStale rebuilds the queue without superseded items once they
+// outnumber the live ones: amortised O(1) per put, and the queue stays
+// below twice the live entries (plus a small constant).
+func (c *fifoCache[K, V]) dropStale() {
+	if c.stale <= 64 || c.stale <= len(c.m) {
+		return
+	}
+	live := c.q[:0]
+	for _, it := range c.q[c.head:] {
+		if e, ok := c.m[it.key]; ok && e.seq == it.seq {
+			live = append(live, it)
+		}
+	}
+	clear(c.q[len(live):])
+	c.q, c.head, c.stale = live, 0, 0
+}
+
+// queued returns the number of queue items (live and superseded).
+func (c *fifoCache[K, V]) queued() int { return len(c.q) - c.head }
 
 // expire drops expired entries from the head and, while over capacity,
 // live ones too.
@@ -65,6 +99,7 @@ func (c *fifoCache[K, V]) expire(now time.Time) (evictedEarly int) {
 		stale := !ok || e.seq != it.seq // replaced or deleted since queued
 		switch {
 		case stale:
+			c.stale--
 		case !now.Before(e.expires):
 			delete(c.m, it.key)
 		case len(c.m) > c.max:

@@ -21,6 +21,11 @@ type Metrics struct {
 	pings      *prometheus.CounterVec
 	dedupSize  *prometheus.GaugeVec
 	outReqs    *prometheus.CounterVec
+	blockRef   *prometheus.CounterVec
+	blockBytes *prometheus.GaugeVec
+	blockXfers *prometheus.GaugeVec
+	blockPeers *prometheus.GaugeVec
+	blockAnon  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the CoAP metrics with reg.
@@ -57,9 +62,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		outReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgate_coap_server_requests_total", Help: "Server-initiated CON requests (command pushes), by result: acked, reset, timeout.",
 		}, []string{"transport", "result"}),
+		blockRef: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coapgate_coap_block1_refused_total", Help: "Block1 transfers refused before buffering, by reason: not_admitted (credential or resource refused at the first block), budget (reassembly budget spent: 5.03), too_large (4.13).",
+		}, []string{"transport", "reason"}),
+		blockBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coapgate_coap_block1_reserved_bytes", Help: "Bytes reserved by Block1 transfers in progress (bounded by coap.block_budget).",
+		}, []string{"transport"}),
+		blockXfers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coapgate_coap_block1_transfers", Help: "Block1 transfers in progress.",
+		}, []string{"transport"}),
+		blockAnon: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coapgate_coap_block1_anonymous_bytes", Help: "Bytes reserved by Block1 transfers admitted without a credential (authentication requests; at most an eighth of coap.block_budget).",
+		}, []string{"transport"}),
+		blockPeers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coapgate_coap_block1_peers", Help: "Peers (source addresses or sessions) with a Block1 transfer in progress.",
+		}, []string{"transport"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.responses, m.latency, m.malformedC, m.duplicates, m.overloads, m.evicted, m.writeErrs, m.pings, m.dedupSize, m.outReqs)
+		reg.MustRegister(m.responses, m.latency, m.malformedC, m.duplicates, m.overloads, m.evicted, m.writeErrs, m.pings, m.dedupSize, m.outReqs,
+			m.blockRef, m.blockBytes, m.blockXfers, m.blockPeers, m.blockAnon)
 	}
 	return m
 }
@@ -138,5 +159,20 @@ func (l *listenerMetrics) setDedupSize(n int) {
 func (l *listenerMetrics) outRequest(result string) {
 	if l != nil {
 		l.m.outReqs.WithLabelValues(l.transport, result).Inc()
+	}
+}
+
+func (l *listenerMetrics) blockRefused(reason string) {
+	if l != nil {
+		l.m.blockRef.WithLabelValues(l.transport, reason).Inc()
+	}
+}
+
+func (l *listenerMetrics) setBlockStats(st BlockStats) {
+	if l != nil {
+		l.m.blockBytes.WithLabelValues(l.transport).Set(float64(st.Reserved))
+		l.m.blockXfers.WithLabelValues(l.transport).Set(float64(st.Transfers))
+		l.m.blockPeers.WithLabelValues(l.transport).Set(float64(st.Peers))
+		l.m.blockAnon.WithLabelValues(l.transport).Set(float64(st.Anonymous))
 	}
 }

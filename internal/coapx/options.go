@@ -52,17 +52,6 @@ var knownCritical = map[message.OptionID]bool{
 	OptionSignE:         true,
 }
 
-// unknownCritical returns the first critical option in opts that the server
-// does not understand.
-func unknownCritical(opts message.Options) (message.OptionID, bool) {
-	for _, o := range opts {
-		if o.ID&1 == 1 && !knownCritical[o.ID] {
-			return o.ID, true
-		}
-	}
-	return 0, false
-}
-
 // EncodeUint returns the minimal big-endian encoding of v (RFC 7252 §3.2).
 func EncodeUint(v uint32) []byte {
 	var b [4]byte

@@ -12,7 +12,6 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
 // Errors of server-initiated requests.
@@ -125,11 +124,13 @@ func (s *Server) matchOutgoing(b []byte, peer netip.AddrPort, sess Session, mid 
 	if og == nil {
 		return
 	}
-	m := &message.Message{Options: make(message.Options, 0, 8)}
-	if _, err := coder.DefaultCoder.Decode(append([]byte(nil), b...), m); err != nil {
+	raw, err := parseRequest(append([]byte(nil), b...)) // any number of options
+	if err != nil {
 		s.m.malformed("ack")
 		return
 	}
+	m := &message.Message{Type: raw.typ, Code: raw.code, MessageID: int32(raw.mid), Token: raw.token,
+		Options: raw.options, Payload: raw.payload}
 	if m.Type == message.Acknowledgement && m.Code != codes.Empty && !bytes.Equal(m.Token, og.token) {
 		return // a piggybacked response must echo the token (RFC 7252 §5.3.2)
 	}

@@ -35,6 +35,11 @@ type Request struct {
 	// Session is the secured session the request arrived on (DTLS), nil on
 	// plain UDP. Its Identity is set by the transport, never by the message.
 	Session Session
+	// Anonymous is set by an Admitter that admits a Block1 request without
+	// a credential (an authentication request): its body is limited to
+	// AnonymousMaxBody and reserved from a share of the reassembly budget
+	// of its own, so anonymous transfers never take the whole budget.
+	Anonymous bool
 }
 
 // Session is a secured transport's association with one peer (a DTLS
@@ -81,6 +86,17 @@ type Handler interface {
 	ServeCoAP(ctx context.Context, req *Request) *Response
 }
 
+// Admitter is implemented by a Handler that can judge a request from its
+// options alone. The server asks it before it buffers the first block of a
+// Block1 transfer (RFC 7959 §2.5): a non-nil response (4.01 for a missing
+// or invalid credential, 4.04 for an unknown resource, ...) is sent at once
+// and nothing is stored, so a peer that cannot authenticate holds no
+// reassembly memory. Admit must not consume one-time state (sequence
+// numbers): the Handler sees the whole request again once reassembled.
+type Admitter interface {
+	Admit(ctx context.Context, req *Request) *Response
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, req *Request) *Response
 
@@ -103,6 +119,14 @@ type Config struct {
 	// (Request; RFC 7252 §4.8 ACK_TIMEOUT 2 s, MAX_RETRANSMIT 4).
 	AckTimeout    time.Duration
 	MaxRetransmit int
+	// BlockPeerBudget and BlockBudget bound the bytes Block1 transfers in
+	// progress may reserve, per peer (source address, or secured session)
+	// and in total; BlockTransfers bounds their number. A transfer that
+	// does not fit is answered 5.03 with Max-Age; none in progress is
+	// evicted for it.
+	BlockPeerBudget int
+	BlockBudget     int
+	BlockTransfers  int
 }
 
 func (c *Config) fill() {
@@ -116,6 +140,9 @@ func (c *Config) fill() {
 	def(&c.MaxBody, 64<<10)
 	def(&c.BlockSize, 1024)
 	def(&c.DedupEntries, 1<<18)
+	def(&c.BlockPeerBudget, 1<<20)
+	def(&c.BlockBudget, 32<<20)
+	def(&c.BlockTransfers, 4096)
 	if c.ExchangeLifetime <= 0 {
 		c.ExchangeLifetime = 247 * time.Second
 	}
@@ -179,13 +206,14 @@ func NewServer(cfg Config, h Handler, m *Metrics, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	lim := BlockLimits{MaxBody: cfg.MaxBody, PeerBudget: cfg.BlockPeerBudget, Budget: cfg.BlockBudget, MaxTransfers: cfg.BlockTransfers}
 	s := &Server{
 		cfg:    cfg,
 		h:      h,
 		log:    log.With("component", "coap", "transport", cfg.Transport),
 		m:      m.forListener(cfg.Transport),
 		dedup:  newDedupCache(cfg.DedupEntries),
-		blocks: newBlockStore(4096, cfg.ExchangeLifetime),
+		blocks: newBlockStore(lim, cfg.ExchangeLifetime),
 		now:    time.Now,
 		jobs:   make(chan job, cfg.Queue),
 	}
@@ -254,6 +282,7 @@ func (s *Server) run(ctx context.Context, feed func(ctx context.Context) error) 
 				s.dedup.sweep(now)
 				s.blocks.sweep(now)
 				s.m.setDedupSize(s.dedup.len())
+				s.m.setBlockStats(s.blocks.stats())
 			}
 		}
 	})
@@ -375,10 +404,20 @@ func (s *Server) process(ctx context.Context, j job) {
 	typ := message.Type(j.data[0] >> 4 & 3)
 	mid := binary.BigEndian.Uint16(j.data[2:4])
 	k := exchangeKeyOf(j.peer, j.sess, mid)
-	msg := message.Message{Options: make(message.Options, 0, 32)}
-	if _, err := coder.DefaultCoder.Decode(j.data, &msg); err != nil {
-		// RFC 7252 §4.2/§4.3: a message that cannot be parsed is rejected.
-		s.m.malformed("options")
+	msg, err := parseRequest(j.data)
+	var resp *Response
+	switch {
+	case errors.Is(err, errTooManyOptions):
+		s.m.malformed("too_many_options")
+		resp = &Response{Code: codes.BadRequest, Payload: []byte(err.Error())}
+	case err != nil:
+		// RFC 7252 §3, §4.2/§4.3: a message format error is rejected: RST
+		// for a CON, silently ignored for a NON.
+		reason := "options"
+		if errors.Is(err, ErrEmptyPayload) {
+			reason = "empty_payload"
+		}
+		s.m.malformed(reason)
 		var out []byte
 		if typ == message.Confirmable {
 			out = s.reset(mid)
@@ -390,11 +429,13 @@ func (s *Server) process(ctx context.Context, j job) {
 		return
 	}
 	req := &Request{
-		Peer: j.peer, Type: typ, Code: msg.Code, MessageID: mid,
-		Token: msg.Token, Options: msg.Options, Payload: msg.Payload, Received: j.at,
+		Peer: j.peer, Type: typ, Code: msg.code, MessageID: mid,
+		Token: msg.token, Options: msg.options, Payload: msg.payload, Received: j.at,
 		Session: j.sess,
 	}
-	resp := s.serve(ctx, req)
+	if resp == nil {
+		resp = s.serve(ctx, req)
+	}
 	var out []byte
 	if resp != nil || typ == message.Confirmable {
 		if resp == nil {
@@ -428,9 +469,12 @@ func (s *Server) process(ctx context.Context, j job) {
 // serve applies the protocol rules around the Handler: critical options,
 // proxying, Block1 reassembly, Block2 slicing.
 func (s *Server) serve(ctx context.Context, req *Request) *Response {
-	if id, ok := unknownCritical(req.Options); ok {
-		return &Response{Code: codes.BadOption, Payload: fmt.Appendf(nil, "unsupported critical option %d", id)}
+	opts, err := checkOptions(req.Options)
+	if err != nil {
+		s.m.malformed("bad_option")
+		return &Response{Code: codes.BadOption, Payload: []byte(err.Error())}
 	}
+	req.Options = opts
 	if req.Options.HasOption(message.ProxyURI) || req.Options.HasOption(message.ProxyScheme) {
 		return &Response{Code: codes.ProxyingNotSupported}
 	}
@@ -464,7 +508,8 @@ func (s *Server) serve(ctx context.Context, req *Request) *Response {
 	// RFC 7959 §2.5: Block1 request bodies.
 	var b1 block
 	hasB1 := false
-	if size1, ok := Uint(req.Options, message.Size1); ok && int(size1) > s.cfg.MaxBody {
+	size1, hasSize1 := Uint(req.Options, message.Size1)
+	if hasSize1 && int(size1) > s.cfg.MaxBody {
 		return s.tooLarge()
 	}
 	if v, ok := Uint(req.Options, message.Block1); ok {
@@ -475,7 +520,21 @@ func (s *Server) serve(ctx context.Context, req *Request) *Response {
 			return &Response{Code: codes.BadRequest, Payload: []byte("Block1 payload size does not match SZX")}
 		}
 		hasB1 = true
-		res, body := s.blocks.addBlock1(tk, b1, req.Payload, s.cfg.MaxBody, req.Received)
+		if b1.num == 0 && b1.more {
+			// Judge the request before its first block is buffered.
+			if a, ok := s.h.(Admitter); ok {
+				if r := s.admit(ctx, a, req); r != nil {
+					s.m.blockRefused("not_admitted")
+					return r
+				}
+			}
+			if req.Anonymous && hasSize1 && size1 > AnonymousMaxBody {
+				s.m.blockRefused("too_large")
+				r := &Response{Code: codes.RequestEntityTooLarge, Payload: []byte("request body too large")}
+				return r.SetUint(message.Size1, AnonymousMaxBody)
+			}
+		}
+		res, body := s.blocks.addBlock1(tk, b1, req.Payload, int(size1), req.Anonymous, req.Received)
 		switch res {
 		case block1Continue:
 			r := &Response{Code: codes.Continue}
@@ -483,7 +542,12 @@ func (s *Server) serve(ctx context.Context, req *Request) *Response {
 		case block1Incomplete:
 			return &Response{Code: codes.RequestEntityIncomplete, Payload: []byte("Block1 out of sequence")}
 		case block1TooLarge:
+			s.m.blockRefused("too_large")
 			return s.tooLarge()
+		case block1Busy:
+			s.m.blockRefused("budget")
+			r := &Response{Code: codes.ServiceUnavailable, Payload: []byte("reassembly budget spent")}
+			return r.SetUint(message.MaxAge, blockRetryAfter)
 		}
 		req.Payload = body
 	} else if len(req.Payload) > s.cfg.MaxBody {
@@ -508,6 +572,23 @@ func (s *Server) serve(ctx context.Context, req *Request) *Response {
 	}
 	return resp
 }
+
+// blockRetryAfter is the Max-Age (seconds) of a 5.03 for a spent budget.
+const blockRetryAfter = 5
+
+// admit runs the Admitter like the Handler: a panic is answered 5.00.
+func (s *Server) admit(ctx context.Context, a Admitter, req *Request) (resp *Response) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("admitter panic", "panic", fmt.Sprint(p), "peer", req.Peer.String())
+			resp = &Response{Code: codes.InternalServerError}
+		}
+	}()
+	return a.Admit(ctx, req)
+}
+
+// BlockStats returns the Block1 reassembly accounting.
+func (s *Server) BlockStats() BlockStats { return s.blocks.stats() }
 
 // callHandler runs the Handler; a panic is logged and answered 5.00 so one
 // bad request never takes the server down.

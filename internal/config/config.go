@@ -42,6 +42,47 @@ type Config struct {
 	Store    Store     `yaml:"store"`
 	Commands Commands  `yaml:"commands"`
 	Forward  Forward   `yaml:"forward"`
+	// Retention bounds how long stored data is kept (internal/retention).
+	Retention Retention `yaml:"retention"`
+	Cluster   Cluster   `yaml:"cluster"`
+}
+
+// Retention configures the retention worker. Periods of 0 keep data
+// forever; products may override messages, points, events and commands.
+type Retention struct {
+	// Messages is how long message log entries (uplinks and lifecycle
+	// entries) are kept.
+	Messages time.Duration `yaml:"messages"`
+	// Points is how long point samples are kept (latest values stay).
+	Points time.Duration `yaml:"points"`
+	// Rollups1m and Rollups1h keep the 1-minute and 1-hour point
+	// rollups; each is kept at least as long as the samples (and the
+	// 1-hour ones at least as long as the 1-minute ones).
+	Rollups1m time.Duration `yaml:"rollups_1m"`
+	Rollups1h time.Duration `yaml:"rollups_1h"`
+	// Events is how long device online/offline events are kept.
+	Events time.Duration `yaml:"events"`
+	// Commands is how long finished downlink commands are kept.
+	Commands time.Duration `yaml:"commands"`
+	// DeadLetters is how long forwarding dead letters are kept.
+	DeadLetters time.Duration `yaml:"dead_letters"`
+	// Interval is the wait between two retention runs.
+	Interval time.Duration `yaml:"interval"`
+	// BatchSize bounds the rows deleted per transaction (1..5000).
+	BatchSize int `yaml:"batch_size"`
+	// BatchPause is the least wait between two batches (the worker also
+	// waits as long as the last batch took), so that ingest's commits go
+	// first.
+	BatchPause time.Duration `yaml:"batch_pause"`
+}
+
+// Cluster configures what several gateway nodes share.
+type Cluster struct {
+	// NATSURL, when set, carries device changes (revoke-tokens,
+	// rotate-secret, disable, delete) to every node through NATS, so they
+	// end tokens' and DTLS sessions' validity on all nodes within a
+	// second. Empty: changes stay within this node.
+	NATSURL Secret `yaml:"nats_url"`
 }
 
 // Forward configures the forwarding rules' workers (internal/forward).
@@ -111,6 +152,18 @@ type CoAP struct {
 	// ReplaySessions bounds the sessions whose replay state a node holds;
 	// a token whose state was evicted must re-authenticate.
 	ReplaySessions int `yaml:"replay_sessions"`
+	// BlockPeerBudget bounds the bytes one peer's Block1 transfers in
+	// progress may reserve (a transfer reserves its Size1, or max_body).
+	BlockPeerBudget int `yaml:"block_peer_budget"`
+	// BlockBudget bounds the bytes all Block1 transfers in progress of a
+	// listener may reserve together.
+	BlockBudget int `yaml:"block_budget"`
+	// BlockTransfers bounds the Block1 transfers in progress of a listener.
+	BlockTransfers int `yaml:"block_transfers"`
+	// SymmetricOnPlain lets the plain listener take the symmetric mode too
+	// (an /auth carrying seq, uplinks with option 2089), as firmware whose
+	// symmetric URL names port 5683 expects.
+	SymmetricOnPlain bool `yaml:"symmetric_on_plain"`
 }
 
 // DTLS configures the CoAP-over-DTLS 1.2 listener (docs/protocol.md §2, §3.6).
@@ -127,11 +180,20 @@ type DTLS struct {
 	ConnectionID bool `yaml:"connection_id"`
 	// MaxSessions bounds established sessions plus handshakes in flight.
 	MaxSessions int `yaml:"max_sessions"`
-	// MaxHandshakes bounds handshakes in flight.
+	// MaxHandshakes bounds handshakes in flight; from half of it the node
+	// is under pressure and shares the slots fairly per source address.
 	MaxHandshakes int `yaml:"max_handshakes"`
+	// MaxHandshakesPerAddress bounds the handshakes in flight from one
+	// source IP address; 0 means half of MaxHandshakes.
+	MaxHandshakesPerAddress int `yaml:"max_handshakes_per_address"`
 	// HandshakeRate is the new handshakes allowed per second per source IP
-	// address (also the burst); 0 disables the limit.
+	// address (also the burst) while the node is under pressure; 0
+	// disables the limit.
 	HandshakeRate int `yaml:"handshake_rate"`
+	// HandshakeIdleTimeout drops a handshake whose peer sent nothing for
+	// this long after the cookie echo (RFC 6347 §4.2.4 retransmission;
+	// RFC 7925 §11 allows a 9 s initial timer on constrained networks).
+	HandshakeIdleTimeout time.Duration `yaml:"handshake_idle_timeout"`
 	// HandshakeTimeout bounds a whole handshake.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// CookieTimeout bounds the wait for the HelloVerifyRequest cookie echo.
@@ -157,8 +219,12 @@ type DTLS struct {
 
 // Auth configures device authentication.
 type Auth struct {
-	// TokenTTL is the lifetime of tokens issued by POST /auth.
+	// TokenTTL is the lifetime of tokens issued by POST /auth, sliding: a
+	// token stays valid while its device had an accepted contact within it.
 	TokenTTL time.Duration `yaml:"token_ttl"`
+	// TokenMaxAge caps a token's validity from its issue time whatever the
+	// device's activity; 0 means no cap.
+	TokenMaxAge time.Duration `yaml:"token_max_age"`
 	// TokenKey signs tokens (hex, 32 bytes). Every gateway node of a
 	// cluster needs the same key. Empty: generated into DataDir/token.key.
 	TokenKey Secret `yaml:"token_key"`
@@ -221,6 +287,9 @@ type Store struct {
 	UnavailableMaxAge time.Duration `yaml:"unavailable_max_age"`
 }
 
+// day is 24 hours (retention periods are given in hours: 720h is 30 days).
+const day = 24 * time.Hour
+
 // Default returns the embedded defaults: everything runs on one machine
 // with an SQLite file under ./data.
 func Default() Config {
@@ -240,18 +309,23 @@ func Default() Config {
 			SymmetricListen:  ":5682",
 			ReplayWindow:     1024,
 			ReplaySessions:   100000,
+			BlockPeerBudget:  1 << 20,
+			BlockBudget:      32 << 20,
+			BlockTransfers:   4096,
+			SymmetricOnPlain: true,
 		},
 		DTLS: DTLS{
-			Listen:           ":5684",
-			ConnectionID:     true,
-			MaxSessions:      100000,
-			MaxHandshakes:    1024,
-			HandshakeRate:    20,
-			HandshakeTimeout: 30 * time.Second,
-			CookieTimeout:    5 * time.Second,
-			IdleTimeout:      time.Hour,
-			HibernateAfter:   10 * time.Second,
-			Engine:           "pion",
+			Listen:               ":5684",
+			ConnectionID:         true,
+			MaxSessions:          100000,
+			MaxHandshakes:        1024,
+			HandshakeRate:        20,
+			HandshakeIdleTimeout: 10 * time.Second,
+			HandshakeTimeout:     30 * time.Second,
+			CookieTimeout:        5 * time.Second,
+			IdleTimeout:          time.Hour,
+			HibernateAfter:       10 * time.Second,
+			Engine:               "pion",
 		},
 		Auth: Auth{
 			TokenTTL:       7 * 24 * time.Hour,
@@ -266,6 +340,11 @@ func Default() Config {
 			DefaultTTL: 24 * time.Hour, MaxTTL: 7 * 24 * time.Hour,
 		},
 		Forward: Forward{BackoffBase: time.Second, BackoffMax: time.Minute, ShutdownTimeout: 5 * time.Second},
+		Retention: Retention{
+			Messages: 30 * day, Points: 30 * day, Rollups1m: 30 * day, Rollups1h: 0,
+			Events: 90 * day, Commands: 30 * day, DeadLetters: 30 * day,
+			Interval: 10 * time.Minute, BatchSize: 5000, BatchPause: 10 * time.Millisecond,
+		},
 	}
 }
 
@@ -313,6 +392,9 @@ func (c Config) Validate() error {
 	if b := c.CoAP.BlockSize; b < 16 || b > 1024 || b&(b-1) != 0 {
 		bad("coap.block_size %d: want a power of two in 16..1024", b)
 	}
+	if c.CoAP.BlockPeerBudget < c.CoAP.MaxBody || c.CoAP.BlockBudget < c.CoAP.BlockPeerBudget || c.CoAP.BlockTransfers < 1 {
+		bad("coap.block_peer_budget must be >= coap.max_body, coap.block_budget >= coap.block_peer_budget, coap.block_transfers >= 1")
+	}
 	if c.CoAP.DedupEntries < 1024 {
 		bad("coap.dedup_entries must be >= 1024")
 	}
@@ -324,6 +406,12 @@ func (c Config) Validate() error {
 	}
 	if c.DTLS.MaxSessions < 1 || c.DTLS.MaxHandshakes < 1 {
 		bad("dtls.max_sessions and dtls.max_handshakes must be >= 1")
+	}
+	if c.DTLS.MaxHandshakesPerAddress < 0 {
+		bad("dtls.max_handshakes_per_address must be >= 0 (0: half of dtls.max_handshakes)")
+	}
+	if c.DTLS.HandshakeIdleTimeout < 100*time.Millisecond {
+		bad("dtls.handshake_idle_timeout must be >= 100ms")
 	}
 	if c.DTLS.HandshakeRate < 0 {
 		bad("dtls.handshake_rate must be >= 0 (0: unlimited)")
@@ -344,6 +432,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.TokenTTL < time.Minute {
 		bad("auth.token_ttl must be >= 1m")
+	}
+	if c.Auth.TokenMaxAge != 0 && c.Auth.TokenMaxAge < c.Auth.TokenTTL {
+		bad("auth.token_max_age must be 0 (no cap) or >= auth.token_ttl")
 	}
 	if c.Auth.OnlineLifetime < time.Second {
 		bad("auth.online_lifetime must be >= 1s")
@@ -377,6 +468,16 @@ func (c Config) Validate() error {
 	}
 	if c.Forward.ShutdownTimeout < 0 {
 		bad("forward.shutdown_timeout must be >= 0")
+	}
+	r := c.Retention
+	for name, d := range map[string]time.Duration{"messages": r.Messages, "points": r.Points, "rollups_1m": r.Rollups1m,
+		"rollups_1h": r.Rollups1h, "events": r.Events, "commands": r.Commands, "dead_letters": r.DeadLetters} {
+		if d != 0 && d < time.Minute {
+			bad("retention.%s must be 0 (keep forever) or >= 1m", name)
+		}
+	}
+	if r.Interval < time.Second || r.BatchSize < 1 || r.BatchSize > 5000 || r.BatchPause < 0 {
+		bad("retention.interval must be >= 1s, retention.batch_size in 1..5000 and retention.batch_pause >= 0")
 	}
 	return errors.Join(errs...)
 }

@@ -136,6 +136,9 @@ func TestSessionModeSettings(t *testing.T) {
 		{"IV as hex", func(c *Config) { c.Auth.DialectEIV = "00112233445566778899aabbccddeeff" }, ""},
 		{"IV too short", func(c *Config) { c.Auth.DialectEIV = "short" }, "auth.dialect_e_iv"},
 		{"IV 32 chars not hex", func(c *Config) { c.Auth.DialectEIV = strings.Repeat("z", 32) }, "auth.dialect_e_iv"},
+		{"symmetric mode off on 5683", func(c *Config) { c.CoAP.SymmetricOnPlain = false }, ""},
+		{"token cap equal to the ttl", func(c *Config) { c.Auth.TokenMaxAge = c.Auth.TokenTTL }, ""},
+		{"token cap below the ttl", func(c *Config) { c.Auth.TokenMaxAge = c.Auth.TokenTTL / 2 }, "auth.token_max_age"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +157,30 @@ func TestSessionModeSettings(t *testing.T) {
 	c.Auth.DialectEIV = "00112233445566778899aabbccddeeff"
 	if iv, _ := c.Auth.SignEIV(); len(iv) != 16 || iv[1] != 0x11 {
 		t.Fatalf("hex IV %x", iv)
+	}
+}
+
+func TestBlockBudgetSettings(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		bad    bool
+	}{
+		{"defaults", func(*Config) {}, false},
+		{"peer budget below max_body", func(c *Config) { c.CoAP.BlockPeerBudget = c.CoAP.MaxBody - 1 }, true},
+		{"global budget below peer budget", func(c *Config) { c.CoAP.BlockBudget = c.CoAP.BlockPeerBudget - 1 }, true},
+		{"no transfers", func(c *Config) { c.CoAP.BlockTransfers = 0 }, true},
+		{"one body per peer", func(c *Config) { c.CoAP.BlockPeerBudget = c.CoAP.MaxBody }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.bad != (err != nil) || tt.bad && !strings.Contains(err.Error(), "coap.block_") {
+				t.Fatalf("Validate = %v, want bad=%v", err, tt.bad)
+			}
+		})
 	}
 }
 

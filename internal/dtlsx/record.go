@@ -17,7 +17,8 @@ const (
 // clientHello describes the first record of a datagram when it is a
 // plaintext ClientHello (epoch 0).
 type clientHello struct {
-	cookie bool // carries a non-empty cookie (the HelloVerifyRequest echo)
+	cookie bool     // carries a non-empty cookie (the HelloVerifyRequest echo)
+	random [32]byte // client random: the same in a handshake's ClientHellos
 }
 
 // parseClientHello inspects the first record of b. It reports ok only for a
@@ -49,6 +50,7 @@ func parseClientHello(b []byte) (ch clientHello, ok bool) {
 	if len(body) < p+1 {
 		return ch, false
 	}
+	copy(ch.random[:], body[2:p])
 	sid := int(body[p])
 	p += 1 + sid
 	if sid > 32 || len(body) < p+1 {
@@ -88,5 +90,24 @@ func fatalAlert(desc byte) []byte {
 	return []byte{contentAlert, 0xfe, 0xfd, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xf0, 0, 2, 2, desc}
 }
 
-// alertDecryptError is the description for a wrong PSK (RFC 5246 §7.2.2).
-const alertDecryptError = 51
+// Alert descriptions (RFC 5246 §7.2, RFC 4279 §2).
+const (
+	alertHandshakeFailure   = 40  // no acceptable parameters; registry unavailable
+	alertDecryptError       = 51  // wrong PSK, or an identity refused as if the key were wrong
+	alertInternalError      = 80  // never sent: replaced (isInternalErrorAlert)
+	alertUnknownPSKIdentity = 115 // malformed PSK identity
+)
+
+// isInternalErrorAlert reports whether b is a plaintext (epoch 0) fatal
+// internal_error alert record.
+func isInternalErrorAlert(b []byte) bool {
+	return len(b) == recordHeaderLen+2 && b[0] == contentAlert && b[3] == 0 && b[4] == 0 &&
+		b[recordHeaderLen] == 2 && b[recordHeaderLen+1] == alertInternalError
+}
+
+// fatalAlertLike returns a copy of the alert record b with description desc.
+func fatalAlertLike(b []byte, desc byte) []byte {
+	c := append([]byte(nil), b...)
+	c[recordHeaderLen+1] = desc
+	return c
+}

@@ -8,10 +8,15 @@
 //
 // Only a datagram whose first record is a well-formed ClientHello creates
 // state for an unknown address, and only within the limits (sessions,
-// handshakes in flight, handshakes per source address per second); pion
-// answers it with a HelloVerifyRequest cookie. A handshake whose cookie is
-// not echoed within Config.CookieTimeout is dropped. A session closes when
-// its lifetime passes without a datagram from the peer.
+// handshakes in flight, handshakes held per source address, and under
+// pressure a fair share per address and a per-address rate; see admit);
+// pion answers it with a HelloVerifyRequest cookie. A handshake whose
+// cookie is not echoed within Config.CookieTimeout, or that then makes no
+// progress (no datagram from the peer) for Config.HandshakeIdleTimeout, is
+// dropped (RFC 6347 §4.2.4: a live peer retransmits its flight within a
+// few seconds). A session closes when its lifetime passes without a
+// datagram from the peer, and at once when its device's credentials
+// change (Session.Revoke).
 package dtlsx
 
 import (
@@ -30,6 +35,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/ratelog"
 	"github.com/pion/dtls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -43,7 +49,10 @@ const (
 	ReasonHandshakeError  = "handshake_error"  // protocol error (no common suite, bad message…)
 	ReasonLimitSessions   = "limit_sessions"   // dtls.max_sessions reached
 	ReasonLimitHandshakes = "limit_handshakes" // dtls.max_handshakes reached
-	ReasonRateLimited     = "rate_limited"     // dtls.handshake_rate exceeded for the source address
+	ReasonRateLimited     = "rate_limited"     // dtls.handshake_rate exceeded for the source address (under pressure)
+	ReasonLimitAddress    = "limit_address"    // dtls.max_handshakes_per_address held by the source address
+	ReasonFairShare       = "fair_share"       // under pressure, the source address holds its share of the slots
+	ReasonStalled         = "stalled"          // no datagram from the peer for dtls.handshake_idle_timeout after the cookie echo
 )
 
 // Reasons a session ends (coapgate_dtls_sessions_closed_total{reason}).
@@ -55,6 +64,9 @@ const (
 	// CloseResumeFailed: a hibernated session could not be rebuilt from
 	// its snapshot (counted in coapgate_dtls_resume_failures_total too).
 	CloseResumeFailed = "resume_failed"
+	// CloseRevoked: the device's credentials changed (secret rotated,
+	// tokens revoked, disabled, deleted or re-created): Session.Revoke.
+	CloseRevoked = "revoked"
 )
 
 // Config configures a Server. Zero values take the defaults in brackets.
@@ -71,15 +83,29 @@ type Config struct {
 	ConnectionID bool
 	// MaxSessions bounds established sessions plus handshakes [100000].
 	MaxSessions int
-	// MaxHandshakes bounds handshakes in flight [1024].
+	// MaxHandshakes bounds handshakes in flight [1024]. Half of it is the
+	// pressure mark: above it, each source address is held to a fair share
+	// of the slots and to HandshakeRate.
 	MaxHandshakes int
+	// MaxHandshakesPerAddress bounds the handshakes in flight from one
+	// source IP address, always [MaxHandshakes/2].
+	MaxHandshakesPerAddress int
 	// HandshakeRate is the handshakes per second allowed per source IP
-	// address, with a burst of the same size [20]; < 0 disables the limit.
+	// address while the node is under pressure, with a burst of the same
+	// size [20]; < 0 disables the limit. Below the pressure mark an address
+	// may start handshakes as fast as the node completes them (thousands of
+	// devices behind one carrier NAT address reconnecting together).
 	HandshakeRate float64
 	// HandshakeTimeout bounds a handshake [30s].
 	HandshakeTimeout time.Duration
 	// CookieTimeout bounds the wait for the cookie echo [5s].
 	CookieTimeout time.Duration
+	// HandshakeIdleTimeout drops a handshake whose peer sent nothing for
+	// this long after the cookie echo [10s]: a live peer answers within a
+	// round trip, or retransmits its last flight when its timer fires
+	// (RFC 6347 §4.2.4: 1 s; RFC 7925 §11 for constrained networks: up to
+	// 9 s).
+	HandshakeIdleTimeout time.Duration
 	// IdleTimeout closes sessions without a PSK lifetime (certificate
 	// clients) after this long without a datagram [1h].
 	IdleTimeout time.Duration
@@ -108,6 +134,12 @@ func (c *Config) fill() {
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 1024
+	}
+	if c.MaxHandshakesPerAddress <= 0 {
+		c.MaxHandshakesPerAddress = max(1, c.MaxHandshakes/2)
+	}
+	if c.HandshakeIdleTimeout <= 0 {
+		c.HandshakeIdleTimeout = 10 * time.Second
 	}
 	if c.HandshakeRate == 0 {
 		c.HandshakeRate = 20
@@ -140,6 +172,8 @@ type Server struct {
 	m    *metrics
 	opts []dtls.ServerOption // shared part of every session's options
 	ropt []dtls.Option       // the same for resumed sessions
+	// refusals writes refused handshakes at a bounded rate (per reason).
+	refusals *ratelog.Limiter
 
 	conn *net.UDPConn // set once by Serve
 	ctx  context.Context
@@ -153,6 +187,7 @@ type Server struct {
 	byAddr     map[netip.AddrPort]*Session // guarded by mu; every live session by its first address
 	pending    map[netip.AddrPort]*Session // guarded by mu; handshakes that may replace a session at their address
 	byCID      map[string]*Session         // guarded by mu
+	hsByAddr   map[netip.Addr]int          // guarded by mu; handshakes in flight per source address
 	nextSweep  time.Time                   // read loop only
 	released   time.Time                   // guarded by mu: last memory release after mass hibernation
 	unreleased int                         // guarded by mu: hibernations since then
@@ -168,15 +203,17 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 		return nil, errors.New("dtlsx: neither PSK lookup nor certificate configured")
 	}
 	s := &Server{
-		cfg:     cfg,
-		coap:    coap,
-		log:     cfg.Logger.With("component", "dtls"),
-		m:       newMetrics(cfg.Registerer),
-		byAddr:  make(map[netip.AddrPort]*Session),
-		pending: make(map[netip.AddrPort]*Session),
-		byCID:   make(map[string]*Session),
-		rate:    newRateLimiter(cfg.HandshakeRate, 1<<16),
+		cfg:      cfg,
+		coap:     coap,
+		log:      cfg.Logger.With("component", "dtls"),
+		m:        newMetrics(cfg.Registerer),
+		byAddr:   make(map[netip.AddrPort]*Session),
+		pending:  make(map[netip.AddrPort]*Session),
+		byCID:    make(map[string]*Session),
+		hsByAddr: make(map[netip.Addr]int),
+		rate:     newRateLimiter(cfg.HandshakeRate, 1<<16),
 	}
+	s.refusals = ratelog.New(s.log, ratelog.Config{})
 	var suites []dtls.CipherSuiteID
 	if cfg.LookupPSK != nil {
 		// Exactly the dialect's suites (docs/protocol.md §2): offering more
@@ -305,16 +342,31 @@ func (s *Server) dispatch(b []byte, from netip.AddrPort, now time.Time) {
 	if ss == nil {
 		ss, byAddr = s.byAddr[from], true
 	}
+	if ss == nil {
+		// The session a pending handshake was to replace ended meanwhile
+		// (its close_notify came first): the handshake takes the address.
+		if next := s.pending[from]; next != nil {
+			delete(s.pending, from)
+			s.byAddr[from] = next
+			ss = next
+		}
+	}
 	s.mu.Unlock()
 	ch, isHello := parseClientHello(b)
-	if ss != nil && byAddr && isHello && ss.up.Load() {
-		// A ClientHello on an established session's address: the device
-		// restarted (NB-IoT modules often reuse their source port). The
-		// new handshake runs beside the old session, which it replaces
-		// only once the cookie came back (RFC 6347 §4.2.8): a spoofed
-		// ClientHello cannot end an established session.
+	if ss != nil && byAddr && isHello && (ss.up.Load() || ch.random != ss.hello) {
+		// A ClientHello on an established session's address, or one of
+		// another handshake (its client random differs) on the address of
+		// a handshake in progress: the device restarted (NB-IoT modules
+		// often reuse their source port). The new handshake runs beside
+		// the old session, which it replaces only once the cookie came
+		// back (RFC 6347 §4.2.8): a spoofed ClientHello cannot end a
+		// session or a handshake. The pending handshake is told apart by
+		// its client random, which its cookie echo repeats.
 		s.mu.Lock()
 		next := s.pending[from]
+		if next != nil && ch.random != next.hello {
+			next = nil // not the pending one's: another restart
+		}
 		if next != nil && ch.cookie {
 			delete(s.pending, from)
 			s.byAddr[from] = next
@@ -323,7 +375,7 @@ func (s *Server) dispatch(b []byte, from netip.AddrPort, now time.Time) {
 		switch {
 		case next != nil && ch.cookie:
 			old := ss
-			s.wg.Go(func() { old.close(CloseReplaced) }) // never block the read loop
+			s.wg.Go(func() { old.replaced() }) // never block the read loop
 			next.deliver(b, from)
 			return
 		case next != nil:
@@ -331,6 +383,11 @@ func (s *Server) dispatch(b []byte, from netip.AddrPort, now time.Time) {
 			return
 		case !ch.cookie:
 			s.startSession(b, from, now, true)
+			return
+		}
+		if !ss.up.Load() {
+			// A cookie echo of no handshake at this address.
+			s.m.dropped.Inc()
 			return
 		}
 	}
@@ -355,8 +412,9 @@ func (s *Server) startSession(b []byte, from netip.AddrPort, now time.Time, repl
 	case int(s.inflight.Load()) >= s.cfg.MaxHandshakes:
 		s.refuse(ReasonLimitHandshakes, from)
 		return
-	case !s.allowRate(from.Addr(), now):
-		s.refuse(ReasonRateLimited, from)
+	}
+	if reason := s.admit(from.Addr(), now); reason != "" {
+		s.refuse(reason, from)
 		return
 	}
 	s.shutdownMu.Lock()
@@ -365,19 +423,70 @@ func (s *Server) startSession(b []byte, from netip.AddrPort, now time.Time, repl
 		return
 	}
 	ss := s.newSession(from, now)
+	if ch, ok := parseClientHello(b); ok {
+		ss.hello = ch.random
+	}
 	l := newLink(ss)
 	ss.attach(l)
 	s.mu.Lock()
+	var superseded *Session
 	if replacement {
+		superseded = s.pending[from] // an earlier restart that never echoed its cookie
 		s.pending[from] = ss
 	} else {
 		s.byAddr[from] = ss
 	}
+	s.hsByAddr[from.Addr()]++
 	s.mu.Unlock()
+	if superseded != nil {
+		s.wg.Go(func() { superseded.abort(CloseReplaced) })
+	}
 	s.inflight.Add(1)
 	s.m.inflight.Inc()
 	s.wg.Go(func() { s.run(ss, l) })
 	ss.deliver(b, from)
+}
+
+// admit applies the per-address limits to a new handshake from a (read
+// loop only) and returns the refusal reason, or "".
+//
+//   - Always: a source address holds at most MaxHandshakesPerAddress
+//     handshakes in flight.
+//   - Below the pressure mark (MaxHandshakes/2 in flight) nothing else: a
+//     reconnect storm from one carrier NAT address runs as fast as the node
+//     completes handshakes.
+//   - Under pressure, the slots are shared: with n addresses holding
+//     handshakes (counting a newcomer), an address that holds
+//     MaxHandshakes/(n+1) or more is refused; the last quarter of the
+//     slots is kept for addresses that hold none (a device behind its own
+//     address needs one); and each address is held to HandshakeRate new
+//     handshakes per second.
+//
+// A flood from a few addresses therefore fills at most three quarters of
+// the slots (each freed after CookieTimeout or HandshakeIdleTimeout when
+// the flood goes silent), and every other address still gets a slot at
+// once.
+func (s *Server) admit(a netip.Addr, now time.Time) string {
+	s.mu.Lock()
+	held, active := s.hsByAddr[a], len(s.hsByAddr)
+	s.mu.Unlock()
+	if held >= s.cfg.MaxHandshakesPerAddress {
+		return ReasonLimitAddress
+	}
+	inflight := int(s.inflight.Load())
+	if inflight < s.cfg.MaxHandshakes/2 {
+		return ""
+	}
+	if held == 0 {
+		active++
+	}
+	if held > 0 && (held >= max(1, s.cfg.MaxHandshakes/(active+1)) || inflight >= s.cfg.MaxHandshakes-s.cfg.MaxHandshakes/4) {
+		return ReasonFairShare
+	}
+	if !s.allowRate(a, now) {
+		return ReasonRateLimited
+	}
+	return ""
 }
 
 // allowRate applies the per-address handshake rate (read loop only).
@@ -403,7 +512,7 @@ func (s *Server) sweep(now time.Time) {
 	for _, m := range []map[netip.AddrPort]*Session{s.byAddr, s.pending} {
 		for _, ss := range m {
 			switch {
-			case ss.expired(now, s.cfg.CookieTimeout):
+			case ss.expired(now, s.cfg.CookieTimeout, s.cfg.HandshakeIdleTimeout):
 				expired = append(expired, ss)
 			case s.cfg.HibernateAfter > 0 && ss.idleFor(now, s.cfg.HibernateAfter):
 				idle = append(idle, ss)
@@ -416,9 +525,12 @@ func (s *Server) sweep(now time.Time) {
 	}
 	s.releaseAfterHibernation(len(idle), now)
 	for _, ss := range expired {
-		if ss.up.Load() {
+		switch {
+		case ss.up.Load():
 			ss.close(CloseIdle)
-		} else {
+		case ss.verified.Load():
+			ss.abort(ReasonStalled)
+		default:
 			ss.abort(ReasonNoCookieEcho)
 		}
 	}
@@ -472,7 +584,7 @@ func (s *Server) run(ss *Session, l *link) {
 	}
 	conn, err := dtls.ServerWithOptions(l, net.UDPAddrFromAddrPort(ss.addr), opts...)
 	if err != nil {
-		s.handshakeDone()
+		s.handshakeDone(ss)
 		s.fail(ss, ReasonHandshakeError, err)
 		s.remove(ss)
 		return
@@ -485,7 +597,7 @@ func (s *Server) run(ss *Session, l *link) {
 	ss.mu.Lock()
 	ss.cancelHS = nil // its context and timer would outlive the handshake
 	ss.mu.Unlock()
-	s.handshakeDone()
+	s.handshakeDone(ss)
 	if err != nil {
 		reason := ss.refusal()
 		switch {
@@ -501,9 +613,11 @@ func (s *Server) run(ss *Session, l *link) {
 		default:
 			reason = ReasonHandshakeError
 		}
-		if reason == dtlspsk.ReasonBadKey {
+		if hidesIdentity(reason) && ss.badFinished.Load() {
 			// pion drops a Finished it cannot decrypt without a word: tell
 			// the client now rather than let it retransmit until timeout.
+			// A refused identity was given a random key and ends here too
+			// (RFC 4279 §2).
 			ss.writeRaw(fatalAlert(alertDecryptError))
 		}
 		_ = conn.Close()
@@ -633,23 +747,29 @@ func (s *Server) hibernateFailed(ss *Session, err error) {
 	s.log.Warn("session cannot hibernate", append(ss.logAttrs(), "err", err.Error())...)
 }
 
-func (s *Server) handshakeDone() {
+func (s *Server) handshakeDone(ss *Session) {
 	s.inflight.Add(-1)
 	s.m.inflight.Dec()
+	a := ss.addr.Addr()
+	s.mu.Lock()
+	if s.hsByAddr[a]--; s.hsByAddr[a] <= 0 {
+		delete(s.hsByAddr, a)
+	}
+	s.mu.Unlock()
 }
 
 // fail counts and logs a refused handshake.
 func (s *Server) fail(ss *Session, reason string, err error) {
 	s.m.failures.WithLabelValues(reason).Inc()
 	lvl := slog.LevelInfo
-	if reason == ReasonNoCookieEcho {
-		lvl = slog.LevelDebug // what a spoofed flood produces: do not flood the log
+	if reason == ReasonNoCookieEcho || reason == ReasonStalled {
+		lvl = slog.LevelDebug // what a spoofed or half-open flood produces: do not flood the log
 	}
 	attrs := append(ss.logAttrs(), "reason", reason)
 	if err != nil {
 		attrs = append(attrs, "err", err.Error())
 	}
-	s.log.Log(context.Background(), lvl, "handshake refused", attrs...)
+	s.refusals.Log(context.Background(), lvl, "handshake refused/"+reason, "handshake refused", attrs...) // counted exactly above
 }
 
 // remove forgets a session's routes.

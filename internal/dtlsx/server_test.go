@@ -209,7 +209,8 @@ func TestRefusals(t *testing.T) {
 
 // TestSpoofedClientHellos: ClientHellos whose HelloVerifyRequest is never
 // answered (a spoofed source cannot) establish no session, stay within
-// the handshake limit, and are dropped after the cookie timeout.
+// the handshake limits (one source address: at most half the slots), and
+// are dropped after the cookie timeout.
 func TestSpoofedClientHellos(t *testing.T) {
 	ts := start(t, func(c *Config) {
 		c.MaxHandshakes = 50
@@ -240,10 +241,13 @@ func TestSpoofedClientHellos(t *testing.T) {
 	if n < 26 || buf[0] != contentHandshake || buf[13] != 3 { // hello_verify_request
 		t.Fatalf("answer is not a HelloVerifyRequest: % x", buf[:min(n, 32)])
 	}
-	if h := ts.Handshakes(); h > 50 {
-		t.Fatalf("%d handshakes in flight, limit 50", h)
+	if h := ts.Handshakes(); h > 25 {
+		t.Fatalf("%d handshakes in flight from one address, limit 25", h)
 	}
-	waitFor(t, func() bool { return ts.failures(ReasonLimitHandshakes) == 150 }, "150 hellos refused by max_handshakes")
+	refused := func() float64 {
+		return ts.failures(ReasonLimitHandshakes) + ts.failures(ReasonLimitAddress) + ts.failures(ReasonFairShare)
+	}
+	waitFor(t, func() bool { return refused() == 175 }, "175 hellos refused by the handshake limits")
 	waitFor(t, func() bool { return ts.Handshakes() == 0 }, "handshakes dropped after the cookie timeout")
 	if ts.Sessions() != 0 {
 		t.Fatalf("%d sessions from spoofed hellos", ts.Sessions())
@@ -254,8 +258,8 @@ func TestSpoofedClientHellos(t *testing.T) {
 	if left != 0 {
 		t.Fatalf("%d peers still tracked", left)
 	}
-	if ts.failures(ReasonNoCookieEcho) != 50 {
-		t.Fatalf("no_cookie_echo = %v, want 50", ts.failures(ReasonNoCookieEcho))
+	if ts.failures(ReasonNoCookieEcho) != 25 {
+		t.Fatalf("no_cookie_echo = %v, want 25", ts.failures(ReasonNoCookieEcho))
 	}
 	// Legitimate clients are served once the flood is gone.
 	if _, err := dialPSK(t, ts.addr, "pk,dk,2,60", dtlspsk.Key(secret), dtls.TLS_PSK_WITH_AES_128_CCM_8, false); err != nil {
@@ -298,17 +302,32 @@ func clientHelloBytes(t *testing.T) []byte {
 }
 
 func TestLimits(t *testing.T) {
-	t.Run("rate", func(t *testing.T) {
-		ts := start(t, func(c *Config) { c.HandshakeRate = 1 })
-		if _, err := dialPSK(t, ts.addr, "pk,dk,2,60", dtlspsk.Key(secret), dtls.TLS_PSK_WITH_AES_128_CCM_8, false); err != nil {
-			t.Fatal(err)
+	t.Run("rate under pressure", func(t *testing.T) {
+		// 8 slots, pressure from 4 in flight. Another address holds 4
+		// (unanswered hellos): 127.0.0.1 is then under pressure, its share
+		// is 8/3 = 2, and its rate 1/s with a burst of 1.
+		ts := start(t, func(c *Config) { c.HandshakeRate = 1; c.MaxHandshakes = 8; c.CookieTimeout = time.Minute })
+		hello := clientHelloBytes(t)
+		for range 4 {
+			sendFrom(t, "127.0.0.2", hello, ts.addr)
 		}
-		pc, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		defer pc.Close()
-		pc.WriteToUDP(clientHelloBytes(t), ts.addr)
-		waitFor(t, func() bool { return ts.failures(ReasonRateLimited) >= 1 }, "rate_limited")
-		if ts.Sessions() != 1 {
-			t.Fatalf("sessions %d", ts.Sessions())
+		waitFor(t, func() bool { return ts.Handshakes() == 4 }, "4 handshakes from 127.0.0.2")
+		sendFrom(t, "127.0.0.1", hello, ts.addr)
+		sendFrom(t, "127.0.0.1", hello, ts.addr)
+		waitFor(t, func() bool { return ts.failures(ReasonRateLimited) == 1 }, "rate_limited")
+		if ts.Handshakes() != 5 {
+			t.Fatalf("handshakes %d, want 5", ts.Handshakes())
+		}
+	})
+	t.Run("no rate without pressure", func(t *testing.T) {
+		ts := start(t, func(c *Config) { c.HandshakeRate = 1 })
+		for range 3 {
+			if _, err := dialPSK(t, ts.addr, "pk,dk,2,60", dtlspsk.Key(secret), dtls.TLS_PSK_WITH_AES_128_CCM_8, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := ts.failures(ReasonRateLimited); n != 0 {
+			t.Fatalf("rate_limited = %v without pressure", n)
 		}
 	})
 	t.Run("sessions", func(t *testing.T) {
@@ -586,4 +605,19 @@ func TestRestartSamePort(t *testing.T) {
 		t.Fatal(r.Code)
 	}
 	waitFor(t, func() bool { return replaced.Load() == 1 && ts.Sessions() == 1 }, "old session replaced")
+}
+
+// sendFrom sends b to dst from a fresh socket bound to ip (any 127/8
+// address is local on loopback); the socket is closed at cleanup.
+func sendFrom(t *testing.T, ip string, b []byte, dst *net.UDPAddr) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	if _, err := pc.WriteToUDP(b, dst); err != nil {
+		t.Fatal(err)
+	}
+	return pc
 }

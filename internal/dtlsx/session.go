@@ -2,6 +2,8 @@ package dtlsx
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"fmt"
 	"net"
 	"net/netip"
@@ -43,18 +45,20 @@ type Session struct {
 	srv     *Server
 	id      uint64
 	addr    netip.AddrPort // first address: the byAddr key
+	hello   [32]byte       // client random of the first ClientHello (set before the session is shared)
 	created time.Time
 
 	log    pionLogger
 	remote atomic.Pointer[netip.AddrPort] // latest authenticated address
 
-	verified  atomic.Bool  // a ClientHello with a cookie arrived
-	up        atomic.Bool  // handshake complete
-	lastSeen  atomic.Int64 // unix nanoseconds of the last datagram
-	lastWrite atomic.Int64 // unix nanoseconds of the last datagram written
-	asleep    atomic.Bool  // hibernated (mirrors snap != nil)
-	hibReq    atomic.Bool  // the sweeper asked the read loop to hibernate
-	noHib     atomic.Bool  // its state could not be snapshotted: stays active
+	verified    atomic.Bool  // a ClientHello with a cookie arrived
+	up          atomic.Bool  // handshake complete
+	lastSeen    atomic.Int64 // unix nanoseconds of the last datagram
+	lastWrite   atomic.Int64 // unix nanoseconds of the last datagram written
+	asleep      atomic.Bool  // hibernated (mirrors snap != nil)
+	hibReq      atomic.Bool  // the sweeper asked the read loop to hibernate
+	noHib       atomic.Bool  // its state could not be snapshotted: stays active
+	badFinished atomic.Bool  // the client's Finished did not decrypt (wrong or decoy key)
 
 	// The inbound queue, between the server's read loop and pion's reader
 	// on link. Datagrams stay here while the session hibernates.
@@ -78,9 +82,10 @@ type Session struct {
 	closeWhy string             // guarded by mu; why the server closed it
 	cids     []string           // guarded by srv.mu
 
-	// ident is set by the PSK callback during the handshake and read only
-	// after it completed.
+	// ident and key are set by the PSK callback during the handshake and
+	// read only after it completed.
 	ident    *dtlspsk.Identity
+	key      []byte
 	lifetime time.Duration
 }
 
@@ -159,6 +164,8 @@ func (ss *Session) logAttrs() []any {
 // it; it never blocks the read loop.
 func (ss *Session) deliver(b []byte, from netip.AddrPort) {
 	if !ss.up.Load() {
+		// Handshake progress: the idle clock of expired.
+		ss.lastSeen.Store(ss.srv.cfg.Now().UnixNano())
 		if ch, ok := parseClientHello(b); ok && ch.cookie {
 			ss.verified.Store(true)
 		}
@@ -267,6 +274,16 @@ func (ss *Session) close(reason string) {
 	}
 }
 
+// replaced ends a session or handshake whose device made a new handshake
+// from the same address (the new one echoed its cookie).
+func (ss *Session) replaced() {
+	if ss.up.Load() {
+		ss.close(CloseReplaced)
+		return
+	}
+	ss.abort(CloseReplaced)
+}
+
 func (ss *Session) established(now time.Time) {
 	ss.lastSeen.Store(now.UnixNano())
 	if ss.ident != nil {
@@ -276,12 +293,17 @@ func (ss *Session) established(now time.Time) {
 }
 
 // expired reports whether the sweeper should end the session: an idle
-// established one, or a handshake whose cookie never came back.
-func (ss *Session) expired(now time.Time, cookieTimeout time.Duration) bool {
+// established one, a handshake whose cookie never came back, or one whose
+// peer went silent after the cookie echo (RFC 6347 §4.2.4: a live peer
+// retransmits its flight within seconds).
+func (ss *Session) expired(now time.Time, cookieTimeout, handshakeIdle time.Duration) bool {
 	if ss.up.Load() {
 		return now.UnixNano()-ss.lastSeen.Load() >= int64(ss.lifetime)
 	}
-	return !ss.verified.Load() && now.Sub(ss.created) >= cookieTimeout
+	if !ss.verified.Load() {
+		return now.Sub(ss.created) >= cookieTimeout
+	}
+	return now.UnixNano()-ss.lastSeen.Load() >= int64(handshakeIdle)
 }
 
 // idleFor reports whether an active established session saw no datagram in
@@ -444,10 +466,18 @@ func (ss *Session) hibernate(c *dtls.Conn, buf []byte) (bool, int) {
 }
 
 // psk is pion's PSK callback: it runs on the handshake goroutine.
+//
+// Refusals get the alert RFC 4279 §2 prescribes, never pion's
+// internal_error: a malformed identity unknown_psk_identity at once; an
+// unknown product or device, a disabled device or a product without
+// dynamic registration go on with a random key, as if the key were wrong,
+// so the client's Finished fails and gets decrypt_error (probing does not
+// reveal which devices exist); an unreachable registry handshake_failure.
 func (ss *Session) psk(identity []byte) ([]byte, error) {
 	id, err := dtlspsk.Parse(identity)
 	if err != nil {
 		ss.abortWith(dtlspsk.Reason(err))
+		ss.refuseWithAlert(alertUnknownPSKIdentity)
 		return nil, err
 	}
 	ss.ident = &id
@@ -460,9 +490,71 @@ func (ss *Session) psk(identity []byte) ([]byte, error) {
 			reason = dtlspsk.ReasonStore
 		}
 		ss.abortWith(reason)
+		if hidesIdentity(reason) {
+			decoy := make([]byte, dtlspsk.KeyLen)
+			rand.Read(decoy)
+			return decoy, nil
+		}
+		ss.refuseWithAlert(alertHandshakeFailure)
 		return nil, err
 	}
+	ss.key = append([]byte(nil), key...)
 	return key, nil
+}
+
+// hidesIdentity reports whether a refusal is answered as a wrong key
+// (decrypt_error) rather than with its own alert.
+func hidesIdentity(reason string) bool {
+	switch reason {
+	case dtlspsk.ReasonUnknownProduct, dtlspsk.ReasonUnknownDevice, dtlspsk.ReasonDisabled, dtlspsk.ReasonModeNotAllowed, dtlspsk.ReasonBadKey:
+		return true
+	}
+	return false
+}
+
+// refuseWithAlert sends a fatal alert for a refused handshake and seals the
+// link, so that pion's own alert (internal_error after a PSK callback
+// error) never leaves.
+func (ss *Session) refuseWithAlert(desc byte) {
+	ss.qmu.Lock()
+	l := ss.link
+	ss.qmu.Unlock()
+	if l != nil {
+		l.sealed.Store(true)
+	}
+	ss.writeRaw(fatalAlert(desc))
+}
+
+// KeyMatches reports whether key is the PSK the session was established
+// with (constant time). A certificate session matches nothing.
+func (ss *Session) KeyMatches(key []byte) bool {
+	return ss.up.Load() && len(ss.key) > 0 && subtle.ConstantTimeCompare(ss.key, key) == 1
+}
+
+// Revoke ends the session at once because its device's credentials
+// changed: close_notify to the peer (a hibernated session is resumed from
+// its snapshot to say it), then the session's routes are dropped, so every
+// later record from the peer is refused. A handshake in progress is
+// aborted. Safe from any goroutine; it does not wait for the session's
+// goroutine.
+func (ss *Session) Revoke() {
+	if !ss.up.Load() {
+		ss.abort(CloseRevoked)
+		return
+	}
+	// The reason first: from now on the session cannot hibernate (its
+	// read loop checks closeWhy under mu), so a session awake here stays
+	// awake until close says close_notify.
+	ss.mu.Lock()
+	if ss.closeWhy == "" {
+		ss.closeWhy = CloseRevoked
+	}
+	asleep := ss.snap != nil
+	ss.mu.Unlock()
+	if asleep {
+		_ = ss.srv.wake(ss) // on failure close below ends the snapshot
+	}
+	ss.close(CloseRevoked)
 }
 
 // abortWith records a refusal reason without cancelling: pion answers the
@@ -485,6 +577,7 @@ func (ss *Session) newCID() []byte {
 // key is wrong. It fails the handshake at once.
 func (ss *Session) badKey() {
 	if !ss.up.Load() {
+		ss.badFinished.Store(true)
 		ss.abort(dtlspsk.ReasonBadKey)
 	}
 }
@@ -580,14 +673,19 @@ func (l *link) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// WriteTo writes to the shared socket, also after Close: pion's Close
+// marks the Conn closed (which ends the session's read loop, whose cleanup
+// closes the link) before it writes its close_notify, and that last record
+// must still leave. A sealed link (hibernation, refused handshake) writes
+// nothing.
 func (l *link) WriteTo(b []byte, addr net.Addr) (int, error) {
-	select {
-	case <-l.done:
-		return 0, net.ErrClosed
-	default:
-	}
 	if l.sealed.Load() {
-		return len(b), nil // dropped: see Session.hibernate
+		return len(b), nil // dropped: see Session.hibernate and refuseWithAlert
+	}
+	if isInternalErrorAlert(b) {
+		// pion answers some failures with internal_error; a peer learns
+		// nothing from it and RFC 4279 §2 wants a specific alert.
+		b = fatalAlertLike(b, alertHandshakeFailure)
 	}
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {

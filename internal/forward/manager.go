@@ -405,6 +405,10 @@ type ActionStatus struct {
 	// deletion.
 	LastError   string     `json:"lastError,omitempty"`
 	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	// RetentionLost counts log entries retention deleted before this
+	// action handled them; RetentionLostTo is the highest such log ID.
+	RetentionLost   int64 `json:"retentionLost,omitempty"`
+	RetentionLostTo int64 `json:"retentionLostTo,omitempty"`
 }
 
 // Status returns the progress of each of the rule's actions: the saved
@@ -435,6 +439,7 @@ func (m *Manager) Status(ctx context.Context, id string) ([]ActionStatus, error)
 		}
 		s := &out[cs.Action]
 		s.Cursor, s.Delivered, s.Failures, s.DeadLetters, s.LastError = cs.Cursor, cs.Delivered, cs.Failures, max(0, cs.DeadLetters), cs.LastError
+		s.RetentionLost, s.RetentionLostTo = cs.RetentionLost, cs.RetentionLostTo
 		if !cs.LastErrorAt.IsZero() && cs.LastError != "" {
 			t := cs.LastErrorAt
 			s.LastErrorAt = &t

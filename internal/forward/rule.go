@@ -344,6 +344,11 @@ type CursorState struct {
 	DeadLetters int64
 	LastError   string
 	LastErrorAt time.Time
+	// RetentionLost counts log entries retention deleted before this
+	// action handled them (IDs above its saved cursor), the highest of
+	// them RetentionLostTo.
+	RetentionLost   int64
+	RetentionLostTo int64
 }
 
 // Progress is what a worker adds to its CursorState when it saves: the new

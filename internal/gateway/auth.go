@@ -5,13 +5,16 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/devsign"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/message"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -37,69 +40,92 @@ func authBody(req *coapx.Request) (respCF uint16, fields map[string]string, resp
 	return respCF, fields, nil, err
 }
 
-// auth answers POST /auth (docs/protocol.md §3.1).
+// auth answers POST /auth (docs/protocol.md §3.1). A symmetric-mode auth on the
+// plain listener gets its errors without payload, as on the symmetric one
+// (the device decrypts every non-empty response payload).
 func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response {
+	resp, symmetricMode := g.authRequest(ctx, req)
+	if symmetricMode && !g.o.Symmetric && resp.Code>>5 != 2 {
+		resp.Payload = nil
+	}
+	return resp
+}
+
+// authRequest is auth; symmetricMode reports whether the request was a
+// symmetric-mode auth (it carried seq).
+func (g *Gateway) authRequest(ctx context.Context, req *coapx.Request) (_ *coapx.Response, symmetricMode bool) {
 	respCF, fields, resp, err := authBody(req)
 	if resp != nil {
-		return resp
+		return resp, symmetricMode
 	}
 	if err != nil {
-		return g.authFail(req, reasonBadPayload, badRequest(err), "", "")
+		return g.authFail(req, reasonBadPayload, badRequest(err), "", ""), symmetricMode
 	}
+	_, hasSeq := fields["seq"]
+	// The symmetric listener requires seq; a plain one that takes both
+	// modes answers an auth carrying seq in symmetric form.
+	symmetricMode = g.o.Symmetric || (g.o.SymmetricOnPlain && hasSeq)
 	pk, dn, sign := fields["productKey"], fields["deviceName"], fields["sign"]
 	if pk == "" || dn == "" || sign == "" {
-		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: productKey, deviceName and sign are required", errPayload)), pk, dn)
+		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: productKey, deviceName and sign are required", errPayload)), pk, dn), symmetricMode
 	}
 	if len(fields["clientId"]) > maxClientID {
-		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: clientId longer than %d", errPayload, maxClientID)), pk, dn)
+		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: clientId longer than %d", errPayload, maxClientID)), pk, dn), symmetricMode
 	}
 	method, err := devsign.ParseMethod(fields["signmethod"])
 	if err != nil {
-		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dn)
+		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dn), symmetricMode
 	}
-	if _, ok := fields["seq"]; g.o.Symmetric && !ok {
+	if g.o.Symmetric && !hasSeq {
 		// docs/protocol.md §3.4: the symmetric-mode auth carries seq, signed.
-		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: seq is required in symmetric-encryption mode", errPayload)), pk, dn)
+		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: seq is required in symmetric-encryption mode", errPayload)), pk, dn), symmetricMode
 	}
 	id, err := g.cache.get(ctx, pk, dn, req.Received)
 	if isStoreTrouble(err) {
 		g.log.Error("device lookup failed", "productKey", pk, "deviceKey", dn, "err", err)
-		return g.authFail(req, reasonStore, g.unavailable(), pk, dn)
+		return g.authFail(req, reasonStore, g.unavailable(), pk, dn), symmetricMode
 	}
 	if err != nil {
-		return g.authFail(req, reasonUnknownDevice, &coapx.Response{Code: codes.Unauthorized}, pk, dn)
+		return g.authFail(req, reasonUnknownDevice, &coapx.Response{Code: codes.Unauthorized}, pk, dn), symmetricMode
 	}
 	if ok, _ := devsign.Verify(method, id.dev.DeviceSecret.Reveal(), fields, sign); !ok {
-		return g.authFail(req, reasonBadSign, &coapx.Response{Code: codes.Unauthorized}, pk, dn)
+		return g.authFail(req, reasonBadSign, &coapx.Response{Code: codes.Unauthorized}, pk, dn), symmetricMode
 	}
 	if !id.dev.Enabled {
-		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dn)
+		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dn), symmetricMode
 	}
 	cl := token.Claims{
-		ProductKey: pk, DeviceKey: dn, Generation: id.dev.Generation,
+		ProductKey: pk, DeviceKey: dn, Incarnation: id.dev.Incarnation, Generation: id.dev.Generation,
 		IssuedAt: req.Received, ExpiresAt: req.Received.Add(g.o.TokenTTL),
-		Symmetric: g.o.Symmetric,
+		Symmetric: symmetricMode,
 	}
 	var tok string
-	if g.o.Symmetric {
+	if symmetricMode {
 		if err = g.newSession(&cl); err == nil {
-			tok, err = g.issueSession(cl, uint64(cl.SeqOffset), req.Received)
+			tok, err = g.issueSession(ctx, cl, uint64(cl.SeqOffset), req.Received)
 		}
-	} else {
-		tok, err = g.o.Tokens.Issue(cl)
+	} else if tok, err = g.o.Tokens.Issue(cl); err == nil {
+		g.noteToken(cl) // older plain tokens of the device stop sliding
+	}
+	if errors.Is(err, errSessionStore) {
+		return g.authFail(req, reasonStore, g.unavailable(), pk, dn), symmetricMode
 	}
 	if err != nil {
 		g.log.Error("issue token failed", "productKey", pk, "deviceKey", dn, "err", err)
-		return &coapx.Response{Code: codes.InternalServerError}
+		return &coapx.Response{Code: codes.InternalServerError}, symmetricMode
 	}
 	g.m.authOK.Inc()
-	g.seen(id, req)
+	transport := g.o.Transport
+	if symmetricMode {
+		transport = message.TransportSymmetric // never pushed to in plaintext
+	}
+	g.seenVia(id, req, transport)
 	g.log.Debug("device authenticated", "productKey", pk, "deviceKey", dn, "peer", req.Peer.String(), "signmethod", string(method))
 	var reply any = tokenReply{Token: tok}
-	if g.o.Symmetric {
+	if symmetricMode {
 		reply = symmetricReply{Random: hex.EncodeToString(cl.Random[:]), SeqOffset: cl.SeqOffset, Token: tok}
 	}
-	return authReply(respCF, reply)
+	return authReply(respCF, reply), symmetricMode
 }
 
 // tokenReply is the plain and dialect-E auth answer; symmetricReply the
@@ -147,20 +173,31 @@ func (g *Gateway) newSession(cl *token.Claims) error {
 	return nil
 }
 
+// errSessionStore means a new session's state could not be made durable.
+var errSessionStore = errors.New("gateway: session state not stored")
+
 // issueSession issues a session token and creates its replay state on this
-// node, so that it is usable even in the second the node started.
-func (g *Gateway) issueSession(cl token.Claims, floor uint64, now time.Time) (string, error) {
+// node, so that it is usable even in the second the node started, and in
+// the durable store (when the ingester keeps states) before the token is
+// handed out: a restart never leaves a valid token without state.
+func (g *Gateway) issueSession(ctx context.Context, cl token.Claims, floor uint64, now time.Time) (string, error) {
 	tok, err := g.o.Tokens.Issue(cl)
 	if err != nil {
 		return "", err
 	}
 	// The token carries whole seconds; so does the session.
-	g.sessions.Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
+	sess := g.table(cl).Create(sessionKey(cl), floor, cl.IssuedAt.Truncate(time.Second), cl.ExpiresAt, now)
+	st := sess.State()
+	if err := g.appendState(ctx, nil, &st); err != nil {
+		return "", fmt.Errorf("%w: %w", errSessionStore, err)
+	}
 	return tok, nil
 }
 
 func (g *Gateway) authFail(req *coapx.Request, reason string, resp *coapx.Response, pk, dk string) *coapx.Response {
 	g.m.authFailures.WithLabelValues(reason).Inc()
-	g.log.Info("auth refused", "reason", reason, "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "code", coapx.CodeString(resp.Code))
+	// Counted exactly; logged at a bounded rate (the fields are the peer's).
+	g.refusals.Log(context.Background(), slog.LevelInfo, "auth refused/"+reason, "auth refused",
+		"reason", reason, "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "code", coapx.CodeString(resp.Code))
 	return resp
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -59,13 +60,16 @@ func (g *Gateway) authSignE(ctx context.Context, req *coapx.Request) *coapx.Resp
 		return g.authFail(req, reasonDisabled, &coapx.Response{Code: codes.Forbidden}, pk, dk)
 	}
 	cl := token.Claims{
-		ProductKey: pk, DeviceKey: dk, Generation: id.dev.Generation,
+		ProductKey: pk, DeviceKey: dk, Incarnation: id.dev.Incarnation, Generation: id.dev.Generation,
 		IssuedAt: req.Received, ExpiresAt: req.Received.Add(g.o.TokenTTL), SignE: true,
 	}
 	err = g.newSession(&cl)
 	var tok string
 	if err == nil {
-		tok, err = g.issueSession(cl, 1, req.Received) // N starts at 1
+		tok, err = g.issueSession(ctx, cl, 1, req.Received) // N starts at 1
+	}
+	if errors.Is(err, errSessionStore) {
+		return g.authFail(req, reasonStore, g.unavailable(), pk, dk)
 	}
 	if err != nil {
 		g.log.Error("issue token failed", "productKey", pk, "deviceKey", dk, "err", err)

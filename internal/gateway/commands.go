@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -88,7 +89,10 @@ func (g *Gateway) SetRequester(r Requester) { g.requester = r }
 func (g *Gateway) SessionLive(pk, dk string, s coapx.Session) { g.live.put(pk, dk, s) }
 
 // SessionGone forgets a session that ended.
-func (g *Gateway) SessionGone(s coapx.Session) { g.live.remove(s) }
+func (g *Gateway) SessionGone(s coapx.Session) {
+	g.live.remove(s)
+	g.bound.remove(s.SessionID())
+}
 
 // authUplink authenticates a request to /topic/… by the listener's mode:
 // the DTLS-PSK session, a symmetric token, option 2101 or a plain token.
@@ -102,7 +106,7 @@ func (g *Gateway) authUplink(ctx context.Context, req *coapx.Request) (uplinkAut
 	case isPSK:
 		// DTLS-PSK: the session is the device, no token (docs/protocol.md §2).
 		up.id, resp = g.authenticateSession(ctx, req, psk)
-	case g.o.Symmetric:
+	case g.o.Symmetric || g.symmetricUplink(req):
 		up, resp = g.authenticateSymmetric(ctx, req)
 	case hasSignE(req):
 		up, resp = g.authenticateSignE(ctx, req)
@@ -191,7 +195,7 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if !ownsRequestTopic(top, pk, dk) {
 		g.m.authFailures.WithLabelValues(reasonACL).Inc()
 		g.m.downlink.WithLabelValues("denied").Inc()
-		g.log.Info("command fetch denied", "productKey", pk, "deviceKey", dk, "topic", top, "peer", req.Peer.String())
+		g.refusals.Log(ctx, slog.LevelInfo, "command fetch denied", "command fetch denied", "productKey", pk, "deviceKey", dk, "topic", top, "peer", req.Peer.String())
 		return &coapx.Response{Code: codes.Forbidden}
 	}
 	def := cfJSON
@@ -208,7 +212,14 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if _, resp := g.open(req, &up); resp != nil { // the session's sequence number
 		return resp
 	}
-	g.seen(id, req)
+	defer up.release()
+	if up.state != nil {
+		// The number is used: durable before anything is handed out.
+		if err := g.appendState(ctx, nil, up.state); err != nil {
+			return g.unavailable()
+		}
+	}
+	g.seenVia(id, req, up.transport(g.o.Transport))
 	c, next, err := g.o.Commands.Deliver(ctx, pk, dk, top, req.Received)
 	switch {
 	case errors.Is(err, command.ErrNotFound):

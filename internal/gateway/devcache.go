@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"sync"
@@ -22,25 +23,51 @@ type identity struct {
 }
 
 type cacheEntry struct {
+	key     [2]string
 	id      identity
 	err     error // registry.ErrNotFound cached briefly against floods
 	expires time.Time
 }
 
-// devCache caches device+product lookups for ttl (not-found for at most a
-// second), so auth and publish cost no database round trip. Writers through
-// the management API call Invalidate; other nodes converge within ttl.
-type devCache struct {
-	reg Registry
-	ttl time.Duration
-	max int
+// Device cache bounds (entries).
+const (
+	defaultCacheKnown    = 1 << 18
+	defaultCacheNegative = 4096
+	// negativeTTL bounds how long a "no such device" answer is cached.
+	negativeTTL = time.Second
+)
 
-	mu sync.Mutex
-	m  map[[2]string]cacheEntry // guarded by mu
+// devCache caches device+product lookups for ttl (not-found for at most
+// negativeTTL), so auth and publish cost no database round trip. Writers
+// through the management API call Invalidate; other nodes converge within
+// ttl.
+//
+// It has two segments, each a bounded LRU list: known devices (up to
+// maxKnown) and unknown names (up to maxNeg, expiring after negativeTTL).
+// A lookup of an unknown name can only push out another unknown name, so
+// a flood of made-up device names never evicts a known device, and nothing
+// is ever dropped wholesale.
+type devCache struct {
+	reg      Registry
+	ttl      time.Duration
+	maxKnown int
+	maxNeg   int
+
+	mu    sync.Mutex
+	m     map[[2]string]*list.Element // guarded by mu; Value is *cacheEntry
+	known *list.List                  // guarded by mu; front = most recently used
+	neg   *list.List                  // guarded by mu; front = newest
 }
 
-func newDevCache(reg Registry, ttl time.Duration, max int) *devCache {
-	return &devCache{reg: reg, ttl: ttl, max: max, m: make(map[[2]string]cacheEntry)}
+func newDevCache(reg Registry, ttl time.Duration, maxKnown, maxNeg int) *devCache {
+	if maxKnown <= 0 {
+		maxKnown = defaultCacheKnown
+	}
+	if maxNeg <= 0 {
+		maxNeg = defaultCacheNegative
+	}
+	return &devCache{reg: reg, ttl: ttl, maxKnown: maxKnown, maxNeg: maxNeg,
+		m: make(map[[2]string]*list.Element), known: list.New(), neg: list.New()}
 }
 
 // get returns the device and its product; registry.ErrNotFound when either
@@ -49,29 +76,69 @@ func (c *devCache) get(ctx context.Context, pk, dk string, now time.Time) (ident
 	k := [2]string{pk, dk}
 	if c.ttl > 0 {
 		c.mu.Lock()
-		e, ok := c.m[k]
-		c.mu.Unlock()
-		if ok && now.Before(e.expires) {
-			return e.id, e.err
+		if el, ok := c.m[k]; ok {
+			e := el.Value.(*cacheEntry)
+			if now.Before(e.expires) {
+				if e.err == nil {
+					c.known.MoveToFront(el)
+				}
+				c.mu.Unlock()
+				return e.id, e.err
+			}
+			c.removeLocked(el)
 		}
+		c.mu.Unlock()
 	}
 	id, err := c.load(ctx, pk, dk)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return identity{}, err // store trouble: never cached
 	}
 	if c.ttl > 0 {
-		ttl := c.ttl
-		if err != nil {
-			ttl = min(ttl, time.Second)
-		}
-		c.mu.Lock()
-		if len(c.m) >= c.max {
-			clear(c.m) // crude but bounded; a full cache refills within ttl
-		}
-		c.m[k] = cacheEntry{id: id, err: err, expires: now.Add(ttl)}
-		c.mu.Unlock()
+		c.put(&cacheEntry{key: k, id: id, err: err}, now)
 	}
 	return id, err
+}
+
+// put inserts e into its segment, evicting that segment's least recently
+// used entry when it is full.
+func (c *devCache) put(e *cacheEntry, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.m[e.key]; ok {
+		c.removeLocked(el) // a concurrent load got there first
+	}
+	seg, limit := c.known, c.maxKnown
+	e.expires = now.Add(c.ttl)
+	if e.err != nil {
+		seg, limit = c.neg, c.maxNeg
+		e.expires = now.Add(min(c.ttl, negativeTTL))
+		// Expired unknown names sit at the back (one lifetime for all).
+		for b := c.neg.Back(); b != nil && !now.Before(b.Value.(*cacheEntry).expires); b = c.neg.Back() {
+			c.removeLocked(b)
+		}
+	}
+	for seg.Len() >= limit {
+		c.removeLocked(seg.Back())
+	}
+	c.m[e.key] = seg.PushFront(e)
+}
+
+// removeLocked drops el from the map and its segment.
+func (c *devCache) removeLocked(el *list.Element) {
+	e := el.Value.(*cacheEntry)
+	delete(c.m, e.key)
+	if e.err != nil {
+		c.neg.Remove(el)
+	} else {
+		c.known.Remove(el)
+	}
+}
+
+// sizes returns the entries of each segment.
+func (c *devCache) sizes() (known, negative int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.known.Len(), c.neg.Len()
 }
 
 func (c *devCache) load(ctx context.Context, pk, dk string) (identity, error) {
@@ -91,12 +158,14 @@ func (c *devCache) Invalidate(pk, dk string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if dk != "" {
-		delete(c.m, [2]string{pk, dk})
+		if el, ok := c.m[[2]string{pk, dk}]; ok {
+			c.removeLocked(el)
+		}
 		return
 	}
-	for k := range c.m {
+	for k, el := range c.m {
 		if k[0] == pk {
-			delete(c.m, k)
+			c.removeLocked(el)
 		}
 	}
 }

@@ -94,7 +94,9 @@ func (g *Gateway) SessionUp(id *dtlspsk.Identity, peer netip.AddrPort, now time.
 }
 
 // authenticateSession authenticates an uplink on a secureMode 2 session:
-// the session is the device; its record must still exist and be enabled.
+// the session is the device; its record must still exist, be enabled and
+// be the incarnation and generation the session is bound to (else the
+// session is revoked).
 func (g *Gateway) authenticateSession(ctx context.Context, req *coapx.Request, psk *dtlspsk.Identity) (identity, *coapx.Response) {
 	id, err := g.cache.get(ctx, psk.ProductKey, psk.DeviceKey, req.Received)
 	switch {
@@ -102,9 +104,18 @@ func (g *Gateway) authenticateSession(ctx context.Context, req *coapx.Request, p
 		g.log.Error("device lookup failed", "productKey", psk.ProductKey, "deviceKey", psk.DeviceKey, "err", err)
 		return identity{}, g.unavailable()
 	case err != nil:
+		if bs, ok := req.Session.(BoundSession); ok {
+			g.revoke(bs, psk.ProductKey, psk.DeviceKey, "device deleted")
+		}
 		return identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, psk.ProductKey, psk.DeviceKey)
 	case !id.dev.Enabled:
+		if bs, ok := req.Session.(BoundSession); ok {
+			g.revoke(bs, psk.ProductKey, psk.DeviceKey, "device disabled")
+		}
 		return identity{}, g.tokenFail(req, reasonDisabled, codes.Forbidden, psk.ProductKey, psk.DeviceKey)
+	}
+	if resp := g.checkBinding(req, psk, id); resp != nil {
+		return identity{}, resp
 	}
 	return id, nil
 }

@@ -7,9 +7,10 @@
 // 5683) also serves dialect E's non-DTLS auth, POST /auth/{pk}/{dk}, and
 // uplinks authenticated by option 2101 (§2.2). The symmetric mode (port
 // 5682, §3.4) issues session randoms from POST /auth and takes uplinks whose
-// payload and sequence number (option 2089) are AES-128-CBC encrypted. Both
-// session modes refuse replayed sequence numbers with per-node state
-// (package replay).
+// payload and sequence number (option 2089) are AES-128-CBC encrypted; a
+// plain-mode listener may take that mode too (Options.SymmetricOnPlain).
+// Both session modes refuse replayed sequence numbers with state that is
+// committed with each uplink and survives restarts (package replay).
 package gateway
 
 import (
@@ -28,8 +29,10 @@ import (
 	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/presence"
+	"github.com/coapgate/coapgate/internal/ratelog"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/replay"
+	"github.com/coapgate/coapgate/internal/topic"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -38,6 +41,26 @@ import (
 // committed (msg.ID set) or failed.
 type Ingester interface {
 	Append(ctx context.Context, msg *message.Message) error
+}
+
+// StateIngester is an Ingester that also makes replay states durable
+// (ingest.Batcher): AppendState commits msg (nil: none) together with the
+// replay state its acceptance produced (nil: none), in one transaction; a
+// store that keeps no states ignores st. With a plain Ingester the session
+// modes' state lives in memory only.
+type StateIngester interface {
+	AppendState(ctx context.Context, msg *message.Message, st *replay.State) error
+}
+
+// appendState commits msg and st through the Ingester.
+func (g *Gateway) appendState(ctx context.Context, msg *message.Message, st *replay.State) error {
+	if si, ok := g.o.Ingest.(StateIngester); ok {
+		return si.AppendState(ctx, msg, st)
+	}
+	if msg == nil {
+		return nil
+	}
+	return g.o.Ingest.Append(ctx, msg)
 }
 
 // Options configures a Gateway.
@@ -69,15 +92,45 @@ type Options struct {
 	ReplayWindow int
 	// MaxSessions bounds the replay state held (default 100000).
 	MaxSessions int
+	// Sessions is the replay state table, shared by the listeners of a node
+	// so that a session's numbers are used once whichever port they reach
+	// (default: a table of this Gateway's own, from Started, ReplayWindow,
+	// MaxSessions, TokenTTL and ReplayStore).
+	Sessions *replay.Sessions
+	// SignESessions is the replay state table of option 2101 sessions
+	// (numbers strictly increasing: a window of one), shared like Sessions;
+	// nil builds one from the same settings.
+	SignESessions *replay.Sessions
+	// ReplayStore is the durable replay state the default table rebuilds
+	// sessions from (nil: per-node memory only).
+	ReplayStore replay.Store
+	// SymmetricOnPlain lets a plain-mode listener (5683) take the
+	// symmetric mode too: an /auth carrying seq is answered in symmetric
+	// form and an uplink with option 2089 is a symmetric uplink. Token
+	// modes stay bound.
+	SymmetricOnPlain bool
 	// SignEIV is the AES-CBC IV of dialect E's option 2101 (16 bytes,
 	// default symmetric.IV: the document does not publish one).
 	SignEIV []byte
-	// TokenTTL is the lifetime of issued tokens.
+	// TokenTTL is the lifetime of issued tokens, sliding: a token stays
+	// valid while its device (a session token: its session) had an accepted
+	// contact within TokenTTL.
 	TokenTTL time.Duration
+	// TokenMaxAge caps a token's validity from issue time whatever the
+	// activity (0: no cap).
+	TokenMaxAge time.Duration
 	// OnlineLifetime applies to products without their own.
 	OnlineLifetime time.Duration
 	// DeviceCacheTTL bounds staleness of cached device records (0: no cache).
 	DeviceCacheTTL time.Duration
+	// DeviceCacheEntries bounds the cached known devices (default 262144);
+	// NegativeCacheEntries the cached unknown names (default 4096), which
+	// expire after a second and never push out a known device.
+	DeviceCacheEntries   int
+	NegativeCacheEntries int
+	// RefusalLog writes refused authentications at a bounded rate (nil:
+	// a limiter of the gateway's own with the defaults of ratelog).
+	RefusalLog *ratelog.Limiter
 	// UnavailableMaxAge is sent with 5.03 when storage fails.
 	UnavailableMaxAge time.Duration
 	Registerer        prometheus.Registerer
@@ -90,15 +143,23 @@ type Gateway struct {
 	o        Options
 	cache    *devCache
 	sessions *replay.Sessions
+	// signE holds dialect E's option 2101 sessions: N strictly increasing
+	// (a window of one), as the dialect's documents state.
+	signE    *replay.Sessions
 	log      *slog.Logger
+	refusals *ratelog.Limiter
 	m        *metrics
 	maxAge   uint32
 	// requester pushes commands (set once by SetRequester before serving).
 	requester Requester
 	live      liveSessions
+	bound     bindings
 }
 
-var _ coapx.Handler = (*Gateway)(nil)
+var (
+	_ coapx.Handler  = (*Gateway)(nil)
+	_ coapx.Admitter = (*Gateway)(nil)
+)
 
 // New returns a Gateway.
 func New(o Options) *Gateway {
@@ -123,19 +184,38 @@ func New(o Options) *Gateway {
 	if len(o.SignEIV) != symmetric.BlockSize {
 		o.SignEIV = []byte(symmetric.IV)
 	}
+	if o.Sessions == nil {
+		o.Sessions = replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow,
+			MaxSessions: o.MaxSessions, Lifetime: o.TokenTTL, Store: o.ReplayStore})
+	}
+	if o.SignESessions == nil {
+		o.SignESessions = replay.NewSessions(replay.Config{Started: o.Started, Window: 1,
+			MaxSessions: o.MaxSessions, Lifetime: o.TokenTTL, Store: o.ReplayStore})
+	}
 	g := &Gateway{
 		o:        o,
-		cache:    newDevCache(o.Registry, o.DeviceCacheTTL, 1<<20),
-		sessions: replay.NewSessions(replay.Config{Started: o.Started, Window: o.ReplayWindow, MaxSessions: o.MaxSessions}),
+		cache:    newDevCache(o.Registry, o.DeviceCacheTTL, o.DeviceCacheEntries, o.NegativeCacheEntries),
+		sessions: o.Sessions,
+		signE:    o.SignESessions,
 		log:      o.Logger.With("component", "gateway", "transport", o.Transport),
 		maxAge:   uint32(max(o.UnavailableMaxAge, time.Second) / time.Second),
 	}
-	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, g.sessions, o.Now)
+	g.refusals = o.RefusalLog
+	if g.refusals == nil {
+		g.refusals = ratelog.New(g.log, ratelog.Config{})
+	}
+	g.m = newMetrics(o.Registerer, o.Transport, o.Presence, o.Now, g.sessions, g.signE)
+	g.m.registerCache(o.Registerer, o.Transport, g.cache)
 	return g
 }
 
+// RunRefusalLog writes the summaries of refusal log lines suppressed (see
+// package ratelog) every 10 s until ctx ends, so the count of a flood that
+// stopped is reported too.
+func (g *Gateway) RunRefusalLog(ctx context.Context) { g.refusals.Run(ctx) }
+
 // Invalidate drops cached registry data of a device (or of every device of
-// a product when dk is ""); the management API calls it after writes.
+// a product when dk is ""). DeviceChanged does it too, and more.
 func (g *Gateway) Invalidate(pk, dk string) {
 	g.cache.Invalidate(pk, dk)
 }
@@ -143,12 +223,67 @@ func (g *Gateway) Invalidate(pk, dk string) {
 // ServeCoAP routes a request.
 func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Response {
 	resp := g.route(ctx, req)
-	if g.o.Symmetric && resp != nil && resp.Code>>5 != 2 {
+	if (g.o.Symmetric || g.symmetricUplink(req)) && resp != nil && resp.Code>>5 != 2 {
 		// The device decrypts every non-empty response payload (docs/protocol.md
 		// §3.4): error answers carry none here.
 		resp.Payload = nil
 	}
 	return resp
+}
+
+// Admit judges a request before coapx buffers the first block of its
+// Block1 body: uplinks to /topic/… are authenticated (token, option 2101,
+// symmetric token or DTLS-PSK session; no sequence number is consumed) and
+// their topic checked, so an unauthenticated peer is refused at block 0
+// and holds no reassembly memory. /auth bodies are admitted as anonymous
+// (coapx caps them and gives them a share of the budget of their own); an
+// unknown resource is 4.04 at once.
+func (g *Gateway) Admit(ctx context.Context, req *coapx.Request) *coapx.Response {
+	resp := g.admit(ctx, req)
+	if g.o.Symmetric && resp != nil {
+		resp.Payload = nil // as ServeCoAP: no plaintext error payload
+	}
+	return resp
+}
+
+func (g *Gateway) admit(ctx context.Context, req *coapx.Request) *coapx.Response {
+	if psk, ok := pskIdentity(req); ok && psk.SecureMode == dtlspsk.ModeProduct {
+		return nil // activation: routeActivation answers
+	}
+	p := req.Path
+	switch {
+	case len(p) == 1 && p[0] == "auth", len(p) == 3 && p[0] == "auth" && !g.o.Symmetric:
+		if req.Code != codes.POST {
+			return &coapx.Response{Code: codes.MethodNotAllowed}
+		}
+		req.Anonymous = true // the credential is in the body
+		return nil
+	case len(p) >= 2 && p[0] == "topic":
+		if req.Code != codes.POST && req.Code != codes.GET {
+			return &coapx.Response{Code: codes.MethodNotAllowed}
+		}
+		up, resp := g.authUplink(ctx, req)
+		if resp != nil {
+			g.m.publish.WithLabelValues("refused").Inc()
+			return resp
+		}
+		if req.Code == codes.GET {
+			return nil // a command fetch: route checks the request topic
+		}
+		top, err := topic.Parse(p[1:])
+		if err != nil {
+			g.m.publish.WithLabelValues("bad_topic").Inc()
+			return badRequest(err)
+		}
+		if !topic.Allowed(top, up.id.dev.ProductKey, up.id.dev.DeviceKey) {
+			g.m.authFailures.WithLabelValues(reasonACL).Inc()
+			g.m.publish.WithLabelValues("denied").Inc()
+			return &coapx.Response{Code: codes.Forbidden}
+		}
+		return nil
+	default:
+		return &coapx.Response{Code: codes.NotFound}
+	}
 }
 
 func (g *Gateway) route(ctx context.Context, req *coapx.Request) *coapx.Response {
@@ -196,6 +331,13 @@ func (g *Gateway) lifetime(id identity) time.Duration {
 }
 
 func (g *Gateway) seen(id identity, req *coapx.Request) {
+	g.seenVia(id, req, g.o.Transport)
+}
+
+// seenVia is seen with the transport to record: a symmetric-mode device on
+// the plain listener is recorded as such, so that no plaintext command is
+// pushed to it.
+func (g *Gateway) seenVia(id identity, req *coapx.Request, transport string) {
 	if g.o.Presence == nil {
 		return
 	}
@@ -206,7 +348,7 @@ func (g *Gateway) seen(id identity, req *coapx.Request) {
 	if req.Session != nil {
 		g.live.put(id.dev.ProductKey, id.dev.DeviceKey, req.Session) // a push route
 	}
-	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), g.o.Transport, lifetime, req.Received) {
+	if g.o.Presence.Seen(id.dev.ProductKey, id.dev.DeviceKey, req.Peer.String(), transport, lifetime, req.Received) {
 		g.log.Info("device online", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "peer", req.Peer.String())
 	}
 }

@@ -2,8 +2,9 @@ package gateway
 
 import (
 	"context"
-	"errors"
+	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
 	"github.com/coapgate/coapgate/internal/auth/token"
@@ -44,19 +45,53 @@ func (g *Gateway) authenticate(ctx context.Context, req *coapx.Request) (identit
 		// anyone publish without the session key.
 		return identity{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
+	// A plain token's lifetime slides with its device's activity, if it is
+	// the newest token the device was given or used.
+	lt := token.Lifetime{Idle: g.o.TokenTTL, MaxAge: g.o.TokenMaxAge}
+	if err := lt.Alive(cl, g.lastActive(id, cl), req.Received); err != nil {
+		return identity{}, g.tokenFail(req, reasonExpired, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	}
+	g.noteToken(cl)
 	return id, nil
 }
 
-// checkToken verifies tok and loads its device: signature, expiry,
-// generation (revocation) and enabled flag.
-func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string) (token.Claims, identity, *coapx.Response) {
-	cl, err := g.o.Tokens.Verify(tok, req.Received)
-	if err != nil {
-		reason := reasonBadToken
-		if errors.Is(err, token.ErrExpired) {
-			reason = reasonExpired
+// lastActive is the device's last accepted contact known here (this node's
+// presence table, else the registry's last-seen time, flushed by every node
+// so it survives restarts), or zero when cl is older than the newest token
+// this node saw the device get or use: an older token keeps only its own
+// lifetime, so a leaked one is not kept alive by the device's activity.
+func (g *Gateway) lastActive(id identity, cl token.Claims) time.Time {
+	last := id.dev.LastSeenAt
+	if g.o.Presence != nil {
+		if newest, ok := g.o.Presence.NewestToken(id.dev.ProductKey, id.dev.DeviceKey); ok && cl.IssuedAt.Before(newest) {
+			return time.Time{}
 		}
-		return cl, identity{}, g.tokenFail(req, reason, codes.Unauthorized, "", "")
+		if st, ok := g.o.Presence.Lookup(id.dev.ProductKey, id.dev.DeviceKey); ok && st.LastSeen.After(last) {
+			last = st.LastSeen
+		}
+	}
+	return last
+}
+
+// noteToken records that the device was given or used a token issued at
+// cl.IssuedAt.
+func (g *Gateway) noteToken(cl token.Claims) {
+	if g.o.Presence != nil {
+		g.o.Presence.NoteToken(cl.ProductKey, cl.DeviceKey, cl.IssuedAt)
+	}
+}
+
+// checkToken verifies tok and loads its device: signature, the absolute
+// age cap, generation (revocation) and enabled flag. The sliding lifetime
+// is the caller's: the device's activity for plain tokens, the session's
+// for session tokens.
+func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string) (token.Claims, identity, *coapx.Response) {
+	cl, err := g.o.Tokens.Parse(tok)
+	if err != nil {
+		return cl, identity{}, g.tokenFail(req, reasonBadToken, codes.Unauthorized, "", "")
+	}
+	if g.o.TokenMaxAge > 0 && !req.Received.Before(cl.IssuedAt.Add(g.o.TokenMaxAge)) {
+		return cl, identity{}, g.tokenFail(req, reasonExpired, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
 	id, err := g.cache.get(ctx, cl.ProductKey, cl.DeviceKey, req.Received)
 	switch {
@@ -65,6 +100,8 @@ func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string
 		return cl, identity{}, g.unavailable()
 	case err != nil:
 		return cl, identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	case id.dev.Incarnation != cl.Incarnation:
+		return cl, identity{}, g.tokenFail(req, reasonOtherIncarnation, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case id.dev.Generation != cl.Generation:
 		return cl, identity{}, g.tokenFail(req, reasonRevoked, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case !id.dev.Enabled:
@@ -100,7 +137,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	if !topic.Allowed(top, id.dev.ProductKey, id.dev.DeviceKey) {
 		g.m.authFailures.WithLabelValues(reasonACL).Inc()
 		g.m.publish.WithLabelValues("denied").Inc()
-		g.log.Info("topic denied", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "topic", top, "peer", req.Peer.String())
+		g.refusals.Log(ctx, slog.LevelInfo, "topic denied", "topic denied", "productKey", id.dev.ProductKey, "deviceKey", id.dev.DeviceKey, "topic", top, "peer", req.Peer.String())
 		return &coapx.Response{Code: codes.Forbidden}
 	}
 	def := cfJSON
@@ -121,6 +158,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	if resp != nil {
 		return resp
 	}
+	defer up.release()
 	// docs/protocol.md §4: a payload that fails validation is still stored and
 	// gets a reply with a non-200 code and a message, never silence.
 	body, treq, terr := thingReply(top, payload, cf, respCF, req.Received)
@@ -140,14 +178,19 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		ContentFormat: cf,
 		ReceivedAt:    req.Received,
 		Peer:          req.Peer.String(),
-		Transport:     g.o.Transport,
+		Transport:     up.transport(g.o.Transport),
 	}
-	if err := g.o.Ingest.Append(ctx, msg); err != nil {
+	// The session's advanced replay state commits with the uplink.
+	if err := g.appendState(ctx, msg, up.state); err != nil {
 		g.m.publish.WithLabelValues("store_unavailable").Inc()
 		return g.unavailable()
 	}
 	g.m.publish.WithLabelValues("stored").Inc()
-	g.seen(id, req)
+	g.seenVia(id, req, msg.Transport)
+	if isNTPRequest(req.Path[1:]) {
+		// The reply of the NTP topic is the time, taken after the commit.
+		body = ntpReply(payload, cf, respCF, req.Received, g.o.Now())
+	}
 	g.commandReply(ctx, id, top, payload, cf, req.Received)
 	if up.key != nil {
 		// docs/protocol.md §3.4: the reply is encrypted like the uplink.

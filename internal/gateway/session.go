@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 
 	"github.com/coapgate/coapgate/internal/auth/esign"
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/coapgate/coapgate/internal/topic"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -25,6 +27,46 @@ type uplinkAuth struct {
 	key *symmetric.Key
 	// seq is dialect E's N, read from option 2101 during authentication.
 	seq uint64
+	// state is the session's replay state once open accepted the number,
+	// to be made durable with the uplink.
+	state *replay.State
+}
+
+// release tells the session that the state open produced is committed
+// (or failed): it may be evicted again.
+func (up *uplinkAuth) release() {
+	if up.state != nil {
+		up.sess.Release()
+	}
+}
+
+// transport is the message transport to record: symmetric for an
+// encrypted uplink, whatever listener it reached.
+func (up *uplinkAuth) transport(listener string) string {
+	if up.key != nil {
+		return message.TransportSymmetric
+	}
+	return listener
+}
+
+// symmetricUplink reports whether req is a symmetric-mode request on a
+// plain listener that takes both modes (option 2089 present).
+func (g *Gateway) symmetricUplink(req *coapx.Request) bool {
+	if !g.o.SymmetricOnPlain {
+		return false
+	}
+	_, ok := coapx.Bytes(req.Options, coapx.OptionSeq)
+	return ok
+}
+
+// table is the replay table of a session token's mode: dialect E's option
+// 2101 sessions accept only strictly increasing numbers (a window of one),
+// as the dialect's documents state; symmetric sessions have the window.
+func (g *Gateway) table(cl token.Claims) *replay.Sessions {
+	if cl.SignE {
+		return g.signE
+	}
+	return g.sessions
 }
 
 // sessionKey is the replay state key of a session token.
@@ -37,15 +79,24 @@ func hasSignE(req *coapx.Request) bool {
 	return ok
 }
 
-// session returns the replay state of a session token, or 4.01 when this
-// node may have forgotten it (the token predates the node's start or an
-// eviction): the device authenticates again.
-func (g *Gateway) session(req *coapx.Request, cl token.Claims, floor uint64) (*replay.Session, *coapx.Response) {
-	sess, err := g.sessions.Get(sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
-	if err != nil {
+// session returns the replay state of a session token: held here, or
+// rebuilt from the durable store (after a restart, say). 4.01 when its
+// lifetime passed (unused for the token TTL) or when no state exists that
+// this node may have forgotten (the token predates the node's start or an
+// eviction and nothing was stored): the device authenticates again. 5.03
+// when the store cannot be read.
+func (g *Gateway) session(ctx context.Context, req *coapx.Request, cl token.Claims, floor uint64) (*replay.Session, *coapx.Response) {
+	sess, err := g.table(cl).Lookup(ctx, sessionKey(cl), floor, cl.IssuedAt, cl.ExpiresAt, req.Received)
+	switch {
+	case err == nil:
+		return sess, nil
+	case errors.Is(err, replay.ErrExpired):
+		return nil, g.tokenFail(req, reasonExpired, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
+	case errors.Is(err, replay.ErrUnknownSession):
 		return nil, g.tokenFail(req, reasonStaleSession, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	return sess, nil
+	g.log.Error("replay state lookup failed", "productKey", cl.ProductKey, "deviceKey", cl.DeviceKey, "err", err)
+	return nil, g.unavailable()
 }
 
 // authenticateSymmetric authenticates a symmetric-mode uplink (docs/protocol.md
@@ -63,7 +114,7 @@ func (g *Gateway) authenticateSymmetric(ctx context.Context, req *coapx.Request)
 	if !cl.Symmetric {
 		return uplinkAuth{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	sess, resp := g.session(req, cl, uint64(max(cl.SeqOffset, 1)))
+	sess, resp := g.session(ctx, req, cl, uint64(max(cl.SeqOffset, 1)))
 	if resp != nil {
 		return uplinkAuth{}, resp
 	}
@@ -80,7 +131,7 @@ func (g *Gateway) authenticateSignE(ctx context.Context, req *coapx.Request) (up
 	inClear := requestToken(req)
 	var owners []topic.Owner
 	if inClear != "" {
-		cl, err := g.o.Tokens.Verify(inClear, req.Received)
+		cl, err := g.o.Tokens.Parse(inClear) // its lifetime is the session's
 		if err != nil {
 			return uplinkAuth{}, g.tokenFail(req, reasonBadToken, codes.Unauthorized, "", "")
 		}
@@ -118,7 +169,7 @@ func (g *Gateway) authenticateSignE(ctx context.Context, req *coapx.Request) (up
 	if !cl.SignE || cl.ProductKey != owner.ProductKey || cl.DeviceKey != owner.DeviceKey {
 		return uplinkAuth{}, g.tokenFail(req, reasonWrongMode, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	}
-	sess, resp := g.session(req, cl, 1) // N starts at 1
+	sess, resp := g.session(ctx, req, cl, 1) // N starts at 1
 	if resp != nil {
 		return uplinkAuth{}, resp
 	}
@@ -146,13 +197,13 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 		var err error
 		if seq, err = symmetric.DecryptSeq(*up.key, opt); err != nil {
 			g.m.publish.WithLabelValues("bad_seq").Inc()
-			g.log.Info("uplink refused", "reason", "bad_seq", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
+			g.refusals.Log(context.Background(), slog.LevelInfo, "uplink refused/bad_seq", "uplink refused", "reason", "bad_seq", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
 			return nil, badRequest(fmt.Errorf("%w: option 2089: %w", errPayload, err))
 		}
 	}
 	payload := req.Payload
 	var decryptErr error
-	err := up.sess.Use(seq, func() error {
+	st, err := up.sess.UseAt(seq, req.Received, func() error {
 		if up.key == nil || (req.Code == codes.GET && len(req.Payload) == 0) {
 			return nil // a command fetch has no payload, only the number
 		}
@@ -161,16 +212,17 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 	})
 	switch {
 	case err == nil:
+		up.state = &st
 		return payload, nil
 	case replay.IsReplay(err):
 		reason := replayReason(err)
 		g.m.replays.WithLabelValues(reason).Inc()
 		g.m.publish.WithLabelValues("replay").Inc()
-		g.log.Info("replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10), "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
+		g.refusals.Log(context.Background(), slog.LevelInfo, "replay refused/"+reason, "replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10), "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
 		return nil, &coapx.Response{Code: codes.Unauthorized}
 	case errors.Is(err, decryptErr):
 		g.m.publish.WithLabelValues("bad_ciphertext").Inc()
-		g.log.Info("uplink refused", "reason", "bad_ciphertext", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
+		g.refusals.Log(context.Background(), slog.LevelInfo, "uplink refused/bad_ciphertext", "uplink refused", "reason", "bad_ciphertext", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
 		return nil, badRequest(fmt.Errorf("%w: %w", errPayload, err))
 	}
 	return nil, &coapx.Response{Code: codes.InternalServerError}

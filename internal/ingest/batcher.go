@@ -1,6 +1,8 @@
 // Package ingest is the uplink pipeline's persistence stage: a group-commit
 // batcher that makes every acknowledged uplink durable before its ACK is
 // sent (many uplinks per transaction, each caller released after commit).
+// The anti-replay state a session-mode uplink advanced (package replay)
+// rides in the same transaction, so making it durable costs no extra sync.
 package ingest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,14 +26,24 @@ type Appender interface {
 	Append(ctx context.Context, msgs []*message.Message) error
 }
 
+// StateAppender is a store that also persists session replay states in
+// the transaction that appends msgs (either all of it commits or none):
+// for each state's key it keeps the one with the highest Version, so states
+// committed out of order never move a session back.
+type StateAppender interface {
+	AppendWithState(ctx context.Context, msgs []*message.Message, states []replay.State) error
+}
+
 type pending struct {
-	msg  *message.Message
-	done chan error
+	msg   *message.Message // nil for a state alone
+	state *replay.State    // nil for a message alone
+	done  chan error
 }
 
 // Batcher groups concurrent Append calls into one store transaction.
 type Batcher struct {
 	store    Appender
+	states   StateAppender // nil: the store keeps no replay states
 	max      int
 	in       chan pending
 	log      *slog.Logger
@@ -67,6 +80,7 @@ func NewBatcher(store Appender, max int, reg prometheus.Registerer, log *slog.Lo
 	if reg != nil {
 		reg.MustRegister(b.latency, b.batches, b.failures, b.stored)
 	}
+	b.states, _ = store.(StateAppender)
 	b.wg.Add(1)
 	go b.run()
 	return b
@@ -75,7 +89,25 @@ func NewBatcher(store Appender, max int, reg prometheus.Registerer, log *slog.Lo
 // Append stores msg durably and returns after the commit that contains it;
 // msg.ID is set on success.
 func (b *Batcher) Append(ctx context.Context, msg *message.Message) error {
-	p := pending{msg: msg, done: make(chan error, 1)}
+	return b.AppendState(ctx, msg, nil)
+}
+
+// KeepsStates reports whether the store persists replay states
+// (AppendState with a state is then durable).
+func (b *Batcher) KeepsStates() bool { return b.states != nil }
+
+// AppendState is Append with the replay state that msg's acceptance
+// produced, committed in the same transaction; msg may be nil to persist a
+// state alone (a new session, an uplink that stores no message). When the
+// store keeps no states, st is ignored.
+func (b *Batcher) AppendState(ctx context.Context, msg *message.Message, st *replay.State) error {
+	if b.states == nil {
+		st = nil
+	}
+	if msg == nil && st == nil {
+		return nil
+	}
+	p := pending{msg: msg, state: st, done: make(chan error, 1)}
 	start := time.Now()
 	b.mu.RLock()
 	if b.closed {
@@ -111,29 +143,62 @@ func (b *Batcher) run() {
 	defer b.wg.Done()
 	batch := make([]pending, 0, b.max)
 	msgs := make([]*message.Message, 0, b.max)
+	var states []replay.State
 	for first := range b.in {
 		batch = append(batch[:0], first)
 		batch = b.fill(batch)
-		msgs = msgs[:0]
+		msgs, states = msgs[:0], states[:0]
 		for _, p := range batch {
-			msgs = append(msgs, p.msg)
+			if p.msg != nil {
+				msgs = append(msgs, p.msg)
+			}
+			if p.state != nil {
+				states = append(states, *p.state)
+			}
 		}
+		states = newestStates(states)
 		// The commit runs to completion regardless of callers' contexts.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := b.store.Append(ctx, msgs)
+		var err error
+		if len(states) > 0 {
+			err = b.states.AppendWithState(ctx, msgs, states)
+		} else {
+			err = b.store.Append(ctx, msgs)
+		}
 		cancel()
 		b.batches.Observe(float64(len(batch)))
 		if err != nil {
 			b.failures.Inc()
-			b.log.Error("group commit failed", "messages", len(batch), "err", err)
+			b.log.Error("group commit failed", "messages", len(msgs), "states", len(states), "err", err)
 		} else {
-			b.stored.Add(float64(len(batch)))
+			b.stored.Add(float64(len(msgs)))
 		}
 		for _, p := range batch {
 			p.done <- err
 		}
 		clear(batch)
 	}
+}
+
+// newestStates keeps, per session, the state with the highest Version (a
+// session's concurrent uplinks in one batch carry successive snapshots).
+func newestStates(states []replay.State) []replay.State {
+	if len(states) < 2 {
+		return states
+	}
+	at := make(map[replay.Key]int, len(states))
+	out := states[:0]
+	for _, st := range states {
+		if i, ok := at[st.Key]; ok {
+			if st.Version > out[i].Version {
+				out[i] = st
+			}
+			continue
+		}
+		at[st.Key] = len(out)
+		out = append(out, st)
+	}
+	return out
 }
 
 // maxYields bounds the scheduler yields of one fill.

@@ -95,11 +95,19 @@ func (s *Store) listenOnce(ctx context.Context, started func()) error {
 	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{s.channel}.Sanitize()); err != nil {
 		return err
 	}
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{s.devChannel}.Sanitize()); err != nil {
+		return err
+	}
 	started()
 	s.wake() // anything appended before LISTEN took effect
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return err
+		}
+		if n.Channel == s.devChannel {
+			s.changes.received(n.Payload)
+			continue
 		}
 		s.wake()
 	}

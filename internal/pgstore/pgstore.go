@@ -85,10 +85,12 @@ type Options struct {
 
 // Store is the PostgreSQL adapter; it is safe for concurrent use.
 type Store struct {
-	pool    *pgxpool.Pool
-	box     *secretbox.Keyring
-	log     *slog.Logger
-	channel string // NOTIFY channel of this schema's log
+	pool       *pgxpool.Pool
+	box        *secretbox.Keyring
+	log        *slog.Logger
+	channel    string // NOTIFY channel of this schema's log
+	devChannel string // NOTIFY channel of this schema's device changes
+	changes    *changeFeed
 
 	notify notifier
 	stop   context.CancelFunc
@@ -138,6 +140,8 @@ func (s *Store) open(ctx context.Context) error {
 		return errors.New("pgstore: no current schema (check search_path)")
 	}
 	s.channel = "coapgate_log." + schema
+	s.devChannel = "coapgate_devices." + schema
+	s.changes = newChangeFeed(s)
 	if err := migrate(ctx, s.pool); err != nil {
 		return errorf("pgstore: migrate: %w", err)
 	}

@@ -12,17 +12,20 @@ import (
 )
 
 const productColumns = `product_key, product_secret, name, dynamic_registration,
-	data_format, online_lifetime_ms, created_at`
+	data_format, online_lifetime_ms, created_at,
+	retention_messages_ms, retention_points_ms, retention_events_ms, retention_commands_ms`
 
 const deviceColumns = `product_key, device_key, device_secret, asset_id, enabled,
-	generation, created_at, last_seen_at, last_address`
+	generation, created_at, last_seen_at, last_address, incarnation`
 
 // CreateProduct implements registry.Store.
 func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 	_, err := s.pool.Exec(ctx,
-		`INSERT INTO products (`+productColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		`INSERT INTO products (`+productColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		p.ProductKey, s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name,
-		p.DynamicRegistration, string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt))
+		p.DynamicRegistration, string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt),
+		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
+		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands))
 	switch {
 	case isUniqueViolation(err):
 		return errorf("pgstore: create product %s: %w", p.ProductKey, registry.ErrConflict)
@@ -71,10 +74,13 @@ func (s *Store) ListProducts(ctx context.Context, page registry.Page) ([]registr
 func (s *Store) UpdateProduct(ctx context.Context, p registry.Product) error {
 	tag, err := s.pool.Exec(ctx,
 		`UPDATE products SET product_secret = $1, name = $2, dynamic_registration = $3,
-			data_format = $4, online_lifetime_ms = $5
-		WHERE product_key = $6`,
+			data_format = $4, online_lifetime_ms = $5, retention_messages_ms = $6, retention_points_ms = $7,
+			retention_events_ms = $8, retention_commands_ms = $9
+		WHERE product_key = $10`,
 		s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, p.DynamicRegistration,
-		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), p.ProductKey)
+		string(p.DataFormat), p.OnlineLifetime.Milliseconds(),
+		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
+		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands), p.ProductKey)
 	if err := affectedOne(tag, err); err != nil {
 		return errorf("pgstore: update product %s: %w", p.ProductKey, err)
 	}
@@ -94,17 +100,21 @@ func (s *Store) DeleteProduct(ctx context.Context, productKey string) error {
 	return nil
 }
 
-// CreateDevice implements registry.Store.
+// CreateDevice implements registry.Store. A zero Incarnation is replaced by
+// a new random one (stored as its int64 bit pattern).
 func (s *Store) CreateDevice(ctx context.Context, d registry.Device) error {
+	if d.Incarnation == 0 {
+		d.Incarnation = registry.NewIncarnation()
+	}
 	var lastSeen *int64
 	if !d.LastSeenAt.IsZero() {
 		n := d.LastSeenAt.UnixNano()
 		lastSeen = &n
 	}
 	_, err := s.pool.Exec(ctx,
-		`INSERT INTO devices (`+deviceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		`INSERT INTO devices (`+deviceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		d.ProductKey, d.DeviceKey, s.box.SealString(d.DeviceSecret.Reveal(), deviceSecretAAD(d.ProductKey, d.DeviceKey)),
-		d.AssetID, d.Enabled, int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress)
+		d.AssetID, d.Enabled, int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress, int64(d.Incarnation))
 	switch {
 	case isUniqueViolation(err):
 		return errorf("pgstore: create device %s/%s: %w", d.ProductKey, d.DeviceKey, registry.ErrConflict)
@@ -226,8 +236,10 @@ func (s *Store) scanProduct(r pgx.Row) (registry.Product, error) {
 		p                 registry.Product
 		secret, format    string
 		lifetimeMS, creat int64
+		ret               [4]*int64
 	)
-	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &p.DynamicRegistration, &format, &lifetimeMS, &creat); err != nil {
+	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &p.DynamicRegistration, &format, &lifetimeMS, &creat,
+		&ret[0], &ret[1], &ret[2], &ret[3]); err != nil {
 		return registry.Product{}, err
 	}
 	plain, err := s.openSecret(secret, productSecretAAD(p.ProductKey))
@@ -235,6 +247,8 @@ func (s *Store) scanProduct(r pgx.Row) (registry.Product, error) {
 		return registry.Product{}, err
 	}
 	p.ProductSecret = registry.Secret(plain)
+	p.Retention = registry.Retention{Messages: retentionDur(ret[0]), Points: retentionDur(ret[1]),
+		Events: retentionDur(ret[2]), Commands: retentionDur(ret[3])}
 	p.DataFormat = registry.DataFormat(format)
 	p.OnlineLifetime = time.Duration(lifetimeMS) * time.Millisecond
 	p.CreatedAt = fromNanos(creat)
@@ -246,10 +260,11 @@ func (s *Store) scanDevice(r pgx.Row) (registry.Device, error) {
 		d        registry.Device
 		secret   string
 		gen, cre int64
+		inc      int64
 		lastSeen *int64
 	)
 	if err := r.Scan(&d.ProductKey, &d.DeviceKey, &secret, &d.AssetID, &d.Enabled,
-		&gen, &cre, &lastSeen, &d.LastAddress); err != nil {
+		&gen, &cre, &lastSeen, &d.LastAddress, &inc); err != nil {
 		return registry.Device{}, err
 	}
 	plain, err := s.openSecret(secret, deviceSecretAAD(d.ProductKey, d.DeviceKey))
@@ -258,9 +273,28 @@ func (s *Store) scanDevice(r pgx.Row) (registry.Device, error) {
 	}
 	d.DeviceSecret = registry.Secret(plain)
 	d.Generation = uint32(gen)
+	d.Incarnation = uint64(inc)
 	d.CreatedAt = fromNanos(cre)
 	if lastSeen != nil {
 		d.LastSeenAt = fromNanos(*lastSeen)
 	}
 	return d, nil
+}
+
+// retentionMS is the stored form of a retention override (NULL: inherit).
+func retentionMS(d *time.Duration) *int64 {
+	if d == nil {
+		return nil
+	}
+	ms := d.Milliseconds()
+	return &ms
+}
+
+// retentionDur reads a stored retention override.
+func retentionDur(v *int64) *time.Duration {
+	if v == nil {
+		return nil
+	}
+	d := time.Duration(*v) * time.Millisecond
+	return &d
 }

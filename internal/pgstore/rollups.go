@@ -128,35 +128,50 @@ func rollupResolution(iv int64) int64 {
 	return 0
 }
 
-// aggregatePartials answers Aggregate over [lo, hi): the part aligned to
-// the rollup width res from point_rollups (they outlive the samples under
-// retention), the unaligned head and tail from the samples; res 0 reads
-// the samples only.
+// aggregatePartials answers Aggregate over [lo, hi): each part aligned to
+// a rollup width from point_rollups (they outlive the samples under
+// retention), coarsest first, the unaligned rest from finer rollups and at
+// last the samples; res 0 reads the samples only.
 func (s *Store) aggregatePartials(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv, res int64) ([]*bucketAcc, error) {
+	var levels []int64
+	switch res {
+	case rollupHour:
+		levels = []int64{rollupHour, rollupMinute}
+	case rollupMinute:
+		levels = []int64{rollupMinute}
+	}
 	buckets := map[int64]*bucketAcc{}
-	alo, ahi := hi, hi // the aligned range; empty unless res > 0
-	if res > 0 {
-		alo, ahi = lo, floorTo(hi, res)
-		if lo != math.MinInt64 {
-			if f := floorTo(lo, res); f != lo {
-				if f > math.MaxInt64-res {
-					alo = math.MaxInt64
-				} else {
-					alo = f + res
-				}
+	if err := s.aggregatePart(ctx, q, kind, lo, hi, iv, levels, buckets); err != nil {
+		return nil, err
+	}
+	return sortedBuckets(buckets), nil
+}
+
+// aggregatePart adds [lo, hi) to buckets from the first of levels (or the
+// samples when none is left).
+func (s *Store) aggregatePart(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64, buckets map[int64]*bucketAcc) error {
+	if lo >= hi {
+		return nil
+	}
+	if len(levels) == 0 {
+		return s.aggregateRaw(ctx, q, kind, lo, hi, iv, buckets)
+	}
+	res := levels[0]
+	alo, ahi := lo, floorTo(hi, res)
+	if lo != math.MinInt64 {
+		if f := floorTo(lo, res); f != lo {
+			if f > math.MaxInt64-res {
+				alo = math.MaxInt64
+			} else {
+				alo = f + res
 			}
 		}
 	}
 	if alo >= ahi {
-		if err := s.aggregateRaw(ctx, q, kind, lo, hi, iv, buckets); err != nil {
-			return nil, err
-		}
-		return sortedBuckets(buckets), nil
+		return s.aggregatePart(ctx, q, kind, lo, hi, iv, levels[1:], buckets)
 	}
-	if lo < alo {
-		if err := s.aggregateRaw(ctx, q, kind, lo, alo, iv, buckets); err != nil {
-			return nil, err
-		}
+	if err := s.aggregatePart(ctx, q, kind, lo, alo, iv, levels[1:], buckets); err != nil {
+		return err
 	}
 	rows, err := s.pool.Query(ctx, `SELECT bucket - ((bucket % $1) + $1) % $1 AS b,
 			sum(count)::bigint, sum(num_count)::bigint, coalesce(sum(sum), 0), min(min), max(max)
@@ -165,17 +180,12 @@ func (s *Store) aggregatePartials(ctx context.Context, q point.HistoryQuery, kin
 			AND bucket >= $7 AND bucket < $8
 		GROUP BY b`, iv, q.PK, q.DK, kind, q.Name, res, alo, ahi)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := scanPartials(rows, buckets); err != nil {
-		return nil, err
+		return err
 	}
-	if ahi < hi {
-		if err := s.aggregateRaw(ctx, q, kind, ahi, hi, iv, buckets); err != nil {
-			return nil, err
-		}
-	}
-	return sortedBuckets(buckets), nil
+	return s.aggregatePart(ctx, q, kind, ahi, hi, iv, levels[1:], buckets)
 }
 
 func sortedBuckets(m map[int64]*bucketAcc) []*bucketAcc {

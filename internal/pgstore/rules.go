@@ -151,7 +151,7 @@ func (s *Store) DeleteRule(ctx context.Context, id string) error {
 // Cursors implements forward.Store.
 func (s *Store) Cursors(ctx context.Context, ruleID string) ([]forward.CursorState, error) {
 	rows, err := s.pool.Query(ctx, `SELECT action, cursor, delivered, failures, dead_letters,
-		last_error, last_error_at FROM rule_cursors WHERE rule_id = $1 ORDER BY action`, ruleID)
+		last_error, last_error_at, retention_lost, retention_lost_to FROM rule_cursors WHERE rule_id = $1 ORDER BY action`, ruleID)
 	if err != nil {
 		return nil, errorf("pgstore: rule %s cursors: %w", ruleID, err)
 	}
@@ -163,7 +163,8 @@ func (s *Store) Cursors(ctx context.Context, ruleID string) ([]forward.CursorSta
 			action int32
 			at     int64
 		)
-		if err := rows.Scan(&action, &c.Cursor, &c.Delivered, &c.Failures, &c.DeadLetters, &c.LastError, &at); err != nil {
+		if err := rows.Scan(&action, &c.Cursor, &c.Delivered, &c.Failures, &c.DeadLetters, &c.LastError, &at,
+			&c.RetentionLost, &c.RetentionLostTo); err != nil {
 			return nil, errorf("pgstore: rule %s cursors: %w", ruleID, err)
 		}
 		c.Action = int(action)

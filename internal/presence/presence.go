@@ -37,11 +37,33 @@ type Tracker struct {
 	dirty   map[key]struct{} // guarded by mu; seen since the last Drain
 	pending []event.Event    // guarded by mu; transitions since the last DrainEvents
 	dropped int              // guarded by mu
+	tokens  map[key]int64    // guarded by mu; newest token issue time (unix s) noted per device
 }
 
 // NewTracker returns an empty Tracker.
 func NewTracker() *Tracker {
-	return &Tracker{state: make(map[key]Status), dirty: make(map[key]struct{})}
+	return &Tracker{state: make(map[key]Status), dirty: make(map[key]struct{}), tokens: make(map[key]int64)}
+}
+
+// NoteToken records that a token issued at issued was handed to or used by
+// the device; NewestToken returns the newest issue time noted (ok false
+// when none was, on this node since it started). The token lifetime lets
+// only a device's newest token slide with its activity.
+func (t *Tracker) NoteToken(pk, dk string, issued time.Time) {
+	k, s := key{pk, dk}, issued.Unix()
+	t.mu.Lock()
+	if cur, ok := t.tokens[k]; !ok || s > cur {
+		t.tokens[k] = s
+	}
+	t.mu.Unlock()
+}
+
+// NewestToken returns the newest token issue time noted for the device.
+func (t *Tracker) NewestToken(pk, dk string) (time.Time, bool) {
+	t.mu.Lock()
+	s, ok := t.tokens[key{pk, dk}]
+	t.mu.Unlock()
+	return time.Unix(s, 0), ok
 }
 
 // Seen records contact from a device and reports whether it was offline
@@ -115,6 +137,7 @@ func (t *Tracker) Forget(pk, dk string) {
 	t.mu.Lock()
 	delete(t.state, key{pk, dk})
 	delete(t.dirty, key{pk, dk})
+	delete(t.tokens, key{pk, dk})
 	t.mu.Unlock()
 }
 

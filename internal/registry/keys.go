@@ -2,6 +2,7 @@ package registry
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -86,6 +87,18 @@ func NewDeviceKey() string { return randomAlnum(deviceKeyLen) }
 // bits of entropy), the shape of the dialects' device secrets.
 func NewSecret() Secret { return Secret(randomAlnum(secretLen)) }
 
+// NewIncarnation returns a random non-zero device incarnation (64 bits
+// from crypto/rand: a repeat for the same device key is negligible).
+func NewIncarnation() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if n := binary.BigEndian.Uint64(b[:]); n != 0 {
+			return n
+		}
+	}
+}
+
 const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 // randomAlnum returns n characters drawn uniformly from alnum with
@@ -110,4 +123,44 @@ func randomAlnum(n int) string {
 		}
 	}
 	return string(out)
+}
+
+// Limits of the vendor's C device SDK (its buffers for the device triple):
+// a device whose keys or secret are longer can be created here but cannot be
+// provisioned into that firmware. Generated keys and secrets always fit.
+const (
+	FirmwareProductKeyLen = 20
+	FirmwareDeviceKeyLen  = 32
+	FirmwareSecretLen     = 64
+)
+
+// FirmwareLimit is one value longer than the vendor firmware accepts.
+type FirmwareLimit struct {
+	Field string // the API field: productKey, deviceKey, deviceSecret, productSecret
+	Len   int
+	Limit int
+}
+
+// FirmwareLimits returns the values among field/value pairs that exceed the
+// vendor firmware's limit for their field (see FirmwareProductKeyLen …).
+// Secrets are judged by length only; their values never leave this call.
+func FirmwareLimits(fields ...[2]string) []FirmwareLimit {
+	var out []FirmwareLimit
+	for _, f := range fields {
+		var limit int
+		switch f[0] {
+		case "productKey":
+			limit = FirmwareProductKeyLen
+		case "deviceKey":
+			limit = FirmwareDeviceKeyLen
+		case "deviceSecret", "productSecret":
+			limit = FirmwareSecretLen
+		default:
+			continue
+		}
+		if len(f[1]) > limit {
+			out = append(out, FirmwareLimit{Field: f[0], Len: len(f[1]), Limit: limit})
+		}
+	}
+	return out
 }

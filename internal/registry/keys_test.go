@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -142,5 +144,31 @@ func TestSecretRedacted(t *testing.T) {
 	s := NewSecret()
 	if s.String() == s.Reveal() {
 		t.Fatal("String reveals the secret")
+	}
+}
+
+func TestLocalChanges(t *testing.T) {
+	var l LocalChanges
+	var got []string
+	cancel1 := l.Subscribe(func(c DeviceChange) { got = append(got, "1:"+c.ProductKey+"/"+c.DeviceKey) })
+	l.Subscribe(func(c DeviceChange) { got = append(got, "2:"+c.ProductKey+"/"+c.DeviceKey) })
+	if err := l.Publish(context.Background(), DeviceChange{ProductKey: "p", DeviceKey: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	cancel1()
+	l.Publish(context.Background(), DeviceChange{ProductKey: "p"})
+	if want := []string{"1:p/d", "2:p/d", "2:p/"}; !slices.Equal(got, want) {
+		t.Fatalf("deliveries %v, want %v", got, want)
+	}
+}
+
+func TestNewIncarnation(t *testing.T) {
+	seen := map[uint64]bool{}
+	for range 1000 {
+		n := NewIncarnation()
+		if n == 0 || seen[n] {
+			t.Fatalf("incarnation %#x is zero or repeated", n)
+		}
+		seen[n] = true
 	}
 }

@@ -59,6 +59,18 @@ type Product struct {
 	// after its last message; 0 means the gateway default.
 	OnlineLifetime time.Duration
 	CreatedAt      time.Time
+	// Retention overrides the gateway's retention periods for this
+	// product's data.
+	Retention Retention
+}
+
+// Retention holds per-product retention periods. A nil field inherits the
+// gateway's setting; 0 keeps the data forever.
+type Retention struct {
+	Messages *time.Duration // message log entries (uplinks and lifecycle entries)
+	Points   *time.Duration // point samples
+	Events   *time.Duration // device online/offline events
+	Commands *time.Duration // finished downlink commands
 }
 
 // Device is one device; DeviceKey is the dialects' deviceName.
@@ -68,7 +80,14 @@ type Device struct {
 	DeviceSecret Secret
 	AssetID      string
 	Enabled      bool
-	// Generation is bumped to revoke every token issued to the device.
+	// Incarnation identifies this device record among every record ever
+	// created with the same product and device key: a random non-zero
+	// number assigned at creation (CreateDevice assigns one when it is 0)
+	// and never changed. Tokens and DTLS sessions are bound to it, so a
+	// credential issued before a delete is refused after a re-create.
+	Incarnation uint64
+	// Generation is bumped to revoke every token and end every DTLS
+	// session of the device (revoke-tokens, rotate-secret).
 	Generation  uint32
 	CreatedAt   time.Time
 	LastSeenAt  time.Time // zero when never seen
@@ -106,13 +125,15 @@ type Store interface {
 	DeleteProduct(ctx context.Context, productKey string) error
 
 	// CreateDevice fails with ErrNotFound when the product does not exist.
+	// A zero Incarnation is replaced by NewIncarnation().
 	CreateDevice(ctx context.Context, d Device) error
 	GetDevice(ctx context.Context, productKey, deviceKey string) (Device, error)
 	// ListDevices returns the product's devices ordered by device key; an
 	// empty productKey lists all devices ordered by (product key, device key)
 	// and then page.After is "productKey/deviceKey".
 	ListDevices(ctx context.Context, productKey string, page Page) ([]Device, error)
-	// UpdateDevice replaces DeviceSecret, AssetID, Enabled and Generation.
+	// UpdateDevice replaces DeviceSecret, AssetID, Enabled and Generation
+	// (never Incarnation).
 	UpdateDevice(ctx context.Context, d Device) error
 	DeleteDevice(ctx context.Context, productKey, deviceKey string) error
 	// TouchDevices records last contact; unknown devices are skipped.

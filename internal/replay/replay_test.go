@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"sync"
@@ -248,4 +249,191 @@ func FuzzWindow(f *testing.F) {
 			}
 		}
 	})
+}
+
+// memStore is a replay.Store in memory that keeps the newest version.
+type memStore struct {
+	mu sync.Mutex
+	m  map[Key]State
+}
+
+func (s *memStore) LoadReplayState(_ context.Context, k Key) (State, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.m[k]
+	return st, ok, nil
+}
+
+func (s *memStore) save(st State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[Key]State{}
+	}
+	if cur, ok := s.m[st.Key]; !ok || st.Version > cur.Version {
+		s.m[st.Key] = st
+	}
+}
+
+// TestSessionsRebuiltFromStore: after a restart (a new table whose start
+// is after the token was issued) a session is rebuilt from its durable
+// state: numbers accepted before are refused, new ones accepted, and the
+// sliding lifetime is kept. Without a stored state the old rule applies.
+func TestSessionsRebuiltFromStore(t *testing.T) {
+	store := &memStore{}
+	t0 := time.Unix(10_000, 0)
+	k := Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{7}}
+	before := NewSessions(Config{Started: t0.Add(-time.Hour), Window: 64, Lifetime: time.Hour, Store: store})
+	sess := before.Create(k, 5, t0, t0.Add(time.Hour), t0)
+	store.save(sess.State())
+	for _, seq := range []uint64{5, 6, 9, 200} {
+		st, err := sess.UseAt(seq, t0.Add(30*time.Minute), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.save(st)
+	}
+	// The restart: a new table started after the token was issued.
+	now := t0.Add(80 * time.Minute) // past the token's own expiry, within the slid lifetime
+	after := NewSessions(Config{Started: now.Add(-time.Minute), Window: 64, Lifetime: time.Hour, Store: store})
+	got, err := after.Lookup(context.Background(), k, 5, t0, t0.Add(time.Hour), now)
+	if err != nil {
+		t.Fatalf("Lookup after restart: %v", err)
+	}
+	for _, c := range []struct {
+		seq  uint64
+		want error
+	}{{200, ErrRepeated}, {9, ErrTooOld}, {136, ErrTooOld}, {137, nil}, {150, nil}, {201, nil}, {150, ErrRepeated}} {
+		if _, err := got.UseAt(c.seq, now, nil); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			t.Fatalf("seq %d after restart: %v, want %v", c.seq, err, c.want)
+		}
+	}
+	// Past the sliding lifetime the stored session is over.
+	late := NewSessions(Config{Started: now, Window: 64, Lifetime: time.Hour, Store: store})
+	if _, err := late.Lookup(context.Background(), k, 5, t0, t0.Add(time.Hour), t0.Add(31*time.Minute+time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Lookup past the sliding lifetime: %v, want ErrExpired", err)
+	}
+	// No stored state: a token issued before the start is refused, one
+	// issued after it gets a fresh window, an expired one neither.
+	other := Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{8}}
+	if _, err := after.Lookup(context.Background(), other, 1, t0, now.Add(time.Hour), now); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("old token without state: %v, want ErrUnknownSession", err)
+	}
+	if _, err := after.Lookup(context.Background(), other, 1, now, now.Add(time.Hour), now); err != nil {
+		t.Fatalf("young token without state: %v", err)
+	}
+	third := Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{9}}
+	if _, err := after.Lookup(context.Background(), third, 1, now, now, now); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired token without state: %v, want ErrExpired", err)
+	}
+}
+
+// TestRestoreWindowResized: a state saved with a smaller window restored
+// into a larger one refuses what the saved window no longer covered; into
+// a smaller one it keeps what fits.
+func TestRestoreWindowResized(t *testing.T) {
+	w := NewWindow(1, 8)
+	for _, s := range []uint64{100, 98} {
+		w.Accept(s)
+	}
+	st := w.snapshot()
+	big := restoreWindow(st, 64)
+	for _, c := range []struct {
+		seq  uint64
+		want error
+	}{{100, ErrRepeated}, {98, ErrRepeated}, {99, nil}, {92, ErrRepeated}, {60, ErrRepeated}, {101, nil}} {
+		if err := big.Check(c.seq); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			t.Fatalf("larger window, seq %d: %v, want %v", c.seq, err, c.want)
+		}
+	}
+	small := restoreWindow(st, 2)
+	if err := small.Check(98); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("smaller window, seq 98: %v, want ErrTooOld", err)
+	}
+	if err := small.Check(99); err != nil {
+		t.Fatalf("smaller window, seq 99: %v", err)
+	}
+}
+
+// TestEvictionSparesUncommitted: a session with an accepted number whose
+// state is not yet committed is not evicted (rebuilding it from the store
+// would forget that number); once released it is.
+func TestEvictionSparesUncommitted(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	s := NewSessions(Config{Started: now.Add(-time.Hour), MaxSessions: 16})
+	key := func(i int) Key { return Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{byte(i)}} }
+	busy := s.Create(key(0), 1, now, now.Add(time.Hour), now)
+	if _, err := busy.UseAt(1, now, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 16; i++ {
+		s.Create(key(i), 1, now, now.Add(time.Hour), now)
+	}
+	if got, err := s.Get(key(0), 1, now, now.Add(time.Hour), now); err != nil || got != busy {
+		t.Fatalf("uncommitted session evicted: %v", err)
+	}
+	busy.Release()
+	for i := 17; i <= 40; i++ {
+		s.Create(key(i), 1, now, now.Add(time.Hour), now)
+	}
+	if _, err := s.Get(key(0), 1, now, now.Add(time.Hour), now); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("released session still held: %v", err)
+	}
+}
+
+// FuzzStateBinary: any bytes either fail to decode or decode to a state
+// that encodes back to the same bytes and restores to a window within the
+// size bounds.
+func FuzzStateBinary(f *testing.F) {
+	w := NewWindow(5, 130)
+	for _, s := range []uint64{5, 9, 200} {
+		w.Accept(s)
+	}
+	f.Add(w.snapshot().AppendBinary(nil))
+	f.Add(NewWindow(1, 1).snapshot().AppendBinary(nil))
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var st State
+		if err := st.UnmarshalBinary(b); err != nil {
+			if !errors.Is(err, ErrBadState) {
+				t.Fatalf("error %v is not ErrBadState", err)
+			}
+			return
+		}
+		if again := st.AppendBinary(nil); string(again) != string(b) {
+			t.Fatalf("round trip: %x -> %x", b, again)
+		}
+		w := restoreWindow(st, 1024)
+		if w.Accepted() > 1024 {
+			t.Fatalf("restored window marks %d numbers", w.Accepted())
+		}
+	})
+}
+
+// countingStore counts the loads that reach it.
+type countingStore struct {
+	memStore
+	loads atomic.Int64
+}
+
+func (s *countingStore) LoadReplayState(ctx context.Context, k Key) (State, bool, error) {
+	s.loads.Add(1)
+	return s.memStore.LoadReplayState(ctx, k)
+}
+
+// TestUnknownSessionNotReloaded: a token refused for having no state (too
+// old for a fresh window) is refused again without another store read.
+func TestUnknownSessionNotReloaded(t *testing.T) {
+	store := &countingStore{}
+	now := time.Unix(10_000, 0)
+	s := NewSessions(Config{Started: now, Store: store})
+	k := Key{ProductKey: "p", DeviceKey: "d", Random: [8]byte{3}}
+	for range 5 {
+		if _, err := s.Lookup(context.Background(), k, 1, now.Add(-time.Minute), now.Add(time.Hour), now); !errors.Is(err, ErrUnknownSession) {
+			t.Fatalf("Lookup = %v, want ErrUnknownSession", err)
+		}
+	}
+	if n := store.loads.Load(); n != 1 {
+		t.Fatalf("%d store reads for one unknown token, want 1", n)
+	}
 }

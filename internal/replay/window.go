@@ -9,19 +9,27 @@
 // Window of size 1 accepts only strictly increasing numbers.
 //
 // Sessions is the per-node table of windows, keyed by the token's (product
-// key, device key, random). A node creates the state of the tokens it issues;
-// it is bounded (LRU). A token without state that this node may have had and
-// forgotten (issued at or before the second the node started, or at or
-// before the token of a still-valid session that was evicted) is refused, so
-// a replay is never accepted because of a restart or an eviction. The state
-// is per node: a token issued by another node after this one started gets a
-// fresh window here, so a datagram replayed to another node of a cluster is
-// not detected (a shared store is later work).
+// key, device key, random), bounded in memory (LRU). Each session's State is
+// made durable by the caller with the uplink that advanced it; a Store lets
+// the table rebuild a session it does not hold (after a restart or an
+// eviction), so a valid token keeps working and a number accepted before is
+// refused after. A token with neither state here nor in the Store that this
+// node may have had and forgotten (issued at or before the second the node
+// started, or at or before the token of a still-valid session that was
+// evicted) is refused, so a replay is never accepted because of a restart or
+// an eviction. A token issued by another node after this one started and
+// unknown to the Store gets a fresh window here: a Store shared by the nodes
+// of a cluster closes that gap.
+//
+// Sessions slide: a session stays valid for Config.Lifetime after its last
+// accepted number (and at least until its token's own expiry).
 package replay
 
 import (
+	"encoding/binary"
 	"errors"
 	"math/bits"
+	"time"
 )
 
 // Errors of Window.Check; each is a refused (replayed or stale) number.
@@ -125,4 +133,98 @@ func (w *Window) Accepted() int {
 		n += bits.OnesCount64(v)
 	}
 	return n
+}
+
+// State is the durable form of one session's anti-replay state: what a
+// node needs to rebuild the session's Window after a restart, or another
+// node to take the session over. Version grows with every accepted number,
+// so a store keeps the newest of two states of one session whatever the
+// order their writes commit in.
+type State struct {
+	Key     Key
+	Floor   uint64
+	Size    int
+	High    uint64   // highest accepted number; meaningful when Started
+	Started bool     // a number has been accepted
+	Seen    []uint64 // bit i set: High-i was accepted (i < Size)
+	Version uint64
+	// Expires is when the session ends unless it is used again (the
+	// sliding lifetime); a store may forget the state after it.
+	Expires time.Time
+}
+
+// snapshot returns w's state (Key, Version and Expires are the caller's).
+func (w *Window) snapshot() State {
+	return State{Floor: w.floor, Size: int(w.size), High: w.high, Started: w.started, Seen: append([]uint64(nil), w.seen...)}
+}
+
+// restoreWindow rebuilds a Window from st with size values; a state saved
+// with another size keeps what fits: a smaller window forgets the oldest
+// numbers (refused as too old), a larger one marks what the saved one did
+// not cover as used.
+func restoreWindow(st State, size int) *Window {
+	w := NewWindow(st.Floor, size)
+	if !st.Started {
+		return w
+	}
+	w.started, w.high = true, st.High
+	known := min(uint64(max(st.Size, 0)), w.size, uint64(len(st.Seen))*64)
+	for i := range known {
+		if st.Seen[i/64]&(1<<(i%64)) != 0 {
+			w.set(i)
+		}
+	}
+	// Numbers the saved window had already forgotten count as used: they
+	// were refused as too old before and must stay refused.
+	for i := known; i < w.size && i <= w.high; i++ {
+		w.set(i)
+	}
+	return w
+}
+
+// stateVersion1 is the first byte of State's binary form.
+const stateVersion1 = 1
+
+// ErrBadState means a State's binary form does not decode.
+var ErrBadState = errors.New("replay: malformed state")
+
+// AppendBinary appends the binary form of st's window (floor, size, high,
+// started, bitmap; not Key, Version, Expires, which stores keep apart) to b:
+// version(1) floor(8) size(4) high(8) started(1) words(8 each), big endian.
+func (st State) AppendBinary(b []byte) []byte {
+	b = append(b, stateVersion1)
+	b = binary.BigEndian.AppendUint64(b, st.Floor)
+	b = binary.BigEndian.AppendUint32(b, uint32(max(st.Size, 0)))
+	b = binary.BigEndian.AppendUint64(b, st.High)
+	if st.Started {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	for _, w := range st.Seen {
+		b = binary.BigEndian.AppendUint64(b, w)
+	}
+	return b
+}
+
+// UnmarshalBinary sets st's window fields from the form AppendBinary
+// writes; Key, Version and Expires are left alone.
+func (st *State) UnmarshalBinary(b []byte) error {
+	const head = 1 + 8 + 4 + 8 + 1
+	if len(b) < head || b[0] != stateVersion1 || (len(b)-head)%8 != 0 || b[head-1] > 1 {
+		return ErrBadState
+	}
+	size := binary.BigEndian.Uint32(b[9:])
+	if size > MaxWindow || (len(b)-head)/8 > (MaxWindow+63)/64 {
+		return ErrBadState
+	}
+	st.Floor = binary.BigEndian.Uint64(b[1:])
+	st.Size = int(size)
+	st.High = binary.BigEndian.Uint64(b[13:])
+	st.Started = b[head-1] == 1
+	st.Seen = make([]uint64, (len(b)-head)/8)
+	for i := range st.Seen {
+		st.Seen[i] = binary.BigEndian.Uint64(b[head+8*i:])
+	}
+	return nil
 }

@@ -40,6 +40,18 @@ func (s *Store) Append(ctx context.Context, msgs []*message.Message) (err error)
 			}
 		}
 	}()
+	if err := s.appendTx(ctx, tx, msgs); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: append %d messages: commit: %w", len(msgs), err)
+	}
+	s.notifyLog()
+	return nil
+}
+
+// appendTx inserts msgs inside tx and sets each ID.
+func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, msgs []*message.Message) error {
 	// The statement is already prepared on the writer's only connection,
 	// so this binds it to the transaction without preparing again.
 	stmt := tx.StmtContext(ctx, s.insertMessage)
@@ -70,10 +82,6 @@ func (s *Store) Append(ctx context.Context, msgs []*message.Message) (err error)
 			return fmt.Errorf("sqlitestore: append message %s/%s: id: %w", m.ProductKey, m.DeviceKey, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlitestore: append %d messages: commit: %w", len(msgs), err)
-	}
-	s.notifyLog()
 	return nil
 }
 

@@ -13,7 +13,7 @@ import (
 )
 
 // migrationFS holds the schema steps, named NNNN_description.sql. Step N
-// takes the database from user_version N-1 to N. Steps are append-only:
+// takes the database from the previous step's user_version to N. Steps are append-only:
 // never edit one that has shipped, add the next number instead.
 //
 //go:embed migrations/*.sql
@@ -58,8 +58,10 @@ func loadMigrations() ([]migration, error) {
 	}
 	sort.Slice(steps, func(i, j int) bool { return steps[i].version < steps[j].version })
 	for i, st := range steps {
-		if st.version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected version %d", st.name, i+1)
+		// Numbers are reserved per feature, so a binary may lack one
+		// (a gap); they must be unique and start at 1.
+		if st.version < 1 || (i > 0 && st.version == steps[i-1].version) {
+			return nil, fmt.Errorf("migration %s: duplicate or invalid version %d", st.name, st.version)
 		}
 	}
 	return steps, nil
@@ -79,19 +81,24 @@ func migrate(ctx context.Context, db *sql.DB, s *Store) error {
 	if err != nil {
 		return err
 	}
-	if cur > len(steps) {
-		return fmt.Errorf("%w: user_version %d, known %d", ErrSchemaTooNew, cur, len(steps))
+	if len(steps) > 0 && cur > steps[len(steps)-1].version {
+		return fmt.Errorf("%w: user_version %d, known %d", ErrSchemaTooNew, cur, steps[len(steps)-1].version)
 	}
-	for _, st := range steps[cur:] {
-		if err := applyStep(ctx, db, s, st); err != nil {
-			return fmt.Errorf("migration %s: %w", st.name, err)
+	prev := 0
+	for _, st := range steps {
+		if st.version > cur {
+			if err := applyStep(ctx, db, s, st, prev); err != nil {
+				return fmt.Errorf("migration %s: %w", st.name, err)
+			}
 		}
+		prev = st.version
 	}
 	return nil
 }
 
-// applyStep runs one step unless the database already has it.
-func applyStep(ctx context.Context, db *sql.DB, s *Store, st migration) (err error) {
+// applyStep runs one step unless the database already has it; prev is the
+// version of the step before it (0 for the first).
+func applyStep(ctx context.Context, db *sql.DB, s *Store, st migration, prev int) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -109,8 +116,8 @@ func applyStep(ctx context.Context, db *sql.DB, s *Store, st migration) (err err
 	switch {
 	case cur >= st.version:
 		return tx.Rollback() // applied meanwhile by another process
-	case cur != st.version-1:
-		return fmt.Errorf("database at user_version %d, step needs %d", cur, st.version-1)
+	case cur != prev:
+		return fmt.Errorf("database at user_version %d, step needs %d", cur, prev)
 	}
 	if _, err := tx.ExecContext(ctx, st.sql); err != nil {
 		return fmt.Errorf("apply: %w", err)

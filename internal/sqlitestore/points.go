@@ -40,8 +40,8 @@ const upsertLatestSQL = `INSERT INTO latest_points (product_key, device_key, kin
 		ts = excluded.ts, msg_id = excluded.msg_id, value_type = excluded.value_type, value = excluded.value
 	WHERE (excluded.ts, excluded.msg_id) > (latest_points.ts, latest_points.msg_id)`
 
-// Project implements point.Writer: samples and the cursor commit in one
-// transaction on the writer. Samples at or below the stored cursor are
+// Project implements point.Writer: samples, their 1-minute and 1-hour
+// rollups and the cursor commit in one transaction on the writer. Samples at or below the stored cursor are
 // dropped (they were projected by an earlier commit), and a sample that
 // repeats a stored (device, kind, name, time, message) is ignored, so a
 // retried batch stores every sample once.
@@ -70,7 +70,10 @@ func (s *Store) Project(ctx context.Context, name string, upto int64, samples []
 			return fmt.Errorf("sqlitestore: project %s: prepare: %w", name, err)
 		}
 		defer up.Close()
-		var args [8]any
+		var (
+			args    [8]any
+			rollups rollupBatch
+		)
 		for i := range samples {
 			sm := &samples[i]
 			if sm.MessageID <= cur {
@@ -92,12 +95,21 @@ func (s *Store) Project(ctx context.Context, name string, upto int64, samples []
 			setInt(&args[5], sm.MessageID)
 			setInt(&args[6], vt)
 			args[7] = v
-			if _, err := ins.ExecContext(ctx, args[:]...); err != nil {
+			res, err := ins.ExecContext(ctx, args[:]...)
+			if err != nil {
 				return fmt.Errorf("sqlitestore: project %s: insert point %s: %w", name, sm.Name, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("sqlitestore: project %s: insert point %s: %w", name, sm.Name, err)
+			} else if n == 1 { // not a repeat: roll it up
+				rollups.add(sm.ProductKey, sm.DeviceKey, kind, sm.Name, sm.Time.UnixNano(), vt, v)
 			}
 			if _, err := up.ExecContext(ctx, args[:]...); err != nil {
 				return fmt.Errorf("sqlitestore: project %s: latest point %s: %w", name, sm.Name, err)
 			}
+		}
+		if err := rollups.write(ctx, tx); err != nil {
+			return fmt.Errorf("sqlitestore: project %s: %w", name, err)
 		}
 	}
 	if upto > cur {
@@ -273,10 +285,11 @@ func (s *Store) History(ctx context.Context, q point.HistoryQuery) (point.Page, 
 	return p, nil
 }
 
-// Aggregate implements point.Reader in one SQL statement: the range scan
-// of History grouped by epoch-aligned bucket. avg, min, max and sum see
-// numeric values only (floats and integers; sum is a float, so it cannot
-// overflow); count counts every value.
+// Aggregate implements point.Reader. An interval of whole minutes is
+// answered from the rollups (aggregateRollups); any other in one SQL
+// statement: the range scan of History grouped by epoch-aligned bucket.
+// avg, min, max and sum see numeric values only (floats and integers; sum
+// is a float, so it cannot overflow); count counts every value.
 func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bucket, error) {
 	if q.Interval <= 0 {
 		return nil, fmt.Errorf("%w: interval must be positive", point.ErrInvalid)
@@ -299,6 +312,22 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 	}
 	lo, hi := timeBounds(q.From, q.To)
 	iv := int64(q.Interval)
+	if levels := rollupLevels(iv); levels != nil {
+		accs, err := s.aggregateRollups(ctx, q, kind, lo, hi, iv, levels)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
+		}
+		out := make([]point.Bucket, 0, len(accs))
+		for _, a := range accs {
+			var avg sql.NullFloat64
+			if a.numCount > 0 {
+				avg = sql.NullFloat64{Float64: a.sum / float64(a.numCount), Valid: true}
+			}
+			out = append(out, makeBucket(want, a.start, a.count, a.numCount, avg, a.min, a.max,
+				sql.NullFloat64{Float64: a.sum, Valid: a.numCount > 0}))
+		}
+		return out, nil
+	}
 	// ts - ((ts % iv) + iv) % iv is ts rounded down to a multiple of iv,
 	// also for times before 1970 (% truncates towards zero).
 	rows, err := s.reader.QueryContext(ctx, `SELECT b, count(*), count(num), avg(num), min(num), max(num), total(num)
@@ -320,26 +349,31 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 		if err := rows.Scan(&start, &count, &numCount, &avg, &mn, &mx, &sum); err != nil {
 			return nil, fmt.Errorf("sqlitestore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 		}
-		bk := point.Bucket{Start: time.Unix(0, start).UTC()}
-		if want["count"] {
-			bk.Count = count
-		}
-		if numCount > 0 {
-			opt := func(name string, v sql.NullFloat64) *float64 {
-				if !want[name] || !v.Valid {
-					return nil
-				}
-				f := v.Float64
-				return &f
-			}
-			bk.Avg, bk.Min, bk.Max, bk.Sum = opt("avg", avg), opt("min", mn), opt("max", mx), opt("sum", sum)
-		}
-		out = append(out, bk)
+		out = append(out, makeBucket(want, start, count, numCount, avg, mn, mx, sum))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlitestore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
 	return out, nil
+}
+
+// makeBucket builds one Aggregate bucket with the aggregates in want.
+func makeBucket(want map[string]bool, start, count, numCount int64, avg, mn, mx, sum sql.NullFloat64) point.Bucket {
+	bk := point.Bucket{Start: time.Unix(0, start).UTC()}
+	if want["count"] {
+		bk.Count = count
+	}
+	if numCount > 0 {
+		opt := func(name string, v sql.NullFloat64) *float64 {
+			if !want[name] || !v.Valid {
+				return nil
+			}
+			f := v.Float64
+			return &f
+		}
+		bk.Avg, bk.Min, bk.Max, bk.Sum = opt("avg", avg), opt("min", mn), opt("max", mx), opt("sum", sum)
+	}
+	return bk
 }
 
 // Export implements point.Reader: point by point (names from latest_points

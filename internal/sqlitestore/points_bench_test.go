@@ -97,6 +97,29 @@ func BenchmarkHistory1M(b *testing.B) {
 			}
 		}
 	})
+	b.Run("aggregate-full/1h", func(b *testing.B) {
+		hq := q
+		hq.From, hq.To, hq.Interval = benchBase, benchBase.Add(span), time.Hour
+		want := int(span / time.Hour)
+		for b.Loop() {
+			bs, err := s.Aggregate(ctx, hq)
+			if err != nil || len(bs) < want {
+				b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+			}
+		}
+	})
+	b.Run("aggregate-full/90s-no-rollup", func(b *testing.B) {
+		// Not a whole number of minutes: answered from the samples.
+		hq := q
+		hq.From, hq.To, hq.Interval = benchBase, benchBase.Add(span), 90*time.Second
+		want := int(span / (90 * time.Second))
+		for b.Loop() {
+			bs, err := s.Aggregate(ctx, hq)
+			if err != nil || len(bs) < want {
+				b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+			}
+		}
+	})
 	b.Run("aggregate-1h/1m", func(b *testing.B) {
 		hq := q
 		hq.From, hq.To, hq.Interval = benchBase.Add(24*time.Hour), benchBase.Add(25*time.Hour), time.Minute
@@ -115,4 +138,99 @@ func BenchmarkHistory1M(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkProject measures the projection write path: batches of 1,000
+// samples over 100 points of 10 devices, one sample per point per second,
+// as the projector writes them (samples, latest values, rollups and the
+// cursor in one transaction).
+func BenchmarkProject(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "coapgate.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const batch = 1000
+	msg := int64(0)
+	samples := make([]point.Sample, batch)
+	for b.Loop() {
+		for i := range samples {
+			msg++
+			samples[i] = point.Sample{ProductKey: "pk", DeviceKey: "d" + strconv.Itoa(i%10), Kind: point.KindPoint,
+				Name: "p" + strconv.Itoa(i%100/10), Time: benchBase.Add(time.Duration(msg/100) * time.Second),
+				Value: float64(msg % 1000), MessageID: msg}
+		}
+		if err := s.Project(ctx, "bench", msg, samples); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// openYear opens (building on first use, kept in the temp directory like
+// History1M's) a database holding a year of one point sampled every
+// minute: 525,600 samples.
+func openYear(b *testing.B) *Store {
+	b.Helper()
+	ctx := context.Background()
+	path := filepath.Join(os.TempDir(), "coapgate-bench-year-1min-v1.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	const n = 365 * 24 * 60
+	if cur, err := s.Cursor(ctx, "bench"); err == nil && cur == n {
+		return s
+	}
+	start := time.Now()
+	samples := make([]point.Sample, 0, 10_000)
+	for i := range n {
+		samples = append(samples, point.Sample{ProductKey: "bench_pk", DeviceKey: "bench_dev", Kind: point.KindPoint, Name: "temp",
+			Time: benchBase.Add(time.Duration(i) * time.Minute), Value: 20 + 5*math.Sin(float64(i)/1440), MessageID: int64(i + 1)})
+		if len(samples) == cap(samples) || i == n-1 {
+			if err := s.Project(ctx, "bench", int64(i+1), samples); err != nil {
+				b.Fatal(err)
+			}
+			samples = samples[:0]
+		}
+	}
+	b.Logf("loaded %d samples in %v", n, time.Since(start))
+	return s
+}
+
+// BenchmarkAggregateYear aggregates a year of one point (one sample a
+// minute) per day and per hour from the 1-hour rollups, and for
+// comparison in 61-minute buckets (from the 1-minute rollups) and
+// 3601-second ones (from the samples)
+// (go test ./internal/sqlitestore/ -run '^$' -bench AggregateYear).
+func BenchmarkAggregateYear(b *testing.B) {
+	s := openYear(b)
+	ctx := context.Background()
+	q := point.HistoryQuery{PK: "bench_pk", DK: "bench_dev", Name: "temp", From: benchBase, To: benchBase.Add(365 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		name string
+		iv   time.Duration
+		want int
+	}{
+		{"rollups/1d", 24 * time.Hour, 365},
+		{"rollups/1h", time.Hour, 365 * 24},
+		// A whole number of minutes but not of hours: the 1-minute
+		// rollups, as many rows as samples here.
+		{"rollups-1m/61m", 61 * time.Minute, 365 * 24 * 60 / 61},
+		// Not a whole number of minutes: the samples.
+		{"samples/3601s", 3601 * time.Second, 365 * 24 * 3600 / 3601},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			hq := q
+			hq.Interval = tc.iv
+			for b.Loop() {
+				bs, err := s.Aggregate(ctx, hq)
+				if err != nil || len(bs) < tc.want {
+					b.Fatalf("aggregate: %d buckets, %v", len(bs), err)
+				}
+			}
+		})
+	}
 }

@@ -12,18 +12,21 @@ import (
 )
 
 const productColumns = `product_key, product_secret, name, dynamic_registration,
-	data_format, online_lifetime_ms, created_at`
+	data_format, online_lifetime_ms, created_at,
+	retention_messages_ms, retention_points_ms, retention_events_ms, retention_commands_ms`
 
 const deviceColumns = `product_key, device_key, device_secret, asset_id, enabled,
-	generation, created_at, last_seen_at, last_address`
+	generation, created_at, last_seen_at, last_address, incarnation`
 
 // CreateProduct implements registry.Store. A zero CreatedAt is stamped with
 // the current time.
 func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 	_, err := s.writer.ExecContext(ctx,
-		`INSERT INTO products (`+productColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO products (`+productColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ProductKey, s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, boolInt(p.DynamicRegistration),
-		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt))
+		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt),
+		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
+		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands))
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("sqlitestore: create product %s: %w", p.ProductKey, registry.ErrConflict)
@@ -84,10 +87,13 @@ func (s *Store) ListProducts(ctx context.Context, page registry.Page) ([]registr
 func (s *Store) UpdateProduct(ctx context.Context, p registry.Product) error {
 	res, err := s.writer.ExecContext(ctx,
 		`UPDATE products SET product_secret = ?, name = ?, dynamic_registration = ?,
-			data_format = ?, online_lifetime_ms = ?
+			data_format = ?, online_lifetime_ms = ?,
+			retention_messages_ms = ?, retention_points_ms = ?, retention_events_ms = ?, retention_commands_ms = ?
 		WHERE product_key = ?`,
 		s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, boolInt(p.DynamicRegistration),
-		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), p.ProductKey)
+		string(p.DataFormat), p.OnlineLifetime.Milliseconds(),
+		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
+		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands), p.ProductKey)
 	if err := affectedOne(res, err); err != nil {
 		return fmt.Errorf("sqlitestore: update product %s: %w", p.ProductKey, err)
 	}
@@ -108,16 +114,20 @@ func (s *Store) DeleteProduct(ctx context.Context, productKey string) error {
 }
 
 // CreateDevice implements registry.Store. A zero CreatedAt is stamped with
-// the current time; LastSeenAt and LastAddress are stored as given.
+// the current time, a zero Incarnation with a new random one; LastSeenAt and
+// LastAddress are stored as given.
 func (s *Store) CreateDevice(ctx context.Context, d registry.Device) error {
+	if d.Incarnation == 0 {
+		d.Incarnation = registry.NewIncarnation()
+	}
 	var lastSeen sql.NullInt64
 	if !d.LastSeenAt.IsZero() {
 		lastSeen = sql.NullInt64{Int64: d.LastSeenAt.UnixNano(), Valid: true}
 	}
 	_, err := s.writer.ExecContext(ctx,
-		`INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ProductKey, d.DeviceKey, s.box.SealString(d.DeviceSecret.Reveal(), deviceSecretAAD(d.ProductKey, d.DeviceKey)), d.AssetID, boolInt(d.Enabled),
-		int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress)
+		int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress, int64(d.Incarnation))
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("sqlitestore: create device %s/%s: %w", d.ProductKey, d.DeviceKey, registry.ErrConflict)
@@ -265,10 +275,14 @@ func (s *Store) scanProduct(r rowScanner) (registry.Product, error) {
 		secret, format    string
 		dynamic           int64
 		lifetimeMS, creat int64
+		ret               [4]sql.NullInt64
 	)
-	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &dynamic, &format, &lifetimeMS, &creat); err != nil {
+	if err := r.Scan(&p.ProductKey, &secret, &p.Name, &dynamic, &format, &lifetimeMS, &creat,
+		&ret[0], &ret[1], &ret[2], &ret[3]); err != nil {
 		return registry.Product{}, err
 	}
+	p.Retention = registry.Retention{Messages: retentionDur(ret[0]), Points: retentionDur(ret[1]),
+		Events: retentionDur(ret[2]), Commands: retentionDur(ret[3])}
 	plain, err := s.openSecret(secret, productSecretAAD(p.ProductKey))
 	if err != nil {
 		return registry.Product{}, err
@@ -281,16 +295,34 @@ func (s *Store) scanProduct(r rowScanner) (registry.Product, error) {
 	return p, nil
 }
 
+// retentionMS is the stored form of a retention override (NULL: inherit).
+func retentionMS(d *time.Duration) any {
+	if d == nil {
+		return nil
+	}
+	return d.Milliseconds()
+}
+
+// retentionDur reads a stored retention override.
+func retentionDur(v sql.NullInt64) *time.Duration {
+	if !v.Valid {
+		return nil
+	}
+	d := time.Duration(v.Int64) * time.Millisecond
+	return &d
+}
+
 // scanDevice reads one row of deviceColumns.
 func (s *Store) scanDevice(r rowScanner) (registry.Device, error) {
 	var (
 		d                 registry.Device
 		secret            string
 		enabled, gen, cre int64
+		incarnation       int64
 		lastSeen          sql.NullInt64
 	)
 	if err := r.Scan(&d.ProductKey, &d.DeviceKey, &secret, &d.AssetID, &enabled,
-		&gen, &cre, &lastSeen, &d.LastAddress); err != nil {
+		&gen, &cre, &lastSeen, &d.LastAddress, &incarnation); err != nil {
 		return registry.Device{}, err
 	}
 	plain, err := s.openSecret(secret, deviceSecretAAD(d.ProductKey, d.DeviceKey))
@@ -300,6 +332,7 @@ func (s *Store) scanDevice(r rowScanner) (registry.Device, error) {
 	d.DeviceSecret = registry.Secret(plain)
 	d.Enabled = enabled != 0
 	d.Generation = uint32(gen)
+	d.Incarnation = uint64(incarnation)
 	d.CreatedAt = fromNanos(cre)
 	if lastSeen.Valid {
 		d.LastSeenAt = fromNanos(lastSeen.Int64)

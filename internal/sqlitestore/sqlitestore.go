@@ -81,6 +81,7 @@ type Store struct {
 
 	insertMessage *sql.Stmt // on writer
 	touchDevice   *sql.Stmt // on writer
+	upsertReplay  *sql.Stmt // on writer
 
 	notify notifier // wakes log tailers after appends
 
@@ -182,6 +183,9 @@ func (s *Store) open(ctx context.Context, path string) error {
 	if s.touchDevice, err = s.writer.PrepareContext(ctx, touchDeviceSQL); err != nil {
 		return fmt.Errorf("sqlitestore: prepare touch device: %w", err)
 	}
+	if s.upsertReplay, err = s.writer.PrepareContext(ctx, upsertReplaySQL); err != nil {
+		return fmt.Errorf("sqlitestore: prepare upsert replay state: %w", err)
+	}
 	return nil
 }
 
@@ -213,7 +217,7 @@ func (s *Store) Close() error {
 			errs = append(errs, fmt.Errorf("optimize: %w", err))
 		}
 	}
-	for _, st := range []*sql.Stmt{s.insertMessage, s.touchDevice} {
+	for _, st := range []*sql.Stmt{s.insertMessage, s.touchDevice, s.upsertReplay} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/coapgate/coapgate/internal/message/messagetest"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/registry/storetest"
+	"github.com/coapgate/coapgate/internal/retention/retentiontest"
 )
 
 // openTemp opens a store on a new file in t's temp dir and closes it at
@@ -193,8 +194,8 @@ func TestMigrationsIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("userVersion: %v", err)
 		}
-		if v != len(steps) {
-			t.Fatalf("open %d: user_version = %d, want %d", i, v, len(steps))
+		if last := steps[len(steps)-1].version; v != last {
+			t.Fatalf("open %d: user_version = %d, want %d", i, v, last)
 		}
 		// Running migrate again on an up-to-date database is a no-op.
 		if err := migrate(ctx, s.writer, s); err != nil {
@@ -336,7 +337,10 @@ func TestListPlans(t *testing.T) {
 		{"device", message.Query{ProductKey: "p", DeviceKey: "d"}, "messages_device_id", true},
 		{"device descending cursor", message.Query{ProductKey: "p", DeviceKey: "d", AfterID: 9, Descending: true}, "messages_device_id", true},
 		{"device and time", message.Query{ProductKey: "p", DeviceKey: "d", From: at, AfterID: 3}, "messages_device_id", true},
-		{"product", message.Query{ProductKey: "p"}, "messages_device_id", false},
+		// messages_product_received (migration 0009, for retention) also
+		// serves product listings, with a time range as a seek.
+		{"product", message.Query{ProductKey: "p"}, "messages_product_received", false},
+		{"product and time", message.Query{ProductKey: "p", From: at, To: at.Add(time.Hour)}, "messages_product_received (product_key=? AND received_at>? AND received_at<?)", false},
 		{"time range", message.Query{From: at, To: at.Add(time.Hour)}, "messages_received_at", false},
 		{"cursor only", message.Query{AfterID: 5}, "PRIMARY KEY", true},
 	}
@@ -366,4 +370,11 @@ func TestListPlans(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRetentionStore(t *testing.T) {
+	retentiontest.Run(t, func(t *testing.T) retentiontest.Store {
+		s, _ := openTemp(t)
+		return s
+	})
 }

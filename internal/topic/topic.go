@@ -16,8 +16,9 @@ var ErrInvalid = errors.New("topic: invalid")
 const MaxLen = 256
 
 // Parse joins the Uri-Path segments that follow "topic" into a topic string
-// "/a/b/c". Segments must be non-empty, must not contain '/', '+', '#' or
-// control characters, and the topic must not exceed MaxLen.
+// "/a/b/c". Segments must be non-empty, must not be "." or "..", must not
+// contain '/', '+', '#' or control characters, and the topic must not
+// exceed MaxLen.
 func Parse(segments []string) (string, error) {
 	if len(segments) == 0 {
 		return "", fmt.Errorf("%w: empty", ErrInvalid)
@@ -26,6 +27,11 @@ func Parse(segments []string) (string, error) {
 	for _, s := range segments {
 		if s == "" {
 			return "", fmt.Errorf("%w: empty segment", ErrInvalid)
+		}
+		if s == "." || s == ".." {
+			// Dot segments mean nothing in a topic; refusing them keeps a
+			// topic from ever being read as a relative path downstream.
+			return "", fmt.Errorf("%w: segment %q", ErrInvalid, s)
 		}
 		for i := 0; i < len(s); i++ {
 			if c := s[i]; c == '/' || c == '+' || c == '#' || c < 0x20 || c == 0x7f {

@@ -22,6 +22,9 @@ func TestParse(t *testing.T) {
 		{"hash wildcard", []string{"sys", "pk", "dk", "#"}, "", true},
 		{"control char", []string{"sys", "pk\x00", "dk", "x"}, "", true},
 		{"too long", []string{strings.Repeat("a", MaxLen)}, "", true},
+		{"dot segment", []string{"sys", "pk", "dk", ".", "x"}, "", true},
+		{"dot-dot segment", []string{"sys", "pk", "dk", "..", "..", "other", "x"}, "", true},
+		{"dots inside a segment", []string{"pk", "dk", "v1..2", ".x", "x."}, "/pk/dk/v1..2/.x/x.", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,7 +93,8 @@ func FuzzParseAllowed(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(top) > MaxLen || !strings.HasPrefix(top, "/") || strings.ContainsAny(top, "+#") || strings.Contains(top, "//") {
+		if len(top) > MaxLen || !strings.HasPrefix(top, "/") || strings.ContainsAny(top, "+#") || strings.Contains(top, "//") ||
+			strings.Contains(top+"/", "/./") || strings.Contains(top+"/", "/../") {
 			t.Fatalf("Parse produced invalid topic %q", top)
 		}
 		if Allowed(top, pk, dk) {

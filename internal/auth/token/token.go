@@ -1,13 +1,17 @@
 // Package token issues and verifies the stateless device tokens returned by
 // POST /auth (docs/protocol.md §3.1–3.2). A token is signed with a cluster key, so
-// any gateway node holding the key verifies it without shared state; a token
-// is revoked by bumping the device's generation counter, which the token
-// carries.
+// any gateway node holding the key verifies it without shared state. A
+// token is bound to the device incarnation it was issued to (a random
+// number the registry assigns when the device is created, never repeated
+// for a product and device key) and to the device's generation counter,
+// which revoke-tokens and rotate-secret bump: the caller compares both with
+// the device record.
 //
-// Wire form: base64url (no padding) of
+// Wire form: base64url (no padding, canonical: one spelling per token) of
 //
 //	version(1) kid(1) flags(1) issued(4, unix s) expires(4, unix s)
-//	generation(4) seqOffset(4) [random(8) if flagSymmetric or flagSignE]
+//	incarnation(8) generation(4) seqOffset(4)
+//	[random(8) if flagSymmetric or flagSignE]
 //	len(pk)(1) pk len(dk)(1) dk mac(16)
 //
 // where mac is HMAC-SHA256(key, everything before it) truncated to 128 bits
@@ -33,13 +37,15 @@ var (
 )
 
 const (
-	version       = 1
+	// version 2 added the incarnation; version 1 tokens are malformed
+	// (the device authenticates again).
+	version       = 2
 	macLen        = 16
 	flagSymmetric = 1 << 0
 	flagSignE     = 1 << 1
 	// MaxLen is the longest token Issue produces (keys of 32 bytes each);
 	// the dialect allows 192 characters.
-	MaxLen = 150
+	MaxLen = 160
 	// MaxKeyLen is the longest product or device key a token can carry.
 	MaxKeyLen = 32
 )
@@ -48,9 +54,12 @@ const (
 type Claims struct {
 	ProductKey string
 	DeviceKey  string
-	Generation uint32
-	IssuedAt   time.Time
-	ExpiresAt  time.Time
+	// Incarnation and Generation bind the token to the device record it
+	// was issued for (registry.Device fields of the same names).
+	Incarnation uint64
+	Generation  uint32
+	IssuedAt    time.Time
+	ExpiresAt   time.Time
 	// Symmetric is set for symmetric-encryption sessions (port 5682); then
 	// Random and SeqOffset are part of the session.
 	Symmetric bool
@@ -107,6 +116,7 @@ func (c *Codec) Issue(cl Claims) (string, error) {
 	b = append(b, version, c.kids[0], flags)
 	b = binary.BigEndian.AppendUint32(b, unix32(cl.IssuedAt))
 	b = binary.BigEndian.AppendUint32(b, unix32(cl.ExpiresAt))
+	b = binary.BigEndian.AppendUint64(b, cl.Incarnation)
 	b = binary.BigEndian.AppendUint32(b, cl.Generation)
 	b = binary.BigEndian.AppendUint32(b, cl.SeqOffset)
 	if cl.hasRandom() {
@@ -138,16 +148,33 @@ func mac(key, data []byte) []byte {
 }
 
 // Verify checks tok's signature and expiry at now and returns its claims.
-// Revocation (generation) is the caller's check: it needs the device.
+// The binding (incarnation, generation) is the caller's check: it needs
+// the device. The text must be the canonical encoding: unused low bits of
+// the last character set, or line breaks, make it malformed, so that each
+// token has exactly one spelling.
 func (c *Codec) Verify(tok string, now time.Time) (Claims, error) {
+	cl, err := c.Parse(tok)
+	if err != nil {
+		return Claims{}, err
+	}
+	if !now.Before(cl.ExpiresAt) {
+		return Claims{}, ErrExpired
+	}
+	return cl, nil
+}
+
+// Parse checks tok's signature and returns its claims without judging its
+// lifetime: a caller whose lifetime slides with the device's activity
+// (Alive) decides that itself.
+func (c *Codec) Parse(tok string) (Claims, error) {
 	if len(tok) == 0 || len(tok) > 2*MaxLen {
 		return Claims{}, ErrMalformed
 	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
+	b, err := decodeStrict(tok)
 	if err != nil {
 		return Claims{}, ErrMalformed
 	}
-	const fixed = 3 + 4*4
+	const fixed = 3 + 4*2 + 8 + 4*2
 	if len(b) < fixed+2+macLen || b[0] != version {
 		return Claims{}, ErrMalformed
 	}
@@ -163,12 +190,13 @@ func (c *Codec) Verify(tok string, now time.Time) (Claims, error) {
 		return Claims{}, ErrSignature
 	}
 	cl := Claims{
-		Symmetric:  b[2]&flagSymmetric != 0,
-		SignE:      b[2]&flagSignE != 0,
-		IssuedAt:   time.Unix(int64(binary.BigEndian.Uint32(b[3:])), 0),
-		ExpiresAt:  time.Unix(int64(binary.BigEndian.Uint32(b[7:])), 0),
-		Generation: binary.BigEndian.Uint32(b[11:]),
-		SeqOffset:  binary.BigEndian.Uint32(b[15:]),
+		Symmetric:   b[2]&flagSymmetric != 0,
+		SignE:       b[2]&flagSignE != 0,
+		IssuedAt:    time.Unix(int64(binary.BigEndian.Uint32(b[3:])), 0),
+		ExpiresAt:   time.Unix(int64(binary.BigEndian.Uint32(b[7:])), 0),
+		Incarnation: binary.BigEndian.Uint64(b[11:]),
+		Generation:  binary.BigEndian.Uint32(b[19:]),
+		SeqOffset:   binary.BigEndian.Uint32(b[23:]),
 	}
 	if b[2]&^(flagSymmetric|flagSignE) != 0 || cl.Symmetric && cl.SignE {
 		return Claims{}, ErrMalformed
@@ -188,10 +216,45 @@ func (c *Codec) Verify(tok string, now time.Time) (Claims, error) {
 	if cl.DeviceKey, rest, ok = lenPrefixed(rest); !ok || len(rest) != 0 {
 		return Claims{}, ErrMalformed
 	}
-	if !now.Before(cl.ExpiresAt) {
-		return Claims{}, ErrExpired
-	}
 	return cl, nil
+}
+
+// Lifetime is the sliding token lifetime: a token stays valid while its
+// device keeps talking. It is valid at now when now is before its own
+// expiry (issue time + TTL), or within Idle of the device's last accepted
+// contact (lastActive); and, when MaxAge is set, less than MaxAge after it
+// was issued, whatever the activity. Revocation is checked apart
+// (generation).
+type Lifetime struct {
+	Idle   time.Duration // the TTL, counted from the last accepted contact
+	MaxAge time.Duration // absolute cap from issue time; 0: none
+}
+
+// Alive reports whether cl is valid at now (ErrExpired if not) given the
+// device's last accepted contact (zero when unknown).
+func (l Lifetime) Alive(cl Claims, lastActive, now time.Time) error {
+	if l.MaxAge > 0 && !now.Before(cl.IssuedAt.Add(l.MaxAge)) {
+		return ErrExpired
+	}
+	if now.Before(cl.ExpiresAt) {
+		return nil
+	}
+	if !lastActive.IsZero() && now.Before(lastActive.Add(l.Idle)) {
+		return nil
+	}
+	return ErrExpired
+}
+
+// decodeStrict decodes base64url without padding and refuses every
+// spelling but the canonical one: non-zero unused bits in the last
+// character (RFC 4648 §3.5) and the line breaks the decoder skips.
+func decodeStrict(s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\r' || s[i] == '\n' {
+			return nil, ErrMalformed
+		}
+	}
+	return base64.RawURLEncoding.Strict().DecodeString(s)
 }
 
 func lenPrefixed(b []byte) (string, []byte, bool) {

@@ -27,7 +27,8 @@ func mustCodec(t testing.TB, keys ...[]byte) *Codec {
 func TestIssueVerify(t *testing.T) {
 	c := mustCodec(t, key1)
 	cases := []Claims{
-		{ProductKey: "a1MZxOdcBnO", DeviceKey: "test_01", Generation: 3, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)},
+		{ProductKey: "a1MZxOdcBnO", DeviceKey: "test_01", Incarnation: 0x0123456789abcdef, Generation: 3, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)},
+		{ProductKey: "p", DeviceKey: "d", Incarnation: ^uint64(0), Generation: ^uint32(0), IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)},
 		{ProductKey: strings.Repeat("p", 32), DeviceKey: strings.Repeat("d", 32), IssuedAt: t0, ExpiresAt: t0.Add(time.Hour),
 			Symmetric: true, Random: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, SeqOffset: 77},
 		{ProductKey: strings.Repeat("p", 32), DeviceKey: strings.Repeat("d", 32), IssuedAt: t0, ExpiresAt: t0.Add(time.Hour),
@@ -77,7 +78,8 @@ func TestVerifyFailures(t *testing.T) {
 		{"expired exactly at expiry", tok, t0.Add(time.Hour), ErrExpired},
 		{"expired later", tok, t0.Add(48 * time.Hour), ErrExpired},
 		{"other key", mustIssue(t, mustCodec(t, key2), cl), t0, ErrSignature},
-		{"tampered generation", flip(12), t0, ErrSignature},
+		{"tampered incarnation", flip(12), t0, ErrSignature},
+		{"tampered generation", flip(20), t0, ErrSignature},
 		{"tampered device key", flip(len(raw) - macLen - 1), t0, ErrSignature},
 		{"tampered mac", flip(len(raw) - 1), t0, ErrSignature},
 		{"empty", "", t0, ErrMalformed},
@@ -91,6 +93,48 @@ func TestVerifyFailures(t *testing.T) {
 				t.Fatalf("Verify err = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestCanonicalSpelling: the last character of a token whose length is not
+// a multiple of 3 bytes has unused low bits; only the spelling with them
+// clear is accepted (a decoder that ignores them accepts 4 or 16).
+func TestCanonicalSpelling(t *testing.T) {
+	c := mustCodec(t, key1)
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for _, dk := range []string{"d", "dk", "dk3"} { // three body lengths mod 3
+		tok := mustIssue(t, c, Claims{ProductKey: "pk", DeviceKey: dk, Incarnation: 7, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)})
+		accepted := 0
+		for i := 0; i < len(alphabet); i++ {
+			spelling := tok[:len(tok)-1] + alphabet[i:i+1]
+			if _, err := c.Verify(spelling, t0); err == nil {
+				accepted++
+				if spelling != tok {
+					t.Errorf("dk %q: non-canonical spelling %q accepted", dk, spelling)
+				}
+			}
+		}
+		if accepted != 1 {
+			t.Errorf("dk %q: %d spellings accepted, want exactly 1", dk, accepted)
+		}
+		for _, mangled := range []string{tok[:20] + "\n" + tok[20:], tok[:20] + "\r\n" + tok[20:], tok + "="} {
+			if _, err := c.Verify(mangled, t0); !errors.Is(err, ErrMalformed) {
+				t.Errorf("dk %q: %q: err = %v, want ErrMalformed", dk, mangled, err)
+			}
+		}
+	}
+}
+
+// TestVersion1Refused: tokens of the format without an incarnation are
+// malformed (they cannot be bound to a device incarnation).
+func TestVersion1Refused(t *testing.T) {
+	c := mustCodec(t, key1)
+	raw, _ := base64.RawURLEncoding.DecodeString(mustIssue(t, c, Claims{ProductKey: "pk", DeviceKey: "dk", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}))
+	raw[0] = 1
+	body := raw[:len(raw)-macLen]
+	old := base64.RawURLEncoding.EncodeToString(append(append([]byte(nil), body...), mac(key1, body)...))
+	if _, err := c.Verify(old, t0); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("version-1 token: err = %v, want ErrMalformed", err)
 	}
 }
 
@@ -127,8 +171,9 @@ func TestIssueRejectsLongKeys(t *testing.T) {
 
 func FuzzVerify(f *testing.F) {
 	c := mustCodec(f, key1)
-	tok, _ := c.Issue(Claims{ProductKey: "pk", DeviceKey: "dk", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), Symmetric: true})
+	tok, _ := c.Issue(Claims{ProductKey: "pk", DeviceKey: "dk", Incarnation: 42, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), Symmetric: true})
 	f.Add(tok)
+	f.Add(tok[:len(tok)-1] + "B") // a sibling spelling of the last character
 	f.Add("")
 	f.Add("AAAA")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -136,11 +181,15 @@ func FuzzVerify(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Property: anything that verifies re-issues to a token that verifies
-		// to the same claims.
+		// Properties: anything that verifies re-issues to a token that
+		// verifies to the same claims, and to the very same text (one
+		// spelling per token: Issue is deterministic for one key).
 		again, err := c.Issue(cl)
 		if err != nil {
 			t.Fatalf("verified claims do not re-issue: %v", err)
+		}
+		if again != s {
+			t.Fatalf("a second spelling verified: %q (canonical %q)", s, again)
 		}
 		cl2, err := c.Verify(again, t0)
 		if err != nil || cl2 != cl {
@@ -157,5 +206,54 @@ func BenchmarkVerify(b *testing.B) {
 		if _, err := c.Verify(tok, t0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestLifetimeAlive(t *testing.T) {
+	issued := time.Unix(1_000_000, 0)
+	cl := Claims{IssuedAt: issued, ExpiresAt: issued.Add(time.Hour)}
+	tests := []struct {
+		name       string
+		l          Lifetime
+		lastActive time.Time
+		now        time.Time
+		alive      bool
+	}{
+		{"within its own lifetime, never active", Lifetime{Idle: time.Hour}, time.Time{}, issued.Add(59 * time.Minute), true},
+		{"at its expiry, never active", Lifetime{Idle: time.Hour}, time.Time{}, issued.Add(time.Hour), false},
+		{"active recently, five lifetimes on", Lifetime{Idle: time.Hour}, issued.Add(5 * time.Hour), issued.Add(5*time.Hour + 59*time.Minute), true},
+		{"idle for a lifetime", Lifetime{Idle: time.Hour}, issued.Add(5 * time.Hour), issued.Add(6 * time.Hour), false},
+		{"under the cap", Lifetime{Idle: time.Hour, MaxAge: 3 * time.Hour}, issued.Add(2 * time.Hour), issued.Add(2*time.Hour + time.Minute), true},
+		{"past the cap though active", Lifetime{Idle: time.Hour, MaxAge: 3 * time.Hour}, issued.Add(3 * time.Hour), issued.Add(3 * time.Hour), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.l.Alive(cl, tt.lastActive, tt.now)
+			if (err == nil) != tt.alive || (err != nil && !errors.Is(err, ErrExpired)) {
+				t.Fatalf("Alive = %v, want alive=%v", err, tt.alive)
+			}
+		})
+	}
+}
+
+func TestParseIgnoresExpiry(t *testing.T) {
+	c, err := NewCodec([]byte("0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Unix(1_000_000, 0)
+	tok, err := c.Issue(Claims{ProductKey: "p", DeviceKey: "d", IssuedAt: issued, ExpiresAt: issued.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Verify(tok, issued.Add(time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Verify after expiry: %v", err)
+	}
+	cl, err := c.Parse(tok)
+	if err != nil || cl.DeviceKey != "d" || !cl.ExpiresAt.Equal(issued.Add(time.Minute)) {
+		t.Fatalf("Parse = %+v, %v", cl, err)
+	}
+	if _, err := c.Parse(tok[:len(tok)-2] + "AA"); err == nil {
+		t.Fatal("Parse accepted a bad signature")
 	}
 }

@@ -120,6 +120,10 @@ func (s *Session) Peer() netip.AddrPort {
 // Close ends the session with close_notify.
 func (s *Session) Close() { s.srv.e.CloseSession(s.es) }
 
+// Revoke ends the session because its device's credentials changed
+// (gateway.BoundSession): close_notify, then its records are refused.
+func (s *Session) Revoke() { s.Close() }
+
 // New returns a server handing decrypted CoAP datagrams to coap.
 func New(cfg Config, coap *coapx.Server) (*Server, error) {
 	if cfg.Logger == nil {

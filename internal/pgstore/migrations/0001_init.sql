@@ -183,3 +183,45 @@ CREATE TABLE point_rollups (
 	max         DOUBLE PRECISION,
 	PRIMARY KEY (product_key, device_key, kind, name, res, bucket)
 );
+
+-- Durable anti-replay state of the session modes: one row per token
+-- session, written in the transaction of the uplink that advanced it.
+-- high and version hold uint64 bit patterns; seen is the window bitmap
+-- (little-endian 64-bit words).
+CREATE TABLE replay_sessions (
+	product_key TEXT COLLATE "C" NOT NULL,
+	device_key  TEXT COLLATE "C" NOT NULL,
+	random      BYTEA   NOT NULL,
+	floor       BIGINT  NOT NULL,
+	size        BIGINT  NOT NULL,
+	high        BIGINT  NOT NULL,
+	started     BOOLEAN NOT NULL,
+	seen        BYTEA   NOT NULL,
+	version     BIGINT  NOT NULL,
+	expires_at  BIGINT  NOT NULL,
+	PRIMARY KEY (product_key, device_key, random)
+);
+
+CREATE INDEX replay_sessions_expires ON replay_sessions (expires_at);
+
+-- Retention: per-product overrides of the global periods in milliseconds
+-- (NULL inherits, 0 keeps forever), indexes that let deletion walk each
+-- product's oldest rows first, and the log entries a forwarding action lost
+-- to retention before handling them.
+ALTER TABLE products ADD COLUMN retention_messages_ms BIGINT;
+ALTER TABLE products ADD COLUMN retention_points_ms   BIGINT;
+ALTER TABLE products ADD COLUMN retention_events_ms   BIGINT;
+ALTER TABLE products ADD COLUMN retention_commands_ms BIGINT;
+CREATE INDEX messages_product_received ON messages (product_key, received_at);
+CREATE INDEX device_events_product_at ON device_events (product_key, at);
+CREATE INDEX commands_finished_created ON commands (product_key, created_at)
+	WHERE state NOT IN ('pending', 'delivered');
+CREATE INDEX dead_letters_created ON dead_letters (created_at);
+CREATE INDEX points_product_ts ON points (product_key, ts);
+ALTER TABLE rule_cursors ADD COLUMN retention_lost    BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE rule_cursors ADD COLUMN retention_lost_to BIGINT NOT NULL DEFAULT 0;
+
+-- Device incarnation: a random non-zero 64-bit number per device record
+-- (stored as its int64 bit pattern), assigned at creation and never
+-- changed; tokens and DTLS sessions are bound to it.
+ALTER TABLE devices ADD COLUMN incarnation BIGINT NOT NULL DEFAULT 0;

@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 		{"ProductConflict", testProductConflict},
 		{"ProductNotFound", testProductNotFound},
 		{"UpdateProduct", testUpdateProduct},
+		{"ProductRetention", testProductRetention},
 		{"DeleteProduct", testDeleteProduct},
 		{"DeleteProductWithDevices", testDeleteProductWithDevices},
 		{"ListProductsPaging", testListProductsPaging},
@@ -46,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.Store) {
 		{"TouchDevices", testTouchDevices},
 		{"SecretRoundTrip", testSecretRoundTrip},
 		{"ConcurrentCreate", testConcurrentCreate},
+		{"Incarnation", testIncarnation},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,6 +146,9 @@ func checkDevice(t *testing.T, got, want registry.Device) {
 		got.LastAddress != want.LastAddress {
 		t.Errorf("device = %+v (secret %q), want %+v (secret %q)",
 			got, got.DeviceSecret.Reveal(), want, want.DeviceSecret.Reveal())
+	}
+	if got.Incarnation == 0 || (want.Incarnation != 0 && got.Incarnation != want.Incarnation) {
+		t.Errorf("device %s/%s Incarnation = %#x, want %#x (non-zero)", want.ProductKey, want.DeviceKey, got.Incarnation, want.Incarnation)
 	}
 	if !sameTime(got.CreatedAt, want.CreatedAt) {
 		t.Errorf("device %s/%s CreatedAt = %v, want %v in UTC", want.ProductKey, want.DeviceKey, got.CreatedAt, want.CreatedAt)
@@ -253,6 +258,36 @@ func testUpdateProduct(t *testing.T, s registry.Store) {
 	want.CreatedAt = base
 	checkProduct(t, mustGetProduct(t, s, "p1"), want)
 	checkProduct(t, mustGetProduct(t, s, "p2"), product("p2"))
+}
+
+// testProductRetention: per-product retention overrides survive create
+// and update; nil (inherit) stays distinct from 0 (keep forever).
+func testProductRetention(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	dur := func(d time.Duration) *time.Duration { return &d }
+	p := product("p1")
+	p.Retention = registry.Retention{Messages: dur(30 * 24 * time.Hour), Points: dur(0)}
+	mustCreateProduct(t, s, p)
+	check := func(step string, want registry.Retention) {
+		t.Helper()
+		got := mustGetProduct(t, s, "p1").Retention
+		for _, f := range []struct {
+			name      string
+			got, want *time.Duration
+		}{{"Messages", got.Messages, want.Messages}, {"Points", got.Points, want.Points},
+			{"Events", got.Events, want.Events}, {"Commands", got.Commands, want.Commands}} {
+			if (f.got == nil) != (f.want == nil) || (f.got != nil && *f.got != *f.want) {
+				t.Errorf("%s: Retention.%s = %v, want %v", step, f.name, f.got, f.want)
+			}
+		}
+	}
+	check("create", p.Retention)
+	p.Retention = registry.Retention{Events: dur(time.Hour), Commands: dur(48 * time.Hour)}
+	if err := s.UpdateProduct(ctx, p); err != nil {
+		t.Fatalf("UpdateProduct: %v", err)
+	}
+	check("update", p.Retention)
+	checkProduct(t, mustGetProduct(t, s, "p1"), p)
 }
 
 func testDeleteProduct(t *testing.T, s registry.Store) {
@@ -710,5 +745,40 @@ func testConcurrentCreate(t *testing.T, s registry.Store) {
 	}
 	if len(all) != workers+1 {
 		t.Fatalf("%d devices stored, want %d", len(all), workers+1)
+	}
+}
+
+// testIncarnation: an incarnation given to CreateDevice round-trips (all 64
+// bits); a zero one is replaced by a random one that differs across a
+// delete and re-create of the same keys; UpdateDevice never changes it.
+func testIncarnation(t *testing.T, s registry.Store) {
+	ctx := context.Background()
+	mustCreateProduct(t, s, product("p1"))
+	d := device("p1", "d1")
+	d.Incarnation = 0xfedcba9876543210
+	mustCreateDevice(t, s, d)
+	if got := mustGetDevice(t, s, "p1", "d1").Incarnation; got != d.Incarnation {
+		t.Fatalf("Incarnation = %#x, want %#x", got, d.Incarnation)
+	}
+	upd := d
+	upd.Incarnation = 1
+	upd.Generation++
+	if err := s.UpdateDevice(ctx, upd); err != nil {
+		t.Fatalf("UpdateDevice: %v", err)
+	}
+	if got := mustGetDevice(t, s, "p1", "d1").Incarnation; got != d.Incarnation {
+		t.Fatalf("UpdateDevice changed Incarnation to %#x", got)
+	}
+	seen := map[uint64]bool{d.Incarnation: true}
+	for i := range 3 {
+		if err := s.DeleteDevice(ctx, "p1", "d1"); err != nil {
+			t.Fatalf("DeleteDevice: %v", err)
+		}
+		mustCreateDevice(t, s, device("p1", "d1")) // Incarnation 0: assigned
+		got := mustGetDevice(t, s, "p1", "d1").Incarnation
+		if got == 0 || seen[got] {
+			t.Fatalf("re-create %d: Incarnation %#x is zero or repeats one of %v", i, got, seen)
+		}
+		seen[got] = true
 	}
 }

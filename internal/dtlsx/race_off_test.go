@@ -1,0 +1,5 @@
+//go:build !race
+
+package dtlsx
+
+const raceEnabled = false

@@ -1,0 +1,147 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// memRegistry is a Registry of one product and its devices.
+type memRegistry struct {
+	mu   sync.Mutex
+	devs map[string]registry.Device
+}
+
+func (m *memRegistry) GetProduct(_ context.Context, pk string) (registry.Product, error) {
+	if pk != "pk" {
+		return registry.Product{}, registry.ErrNotFound
+	}
+	return registry.Product{ProductKey: pk}, nil
+}
+
+func (m *memRegistry) GetDevice(_ context.Context, pk, dk string) (registry.Device, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.devs[pk+"/"+dk]
+	if !ok {
+		return registry.Device{}, fmt.Errorf("get %s/%s: %w", pk, dk, registry.ErrNotFound)
+	}
+	return d, nil
+}
+
+func (m *memRegistry) set(d registry.Device) {
+	m.mu.Lock()
+	m.devs[d.ProductKey+"/"+d.DeviceKey] = d
+	m.mu.Unlock()
+}
+
+func (m *memRegistry) del(pk, dk string) {
+	m.mu.Lock()
+	delete(m.devs, pk+"/"+dk)
+	m.mu.Unlock()
+}
+
+// fakeSession is a bound DTLS-PSK session keyed with key.
+type fakeSession struct {
+	id      uint64
+	ident   *dtlspsk.Identity
+	key     []byte
+	revoked int
+}
+
+func (f *fakeSession) SessionID() uint64              { return f.id }
+func (f *fakeSession) WriteDatagram([]byte) error     { return nil }
+func (f *fakeSession) Identity() any                  { return f.ident }
+func (f *fakeSession) PSKIdentity() *dtlspsk.Identity { return f.ident }
+func (f *fakeSession) KeyMatches(k []byte) bool       { return bytes.Equal(f.key, k) }
+func (f *fakeSession) Revoke()                        { f.revoked++ }
+func (f *fakeSession) request() *coapx.Request {
+	return &coapx.Request{Session: f, Received: time.Now()}
+}
+func newSession(id uint64, dk, secret string) *fakeSession {
+	return &fakeSession{id: id, ident: &dtlspsk.Identity{ProductKey: "pk", DeviceKey: dk, SecureMode: dtlspsk.ModeDevice, Lifetime: time.Minute},
+		key: dtlspsk.Key(secret)}
+}
+
+// TestSessionBinding: a session is bound to the incarnation, generation
+// and secret it was keyed with; a device change that breaks the binding
+// revokes it (and only it), one that keeps it (the asset ID) does not; the
+// per-request check catches a change the gateway was not told about.
+func TestSessionBinding(t *testing.T) {
+	dev := registry.Device{ProductKey: "pk", DeviceKey: "dk", DeviceSecret: "s1", Enabled: true, Incarnation: 7, Generation: 1}
+	changes := []struct {
+		name   string
+		change func(reg *memRegistry, d registry.Device)
+		revoke bool
+	}{
+		{"asset id", func(reg *memRegistry, d registry.Device) { d.AssetID = "a2"; reg.set(d) }, false},
+		{"revoke-tokens", func(reg *memRegistry, d registry.Device) { d.Generation++; reg.set(d) }, true},
+		{"rotate-secret", func(reg *memRegistry, d registry.Device) { d.Generation++; d.DeviceSecret = "s2"; reg.set(d) }, true},
+		{"secret changed without a generation bump", func(reg *memRegistry, d registry.Device) { d.DeviceSecret = "s2"; reg.set(d) }, true},
+		{"disable", func(reg *memRegistry, d registry.Device) { d.Enabled = false; reg.set(d) }, true},
+		{"delete", func(reg *memRegistry, d registry.Device) { reg.del(d.ProductKey, d.DeviceKey) }, true},
+		{"re-create with the same secret", func(reg *memRegistry, d registry.Device) { d.Incarnation = 8; d.Generation = 0; reg.set(d) }, true},
+	}
+	for _, tc := range changes {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := &memRegistry{devs: map[string]registry.Device{}}
+			reg.set(dev)
+			other := dev
+			other.DeviceKey = "dk2"
+			reg.set(other)
+			g := New(Options{Registry: reg, DeviceCacheTTL: time.Hour})
+			s := newSession(1, "dk", "s1")
+			bystander := newSession(2, "dk2", "s1")
+			if !g.BindSession(s) || !g.BindSession(bystander) {
+				t.Fatal("BindSession refused a session keyed with the current secret")
+			}
+			tc.change(reg, dev)
+			g.DeviceChanged(registry.DeviceChange{ProductKey: "pk", DeviceKey: "dk"})
+			if got := s.revoked == 1; got != tc.revoke {
+				t.Fatalf("revoked %d times, want revoked=%v", s.revoked, tc.revoke)
+			}
+			if bystander.revoked != 0 {
+				t.Fatal("another device's session was revoked")
+			}
+			if !tc.revoke {
+				psk := s.ident
+				if _, resp := g.authenticateSession(context.Background(), s.request(), psk); resp != nil {
+					t.Fatalf("request on the kept session: %v", resp.Code)
+				}
+			}
+		})
+	}
+	t.Run("stale secret at establishment", func(t *testing.T) {
+		reg := &memRegistry{devs: map[string]registry.Device{}}
+		reg.set(dev)
+		g := New(Options{Registry: reg})
+		s := newSession(1, "dk", "old secret")
+		if g.BindSession(s) || s.revoked != 1 {
+			t.Fatalf("a session keyed with another secret was bound (revoked %d)", s.revoked)
+		}
+	})
+	t.Run("per-request check", func(t *testing.T) {
+		reg := &memRegistry{devs: map[string]registry.Device{}}
+		reg.set(dev)
+		g := New(Options{Registry: reg}) // no device cache: every request reads the record
+		s := newSession(1, "dk", "s1")
+		if !g.BindSession(s) {
+			t.Fatal("not bound")
+		}
+		d := dev
+		d.Generation++ // changed elsewhere: no DeviceChanged here
+		reg.set(d)
+		_, resp := g.authenticateSession(context.Background(), s.request(), s.ident)
+		if resp == nil || resp.Code != codes.Unauthorized || s.revoked != 1 {
+			t.Fatalf("request on a stale session: %v, revoked %d", resp, s.revoked)
+		}
+	})
+}

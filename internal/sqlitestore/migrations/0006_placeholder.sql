@@ -1,2 +1,0 @@
--- 0006: placeholder for a step developed on another branch; replaced when that branch is merged.
-SELECT 1;
