@@ -650,9 +650,9 @@ func (s *Server) serveConn(ss *Session, conn *dtls.Conn) {
 	ss.mu.Lock()
 	ss.ended = true
 	ss.mu.Unlock()
-	_ = conn.Close()
-	s.ended(ss, reason)
+	_ = conn.Close() // sends close_notify through the link, so routes go after it
 	s.remove(ss)
+	s.ended(ss, reason) // after remove: a session counted gone has no routes left
 }
 
 // ended does the accounting of an established session that ended.
