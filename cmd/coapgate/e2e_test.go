@@ -79,7 +79,7 @@ func startTestGatewayHooks(t *testing.T, hooks []func(*serverHooks), mutate ...f
 	}
 	if os.Getenv(testStoreEnv) == "postgres" && cfg.Store.Driver == "sqlite" {
 		cfg.Store.Driver = "postgres"
-		cfg.Store.PostgresURL = config.Secret(testSchemaFor(t, cfg.DataDir))
+		cfg.Store.PostgresURL = config.Secret(testSchemaFor(t, sqlitePath(cfg)))
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
