@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/config"
-	"github.com/coapgate/coapgate/internal/sqlitestore"
 )
 
 // cmdAPIKey manages API keys directly in the data directory (no running
@@ -90,11 +90,9 @@ Run 'coapgate apikey <command> --help' for the flags of a command.
 	}
 	if *dataDir != "" {
 		cfg.DataDir = *dataDir
+		cfg.Store.SQLitePath = ""
 	}
-	path := cfg.Store.SQLitePath
-	if path == "" || *dataDir != "" {
-		path = filepath.Join(cfg.DataDir, "coapgate.db")
-	}
+	path := sqlitePath(cfg)
 	// Opening would create an empty database: list and delete refuse where
 	// there is none; create (which may provision a key before the first
 	// start) needs at least the directory.
@@ -102,7 +100,7 @@ Run 'coapgate apikey <command> --help' for the flags of a command.
 	if name == "create" {
 		check = filepath.Dir(path)
 	}
-	if _, err := os.Stat(check); err != nil {
+	if _, err := os.Stat(check); err != nil && cfg.Store.Driver != "postgres" {
 		if errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "coapgate apikey: no gateway database at %s: run it with the data directory of coapgate serve (--data-dir, --config or COAPGATE_DATA_DIR)\n", path)
 		} else {
@@ -111,9 +109,9 @@ Run 'coapgate apikey <command> --help' for the flags of a command.
 		return 1
 	}
 	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, path)
+	st, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
-		fmt.Fprintf(stderr, "coapgate apikey: open %s: %v\n", path, err)
+		fmt.Fprintf(stderr, "coapgate apikey: %v\n", err)
 		return 1
 	}
 	defer st.Close()

@@ -27,10 +27,10 @@ func cmdBackup(args []string, stdout, stderr io.Writer) int {
 Writes a consistent copy of the gateway's SQLite database to FILE while the
 gateway keeps running (SQLite VACUUM INTO: one snapshot, every transaction
 committed before the backup began, writers are not blocked). FILE is created
-with mode 0600: the database holds device secrets.
+with mode 0600: the database holds the message history (secrets encrypted).
 
 The database is not the whole state: back up the data directory's key files
-(token.key, and the generated DTLS certificate and key) as well; this command
+(token.key, secret.key, and the generated DTLS certificate and key) as well; this command
 lists them. Restore: docs/deployment.md, "Backup and restore".
 
 Flags:

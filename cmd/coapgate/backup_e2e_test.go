@@ -145,10 +145,12 @@ func TestBackupRestoreWhileIngesting(t *testing.T) {
 		t.Errorf("backup output does not name the token key to back up:\n%s", stdout.String())
 	}
 
-	// Restore: the backup as the database, the token key beside it.
+	// Restore: the backup as the database, the token key and the key of
+	// the secrets at rest (kept apart from the backup) beside it.
 	dir := t.TempDir()
 	copyFile(t, out, filepath.Join(dir, "coapgate.db"))
 	copyFile(t, filepath.Join(g.dir, "token.key"), filepath.Join(dir, "token.key"))
+	copyFile(t, filepath.Join(g.dir, "secret.key"), filepath.Join(dir, "secret.key"))
 	cfg := config.Default()
 	cfg.DataDir = dir
 	cfg.CoAP.Listen, cfg.CoAP.SymmetricListen, cfg.DTLS.Listen, cfg.API.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"

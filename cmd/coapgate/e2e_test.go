@@ -15,17 +15,37 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/token"
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/pgstore/pgtest"
 	"github.com/coapgate/coapgate/sdk"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
+
+// testStoreEnv set to "postgres" runs the in-process gateways of these tests
+// on PostgreSQL (COAPGATE_TEST_POSTGRES_URL, a schema per test) instead of
+// SQLite.
+const testStoreEnv = "COAPGATE_TEST_STORE"
+
+// testSchemas maps a test gateway's data directory to its PostgreSQL schema,
+// so a gateway restarted on the same directory finds its data again.
+var testSchemas sync.Map // data dir -> URL
+
+func testSchemaFor(t *testing.T, dataDir string) string {
+	if u, ok := testSchemas.Load(dataDir); ok {
+		return u.(string)
+	}
+	u := pgtest.Schema(t) // dropped when the test that made it ends
+	testSchemas.Store(dataDir, u)
+	return u
+}
 
 // testGateway is an in-process gateway on loopback ports with its admin key.
 type testGateway struct {
@@ -56,6 +76,10 @@ func startTestGatewayHooks(t *testing.T, hooks []func(*serverHooks), mutate ...f
 	}
 	for _, m := range mutate {
 		m(&cfg)
+	}
+	if os.Getenv(testStoreEnv) == "postgres" && cfg.Store.Driver == "sqlite" {
+		cfg.Store.Driver = "postgres"
+		cfg.Store.PostgresURL = config.Secret(testSchemaFor(t, sqlitePath(cfg)))
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {

@@ -34,6 +34,7 @@ func commands() []command {
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create, list or delete management API keys (works on the data directory)", cmdAPIKey},
+		{"secrets", "rotate the key that encrypts stored secrets (works on the store)", cmdSecrets},
 		{"backup", "write an online backup of the database (works on the data directory)", cmdBackup},
 		{"cert", "create a development CA and DTLS server certificate (cert dev)", cmdCert},
 		{"health", "check a running gateway's health endpoint (exit 0 when healthy)", cmdHealth},

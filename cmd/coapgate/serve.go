@@ -28,6 +28,7 @@ import (
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx"
 	"github.com/coapgate/coapgate/internal/dtlsx/native"
+	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/forward"
 	"github.com/coapgate/coapgate/internal/forward/mqttout"
 	"github.com/coapgate/coapgate/internal/forward/natsout"
@@ -35,11 +36,13 @@ import (
 	"github.com/coapgate/coapgate/internal/gateway"
 	"github.com/coapgate/coapgate/internal/ingest"
 	"github.com/coapgate/coapgate/internal/message"
+	"github.com/coapgate/coapgate/internal/pgstore"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/coapgate/coapgate/internal/retention"
+	"github.com/coapgate/coapgate/internal/secretbox"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
 	"github.com/coapgate/coapgate/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +55,7 @@ import (
 type server struct {
 	cfg     config.Config
 	log     *slog.Logger
-	store   *sqlitestore.Store
+	store   store
 	batcher *ingest.Batcher
 	// points projects the message log into the point store.
 	points   *point.Projector
@@ -150,6 +153,10 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if st, err := os.Stat(cfg.DataDir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("the data directory is accessible to other users; it holds keys and the database: chmod 700 it",
+			"path", cfg.DataDir, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
 	key, err := loadTokenKey(cfg, log)
 	if err != nil {
 		return nil, err
@@ -158,12 +165,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if err != nil {
 		return nil, err
 	}
-	dbPath := cfg.Store.SQLitePath
-	if dbPath == "" {
-		dbPath = filepath.Join(cfg.DataDir, "coapgate.db")
-	}
-	if s.store, err = sqlitestore.Open(ctx, dbPath); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+	if s.store, err = openStore(ctx, cfg, log); err != nil {
+		return nil, err
 	}
 	if s.AdminKey, err = ensureAdminKey(ctx, s.store); err != nil {
 		return nil, err
@@ -477,7 +480,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 
 // pruneReplayStates deletes expired session states (and a device's beyond
 // sqlitestore.MaxReplayStatesPerDevice) hourly until ctx ends.
-func pruneReplayStates(ctx context.Context, st *sqlitestore.Store, log *slog.Logger) {
+func pruneReplayStates(ctx context.Context, st store, log *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
@@ -639,6 +642,97 @@ func (s *server) servePprof(ctx context.Context, addr string, log *slog.Logger) 
 		_ = srv.Shutdown(sctx)
 	})
 	return nil
+}
+
+// store is every storage interface the server uses; both adapters,
+// sqlitestore (embedded) and pgstore (PostgreSQL), implement it.
+type store interface {
+	registry.Store
+	message.Store
+	message.Notifier
+	apikey.Store
+	event.Store
+	downlink.Store
+	forward.Store
+	point.Store
+	replay.Store
+	// AppendWithState appends uplinks and saves replay states in one
+	// transaction (ingest.StateAppender).
+	AppendWithState(ctx context.Context, msgs []*message.Message, states []replay.State) error
+	// PruneReplayStates deletes the states of sessions expired before t.
+	PruneReplayStates(ctx context.Context, before time.Time) (int64, error)
+	Ping(ctx context.Context) error
+	// Reseal re-encrypts every stored secret under the newest key.
+	Reseal(ctx context.Context) (int, error)
+	Close() error
+}
+
+var (
+	_ store = (*sqlitestore.Store)(nil)
+	_ store = (*pgstore.Store)(nil)
+)
+
+// openStore opens the adapter cfg.Store.Driver names: the only place that
+// picks one. Errors never contain store.postgres_url.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store, error) {
+	keys, err := loadSecretKeys(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Store.Driver {
+	case "postgres":
+		st, err := pgstore.Open(ctx, pgstore.Options{URL: string(cfg.Store.PostgresURL), Keys: keys, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	default:
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		st, err := sqlitestore.Open(ctx, sqlitePath(cfg), sqlitestore.WithKeyring(keys))
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	}
+}
+
+// sqlitePath is the embedded database file.
+func sqlitePath(cfg config.Config) string {
+	if cfg.Store.SQLitePath != "" {
+		return cfg.Store.SQLitePath
+	}
+	return filepath.Join(cfg.DataDir, "coapgate.db")
+}
+
+// secretKeyFile is the file holding the keys of secrets at rest.
+func secretKeyFile(cfg config.Config) string {
+	if cfg.Store.SecretKeyFile != "" {
+		return cfg.Store.SecretKeyFile
+	}
+	return filepath.Join(cfg.DataDir, "secret.key")
+}
+
+// loadSecretKeys returns the keys sealing secrets at rest: store.secret_keys
+// when set, else the key file, created with one new key when missing.
+func loadSecretKeys(cfg config.Config, log *slog.Logger) (*secretbox.Keyring, error) {
+	if cfg.Store.SecretKeys != "" {
+		k, err := secretbox.FromEnvText(string(cfg.Store.SecretKeys))
+		if err != nil {
+			return nil, fmt.Errorf("store.secret_keys: %w", err)
+		}
+		return k, nil
+	}
+	path := secretKeyFile(cfg)
+	k, created, err := secretbox.LoadFile(path, true)
+	if err != nil {
+		return nil, fmt.Errorf("store.secret_key_file: %w", err)
+	}
+	if created {
+		log.Info("generated the key that encrypts stored secrets; back it up apart from the database, and give every node sharing the database the same file", "path", path)
+	}
+	return k, nil
 }
 
 // consoleURL is the web console's address on the API listener addr; an

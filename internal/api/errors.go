@@ -11,6 +11,7 @@ import (
 	"github.com/coapgate/coapgate/internal/forward"
 	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/storeerr"
 )
 
 // Stable error codes carried in the "code" field of error responses.
@@ -60,6 +61,7 @@ var errorTable = []struct {
 	{errUnauthorized, http.StatusUnauthorized, codeUnauthorized},
 	{errTooLarge, http.StatusRequestEntityTooLarge, codeTooLarge},
 	{errUnavailable, http.StatusServiceUnavailable, codeUnavailable},
+	{storeerr.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
 }
 
 // Error is the body of every error response; Client returns it (with
@@ -131,6 +133,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			var ue *unavailableError
 			if errors.As(err, &ue) {
 				s.log.Warn("health check failed", "err", ue.err)
+			} else if errors.Is(err, storeerr.ErrUnavailable) {
+				// The cause names hosts and statements: log it, answer plainly.
+				s.log.Warn("storage unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+				msg = "storage unavailable; retry later"
 			}
 		}
 		writeJSONError(w, e.status, e.code, msg)

@@ -267,10 +267,20 @@ type API struct {
 
 // Store configures persistence.
 type Store struct {
-	// Driver is "sqlite" (embedded, default).
+	// Driver is "sqlite" (embedded, default) or "postgres".
 	Driver string `yaml:"driver"`
 	// SQLitePath defaults to DataDir/coapgate.db.
 	SQLitePath string `yaml:"sqlite_path"`
+	// PostgresURL is the PostgreSQL connection URL for driver "postgres"
+	// (it may hold a password: never logged, redacted in --print-config).
+	PostgresURL Secret `yaml:"postgres_url"`
+	// SecretKeyFile holds the keys that encrypt device, product and rule
+	// secrets in the database; default DataDir/secret.key, created (0600)
+	// on first start. Every node sharing a database needs the same file.
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// SecretKeys, when set, replaces the key file: its text ("<id>
+	// <base64 key>" lines, or separated by ';').
+	SecretKeys Secret `yaml:"secret_keys"`
 	// BatchMax is the largest group-commit batch of uplinks.
 	BatchMax int `yaml:"batch_max"`
 	// UnavailableMaxAge is the Max-Age sent with 5.03 when storage fails.
@@ -432,8 +442,14 @@ func (c Config) Validate() error {
 	if c.Auth.DeviceCacheTTL < 0 {
 		bad("auth.device_cache_ttl must be >= 0")
 	}
-	if c.Store.Driver != "sqlite" {
-		bad("store.driver %q: only sqlite is available", c.Store.Driver)
+	switch c.Store.Driver {
+	case "sqlite":
+	case "postgres":
+		if c.Store.PostgresURL == "" {
+			bad("store.postgres_url must be set for store.driver postgres")
+		}
+	default:
+		bad("store.driver %q: want sqlite or postgres", c.Store.Driver)
 	}
 	if c.Store.BatchMax < 1 {
 		bad("store.batch_max must be >= 1")

@@ -40,7 +40,7 @@ func TestBackupCopiesCommittedData(t *testing.T) {
 	// Nothing but the copy is left beside it.
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if n := e.Name(); n != "coapgate.db" && n != "coapgate.db-wal" && n != "coapgate.db-shm" && n != "backup.db" {
+		if n := e.Name(); n != "coapgate.db" && n != "secret.key" && n != "coapgate.db-wal" && n != "coapgate.db-shm" && n != "backup.db" {
 			t.Errorf("unexpected file %s after backup", n)
 		}
 	}

@@ -3,7 +3,6 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/coapgate/coapgate/internal/command"
-	"github.com/coapgate/coapgate/internal/message"
 )
 
 var _ command.Store = (*Store)(nil)
@@ -57,43 +55,13 @@ func commandRowID(id string) (int64, bool) {
 	return n, err == nil && n > 0 && strconv.FormatInt(n, 10) == id
 }
 
-// commandEvent is the log payload of a command state change.
-type commandEvent struct {
-	CommandID  string          `json:"commandId"`
-	ProductKey string          `json:"productKey"`
-	DeviceKey  string          `json:"deviceKey"`
-	State      string          `json:"state"`
-	Topic      string          `json:"topic"`
-	Method     string          `json:"method"`
-	At         string          `json:"at"`
-	Via        string          `json:"via,omitempty"`
-	Code       *int            `json:"code,omitempty"`
-	Reply      json.RawMessage `json:"reply,omitempty"`
-	Message    string          `json:"message,omitempty"`
-}
-
 // appendCommandEventTx appends c's current state to the message log in tx.
 func (s *Store) appendCommandEventTx(ctx context.Context, tx *sql.Tx, c *command.Command, at time.Time) error {
-	ev := commandEvent{
-		CommandID: c.ID, ProductKey: c.ProductKey, DeviceKey: c.DeviceKey, State: string(c.State),
-		Topic: c.Topic, Method: c.Method, At: at.UTC().Format(time.RFC3339Nano),
-	}
-	switch c.State {
-	case command.StateDelivered:
-		ev.Via = c.DeliveredVia
-	case command.StateReplied, command.StateFailed:
-		code := c.ReplyCode
-		ev.Code, ev.Reply, ev.Message = &code, c.ReplyData, c.ReplyMessage
-	}
-	body, err := json.Marshal(ev)
+	m, err := command.LogMessage(c, at)
 	if err != nil {
-		return fmt.Errorf("command event: %w", err)
+		return err
 	}
-	return s.appendLogTx(ctx, tx, &message.Message{
-		ProductKey: c.ProductKey, DeviceKey: c.DeviceKey,
-		Topic:   message.EventTopic(c.ProductKey, c.DeviceKey, "command"),
-		Payload: body, ContentFormat: 50, ReceivedAt: at, Transport: message.TransportEvent,
-	})
+	return s.appendLogTx(ctx, tx, m)
 }
 
 // commandTx runs fn in a write transaction and signals log tailers after

@@ -2,12 +2,9 @@ package sqlitestore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/coapgate/coapgate/internal/event"
-	"github.com/coapgate/coapgate/internal/message"
 )
 
 var _ event.Store = (*Store)(nil)
@@ -40,7 +37,7 @@ func (s *Store) AppendEvents(ctx context.Context, evs []event.Event) (err error)
 		if e.ID, err = res.LastInsertId(); err != nil {
 			return fmt.Errorf("sqlitestore: append event: %w", err)
 		}
-		if err := s.appendLogTx(ctx, tx, eventMessage(e)); err != nil {
+		if err := s.appendLogTx(ctx, tx, event.LogMessage(e)); err != nil {
 			return fmt.Errorf("sqlitestore: append event: %w", err)
 		}
 	}
@@ -49,32 +46,6 @@ func (s *Store) AppendEvents(ctx context.Context, evs []event.Event) (err error)
 	}
 	s.notifyLog()
 	return nil
-}
-
-// eventJSON is the log payload of a device lifecycle event.
-type eventJSON struct {
-	ProductKey string `json:"productKey"`
-	DeviceKey  string `json:"deviceKey"`
-	Type       string `json:"type"`
-	At         string `json:"at"`
-	Transport  string `json:"transport"`
-	Peer       string `json:"peer"`
-}
-
-// eventMessage is e as a log entry (message.EventTopic, JSON payload), so
-// that forwarding rules and the live stream see online/offline transitions
-// in order with the uplinks.
-func eventMessage(e *event.Event) *message.Message {
-	body, _ := json.Marshal(eventJSON{ // cannot fail: strings only
-		ProductKey: e.ProductKey, DeviceKey: e.DeviceKey, Type: string(e.Type),
-		At: e.At.UTC().Format(time.RFC3339Nano), Transport: e.Transport, Peer: e.Peer,
-	})
-	return &message.Message{
-		ProductKey: e.ProductKey, DeviceKey: e.DeviceKey,
-		Topic:   message.EventTopic(e.ProductKey, e.DeviceKey, string(e.Type)),
-		Payload: body, ContentFormat: 50, ReceivedAt: e.At,
-		Peer: e.Peer, Transport: message.TransportEvent,
-	}
 }
 
 // ListEvents implements event.Store.

@@ -25,7 +25,7 @@ func TestMigrationGivesIncarnations(t *testing.T) {
 		if st.version >= 6 {
 			break
 		}
-		err := applyStep(ctx, db, st, prev)
+		err := applyStep(ctx, db, nil, st, prev)
 		prev = st.version
 		if err != nil {
 			t.Fatalf("%s: %v", st.name, err)

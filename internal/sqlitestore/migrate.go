@@ -19,6 +19,12 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
+// goSteps are parts of schema steps that SQL cannot express; each runs in
+// the step's transaction right after the step's SQL.
+var goSteps = map[int]func(ctx context.Context, tx *sql.Tx, s *Store) error{
+	8: sealPlaintextSecrets,
+}
+
 // migration is one numbered schema step.
 type migration struct {
 	version int
@@ -66,7 +72,7 @@ func loadMigrations() ([]migration, error) {
 // leaves the database at a step boundary. It is idempotent, and safe against
 // another process migrating the same file at the same time: the version is
 // read inside the write transaction (BEGIN IMMEDIATE on the writer).
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db *sql.DB, s *Store) error {
 	steps, err := loadMigrations()
 	if err != nil {
 		return err
@@ -81,7 +87,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	prev := 0
 	for _, st := range steps {
 		if st.version > cur {
-			if err := applyStep(ctx, db, st, prev); err != nil {
+			if err := applyStep(ctx, db, s, st, prev); err != nil {
 				return fmt.Errorf("migration %s: %w", st.name, err)
 			}
 		}
@@ -92,7 +98,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 
 // applyStep runs one step unless the database already has it; prev is the
 // version of the step before it (0 for the first).
-func applyStep(ctx context.Context, db *sql.DB, st migration, prev int) (err error) {
+func applyStep(ctx context.Context, db *sql.DB, s *Store, st migration, prev int) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -115,6 +121,11 @@ func applyStep(ctx context.Context, db *sql.DB, st migration, prev int) (err err
 	}
 	if _, err := tx.ExecContext(ctx, st.sql); err != nil {
 		return fmt.Errorf("apply: %w", err)
+	}
+	if fn := goSteps[st.version]; fn != nil {
+		if err := fn(ctx, tx, s); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
 	}
 	// PRAGMA takes no bound parameters; version is an int from our own table.
 	if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(st.version)); err != nil {

@@ -23,7 +23,7 @@ const deviceColumns = `product_key, device_key, device_secret, asset_id, enabled
 func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 	_, err := s.writer.ExecContext(ctx,
 		`INSERT INTO products (`+productColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ProductKey, p.ProductSecret.Reveal(), p.Name, boolInt(p.DynamicRegistration),
+		p.ProductKey, s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, boolInt(p.DynamicRegistration),
 		string(p.DataFormat), p.OnlineLifetime.Milliseconds(), createdNanos(p.CreatedAt),
 		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
 		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands))
@@ -40,7 +40,7 @@ func (s *Store) CreateProduct(ctx context.Context, p registry.Product) error {
 func (s *Store) GetProduct(ctx context.Context, productKey string) (registry.Product, error) {
 	row := s.reader.QueryRowContext(ctx,
 		`SELECT `+productColumns+` FROM products WHERE product_key = ?`, productKey)
-	p, err := scanProduct(row)
+	p, err := s.scanProduct(row)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return registry.Product{}, fmt.Errorf("sqlitestore: get product %s: %w", productKey, registry.ErrNotFound)
@@ -71,7 +71,7 @@ func (s *Store) ListProducts(ctx context.Context, page registry.Page) ([]registr
 	defer rows.Close()
 	var out []registry.Product
 	for rows.Next() {
-		p, err := scanProduct(rows)
+		p, err := s.scanProduct(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: list products: %w", err)
 		}
@@ -90,7 +90,7 @@ func (s *Store) UpdateProduct(ctx context.Context, p registry.Product) error {
 			data_format = ?, online_lifetime_ms = ?,
 			retention_messages_ms = ?, retention_points_ms = ?, retention_events_ms = ?, retention_commands_ms = ?
 		WHERE product_key = ?`,
-		p.ProductSecret.Reveal(), p.Name, boolInt(p.DynamicRegistration),
+		s.box.SealString(p.ProductSecret.Reveal(), productSecretAAD(p.ProductKey)), p.Name, boolInt(p.DynamicRegistration),
 		string(p.DataFormat), p.OnlineLifetime.Milliseconds(),
 		retentionMS(p.Retention.Messages), retentionMS(p.Retention.Points),
 		retentionMS(p.Retention.Events), retentionMS(p.Retention.Commands), p.ProductKey)
@@ -126,7 +126,7 @@ func (s *Store) CreateDevice(ctx context.Context, d registry.Device) error {
 	}
 	_, err := s.writer.ExecContext(ctx,
 		`INSERT INTO devices (`+deviceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		d.ProductKey, d.DeviceKey, d.DeviceSecret.Reveal(), d.AssetID, boolInt(d.Enabled),
+		d.ProductKey, d.DeviceKey, s.box.SealString(d.DeviceSecret.Reveal(), deviceSecretAAD(d.ProductKey, d.DeviceKey)), d.AssetID, boolInt(d.Enabled),
 		int64(d.Generation), createdNanos(d.CreatedAt), lastSeen, d.LastAddress, int64(d.Incarnation))
 	switch {
 	case isUniqueViolation(err):
@@ -144,7 +144,7 @@ func (s *Store) GetDevice(ctx context.Context, productKey, deviceKey string) (re
 	row := s.reader.QueryRowContext(ctx,
 		`SELECT `+deviceColumns+` FROM devices WHERE product_key = ? AND device_key = ?`,
 		productKey, deviceKey)
-	d, err := scanDevice(row)
+	d, err := s.scanDevice(row)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return registry.Device{}, fmt.Errorf("sqlitestore: get device %s/%s: %w", productKey, deviceKey, registry.ErrNotFound)
@@ -183,7 +183,7 @@ func (s *Store) ListDevices(ctx context.Context, productKey string, page registr
 	defer rows.Close()
 	var out []registry.Device
 	for rows.Next() {
-		d, err := scanDevice(rows)
+		d, err := s.scanDevice(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: list devices %s: %w", productKey, err)
 		}
@@ -200,7 +200,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d registry.Device) error {
 	res, err := s.writer.ExecContext(ctx,
 		`UPDATE devices SET device_secret = ?, asset_id = ?, enabled = ?, generation = ?
 		WHERE product_key = ? AND device_key = ?`,
-		d.DeviceSecret.Reveal(), d.AssetID, boolInt(d.Enabled), int64(d.Generation),
+		s.box.SealString(d.DeviceSecret.Reveal(), deviceSecretAAD(d.ProductKey, d.DeviceKey)), d.AssetID, boolInt(d.Enabled), int64(d.Generation),
 		d.ProductKey, d.DeviceKey)
 	if err := affectedOne(res, err); err != nil {
 		return fmt.Errorf("sqlitestore: update device %s/%s: %w", d.ProductKey, d.DeviceKey, err)
@@ -269,7 +269,7 @@ func affectedOne(res sql.Result, err error) error {
 }
 
 // scanProduct reads one row of productColumns.
-func scanProduct(r rowScanner) (registry.Product, error) {
+func (s *Store) scanProduct(r rowScanner) (registry.Product, error) {
 	var (
 		p                 registry.Product
 		secret, format    string
@@ -283,7 +283,11 @@ func scanProduct(r rowScanner) (registry.Product, error) {
 	}
 	p.Retention = registry.Retention{Messages: retentionDur(ret[0]), Points: retentionDur(ret[1]),
 		Events: retentionDur(ret[2]), Commands: retentionDur(ret[3])}
-	p.ProductSecret = registry.Secret(secret)
+	plain, err := s.openSecret(secret, productSecretAAD(p.ProductKey))
+	if err != nil {
+		return registry.Product{}, err
+	}
+	p.ProductSecret = registry.Secret(plain)
 	p.DynamicRegistration = dynamic != 0
 	p.DataFormat = registry.DataFormat(format)
 	p.OnlineLifetime = time.Duration(lifetimeMS) * time.Millisecond
@@ -309,7 +313,7 @@ func retentionDur(v sql.NullInt64) *time.Duration {
 }
 
 // scanDevice reads one row of deviceColumns.
-func scanDevice(r rowScanner) (registry.Device, error) {
+func (s *Store) scanDevice(r rowScanner) (registry.Device, error) {
 	var (
 		d                 registry.Device
 		secret            string
@@ -321,7 +325,11 @@ func scanDevice(r rowScanner) (registry.Device, error) {
 		&gen, &cre, &lastSeen, &d.LastAddress, &incarnation); err != nil {
 		return registry.Device{}, err
 	}
-	d.DeviceSecret = registry.Secret(secret)
+	plain, err := s.openSecret(secret, deviceSecretAAD(d.ProductKey, d.DeviceKey))
+	if err != nil {
+		return registry.Device{}, err
+	}
+	d.DeviceSecret = registry.Secret(plain)
 	d.Enabled = enabled != 0
 	d.Generation = uint32(gen)
 	d.Incarnation = uint64(incarnation)

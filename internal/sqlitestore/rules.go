@@ -34,7 +34,7 @@ func (s *Store) CreateRule(ctx context.Context, r forward.Rule, cursor int64) (e
 	}()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO rules (`+ruleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.Name, boolInt(r.Enabled), r.TopicFilter, r.ProductKey, r.DeviceKey, r.Condition,
-		string(actions), r.MaxAttempts, createdNanos(r.CreatedAt), createdNanos(r.UpdatedAt)); err != nil {
+		s.box.Seal(actions, ruleActionsAAD(r.ID)), r.MaxAttempts, createdNanos(r.CreatedAt), createdNanos(r.UpdatedAt)); err != nil {
 		return fmt.Errorf("sqlitestore: create rule %s: %w", r.ID, err)
 	}
 	for i := range r.Actions {
@@ -48,7 +48,7 @@ func (s *Store) CreateRule(ctx context.Context, r forward.Rule, cursor int64) (e
 	return nil
 }
 
-func scanRule(row rowScanner) (forward.Rule, error) {
+func (s *Store) scanRule(row rowScanner) (forward.Rule, error) {
 	var (
 		r                forward.Rule
 		enabled          int64
@@ -59,7 +59,11 @@ func scanRule(row rowScanner) (forward.Rule, error) {
 		&actions, &r.MaxAttempts, &created, &updated); err != nil {
 		return forward.Rule{}, err
 	}
-	if err := json.Unmarshal([]byte(actions), &r.Actions); err != nil {
+	plain, err := s.box.Open(actions, ruleActionsAAD(r.ID))
+	if err != nil {
+		return forward.Rule{}, fmt.Errorf("rule %s actions: %w", r.ID, err)
+	}
+	if err := json.Unmarshal(plain, &r.Actions); err != nil {
 		return forward.Rule{}, fmt.Errorf("rule %s actions: %w", r.ID, err)
 	}
 	r.Enabled = enabled != 0
@@ -69,7 +73,7 @@ func scanRule(row rowScanner) (forward.Rule, error) {
 
 // GetRule implements forward.Store.
 func (s *Store) GetRule(ctx context.Context, id string) (forward.Rule, error) {
-	r, err := scanRule(s.reader.QueryRowContext(ctx, `SELECT `+ruleColumns+` FROM rules WHERE id = ?`, id))
+	r, err := s.scanRule(s.reader.QueryRowContext(ctx, `SELECT `+ruleColumns+` FROM rules WHERE id = ?`, id))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return forward.Rule{}, fmt.Errorf("sqlitestore: get rule %s: %w", id, forward.ErrNotFound)
@@ -88,7 +92,7 @@ func (s *Store) ListRules(ctx context.Context) ([]forward.Rule, error) {
 	defer rows.Close()
 	out := []forward.Rule{}
 	for rows.Next() {
-		r, err := scanRule(rows)
+		r, err := s.scanRule(rows)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: list rules: %w", err)
 		}
@@ -117,7 +121,7 @@ func (s *Store) UpdateRule(ctx context.Context, r forward.Rule, cursor int64) (e
 	}()
 	res, err := tx.ExecContext(ctx, `UPDATE rules SET name = ?, enabled = ?, topic_filter = ?, product_key = ?,
 		device_key = ?, condition = ?, actions = ?, max_attempts = ?, updated_at = ? WHERE id = ?`,
-		r.Name, boolInt(r.Enabled), r.TopicFilter, r.ProductKey, r.DeviceKey, r.Condition, string(actions),
+		r.Name, boolInt(r.Enabled), r.TopicFilter, r.ProductKey, r.DeviceKey, r.Condition, s.box.Seal(actions, ruleActionsAAD(r.ID)),
 		r.MaxAttempts, createdNanos(r.UpdatedAt), r.ID)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: update rule %s: %w", r.ID, err)

@@ -21,12 +21,16 @@ import (
 	"strings"
 	"time"
 
+	"os"
+	"path/filepath"
+
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/secretbox"
 )
 
 // Compile-time guards: *Store implements every store interface.
@@ -80,14 +84,52 @@ type Store struct {
 	upsertReplay  *sql.Stmt // on writer
 
 	notify notifier // wakes log tailers after appends
+
+	box *secretbox.Keyring // seals secrets at rest
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	keys *secretbox.Keyring
+}
+
+// WithKeyring sets the keys that seal secrets at rest. Without it, Open
+// uses the key file secret.key next to the database, creating it (0600)
+// with a new key when missing.
+func WithKeyring(k *secretbox.Keyring) Option {
+	return func(o *options) { o.keys = k }
+}
+
+// DefaultKeyFile is the key file Open uses without WithKeyring.
+func DefaultKeyFile(dbPath string) string {
+	return filepath.Join(filepath.Dir(dbPath), "secret.key")
 }
 
 // Open opens (creating if needed) the database file at path, applies any
 // pending schema migrations and returns the ready Store. The caller must
 // Close it.
-func Open(ctx context.Context, path string) (*Store, error) {
+//
+// The database file and its -wal and -shm files are created with mode 0600
+// (they hold the message history), whatever the process umask.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") || strings.ContainsRune(path, '?') {
 		return nil, fmt.Errorf("%w: %q", ErrBadPath, path)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.keys == nil {
+		k, _, err := secretbox.LoadFile(DefaultKeyFile(path), true)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: %w", err)
+		}
+		o.keys = k
+	}
+	if err := createPrivate(path); err != nil {
+		return nil, err
 	}
 
 	writer, err := sql.Open("sqlite", path+"?"+writerParams)
@@ -99,7 +141,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	writer.SetConnMaxLifetime(0)
 	writer.SetConnMaxIdleTime(0)
 
-	s := &Store{writer: writer}
+	s := &Store{writer: writer, box: o.keys}
 	if err := s.open(ctx, path); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
@@ -109,8 +151,19 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // open finishes Open once the writer handle exists.
 func (s *Store) open(ctx context.Context, path string) error {
 	// The first connection sets WAL mode; migrate before readers exist.
-	if err := migrate(ctx, s.writer); err != nil {
+	if err := migrate(ctx, s.writer, s); err != nil {
 		return fmt.Errorf("sqlitestore: migrate %s: %w", path, err)
+	}
+	// SQLite creates -wal and -shm with the database file's mode, which
+	// createPrivate set; tighten them anyway in case an older binary made
+	// them.
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Chmod(path+suffix, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("sqlitestore: chmod %s%s: %w", path, suffix, err)
+		}
+	}
+	if err := s.checkKeys(ctx); err != nil {
+		return err
 	}
 
 	reader, err := sql.Open("sqlite", path+"?"+readerParams)
@@ -132,6 +185,23 @@ func (s *Store) open(ctx context.Context, path string) error {
 	}
 	if s.upsertReplay, err = s.writer.PrepareContext(ctx, upsertReplaySQL); err != nil {
 		return fmt.Errorf("sqlitestore: prepare upsert replay state: %w", err)
+	}
+	return nil
+}
+
+// createPrivate creates the database file with mode 0600 when it does not
+// exist (SQLite would use 0644 less the umask) and tightens an existing
+// one to 0600.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: create %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("sqlitestore: create %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("sqlitestore: chmod %s: %w", path, err)
 	}
 	return nil
 }

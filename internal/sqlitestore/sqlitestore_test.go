@@ -198,7 +198,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 			t.Fatalf("open %d: user_version = %d, want %d", i, v, last)
 		}
 		// Running migrate again on an up-to-date database is a no-op.
-		if err := migrate(ctx, s.writer); err != nil {
+		if err := migrate(ctx, s.writer, s); err != nil {
 			t.Fatalf("open %d: migrate again: %v", i, err)
 		}
 		if err := s.CreateProduct(ctx, registry.Product{ProductKey: fmt.Sprintf("p%d", i), DataFormat: registry.FormatJSON}); err != nil {

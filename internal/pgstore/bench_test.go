@@ -1,0 +1,39 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/message"
+)
+
+// BenchmarkAppend mirrors sqlitestore's: group-commit batches of uplinks.
+func BenchmarkAppend(b *testing.B) {
+	for _, n := range []int{1, 64, 512} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			s, _ := openTest(b)
+			ctx := context.Background()
+			payload := []byte(`{"id":"123","version":"1.0","params":{"temperature":21.5,"humidity":40}}`)
+			msgs := make([]*message.Message, n)
+			for i := range msgs {
+				dk := fmt.Sprintf("dev%04d", i)
+				msgs[i] = &message.Message{
+					ProductKey: "a1MZxOdcBnO", DeviceKey: dk,
+					Topic:   "/sys/a1MZxOdcBnO/" + dk + "/thing/event/property/post",
+					Payload: payload, ContentFormat: 50,
+					ReceivedAt: time.Now().Add(time.Duration(i) * time.Microsecond),
+					Peer:       fmt.Sprintf("192.0.2.%d:%d", i%250+1, 40000+i), Transport: message.TransportDTLS,
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Append(ctx, msgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

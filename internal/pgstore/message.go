@@ -1,0 +1,149 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/coapgate/coapgate/internal/message"
+)
+
+const messageColumns = `id, product_key, device_key, topic, payload, content_format,
+	received_at, peer, transport`
+
+// lockLogTx takes the log's advisory lock in tx (held until commit or
+// rollback). Every transaction that appends to messages takes it before
+// drawing an ID, so IDs become visible in increasing order (see the package
+// documentation).
+func lockLogTx(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+lockLogKey+`)`); err != nil {
+		return fmt.Errorf("lock log: %w", err)
+	}
+	return nil
+}
+
+// appendLogTx appends msgs to the log inside tx, which must hold the log
+// lock, in one round trip, and sets their IDs. It queues the commit's
+// notification.
+func (s *Store) appendLogTx(ctx context.Context, tx pgx.Tx, msgs ...*message.Message) error {
+	var b pgx.Batch
+	for _, m := range msgs {
+		payload := m.Payload
+		if payload == nil {
+			payload = []byte{}
+		}
+		b.Queue(`INSERT INTO messages (product_key, device_key, topic, payload, content_format,
+			received_at, peer, transport) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+			m.ProductKey, m.DeviceKey, m.Topic, payload, int32(m.ContentFormat), toNanos(m.ReceivedAt),
+			m.Peer, m.Transport)
+	}
+	b.Queue(`SELECT pg_notify($1, '')`, s.channel)
+	br := tx.SendBatch(ctx, &b)
+	for _, m := range msgs {
+		if err := br.QueryRow().Scan(&m.ID); err != nil {
+			br.Close()
+			return fmt.Errorf("append log entry %s/%s %s: %w", m.ProductKey, m.DeviceKey, m.Topic, err)
+		}
+	}
+	return br.Close()
+}
+
+// Append implements message.Store: one transaction, durable when it
+// returns nil (PostgreSQL's synchronous_commit decides what durable means:
+// on by default, the WAL flushed, and with synchronous standbys, on them).
+// On error nothing is stored and every msgs[i].ID is 0.
+func (s *Store) Append(ctx context.Context, msgs []*message.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := lockLogTx(ctx, tx); err != nil {
+			return err
+		}
+		return s.appendLogTx(ctx, tx, msgs...)
+	})
+	if err != nil {
+		for _, m := range msgs {
+			m.ID = 0
+		}
+		return errorf("pgstore: append %d messages: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// List implements message.Store.
+func (s *Store) List(ctx context.Context, q message.Query) ([]message.Message, error) {
+	query, args, limit := listQuery(q)
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, errorf("pgstore: list messages: %w", err)
+	}
+	defer rows.Close()
+	out := make([]message.Message, 0, min(limit, 64))
+	for rows.Next() {
+		var (
+			m    message.Message
+			cf   int32
+			recv int64
+		)
+		if err := rows.Scan(&m.ID, &m.ProductKey, &m.DeviceKey, &m.Topic, &m.Payload,
+			&cf, &recv, &m.Peer, &m.Transport); err != nil {
+			return nil, errorf("pgstore: list messages: %w", err)
+		}
+		m.ContentFormat = uint16(cf)
+		m.ReceivedAt = fromNanos(recv)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errorf("pgstore: list messages: %w", err)
+	}
+	return out, nil
+}
+
+// listQuery builds the SELECT for q, its arguments and the effective limit.
+func listQuery(q message.Query) (query string, args []any, limit int) {
+	var b strings.Builder
+	args = make([]any, 0, 6)
+	b.WriteString(`SELECT ` + messageColumns + ` FROM messages`)
+	where := func(cond string, arg any) {
+		if len(args) == 0 {
+			b.WriteString(" WHERE ")
+		} else {
+			b.WriteString(" AND ")
+		}
+		args = append(args, arg)
+		b.WriteString(strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	if q.ProductKey != "" {
+		where("product_key = ?", q.ProductKey)
+	}
+	if q.DeviceKey != "" {
+		where("device_key = ?", q.DeviceKey)
+	}
+	if !q.IncludeEvents {
+		where("left(topic, 1) <> ?", "$")
+	}
+	if !q.From.IsZero() {
+		where("received_at >= ?", q.From.UnixNano())
+	}
+	if !q.To.IsZero() {
+		where("received_at < ?", q.To.UnixNano())
+	}
+	switch {
+	case q.Descending && q.AfterID > 0:
+		where("id < ?", q.AfterID)
+	case !q.Descending && q.AfterID > 0:
+		where("id > ?", q.AfterID)
+	}
+	limit = messageLimit(q.Limit)
+	args = append(args, limit)
+	if q.Descending {
+		b.WriteString(" ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args)))
+	} else {
+		b.WriteString(" ORDER BY id LIMIT $" + strconv.Itoa(len(args)))
+	}
+	return b.String(), args, limit
+}
