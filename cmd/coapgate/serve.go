@@ -165,9 +165,14 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Log: s.store, Store: s.store, Notify: s.store, Decode: decodePoints,
 		Registerer: reg, Logger: log,
 	})
+	leases, monitorLeases, err := newLeases(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	// Forwarding workers tail the stored log, decoupled from ingest.
 	fwd, err := forward.New(forward.Options{
-		Store: s.store, Log: s.store, Notifier: s.store,
+		Leases: leases,
+		Store:  s.store, Log: s.store, Notifier: s.store,
 		Targets: map[string]forward.TargetFactory{
 			forward.ActionMQTT:     mqttout.Factory(),
 			forward.ActionNATS:     natsout.Factory(),
@@ -359,7 +364,14 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		defer c()
 		_ = httpSrv.Shutdown(sctx)
 	})
-	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
+	if monitorLeases != nil {
+		s.wg.Go(func() { monitorLeases(runCtx) })
+		// Rules changed through other nodes start and stop here too.
+		s.wg.Go(func() { s.forward.RunSync(runCtx, cfg.Cluster.LeaseRetry) })
+	}
+	s.wg.Go(func() { // the projector logs and retries its own failures
+		leases.Run(runCtx, "points", func(ctx context.Context) { _ = s.points.Run(ctx) })
+	})
 	s.wg.Go(func() { queue.Run(runCtx) })
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {

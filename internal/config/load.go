@@ -147,6 +147,8 @@ var Help = map[string]string{
 	"forward.backoff_base":      "wait after a forwarding action's first failed attempt; doubles per attempt, with jitter",
 	"forward.backoff_max":       "longest wait between a forwarding action's attempts",
 	"forward.shutdown_timeout":  "how long in-flight forwarding deliveries may finish at shutdown before they are aborted",
+	"cluster.node":              "name of this node in logs and PostgreSQL sessions (default: the host name)",
+	"cluster.lease_retry":       "with store.driver postgres: how often a standby node tries to take over the point projector and forwarding actions, and a holder checks its lease connection",
 }
 
 // Overrides collects flag values; they are applied last.

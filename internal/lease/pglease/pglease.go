@@ -51,8 +51,12 @@ type Elector struct {
 	schema string     // of conn
 	gen    uint64     // incremented on every new connection
 	held   map[string]*holding
-	lost   chan struct{} // closed and replaced when a connection is dropped
+	closed bool // Monitor ended: no new connection
 }
+
+// ErrClosed is returned once Monitor has ended: the node gives up its
+// leases for good (it is shutting down).
+var ErrClosed = errors.New("pglease: closed")
 
 // holding is one lease held on connection gen.
 type holding struct {
@@ -76,7 +80,7 @@ func New(o Options) (*Elector, error) {
 	}
 	return &Elector{
 		o: o, log: o.Logger.With("component", "lease", "node", o.Node),
-		held: make(map[string]*holding), lost: make(chan struct{}),
+		held: make(map[string]*holding),
 	}, nil
 }
 
@@ -94,6 +98,9 @@ func key(schema, name string) int64 {
 func (e *Elector) connect(ctx context.Context) error {
 	if e.conn != nil {
 		return nil
+	}
+	if e.closed {
+		return ErrClosed
 	}
 	cfg, err := pgx.ParseConfig(e.o.URL)
 	if err != nil {
@@ -129,8 +136,6 @@ func (e *Elector) drop(reason error) {
 		h.cancel()
 		delete(e.held, name)
 	}
-	close(e.lost)
-	e.lost = make(chan struct{})
 	e.log.Warn("lease connection dropped; leases released", "err", reason)
 }
 
@@ -187,6 +192,7 @@ func (e *Elector) Run(ctx context.Context, name string, fn func(ctx context.Cont
 	for ctx.Err() == nil {
 		lctx, h, err := e.try(ctx, name)
 		switch {
+		case errors.Is(err, ErrClosed):
 		case err != nil:
 			if !logged {
 				e.log.Warn("lease not available; retrying", "lease", name, "err", err)
@@ -228,7 +234,15 @@ func (e *Elector) Monitor(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			e.mu.Lock()
-			e.drop(ctx.Err())
+			e.closed = true
+			if e.conn != nil {
+				_ = e.conn.Close(context.Background())
+				e.conn = nil
+			}
+			for name, h := range e.held {
+				h.cancel()
+				delete(e.held, name)
+			}
 			e.mu.Unlock()
 			return
 		case <-t.C:
