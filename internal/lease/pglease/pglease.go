@@ -258,3 +258,7 @@ func (e *Elector) Monitor(ctx context.Context) {
 		e.mu.Unlock()
 	}
 }
+
+// Key returns the advisory lock key of lease name in schema (for
+// operators and tests looking a holder up in pg_locks).
+func Key(schema, name string) int64 { return key(schema, name) }

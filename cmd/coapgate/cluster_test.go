@@ -1,0 +1,432 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/coapgate/coapgate/internal/api"
+	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/forward"
+	"github.com/coapgate/coapgate/internal/lease/pglease"
+	"github.com/coapgate/coapgate/internal/pgstore/pgtest"
+	"github.com/coapgate/coapgate/sdk"
+)
+
+// clusterNode is one `coapgate serve` process of a test cluster.
+type clusterNode struct {
+	name string
+	cmd  *exec.Cmd
+	coap *net.UDPAddr
+	api  string // base URL
+	done chan struct{}
+}
+
+// testCluster is N gateway processes on one PostgreSQL schema.
+type testCluster struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	env    []string
+	pgURL  string
+	schema string
+	key    string // admin API key
+	nodes  []*clusterNode
+}
+
+// startCluster builds the binary and starts n nodes sharing a fresh
+// schema, a token key and a secret key file; every listener is on port 0
+// and its address is read back from the node's start log line.
+func startCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("cluster test: builds the server and runs subprocesses (skipped with -short)")
+	}
+	pgURL := pgtest.Schema(t)
+	dir := t.TempDir()
+	c := &testCluster{t: t, bin: filepath.Join(dir, "coapgate"), dir: dir, pgURL: pgURL}
+	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var tk [32]byte
+	_, _ = rand.Read(tk[:])
+	c.env = append(os.Environ(),
+		"COAPGATE_STORE_DRIVER=postgres", "COAPGATE_STORE_POSTGRES_URL="+pgURL,
+		"COAPGATE_STORE_SECRET_KEY_FILE="+filepath.Join(dir, "secret.key"),
+		"COAPGATE_AUTH_TOKEN_KEY="+hex.EncodeToString(tk[:]),
+		"COAPGATE_COAP_LISTEN=127.0.0.1:0", "COAPGATE_COAP_SYMMETRIC_LISTEN=", "COAPGATE_DTLS_LISTEN=",
+		"COAPGATE_API_LISTEN=127.0.0.1:0", "COAPGATE_LOG_FORMAT=json", "COAPGATE_LOG_LEVEL=info",
+		"COAPGATE_CLUSTER_LEASE_RETRY=100ms",
+		"COAPGATE_FORWARD_BACKOFF_BASE=50ms", "COAPGATE_FORWARD_BACKOFF_MAX=500ms")
+	// The first API key (this also creates the shared secret key file).
+	cmd := exec.Command(c.bin, "apikey", "create", "--name", "cluster", "--data-dir", filepath.Join(dir, "admin"))
+	cmd.Env = c.env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("apikey create: %v", err)
+	}
+	c.key = strings.TrimSpace(string(out))
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&c.schema); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		c.nodes = append(c.nodes, c.start(fmt.Sprintf("n%d", i+1)))
+	}
+	t.Cleanup(func() {
+		for _, nd := range c.nodes {
+			c.kill(nd)
+		}
+	})
+	return c
+}
+
+// start runs one node and waits for its start line.
+func (c *testCluster) start(name string) *clusterNode {
+	t := c.t
+	t.Helper()
+	data := filepath.Join(c.dir, name)
+	logf, err := os.Create(filepath.Join(c.dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("log of %s (tail):\n%s", name, b)
+		}
+	})
+	cmd := exec.Command(c.bin, "serve")
+	cmd.Env = append(c.env, "COAPGATE_DATA_DIR="+data, "COAPGATE_CLUSTER_NODE="+name)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nd := &clusterNode{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); pw.Close(); close(nd.done) }()
+	started := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			_, _ = logf.Write(append(line, '\n'))
+			var rec map[string]any
+			if json.Unmarshal(line, &rec) == nil && rec["msg"] == "coapgate started" {
+				started <- rec
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case rec := <-started:
+		a, err := net.ResolveUDPAddr("udp", fmt.Sprint(rec["coap"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.coap, nd.api = a, "http://"+fmt.Sprint(rec["api"])
+	case <-nd.done:
+		t.Fatalf("node %s exited at start (see its log)", name)
+	case <-time.After(60 * time.Second): // a hang guard
+		t.Fatalf("node %s did not start", name)
+	}
+	return nd
+}
+
+func (c *testCluster) kill(nd *clusterNode) {
+	_ = nd.cmd.Process.Signal(syscall.SIGKILL)
+	<-nd.done
+}
+
+// call is an API request to node nd; out receives the JSON answer.
+func (c *testCluster) call(nd *clusterNode, method, path string, body, out any) {
+	c.t.Helper()
+	cl := &api.Client{BaseURL: nd.api, Key: c.key}
+	b, err := cl.Do(context.Background(), method, path, nil, body)
+	if err != nil {
+		c.t.Fatalf("%s %s on %s: %v", method, path, nd.name, err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			c.t.Fatalf("%s %s: decode: %v", method, path, err)
+		}
+	}
+}
+
+// holder returns the node name holding lease name ("" when none).
+func (c *testCluster) holder(name string) string {
+	c.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.pgURL)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	k := uint64(pglease.Key(c.schema, name))
+	var app string
+	err = conn.QueryRow(ctx, `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid = $1 AND l.objid = $2`,
+		uint32(k>>32), uint32(k)).Scan(&app)
+	if err == pgx.ErrNoRows {
+		return ""
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return strings.TrimPrefix(app, "coapgate-lease ")
+}
+
+// waitHolder waits until some node other than not holds lease name.
+func (c *testCluster) waitHolder(name, not string) string {
+	c.t.Helper()
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if h := c.holder(name); h != "" && h != not {
+			return h
+		}
+	}
+	c.t.Fatalf("no node (other than %q) took lease %s", not, name)
+	return ""
+}
+
+func (c *testCluster) node(name string) *clusterNode {
+	for _, nd := range c.nodes {
+		if nd.name == name {
+			return nd
+		}
+	}
+	c.t.Fatalf("no node %s", name)
+	return nil
+}
+
+// hookReceiver counts webhook deliveries per log id.
+type hookReceiver struct {
+	mu  sync.Mutex
+	got map[int64]int
+	srv *httptest.Server
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	h := &hookReceiver{got: map[int64]int{}}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var env struct {
+			ID int64 `json:"id"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&env); err != nil || env.ID == 0 {
+			http.Error(w, "bad envelope", http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		h.got[env.ID]++
+		h.mu.Unlock()
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// waitAll waits until every id was delivered at least once and returns a
+// copy of the counts.
+func (h *hookReceiver) waitAll(t *testing.T, ids []int64) map[int64]int {
+	t.Helper()
+	for end := time.Now().Add(90 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		h.mu.Lock()
+		missing := 0
+		for _, id := range ids {
+			if h.got[id] == 0 {
+				missing++
+			}
+		}
+		cp := make(map[int64]int, len(h.got))
+		for k, v := range h.got {
+			cp[k] = v
+		}
+		h.mu.Unlock()
+		if missing == 0 {
+			return cp
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d of %d acknowledged uplinks never reached the webhook", missing, len(ids))
+		}
+	}
+}
+
+// uplink publishes one CON through addr and returns the 2090 log id.
+func clusterUplink(t *testing.T, conn *net.UDPConn, mid int32, tok, topic string, n int) int64 {
+	t.Helper()
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid, Token: []byte{byte(mid >> 8), byte(mid)},
+		Options: topicOpts(tok, 2088, topic), Payload: fmt.Appendf(nil, `{"id":"%d","params":{"n":%d}}`, n, n)}
+	r := rawExchange(t, conn, m)
+	if r.Code != codes.Changed {
+		t.Fatalf("uplink %d: %v", n, r.Code)
+	}
+	v, _ := coapx.Bytes(r.Options, coapx.OptionMessageID)
+	id, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		t.Fatalf("uplink %d: 2090 %q", n, v)
+	}
+	return id
+}
+
+// TestClusterThreeNodes runs three gateway processes on one PostgreSQL
+// schema: a token issued by one node publishes through all; a webhook rule
+// created through one node gets every uplink exactly once although three
+// nodes run its worker (one holds the lease); when the node holding the
+// forwarding lease is killed with SIGKILL, another takes it over and every
+// acknowledged uplink still reaches the receiver; the point projector's
+// lease is held by a live node and points stay current.
+func TestClusterThreeNodes(t *testing.T) {
+	c := startCluster(t, 3)
+	n1 := c.nodes[0]
+	hook := newHookReceiver(t)
+
+	var prod struct{ ProductKey string }
+	c.call(n1, "POST", "/products", map[string]any{"name": "cluster"}, &prod)
+	var dev struct{ DeviceKey, DeviceSecret string }
+	c.call(n1, "POST", "/devices", map[string]any{"productKey": prod.ProductKey, "deviceKey": "c1"}, &dev)
+	// The rule is created through n2: n1 and n3 learn it from the store.
+	var rule struct{ ID string }
+	c.call(c.nodes[1], "POST", "/rules", map[string]any{
+		"name": "cluster-hook", "topicFilter": "/sys/#", "startFrom": "beginning", "maxAttempts": 100,
+		"actions": []map[string]any{{"type": "webhook", "url": hook.srv.URL}},
+	}, &rule)
+	fwdLease := forward.LeaseName(rule.ID, 0)
+
+	// A token issued through n1.
+	sc, err := sdk.Dial(context.Background(), n1.coap.String(), sdk.WithCredentials(sdk.Credentials{
+		ProductKey: prod.ProductKey, DeviceName: dev.DeviceKey, DeviceSecret: dev.DeviceSecret}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := sc.Auth(context.Background())
+	sc.Close()
+	if err != nil {
+		t.Fatalf("auth through n1: %v", err)
+	}
+	topic := "/sys/" + prod.ProductKey + "/" + dev.DeviceKey + "/thing/event/property/post"
+	conns := map[string]*net.UDPConn{}
+	for _, nd := range c.nodes {
+		conns[nd.name] = udpConn(t, nd.coap)
+	}
+
+	// Phase 1, normal case: uplinks through every node, each delivered once.
+	var acked []int64
+	mid := int32(100)
+	n := 0
+	for range 10 {
+		for _, nd := range c.nodes {
+			mid++
+			n++
+			acked = append(acked, clusterUplink(t, conns[nd.name], mid, tok, topic, n))
+		}
+	}
+	hook.waitAll(t, acked)
+	// Exactly once: the shared cursor is past every uplink and the shared
+	// delivered counter equals the number of uplinks (a second node
+	// delivering too would add to it).
+	last := acked[len(acked)-1]
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var rs struct {
+			Actions []struct {
+				Cursor    int64 `json:"cursor"`
+				Delivered int64 `json:"delivered"`
+			} `json:"actions"`
+		}
+		c.call(n1, "GET", "/rules/"+rule.ID+"/status", nil, &rs)
+		st := rs.Actions
+		if len(st) == 1 && st[0].Cursor >= last && st[0].Delivered >= int64(len(acked)) {
+			if st[0].Delivered != int64(len(acked)) {
+				t.Fatalf("delivered counter %d, want %d (one delivery per uplink)", st[0].Delivered, len(acked))
+			}
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("cursor never passed %d: %+v", last, st)
+		}
+	}
+	hook.mu.Lock()
+	for _, id := range acked {
+		if hook.got[id] != 1 {
+			t.Errorf("log id %d delivered %d times in the normal case, want 1", id, hook.got[id])
+		}
+	}
+	if len(hook.got) != len(acked) {
+		t.Errorf("receiver got %d distinct entries, want %d", len(hook.got), len(acked))
+	}
+	hook.mu.Unlock()
+	holder := c.waitHolder(fwdLease, "")
+	t.Logf("normal case: %d uplinks through 3 nodes, each delivered once; forwarding lease on %s, points lease on %s",
+		len(acked), holder, c.holder("points"))
+
+	// Phase 2: SIGKILL the node holding the forwarding lease; uplinks go on
+	// through the others; another node takes the lease over.
+	c.kill(c.node(holder))
+	next := c.waitHolder(fwdLease, holder)
+	for range 10 {
+		for _, nd := range c.nodes {
+			if nd.name == holder {
+				continue
+			}
+			mid++
+			n++
+			acked = append(acked, clusterUplink(t, conns[nd.name], mid, tok, topic, n))
+		}
+	}
+	hook.waitAll(t, acked)
+	if p := c.holder("points"); p == "" || p == holder {
+		t.Fatalf("points lease held by %q after %s was killed", p, holder)
+	}
+	// The projector (wherever it runs) brings the latest point up to the last uplink.
+	var alive *clusterNode
+	for _, nd := range c.nodes {
+		if nd.name != holder {
+			alive = nd
+			break
+		}
+	}
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var pts struct {
+			Items []struct {
+				Name  string `json:"name"`
+				Value any    `json:"value"`
+			} `json:"items"`
+		}
+		c.call(alive, "GET", "/devices/"+url.PathEscape(prod.ProductKey)+"/"+dev.DeviceKey+"/measurepoints", nil, &pts)
+		if len(pts.Items) == 1 && fmt.Sprint(pts.Items[0].Value) == strconv.Itoa(n) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("latest point never reached n=%d: %+v", n, pts)
+		}
+	}
+	t.Logf("after SIGKILL of %s: forwarding lease on %s, %d acknowledged uplinks all delivered", holder, next, len(acked))
+}
