@@ -4,6 +4,7 @@
 //
 //	coapdev auth    --server 127.0.0.1:5683 --product PK --device DK --secret DS
 //	coapdev publish --server 127.0.0.1:5683 --product PK --device DK --secret DS --topic /sys/PK/DK/... --data '{...}'
+//	coapdev listen  --server 127.0.0.1:5683 --product PK --device DK --secret DS --reply-code 200 --reply-data '{}'
 //	coapdev version
 //
 // --mode symmetric (port 5682 unless --server is given) uses the
@@ -54,6 +55,7 @@ var commands = map[string]command{
 	"bench":     {summary: "load generator: req/s and latency of any mode, handshakes/s, idle sessions", run: runBench},
 	"echo":      {summary: "trivial CoAP echo server (measures the load generator itself)", run: runEcho},
 	"dtls-load": {summary: "DTLS-PSK load: handshakes/s, uplinks/s, idle sessions held open", run: runDTLSLoad},
+	"listen":    {summary: "stay online, print downlink commands as they arrive and reply to them", run: runListen},
 	"publish":   {summary: "publish messages to a topic (POST /topic/...)", run: runPublish},
 	"version":   {summary: "print the version", run: runVersion},
 }

@@ -155,6 +155,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bad token option", creds, []string{"publish", "--data", "{}", "--token-option", "7"}, "must be 61 or 2088"},
 		{"wait-non without non", creds, []string{"publish", "--data", "{}", "--wait-non", "1s"}, "needs --non"},
 		{"stray argument", creds, []string{"auth", "extra"}, "unexpected argument"},
+		{"listen without credentials", nil, []string{"listen"}, "missing --product"},
+		{"listen bad reply data", creds, []string{"listen", "--reply-data", "{nope"}, "--reply-data is not one JSON value"},
+		{"listen negative interval", creds, []string{"listen", "--interval", "-1s"}, "--interval must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

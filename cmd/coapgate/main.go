@@ -122,7 +122,9 @@ embedded defaults < the YAML file given by --config < COAPGATE_* environment
 variables < flags. Every setting has all three forms, e.g. coap.listen is
 'coap: {listen: ":5683"}' in YAML, COAPGATE_COAP_LISTEN, and --coap.listen.
 
-On first start an admin API key is created and printed once.
+On first start an admin API key is created and printed once. The web console
+is served at / of api.listen (e.g. http://127.0.0.1:8080/): sign in with an
+API key.
 
 Flags:
 `, name)
@@ -171,6 +173,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	if s.AdminKey != "" {
 		fmt.Fprintf(stderr, "\n  Admin API key (shown once, store it now):\n\n    %s\n\n  export COAPGATE_API_KEY=%s\n\n", s.AdminKey, s.AdminKey)
+		fmt.Fprintf(stderr, "  Web console: %s (sign in with this key)\n\n", consoleURL(s.APIAddr()))
 	}
 	select {
 	case <-ctx.Done():

@@ -23,6 +23,7 @@ import (
 	"github.com/coapgate/coapgate/internal/coapx"
 	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/config"
+	"github.com/coapgate/coapgate/internal/console"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx"
 	"github.com/coapgate/coapgate/internal/event"
@@ -39,6 +40,7 @@ import (
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/secretbox"
 	"github.com/coapgate/coapgate/internal/sqlitestore"
+	"github.com/coapgate/coapgate/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -54,6 +56,7 @@ type server struct {
 	// points projects the message log into the point store.
 	points   *point.Projector
 	forward  *forward.Manager // nil until started
+	sampler  *stats.Sampler   // the console overview's history of counters
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
@@ -315,8 +318,12 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		for _, g := range gateways {
 			g.Invalidate(pk, dk)
 		}
+		s.sampler.MarkChanged() // the overview's device count
 	}
-	handler := api.New(api.Options{
+	// The console's overview: an hour of samples of the counters above.
+	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log, Registry: s.store,
+		Devices: func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }})
+	apiHandler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
 		Rules: s.forward, Notify: s.store, Presence: pres, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
@@ -324,7 +331,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Logger:                log,
 		Version:               version,
 		DefaultOnlineLifetime: cfg.Auth.OnlineLifetime,
+		Stats:                 s.sampler,
 	})
+	handler := console.New(apiHandler) // the web console at /, the API under /api/v1
 	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -373,6 +382,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		leases.Run(runCtx, "points", func(ctx context.Context) { _ = s.points.Run(ctx) })
 	})
 	s.wg.Go(func() { queue.Run(runCtx) })
+	s.wg.Go(func() { s.sampler.Run(runCtx) })
 	if cfg.API.PprofListen != "" {
 		if err := s.servePprof(runCtx, cfg.API.PprofListen, log); err != nil {
 			cancel()
@@ -621,4 +631,17 @@ func loadSecretKeys(cfg config.Config, log *slog.Logger) (*secretbox.Keyring, er
 		log.Info("generated the key that encrypts stored secrets; back it up apart from the database, and give every node sharing the database the same file", "path", path)
 	}
 	return k, nil
+}
+
+// consoleURL is the web console's address on the API listener addr; an
+// unspecified host (":8080") is shown as loopback.
+func consoleURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + "/"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }

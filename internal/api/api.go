@@ -55,6 +55,9 @@ type Options struct {
 	Health func(ctx context.Context) error
 	// Rules manages forwarding rules; nil: the rule routes answer 503.
 	Rules RuleService
+	// Stats is the recent history of the node's counters (GET /stats);
+	// nil: the route answers 503 unavailable.
+	Stats StatsSource
 	// Metrics, when non-nil, is served at GET /metrics without auth.
 	Metrics http.Handler
 	// OnDeviceChange is called after a device is created, updated, deleted,
@@ -171,6 +174,8 @@ func (s *server) routes() []route {
 		{"POST", Prefix + "/apikeys", s.createAPIKey, true},
 		{"GET", Prefix + "/apikeys", s.listAPIKeys, true},
 		{"DELETE", Prefix + "/apikeys/{id}", s.deleteAPIKey, true},
+
+		{"GET", Prefix + "/stats", s.getStats, true},
 	}
 	if s.o.Metrics != nil {
 		rs = append(rs, route{"GET", "/metrics", s.metrics, false})

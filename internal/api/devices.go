@@ -144,7 +144,7 @@ func (s *server) createDevice(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "productKey", "limit", "after"); err != nil {
+	if err := allowQuery(r, "productKey", "limit", "after", "online", "q"); err != nil {
 		return err
 	}
 	limit, err := parseLimit(r)
@@ -163,6 +163,16 @@ func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
 			return storeError(err, fmt.Sprintf("product %q", pk))
 		}
 		products[pk] = p
+	}
+	if f, ok, err := parseDeviceFilter(q); err != nil {
+		return err
+	} else if ok {
+		out, err := s.listDevicesFiltered(r.Context(), pk, q.Get("after"), limit, f, products)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
 	}
 	ds, err := s.o.Registry.ListDevices(r.Context(), pk, registry.Page{Limit: limit, After: q.Get("after")})
 	if err != nil {

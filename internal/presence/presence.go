@@ -166,3 +166,10 @@ func (t *Tracker) Drain(fn func(pk, dk string, s Status)) {
 		fn(e.k.pk, e.k.dk, e.s)
 	}
 }
+
+// Len counts the devices in the table (online, or seen and now offline).
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.state)
+}
