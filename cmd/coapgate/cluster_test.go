@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/coapgate/coapgate/internal/api"
 	"github.com/coapgate/coapgate/internal/coapx"
@@ -280,6 +282,31 @@ func (h *hookReceiver) waitAll(t *testing.T, ids []int64) map[int64]int {
 	}
 }
 
+// exchangeTo sends m from conn to addr and returns the answer.
+func exchangeTo(t *testing.T, conn *net.UDPConn, addr *net.UDPAddr, m message.Message) *message.Message {
+	t.Helper()
+	slices.SortStableFunc(m.Options, func(a, b message.Option) int { return int(a.ID) - int(b.ID) })
+	sz, _ := coder.DefaultCoder.Size(m)
+	b := make([]byte, sz)
+	if _, err := coder.DefaultCoder.Encode(m, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.WriteToUDP(b, addr); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	k, _, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("no answer from %s: %v", addr, err)
+	}
+	r := &message.Message{Options: make(message.Options, 0, 16)}
+	if _, err := coder.DefaultCoder.Decode(buf[:k], r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // uplink publishes one CON through addr and returns the 2090 log id.
 func clusterUplink(t *testing.T, conn *net.UDPConn, mid int32, tok, topic string, n int) int64 {
 	t.Helper()
@@ -349,11 +376,41 @@ func TestClusterThreeNodes(t *testing.T) {
 			acked = append(acked, clusterUplink(t, conns[nd.name], mid, tok, topic, n))
 		}
 	}
+	// A CON retransmitted to another node (a load balancer re-hash): one
+	// source socket, same Message ID, first to n1 then to n2 and n3.
+	rc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	mid++
+	n++
+	retx := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid, Token: []byte{9, 9},
+		Options: topicOpts(tok, 2088, topic), Payload: fmt.Appendf(nil, `{"id":"%d","params":{"n":%d}}`, n, n)}
+	var retxID string
+	for _, nd := range c.nodes {
+		r := exchangeTo(t, rc, nd.coap, retx)
+		v, _ := coapx.Bytes(r.Options, coapx.OptionMessageID)
+		if r.Code != codes.Changed || (retxID != "" && string(v) != retxID) {
+			t.Fatalf("retransmission to %s: %v, log id %s, first %s", nd.name, r.Code, v, retxID)
+		}
+		retxID = string(v)
+	}
+	id, _ := strconv.ParseInt(retxID, 10, 64)
+	acked = append(acked, id)
+	var page struct {
+		Items []struct{ ID string } `json:"items"`
+	}
+	c.call(c.nodes[2], "GET", "/messages?limit=1000", nil, &page)
+	if len(page.Items) != len(acked) {
+		t.Fatalf("stored %d uplinks, want %d (the retransmission once)", len(page.Items), len(acked))
+	}
+	last := acked[len(acked)-1]
+
 	hook.waitAll(t, acked)
 	// Exactly once: the shared cursor is past every uplink and the shared
 	// delivered counter equals the number of uplinks (a second node
 	// delivering too would add to it).
-	last := acked[len(acked)-1]
 	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var rs struct {
 			Actions []struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/topic"
+	coapmsg "github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
@@ -141,6 +142,9 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		ReceivedAt:    req.Received,
 		Peer:          req.Peer.String(),
 		Transport:     g.o.Transport,
+	}
+	if req.Type == coapmsg.Confirmable {
+		msg.Exchange = message.ExchangeKey(msg.ProductKey, msg.DeviceKey, msg.Peer, req.MessageID)
 	}
 	if err := g.o.Ingest.Append(ctx, msg); err != nil {
 		g.m.publish.WithLabelValues("store_unavailable").Inc()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -30,15 +32,27 @@ func lockLogTx(ctx context.Context, tx pgx.Tx) error {
 // notification.
 func (s *Store) appendLogTx(ctx context.Context, tx pgx.Tx, msgs ...*message.Message) error {
 	var b pgx.Batch
+	now := time.Now()
+	exchanges := false
 	for _, m := range msgs {
 		payload := m.Payload
 		if payload == nil {
 			payload = []byte{}
 		}
+		if m.Exchange != "" {
+			exchanges = true
+			b.Queue(appendExchangeSQL,
+				m.ProductKey, m.DeviceKey, m.Topic, payload, int32(m.ContentFormat), toNanos(m.ReceivedAt),
+				m.Peer, m.Transport, m.Exchange, toNanos(now), toNanos(now.Add(message.ExchangeLifetime)))
+			continue
+		}
 		b.Queue(`INSERT INTO messages (product_key, device_key, topic, payload, content_format,
 			received_at, peer, transport) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
 			m.ProductKey, m.DeviceKey, m.Topic, payload, int32(m.ContentFormat), toNanos(m.ReceivedAt),
 			m.Peer, m.Transport)
+	}
+	if exchanges && s.exchangeSweep.due(now) {
+		b.Queue(`DELETE FROM exchanges WHERE expires_at <= $1`, toNanos(now))
 	}
 	b.Queue(`SELECT pg_notify($1, '')`, s.channel)
 	br := tx.SendBatch(ctx, &b)
@@ -49,6 +63,39 @@ func (s *Store) appendLogTx(ctx context.Context, tx pgx.Tx, msgs ...*message.Mes
 		}
 	}
 	return br.Close()
+}
+
+// appendExchangeSQL appends an uplink unless its exchange ($9) is known
+// and unexpired at $10: then it returns the first entry's id and stores
+// nothing. Appends hold the log lock, so no two nodes run it at once.
+const appendExchangeSQL = `WITH prev AS (
+		SELECT log_id FROM exchanges WHERE key = $9 AND expires_at > $10
+	), ins AS (
+		INSERT INTO messages (product_key, device_key, topic, payload, content_format,
+			received_at, peer, transport)
+		SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM prev)
+		RETURNING id
+	), ex AS (
+		INSERT INTO exchanges (key, log_id, expires_at) SELECT $9, id, $11 FROM ins
+		ON CONFLICT (key) DO UPDATE SET log_id = EXCLUDED.log_id, expires_at = EXCLUDED.expires_at
+	)
+	SELECT id FROM ins UNION ALL SELECT log_id FROM prev`
+
+// sweeper spaces out the deletion of expired exchanges.
+type sweeper struct {
+	mu   sync.Mutex
+	next time.Time
+}
+
+// due reports whether a sweep should run now (at most every 10 s).
+func (w *sweeper) due(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now.Before(w.next) {
+		return false
+	}
+	w.next = now.Add(10 * time.Second)
+	return true
 }
 
 // Append implements message.Store: one transaction, durable when it

@@ -89,8 +89,10 @@ type Store struct {
 	channel string // NOTIFY channel of this schema's log
 
 	notify notifier
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
+	// exchangeSweep spaces out deleting expired exchange keys.
+	exchangeSweep sweeper
+	stop          context.CancelFunc
+	wg            sync.WaitGroup
 }
 
 // Open connects, applies pending migrations and starts the log listener.
