@@ -444,6 +444,51 @@ func TestClusterThreeNodes(t *testing.T) {
 	t.Logf("normal case: %d uplinks through 3 nodes, each delivered once; forwarding lease on %s, points lease on %s",
 		len(acked), holder, c.holder("points"))
 
+	// Downlink: a command created through n1 is announced (option 2100)
+	// by n3 when the device's uplink reaches n3.
+	n3 := c.nodes[2]
+	downlinkUplink := func() *message.Message {
+		mid++
+		n++
+		r := rawExchange(t, conns[n3.name], message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid,
+			Token: []byte{7, byte(mid)}, Options: topicOpts(tok, 2088, topic),
+			Payload: fmt.Appendf(nil, `{"id":"%d","params":{"n":%d}}`, n, n)})
+		if r.Code != codes.Changed {
+			t.Fatalf("uplink through %s: %v", n3.name, r.Code)
+		}
+		v, _ := coapx.Bytes(r.Options, coapx.OptionMessageID)
+		id, _ := strconv.ParseInt(string(v), 10, 64)
+		acked = append(acked, id)
+		return r
+	}
+	if _, ok := coapx.Bytes(downlinkUplink().Options, coapx.OptionDownlink); ok {
+		t.Fatal("option 2100 before any command exists")
+	}
+	var cmd struct{ ID, Topic string }
+	c.call(n1, "POST", "/devices/"+prod.ProductKey+"/"+dev.DeviceKey+"/commands",
+		map[string]any{"type": "setProperties", "params": map[string]any{"x": 1}}, &cmd)
+	for end := time.Now().Add(30 * time.Second); ; {
+		if v, ok := coapx.Bytes(downlinkUplink().Options, coapx.OptionDownlink); ok {
+			if !strings.Contains(string(v), "thing/service/property/set") {
+				t.Fatalf("option 2100 %q does not name the command's topic %s", v, cmd.Topic)
+			}
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s never announced the command created through %s", n3.name, n1.name)
+		}
+	}
+	// Cancelled through n2: n3 stops announcing it.
+	c.call(c.nodes[1], "DELETE", "/devices/"+prod.ProductKey+"/"+dev.DeviceKey+"/commands/"+cmd.ID, nil, nil)
+	for end := time.Now().Add(30 * time.Second); ; {
+		if _, ok := coapx.Bytes(downlinkUplink().Options, coapx.OptionDownlink); !ok {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s still announces a command cancelled through n2", n3.name)
+		}
+	}
+
 	// Phase 2: SIGKILL the node holding the forwarding lease; uplinks go on
 	// through the others; another node takes the lease over.
 	c.kill(c.node(holder))

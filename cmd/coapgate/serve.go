@@ -377,6 +377,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		s.wg.Go(func() { monitorLeases(runCtx) })
 		// Rules changed through other nodes start and stop here too.
 		s.wg.Go(func() { s.forward.RunSync(runCtx, cfg.Cluster.LeaseRetry) })
+		// Commands created or finished through other nodes: option 2100 here.
+		s.wg.Go(func() { queue.Follow(runCtx, s.store, s.store, 5*time.Second) })
 	}
 	s.wg.Go(func() { // the projector logs and retries its own failures
 		leases.Run(runCtx, "points", func(ctx context.Context) { _ = s.points.Run(ctx) })

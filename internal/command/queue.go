@@ -52,8 +52,10 @@ type Options struct {
 // from the store at start, maintained on every transition this node makes),
 // expires due commands and pushes new ones. Safe for concurrent use.
 //
-// Counts are per node: a command created through another node's API is
-// seen here after a restart (or when the device fetches it by GET).
+// Counts are per node; nodes sharing a store run Follow, which applies the
+// other nodes' changes from the shared log. Without it, a command created
+// through another node's API is seen here after a restart (or when the
+// device fetches it by GET).
 type Queue struct {
 	o   Options
 	log *slog.Logger
