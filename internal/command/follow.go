@@ -28,7 +28,7 @@ const followBatch = 1000
 // poll otherwise. It returns when ctx ends.
 func (q *Queue) Follow(ctx context.Context, log LogReader, notify message.Notifier, poll time.Duration) {
 	var cursor int64
-	started := false
+	started, failing := false, false
 	for ctx.Err() == nil {
 		var wake <-chan struct{}
 		if notify != nil {
@@ -74,13 +74,19 @@ func (q *Queue) Follow(ctx context.Context, log LogReader, notify message.Notifi
 			}
 			return len(ms) == followBatch, nil
 		}()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing { // once per outage
+				q.log.Warn("following other nodes' commands failed; retrying", "err", err)
+				failing = true
 			}
-			q.log.Warn("following other nodes' commands failed; retrying", "err", err)
-		} else if more {
+		case more:
+			failing = false
 			continue
+		default:
+			failing = false
 		}
 		t := time.NewTimer(poll)
 		select {

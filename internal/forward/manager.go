@@ -232,14 +232,21 @@ func (m *Manager) Sync(ctx context.Context) error {
 func (m *Manager) RunSync(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("rule sync failed", "err", err)
+		err := m.Sync(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			m.log.Warn("rule sync failed; retrying", "err", err) // once per outage
+			failing = true
+		case err == nil && failing:
+			m.log.Info("rule sync recovered")
+			failing = false
 		}
 	}
 }
