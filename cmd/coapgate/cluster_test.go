@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -282,6 +283,17 @@ func (h *hookReceiver) waitAll(t *testing.T, ids []int64) map[int64]int {
 	}
 }
 
+// next0 returns a live node other than dead.
+func next0(c *testCluster, dead string) *clusterNode {
+	for _, nd := range c.nodes {
+		if nd.name != dead {
+			return nd
+		}
+	}
+	c.t.Fatal("no live node")
+	return nil
+}
+
 // exchangeTo sends m from conn to addr and returns the answer.
 func exchangeTo(t *testing.T, conn *net.UDPConn, addr *net.UDPAddr, m message.Message) *message.Message {
 	t.Helper()
@@ -489,9 +501,85 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 	}
 
-	// Phase 2: SIGKILL the node holding the forwarding lease; uplinks go on
-	// through the others; another node takes the lease over.
+	// Phase 2: a burst of CON uplinks through every node; the node holding
+	// the forwarding lease is killed with SIGKILL in the middle of it.
+	// Every uplink acknowledged (by any node) must be stored and delivered.
+	var (
+		burstMu sync.Mutex
+		burst   []int64
+		acks    atomic.Int64
+		stop    = make(chan struct{})
+		wg      sync.WaitGroup
+	)
+	for i, nd := range c.nodes {
+		for j := range 2 {
+			wg.Go(func() {
+				conn, err := net.DialUDP("udp", nil, nd.coap)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer conn.Close()
+				buf := make([]byte, 2048)
+				for k := 0; ; k++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					bmid := uint16(20000 + i*4000 + j*2000 + k)
+					m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: int32(bmid),
+						Token: []byte{byte(i), byte(j), byte(k >> 8), byte(k)}, Options: topicOpts(tok, 2088, topic),
+						Payload: fmt.Appendf(nil, `{"id":"b%d","params":{"b":%d}}`, bmid, k)}
+					slices.SortStableFunc(m.Options, func(a, b message.Option) int { return int(a.ID) - int(b.ID) })
+					sz, _ := coder.DefaultCoder.Size(m)
+					b := make([]byte, sz)
+					if _, err := coder.DefaultCoder.Encode(m, b); err != nil {
+						t.Error(err)
+						return
+					}
+					if _, err := conn.Write(b); err != nil {
+						continue // the node is gone: ICMP unreachable
+					}
+					_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+					nr, err := conn.Read(buf)
+					if err != nil {
+						continue // no answer: not acknowledged
+					}
+					r := message.Message{Options: make(message.Options, 0, 8)}
+					if _, err := coder.DefaultCoder.Decode(buf[:nr], &r); err != nil || r.MessageID != int32(bmid) || r.Code != codes.Changed {
+						continue
+					}
+					v, _ := coapx.Bytes(r.Options, coapx.OptionMessageID)
+					id, err := strconv.ParseInt(string(v), 10, 64)
+					if err != nil {
+						t.Errorf("2.04 without a valid 2090: %q", v)
+						return
+					}
+					burstMu.Lock()
+					burst = append(burst, id)
+					burstMu.Unlock()
+					acks.Add(1)
+				}
+			})
+		}
+	}
+	waitAcks := func(n int64) {
+		for end := time.Now().Add(60 * time.Second); acks.Load() < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("burst: only %d of %d uplinks acknowledged", acks.Load(), n)
+			}
+		}
+	}
+	waitAcks(150)
 	c.kill(c.node(holder))
+	killedAt := acks.Load()
+	waitAcks(killedAt + 150) // the survivors go on
+	close(stop)
+	wg.Wait()
+	acked = append(acked, burst...)
 	next := c.waitHolder(fwdLease, holder)
 	for range 10 {
 		for _, nd := range c.nodes {
@@ -503,17 +591,54 @@ func TestClusterThreeNodes(t *testing.T) {
 			acked = append(acked, clusterUplink(t, conns[nd.name], mid, tok, topic, n))
 		}
 	}
-	hook.waitAll(t, acked)
-	if p := c.holder("points"); p == "" || p == holder {
-		t.Fatalf("points lease held by %q after %s was killed", p, holder)
+	// Every acknowledged uplink is stored (once: ids are distinct)...
+	stored := map[int64]bool{}
+	for after := int64(0); ; {
+		var page struct {
+			Items []struct{ ID string } `json:"items"`
+		}
+		path := "/messages?order=asc&limit=1000"
+		if after > 0 {
+			path += fmt.Sprintf("&after=%d", after)
+		}
+		c.call(next0(c, holder), "GET", path, nil, &page)
+		if len(page.Items) == 0 {
+			break
+		}
+		for _, it := range page.Items {
+			id, _ := strconv.ParseInt(it.ID, 10, 64)
+			stored[id] = true
+			after = id
+		}
 	}
-	// The projector (wherever it runs) brings the latest point up to the last uplink.
+	for _, id := range acked {
+		if !stored[id] {
+			t.Fatalf("acknowledged uplink %d is not stored", id)
+		}
+	}
+	// ...and delivered at least once.
+	hook.waitAll(t, acked)
+	// Phase 3: the point projector's holder is killed too (unless it was
+	// the node killed above); the last node takes the lease and the latest
+	// point follows the uplinks sent through it.
+	pointsHolder := c.waitHolder("points", holder)
+	dead := map[string]bool{holder: true}
+	if pointsHolder != holder {
+		c.kill(c.node(pointsHolder))
+		dead[pointsHolder] = true
+		pointsHolder = c.waitHolder("points", pointsHolder)
+	}
 	var alive *clusterNode
 	for _, nd := range c.nodes {
-		if nd.name != holder {
+		if !dead[nd.name] {
 			alive = nd
 			break
 		}
+	}
+	for range 5 {
+		mid++
+		n++
+		acked = append(acked, clusterUplink(t, conns[alive.name], mid, tok, topic, n))
 	}
 	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var pts struct {
@@ -523,12 +648,20 @@ func TestClusterThreeNodes(t *testing.T) {
 			} `json:"items"`
 		}
 		c.call(alive, "GET", "/devices/"+url.PathEscape(prod.ProductKey)+"/"+dev.DeviceKey+"/measurepoints", nil, &pts)
-		if len(pts.Items) == 1 && fmt.Sprint(pts.Items[0].Value) == strconv.Itoa(n) {
+		if slices.ContainsFunc(pts.Items, func(p struct {
+			Name  string `json:"name"`
+			Value any    `json:"value"`
+		}) bool {
+			return p.Name == "n" && fmt.Sprint(p.Value) == strconv.Itoa(n)
+		}) {
 			break
 		}
 		if time.Now().After(end) {
 			t.Fatalf("latest point never reached n=%d: %+v", n, pts)
 		}
 	}
-	t.Logf("after SIGKILL of %s: forwarding lease on %s, %d acknowledged uplinks all delivered", holder, next, len(acked))
+	hook.waitAll(t, acked)
+	t.Logf("burst: %d uplinks acknowledged (%d before SIGKILL of %s); forwarding lease then on %s; all acknowledged uplinks stored and delivered; "+
+		"points lease finally on %s, latest point current; %d uplinks in all delivered at least once",
+		len(burst), killedAt, holder, next, pointsHolder, len(acked))
 }
