@@ -103,20 +103,26 @@ stream {
 
 // publishes reads a node's count of stored uplinks from its metrics.
 func publishes(t *testing.T, nd *clusterNode) int {
+	return int(metricSum(t, nd, "coapgate_publish_total{", `result="stored"`))
+}
+
+// metricSum adds up a node's samples whose line starts with prefix and
+// contains label.
+func metricSum(t *testing.T, nd *clusterNode, prefix, label string) float64 {
 	t.Helper()
 	resp, err := http.Get(nd.api + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	total := 0
+	total := 0.0
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		l := sc.Text()
-		if strings.HasPrefix(l, "coapgate_publish_total{") && strings.Contains(l, `result="stored"`) {
+		if strings.HasPrefix(l, prefix) && strings.Contains(l, label) {
 			f := strings.Fields(l)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			total += int(v)
+			total += v
 		}
 	}
 	return total

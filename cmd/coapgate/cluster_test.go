@@ -453,6 +453,14 @@ func TestClusterThreeNodes(t *testing.T) {
 	}
 	hook.mu.Unlock()
 	holder := c.waitHolder(fwdLease, "")
+	// Two leases in the cluster (points, the rule's action), each held once.
+	held := 0.0
+	for _, nd := range c.nodes {
+		held += metricSum(t, nd, "coapgate_cluster_leases_held", "")
+	}
+	if held != 2 {
+		t.Fatalf("nodes report %v leases held in all, want 2", held)
+	}
 	t.Logf("normal case: %d uplinks through 3 nodes, each delivered once; forwarding lease on %s, points lease on %s",
 		len(acked), holder, c.holder("points"))
 

@@ -168,7 +168,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Log: s.store, Store: s.store, Notify: s.store, Decode: decodePoints,
 		Registerer: reg, Logger: log,
 	})
-	leases, monitorLeases, err := newLeases(cfg, log)
+	leases, monitorLeases, err := newLeases(cfg, reg, log)
 	if err != nil {
 		return nil, err
 	}

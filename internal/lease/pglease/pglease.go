@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configures New. URL is required.
@@ -33,8 +34,11 @@ type Options struct {
 	Retry time.Duration
 	// Check is how often the connection of held leases is pinged
 	// (default 1 s).
-	Check  time.Duration
-	Logger *slog.Logger
+	Check time.Duration
+	// Registerer, when set, gets coapgate_cluster_leases_held and
+	// coapgate_cluster_lease_connection_drops_total.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // queryTimeout bounds one statement on the lease connection.
@@ -52,6 +56,8 @@ type Elector struct {
 	gen    uint64     // incremented on every new connection
 	held   map[string]*holding
 	closed bool // Monitor ended: no new connection
+
+	drops prometheus.Counter
 }
 
 // ErrClosed is returned once Monitor has ended: the node gives up its
@@ -78,10 +84,25 @@ func New(o Options) (*Elector, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Elector{
+	e := &Elector{
 		o: o, log: o.Logger.With("component", "lease", "node", o.Node),
 		held: make(map[string]*holding),
-	}, nil
+		drops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coapgate_cluster_lease_connection_drops_total",
+			Help: "Lease connections lost (every lease held on one is given up).",
+		}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(e.drops, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coapgate_cluster_leases_held",
+			Help: "Leases of background work (point projector, forwarding actions) this node holds.",
+		}, func() float64 {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return float64(len(e.held))
+		}))
+	}
+	return e, nil
 }
 
 // key maps a lease name to its advisory lock key within schema.
@@ -136,6 +157,7 @@ func (e *Elector) drop(reason error) {
 		h.cancel()
 		delete(e.held, name)
 	}
+	e.drops.Inc()
 	e.log.Warn("lease connection dropped; leases released", "err", reason)
 }
 
