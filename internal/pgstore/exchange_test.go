@@ -65,6 +65,33 @@ func TestExchangeStoredOnce(t *testing.T) {
 	if late.ID == m1.ID {
 		t.Fatal("a Message ID reused after EXCHANGE_LIFETIME was taken for a retransmission")
 	}
+	// A large batch (one lookup, one upsert): known keys, a key twice in
+	// the batch and new keys.
+	var big []*message.Message
+	for i := range smallExchangeBatch + 4 {
+		big = append(big, up(uint16(100+i)))
+	}
+	big = append(big, up(7), up(100)) // known (late's); repeated here
+	if err := a.Append(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	if got := big[len(big)-2].ID; got != late.ID {
+		t.Fatalf("large batch: known exchange got id %d, want %d", got, late.ID)
+	}
+	if big[len(big)-1].ID != big[0].ID {
+		t.Fatalf("large batch: repeated key got ids %d and %d", big[0].ID, big[len(big)-1].ID)
+	}
+	again := up(uint16(100 + smallExchangeBatch))
+	if err := b.Append(ctx, []*message.Message{again}); err != nil || again.ID != big[smallExchangeBatch].ID {
+		t.Fatalf("key recorded by a large batch: id %d, want %d (%v)", again.ID, big[smallExchangeBatch].ID, err)
+	}
+	all, err = a.List(ctx, message.Query{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 4 + smallExchangeBatch + 4; len(all) != want {
+		t.Fatalf("stored %d entries, want %d", len(all), want)
+	}
 	// Entries without an exchange (NON, events) are never merged.
 	n1 := &message.Message{ProductKey: "pk", DeviceKey: "dk", Topic: "/t", ReceivedAt: time.Now()}
 	n2 := &message.Message{ProductKey: "pk", DeviceKey: "dk", Topic: "/t", ReceivedAt: time.Now()}
