@@ -27,6 +27,8 @@ const followBatch = 1000
 // the cluster, per node. notify (may be nil) wakes it; it polls every
 // poll otherwise. It returns when ctx ends.
 func (q *Queue) Follow(ctx context.Context, log LogReader, notify message.Notifier, poll time.Duration) {
+	q.following.Store(true)
+	defer q.following.Store(false)
 	var cursor int64
 	started, failing := false, false
 	for ctx.Err() == nil {
@@ -45,13 +47,17 @@ func (q *Queue) Follow(ctx context.Context, log LogReader, notify message.Notifi
 				if len(head) > 0 {
 					cursor = head[0].ID
 				}
+				q.recountMu.Lock()
 				counts, err := q.o.Store.PendingCommandCounts(ctx, q.o.Now())
+				if err == nil {
+					q.mu.Lock()
+					q.pending = counts
+					q.mu.Unlock()
+				}
+				q.recountMu.Unlock()
 				if err != nil {
 					return false, fmt.Errorf("load pending commands: %w", err)
 				}
-				q.mu.Lock()
-				q.pending = counts
-				q.mu.Unlock()
 				started = true
 			}
 			ms, err := log.List(ctx, message.Query{AfterID: cursor, IncludeEvents: true, Limit: followBatch})
@@ -98,8 +104,11 @@ func (q *Queue) Follow(ctx context.Context, log LogReader, notify message.Notifi
 	}
 }
 
-// recount sets k's pending count from the store.
+// recount sets k's pending count from the store. Recounts run one at a
+// time, so a slower, older answer never overwrites a newer one.
 func (q *Queue) recount(ctx context.Context, k DeviceKey) error {
+	q.recountMu.Lock()
+	defer q.recountMu.Unlock()
 	cs, err := q.o.Store.ListCommands(ctx, ListQuery{ProductKey: k.ProductKey, DeviceKey: k.DeviceKey, State: StatePending, Limit: 1000})
 	if err != nil {
 		return fmt.Errorf("count pending commands of %s/%s: %w", k.ProductKey, k.DeviceKey, err)
