@@ -10,6 +10,9 @@ need=()
 { command -v coap-client-notls && command -v coap-client-openssl && command -v coap-client-gnutls; } >/dev/null 2>&1 || need+=(libcoap3-bin)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# native DTLS engine interop: gnutls-cli, and an mbedTLS client built with gcc
+command -v gnutls-cli >/dev/null 2>&1 || need+=(gnutls-bin)
+{ command -v gcc && [ -e /usr/include/mbedtls/ssl.h ]; } >/dev/null 2>&1 || need+=(gcc libmbedtls-dev)
 command -v chromium >/dev/null 2>&1 || need+=(chromium) # the web console's browser tests
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

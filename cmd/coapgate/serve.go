@@ -26,6 +26,7 @@ import (
 	"github.com/coapgate/coapgate/internal/console"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx"
+	"github.com/coapgate/coapgate/internal/dtlsx/native"
 	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/forward"
 	"github.com/coapgate/coapgate/internal/forward/mqttout"
@@ -61,6 +62,7 @@ type server struct {
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
 	dtls     *dtlsx.Server
+	dtlsNat  *native.Server // dtls.engine native (instead of dtls)
 	// flushPresence records offline transitions due at now and writes the
 	// presence table (tests call it with a clock of their own).
 	flushPresence func(now time.Time)
@@ -258,7 +260,20 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 
 	var dtlsCoAP *coapx.Server
-	if cfg.DTLS.Listen != "" {
+	if cfg.DTLS.Listen != "" && cfg.DTLS.Engine == "native" {
+		dtlsGW := newGateway(message.TransportDTLS, false)
+		gateways = append(gateways, dtlsGW)
+		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
+		dtlsGW.SetRequester(dtlsCoAP)
+		pushers = append(pushers, dtlsGW) // a live DTLS session first
+		if s.dtlsNat, err = newNativeDTLS(cfg, dtlsGW, dtlsCoAP, reg, log); err != nil {
+			return nil, err
+		}
+		if s.dtlsConn, err = listenUDP(cfg.DTLS.Listen); err != nil {
+			return nil, fmt.Errorf("dtls.listen: %w", err)
+		}
+	}
+	if cfg.DTLS.Listen != "" && cfg.DTLS.Engine != "native" {
 		dtlsGW := newGateway(message.TransportDTLS, false)
 		gateways = append(gateways, dtlsGW)
 		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
@@ -350,14 +365,18 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			}
 		})
 	}
-	if s.dtls != nil {
+	if s.dtls != nil || s.dtlsNat != nil {
 		s.wg.Go(func() {
 			if err := dtlsCoAP.Run(runCtx); err != nil {
 				s.fail(fmt.Errorf("coap-dtls: %w", err))
 			}
 		})
 		s.wg.Go(func() {
-			if err := s.dtls.Serve(runCtx, s.dtlsConn); err != nil {
+			serve := s.dtls.Serve
+			if s.dtlsNat != nil {
+				serve = s.dtlsNat.Serve
+			}
+			if err := serve(runCtx, s.dtlsConn); err != nil {
 				s.fail(fmt.Errorf("dtls: %w", err))
 			}
 		})

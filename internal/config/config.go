@@ -157,6 +157,11 @@ type DTLS struct {
 	// state is kept (about 200 bytes instead of tens of KB) until its next
 	// datagram resumes it. 0 disables hibernation.
 	HibernateAfter time.Duration `yaml:"hibernate_after"`
+	// Engine selects the DTLS implementation: "pion" (pion/dtls
+	// connections, the default) or "native" (the event-driven engine of
+	// internal/dtlsx/engine; handshake_rate, cookie_timeout and
+	// hibernate_after do not apply to it).
+	Engine string `yaml:"engine"`
 }
 
 // Auth configures device authentication.
@@ -255,6 +260,7 @@ func Default() Config {
 			CookieTimeout:    5 * time.Second,
 			IdleTimeout:      time.Hour,
 			HibernateAfter:   10 * time.Second,
+			Engine:           "pion",
 		},
 		Auth: Auth{
 			TokenTTL:       7 * 24 * time.Hour,
@@ -334,6 +340,9 @@ func (c Config) Validate() error {
 	}
 	if c.DTLS.HandshakeTimeout < time.Second || c.DTLS.CookieTimeout < 100*time.Millisecond || c.DTLS.IdleTimeout < time.Second {
 		bad("dtls.handshake_timeout and dtls.idle_timeout must be >= 1s, dtls.cookie_timeout >= 100ms")
+	}
+	if c.DTLS.Engine != "pion" && c.DTLS.Engine != "native" {
+		bad("dtls.engine must be pion or native")
 	}
 	if c.DTLS.HibernateAfter != 0 && c.DTLS.HibernateAfter < time.Second {
 		bad("dtls.hibernate_after must be 0 (off) or >= 1s")

@@ -1,0 +1,626 @@
+// Package engine is an event-driven DTLS 1.2 server (RFC 6347): its own
+// handshake state machine, stateless cookie, session table and timers,
+// built on pion/dtls's exported record, handshake and extension codecs and
+// its record protection and PRF packages.
+//
+// The engine runs no goroutine of its own and none per session. The caller
+// feeds it datagrams (HandleDatagram) and the time (Tick, at or after
+// NextDeadline); it writes datagrams through Config.Send and hands decrypted
+// application data to Config.OnData. Serve does both on a net.PacketConn
+// from one goroutine. All methods are safe for concurrent use.
+//
+// A ClientHello without a valid cookie is answered with a HelloVerifyRequest
+// computed from the client's address and ClientHello alone (HMAC with a
+// rotated secret), so that spoofed sources cause no allocation of state.
+package engine
+
+import (
+	"container/heap"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Config configures an Engine. Zero values take the defaults in brackets.
+type Config struct {
+	// PSK returns the pre-shared key for a PSK identity; an error or an
+	// empty key refuses the handshake with an unknown_psk_identity alert.
+	// It runs on the caller of HandleDatagram, under the engine's lock.
+	PSK func(identity []byte, from netip.AddrPort) ([]byte, error)
+	// Certificates are the server's chains: one with an RSA key enables the
+	// RSA key transport suites (RSASuites), one with an ECDSA P-256 key the
+	// ECDHE_ECDSA suites (ECDHESuites).
+	Certificates []tls.Certificate
+	// Suites is the server's preference order [ECDHESuites and RSASuites
+	// for the certificates there are, then DefaultSuites if PSK is set].
+	// The first suite of this list that the client offers (and, for
+	// ECDHE, whose curve and signature algorithm it supports) is chosen.
+	Suites []uint16
+	// Send writes one datagram to addr. Required.
+	Send func(b []byte, addr netip.AddrPort)
+	// OnData receives the decrypted application data of a session. It is
+	// called without the engine's lock held, so it may call Write.
+	OnData func(s *Session, b []byte)
+	// OnEstablished is called (without the lock) when a handshake
+	// completes, before any of the session's data is delivered.
+	OnEstablished func(s *Session)
+	// SessionIdleTimeout, when set, gives the idle timeout of a new
+	// session from its PSK identity (nil for certificate sessions); 0
+	// keeps IdleTimeout. It runs under the engine's lock.
+	SessionIdleTimeout func(identity []byte) time.Duration
+	// OnHandshakeFailure, when set, is called with the reason of every
+	// failed handshake (under the engine's lock: count, do not block).
+	OnHandshakeFailure func(reason string)
+	// OnClose is called (without the lock) when a session ends.
+	OnClose func(s *Session, reason string)
+	// ConnectionID enables RFC 9146 Connection IDs: a client that offers
+	// the extension gets an 8-byte CID, so that its session survives a
+	// change of address (NAT rebinding).
+	ConnectionID bool
+	// MTU bounds every datagram the engine sends [1200].
+	MTU int
+	// MaxHandshakeMessage bounds the declared length of a handshake
+	// message from a client [8192].
+	MaxHandshakeMessage int
+	// MaxHandshakes bounds handshakes in progress [1024].
+	MaxHandshakes int
+	// MaxSessions bounds established sessions [100000].
+	MaxSessions int
+	// RetransmitInitial is the first flight retransmission timeout; it
+	// doubles on each retransmission up to RetransmitMax (RFC 6347
+	// §4.2.4.1) [1s, 60s].
+	RetransmitInitial, RetransmitMax time.Duration
+	// MaxRetransmits bounds the retransmissions of one flight before the
+	// handshake is dropped [4].
+	MaxRetransmits int
+	// HandshakeTimeout bounds a handshake from the verified ClientHello to
+	// the server's Finished [10s].
+	HandshakeTimeout time.Duration
+	// IdleTimeout ends a session without any authenticated record from the
+	// peer for this long [5m].
+	IdleTimeout time.Duration
+	// CipherCacheIdle: a session keeps its expanded record protection
+	// (AES key schedules) while it has traffic and drops it after this long
+	// without, keeping only the key block [10s].
+	CipherCacheIdle time.Duration
+	// CookieRotate is the lifetime of a cookie secret [2m].
+	CookieRotate time.Duration
+	// Rand is the source of randoms [crypto/rand.Reader].
+	Rand io.Reader
+}
+
+// Reasons a handshake fails or a session ends (Stats map keys).
+const (
+	ReasonTimeout        = "timeout"
+	ReasonUnknownPSK     = "unknown_psk_identity"
+	ReasonBadFinished    = "bad_finished"
+	ReasonNoSuite        = "no_common_suite"
+	ReasonBadMessage     = "bad_message"
+	ReasonPeerAlert      = "peer_alert"
+	ReasonLimit          = "limit_handshakes"
+	ReasonLimitSessions  = "limit_sessions"
+	ReasonBadVersion     = "protocol_version"
+	ReasonReplaced       = "replaced"
+	ReasonRestarted      = "client_restarted"
+	CloseIdle            = "idle"
+	ClosePeer            = "close_notify"
+	CloseFatal           = "peer_fatal_alert"
+	CloseLocal           = "local"
+	reasonFragmentedHell = "fragmented_client_hello"
+)
+
+// Stats are the engine's counters; the figures the tests assert on.
+type Stats struct {
+	HelloVerifyRequests uint64 // HelloVerifyRequests sent (stateless)
+	BadCookies          uint64 // ClientHellos with a non-empty, invalid cookie
+	HandshakeStates     uint64 // handshake states ever allocated
+	HandshakesActive    int    // handshakes in progress now
+	HandshakesDone      uint64 // handshakes completed
+	HandshakeFailures   map[string]uint64
+	Sessions            int // established sessions now
+	SessionsClosed      map[string]uint64
+	Retransmits         uint64 // flights retransmitted
+	RecordsBadMAC       uint64 // records failing authentication
+	RecordsReplayed     uint64 // records rejected by the replay window
+	RecordsMalformed    uint64 // records or fragments rejected by parsing
+	RecordsDropped      uint64 // well-formed records with no use in the current state
+	Renegotiations      uint64 // renegotiation attempts refused
+	Migrations          uint64 // sessions moved to a new address by a CID record
+	Imports             uint64 // sessions installed by Import
+}
+
+// Engine is a DTLS 1.2 server.
+type Engine struct {
+	cfg     Config
+	rsaCert *tls.Certificate
+	ecCert  *tls.Certificate
+
+	mu       sync.Mutex
+	cookies  *cookieJar
+	hs       map[netip.AddrPort]*handshake
+	sessions map[netip.AddrPort]*Session
+	byCID    map[string]*Session
+	cidLen   int
+	timers   timerHeap
+	now      time.Time // the latest time the caller gave
+	st       Stats
+	out      []byte // datagram under construction
+	deliver  []delivery
+	closed   []closing
+}
+
+type delivery struct {
+	s  *Session
+	b  []byte
+	up bool // the session was established (OnEstablished)
+}
+
+type closing struct {
+	s      *Session
+	reason string
+}
+
+// New returns an engine; now starts the cookie secret's first period.
+func New(cfg Config, now time.Time) (*Engine, error) {
+	if cfg.Send == nil {
+		return nil, errors.New("engine: Config.Send is required")
+	}
+	var rsaCert, ecCert *tls.Certificate
+	for i := range cfg.Certificates {
+		c := &cfg.Certificates[i]
+		if len(c.Certificate) == 0 {
+			return nil, errors.New("engine: a certificate without its chain")
+		}
+		switch k := c.PrivateKey.(type) {
+		case *rsa.PrivateKey:
+			rsaCert = c
+		case *ecdsa.PrivateKey:
+			if k.Curve != elliptic.P256() {
+				return nil, errors.New("engine: ECDSA certificates must use P-256")
+			}
+			ecCert = c
+		default:
+			return nil, fmt.Errorf("engine: unsupported private key %T", c.PrivateKey)
+		}
+	}
+	if len(cfg.Suites) == 0 {
+		if ecCert != nil {
+			cfg.Suites = append(cfg.Suites, ECDHESuites...)
+		}
+		if rsaCert != nil {
+			cfg.Suites = append(cfg.Suites, RSASuites...)
+		}
+		if cfg.PSK != nil {
+			cfg.Suites = append(cfg.Suites, DefaultSuites...)
+		}
+	}
+	for _, id := range cfg.Suites {
+		st := suites[id]
+		switch {
+		case st == nil:
+			return nil, fmt.Errorf("engine: unsupported cipher suite %s", SuiteName(id))
+		case st.psk && cfg.PSK == nil:
+			return nil, fmt.Errorf("engine: %s needs Config.PSK", st.name)
+		case st.ecdhe && ecCert == nil:
+			return nil, fmt.Errorf("engine: %s needs an ECDSA certificate", st.name)
+		case !st.psk && !st.ecdhe && rsaCert == nil:
+			return nil, fmt.Errorf("engine: %s needs an RSA certificate", st.name)
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defi := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defi(&cfg.MTU, 1200)
+	defi(&cfg.MaxHandshakeMessage, 8192)
+	defi(&cfg.MaxHandshakes, 1024)
+	defi(&cfg.MaxSessions, 100000)
+	defi(&cfg.MaxRetransmits, 4)
+	def(&cfg.RetransmitInitial, time.Second)
+	def(&cfg.RetransmitMax, 60*time.Second)
+	def(&cfg.HandshakeTimeout, 10*time.Second)
+	def(&cfg.IdleTimeout, 5*time.Minute)
+	def(&cfg.CookieRotate, 2*time.Minute)
+	def(&cfg.CipherCacheIdle, 10*time.Second)
+	if cfg.MTU < 256 {
+		return nil, fmt.Errorf("engine: MTU %d below 256", cfg.MTU)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	cidLen := 0
+	if cfg.ConnectionID {
+		cidLen = cidSize
+	}
+	return &Engine{
+		rsaCert:  rsaCert,
+		ecCert:   ecCert,
+		cfg:      cfg,
+		now:      now,
+		cidLen:   cidLen,
+		byCID:    make(map[string]*Session),
+		cookies:  newCookieJar(now, cfg.CookieRotate),
+		hs:       make(map[netip.AddrPort]*handshake),
+		sessions: make(map[netip.AddrPort]*Session),
+		st:       Stats{HandshakeFailures: map[string]uint64{}, SessionsClosed: map[string]uint64{}},
+	}, nil
+}
+
+// Stats returns a copy of the counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.st
+	s.HandshakesActive = len(e.hs)
+	s.Sessions = len(e.sessions)
+	s.HandshakeFailures = make(map[string]uint64, len(e.st.HandshakeFailures))
+	for k, v := range e.st.HandshakeFailures {
+		s.HandshakeFailures[k] = v
+	}
+	s.SessionsClosed = make(map[string]uint64, len(e.st.SessionsClosed))
+	for k, v := range e.st.SessionsClosed {
+		s.SessionsClosed[k] = v
+	}
+	return s
+}
+
+// Session returns the established session of addr, or nil.
+func (e *Engine) Session(addr netip.AddrPort) *Session {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sessions[addr]
+}
+
+// HandleDatagram processes one datagram received from addr at now.
+func (e *Engine) HandleDatagram(b []byte, addr netip.AddrPort, now time.Time) {
+	e.mu.Lock()
+	e.now = now
+	e.cookies.rotate(now)
+	for len(b) > 0 {
+		r, rest, err := splitRecord(b, e.cidLen)
+		if err != nil {
+			e.st.RecordsMalformed++
+			break
+		}
+		b = rest
+		if !r.validVersion() {
+			e.st.RecordsMalformed++
+			continue
+		}
+		e.handleRecord(&r, addr, now)
+	}
+	e.unlockAndNotify()
+}
+
+// unlockAndNotify releases the lock, then runs the callbacks collected
+// while it was held.
+// A handshake completed by ProvidePSK runs OnEstablished on that
+// goroutine, so OnData of the session's first records may run before or
+// during it on the read loop's.
+func (e *Engine) unlockAndNotify() {
+	d, c := e.deliver, e.closed
+	e.deliver, e.closed = nil, nil
+	e.mu.Unlock()
+	for _, x := range d {
+		switch {
+		case x.up:
+			if e.cfg.OnEstablished != nil {
+				e.cfg.OnEstablished(x.s)
+			}
+		case e.cfg.OnData != nil:
+			e.cfg.OnData(x.s, x.b)
+		}
+	}
+	for _, x := range c {
+		if e.cfg.OnClose != nil {
+			e.cfg.OnClose(x.s, x.reason)
+		}
+	}
+}
+
+func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
+	if r.typ == ctCID {
+		if h := e.hs[addr]; h != nil && len(h.rcid) > 0 && string(h.rcid) == string(r.cid) {
+			e.handshakeRecord(h, r, now) // the client's Finished (kept if early)
+			return
+		}
+		if s := e.byCID[string(r.cid)]; s != nil {
+			e.sessionRecord(s, r, addr, now)
+			return
+		}
+		e.st.RecordsDropped++
+		return
+	}
+	if h := e.hs[addr]; h != nil {
+		e.handshakeRecord(h, r, now)
+		return
+	}
+	if r.epoch == 0 {
+		if r.typ == ctHandshake && len(r.body) > 0 && r.body[0] == htClientHello {
+			e.clientHello(r, addr, now)
+			return
+		}
+		if s := e.sessions[addr]; s != nil && s.hs != nil && r.typ == ctHandshake {
+			// A retransmitted ClientKeyExchange: the server's final
+			// flight was lost.
+			e.sendFlight(s.hs)
+			e.st.Retransmits++
+			return
+		}
+		e.st.RecordsDropped++
+		return
+	}
+	if s := e.sessions[addr]; s != nil {
+		e.sessionRecord(s, r, addr, now)
+		return
+	}
+	e.st.RecordsDropped++
+}
+
+// fail ends a handshake, sending a fatal alert when desc >= 0.
+func (e *Engine) fail(h *handshake, reason string, desc int) {
+	if desc >= 0 {
+		e.sendPlainAlert(h, alertFatal, byte(desc))
+	}
+	e.st.HandshakeFailures[reason]++
+	if e.cfg.OnHandshakeFailure != nil {
+		e.cfg.OnHandshakeFailure(reason)
+	}
+	delete(e.hs, h.addr)
+	h.gen++
+}
+
+// closeSession removes s from the table.
+func (e *Engine) closeSession(s *Session, reason string) {
+	if e.sessions[s.addr] == s {
+		delete(e.sessions, s.addr)
+	}
+	if len(s.rcid) > 0 && e.byCID[string(s.rcid)] == s {
+		delete(e.byCID, string(s.rcid))
+	}
+	s.closed = true
+	s.hs = nil
+	e.st.SessionsClosed[reason]++
+	e.closed = append(e.closed, closing{s, reason})
+}
+
+// sendPlainAlert sends an epoch-0 alert during a handshake.
+func (e *Engine) sendPlainAlert(h *handshake, level, desc byte) {
+	b := make([]byte, recordHeaderLen+2)
+	putRecordHeader(b, ctAlert, 0, h.nextSeq0(), 2)
+	b[13], b[14] = level, desc
+	e.cfg.Send(b, h.addr)
+}
+
+// Tick runs the timers due at now and returns the next deadline (zero when
+// none is pending).
+func (e *Engine) Tick(now time.Time) time.Time {
+	e.mu.Lock()
+	e.now = now
+	e.cookies.rotate(now)
+	for len(e.timers) > 0 && !e.timers[0].at.After(now) {
+		t := heap.Pop(&e.timers).(timer)
+		e.fire(t, now)
+	}
+	next := time.Time{}
+	if len(e.timers) > 0 {
+		next = e.timers[0].at
+	}
+	e.unlockAndNotify()
+	return next
+}
+
+// NextDeadline returns when Tick should next run (zero: no timer).
+func (e *Engine) NextDeadline() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.timers) == 0 {
+		return time.Time{}
+	}
+	return e.timers[0].at
+}
+
+func (e *Engine) fire(t timer, now time.Time) {
+	switch t.kind {
+	case timerHandshake:
+		h := t.h
+		if e.hs[h.addr] != h || h.gen != t.gen {
+			return
+		}
+		if !now.Before(h.deadline) || h.tries >= e.cfg.MaxRetransmits {
+			e.fail(h, ReasonTimeout, -1)
+			return
+		}
+		h.tries++
+		h.timeout = min(2*h.timeout, e.cfg.RetransmitMax)
+		e.sendFlight(h)
+		e.st.Retransmits++
+		e.armHandshake(h, now)
+	case timerRetain:
+		if s := t.s; s.hs != nil && s.hs.gen == t.gen {
+			s.hs = nil
+		}
+	case timerIdle:
+		s := t.s
+		if s.closed || s.gen != t.gen {
+			return
+		}
+		end := s.lastSeen.Add(s.idle)
+		if !end.After(now) {
+			e.closeSession(s, CloseIdle)
+			return
+		}
+		if s.cipher != nil && !s.lastUse.Add(e.cfg.CipherCacheIdle).After(now) {
+			s.cipher = nil // rebuilt from the key block on the next record
+		}
+		e.armSession(s, now)
+	}
+}
+
+// armSession schedules the session's next check: the release of its
+// record protection or the end of its idle timeout, whichever is first.
+func (e *Engine) armSession(s *Session, now time.Time) {
+	s.gen++
+	if s.idle == 0 {
+		s.idle = e.cfg.IdleTimeout
+		if e.cfg.SessionIdleTimeout != nil {
+			if d := e.cfg.SessionIdleTimeout(s.identity); d > 0 {
+				s.idle = d
+			}
+		}
+	}
+	at := s.lastSeen.Add(s.idle)
+	if s.cipher != nil {
+		if c := s.lastUse.Add(e.cfg.CipherCacheIdle); c.Before(at) {
+			at = c
+		}
+	}
+	if !at.After(now) {
+		at = now.Add(time.Millisecond)
+	}
+	e.pushTimer(timer{at: at, s: s, kind: timerIdle, gen: s.gen})
+}
+
+// touch notes a use of the session's record protection; if it has to be
+// rebuilt, the session's timer is brought forward to release it again.
+func (e *Engine) touch(s *Session, now time.Time) {
+	s.lastUse = now
+	if s.cipher == nil {
+		s.rc()
+		e.armSession(s, now)
+	}
+}
+
+// armHandshake schedules the next retransmission (or the handshake's end).
+func (e *Engine) armHandshake(h *handshake, now time.Time) {
+	h.gen++
+	at := now.Add(h.timeout)
+	if at.After(h.deadline) {
+		at = h.deadline
+	}
+	e.pushTimer(timer{at: at, h: h, kind: timerHandshake, gen: h.gen})
+}
+
+// Write sends b as one application data record to the session of addr.
+func (e *Engine) Write(addr netip.AddrPort, b []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.sessions[addr]
+	if s == nil {
+		return ErrNoSession
+	}
+	if len(b) > maxRecordPlaintext {
+		return fmt.Errorf("engine: %d bytes exceed one record", len(b))
+	}
+	e.touch(s, e.now)
+	rec, err := s.seal(ctApplicationData, b)
+	if err != nil {
+		return err
+	}
+	e.cfg.Send(rec, addr)
+	return nil
+}
+
+// WriteSession sends b as one application data record on s, wherever its
+// peer is now (a CID session may have moved).
+func (e *Engine) WriteSession(s *Session, b []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.closed {
+		return ErrNoSession
+	}
+	if len(b) > maxRecordPlaintext {
+		return fmt.Errorf("engine: %d bytes exceed one record", len(b))
+	}
+	e.touch(s, e.now)
+	rec, err := s.seal(ctApplicationData, b)
+	if err != nil {
+		return err
+	}
+	e.cfg.Send(rec, s.addr)
+	return nil
+}
+
+// Peer returns the current address of s's peer.
+func (e *Engine) Peer(s *Session) netip.AddrPort {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return s.addr
+}
+
+// CloseSession ends s with a close_notify alert.
+func (e *Engine) CloseSession(s *Session) {
+	e.mu.Lock()
+	if !s.closed {
+		if rec, err := s.seal(ctAlert, []byte{alertWarning, alertCloseNotify}); err == nil {
+			e.cfg.Send(rec, s.addr)
+		}
+		e.closeSession(s, CloseLocal)
+	}
+	e.unlockAndNotify()
+}
+
+// Close ends the session of addr with a close_notify alert.
+func (e *Engine) Close(addr netip.AddrPort) {
+	e.mu.Lock()
+	if s := e.sessions[addr]; s != nil {
+		if rec, err := s.seal(ctAlert, []byte{alertWarning, alertCloseNotify}); err == nil {
+			e.cfg.Send(rec, addr)
+		}
+		e.closeSession(s, CloseLocal)
+	}
+	e.unlockAndNotify()
+}
+
+// ErrNoSession: no established session for the address.
+var ErrNoSession = errors.New("engine: no session for the address")
+
+// timer kinds.
+const (
+	timerHandshake = iota // retransmission or end of a handshake
+	timerRetain           // release of a finished handshake's last flight
+	timerIdle             // idle check of a session
+)
+
+type timer struct {
+	at   time.Time
+	h    *handshake // timerHandshake
+	s    *Session   // timerRetain, timerIdle
+	kind uint8
+	gen  uint32
+}
+
+// timerHeap is a min-heap of timers; stale entries (generation moved on)
+// are skipped when they fire.
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = timer{} // drop the references held by the backing array
+	*h = old[:len(old)-1]
+	if cap(*h) > 64 && len(*h) < cap(*h)/4 {
+		*h = append(timerHeap(nil), *h...) // give back a drained heap's memory
+	}
+	return t
+}
+
+func heapPush(h *timerHeap, t timer) { heap.Push(h, t) }

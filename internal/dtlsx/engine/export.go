@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Exported session format, version 1 (all integers big-endian):
+//
+//	version(1) suite(2) addr_len(1) addr(AddrPort.MarshalBinary)
+//	identity_len(2) identity rcid_len(1) rcid wcid_len(1) wcid
+//	write_seq(8) window_top(8) window_bits(8) window_any(1)
+//	keys_len(1) keys
+//
+// It holds the session's keys: whoever stores or ships it must protect it
+// like the keys themselves.
+const exportVersion = 1
+
+var errBadExport = errors.New("engine: malformed exported session")
+
+// Export returns the established session of addr as bytes that Import
+// turns back into a working session, on this engine or another one with
+// the same configuration.
+func (e *Engine) Export(addr netip.AddrPort) ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.sessions[addr]
+	if s == nil {
+		return nil, ErrNoSession
+	}
+	a, _ := s.addr.MarshalBinary()
+	b := make([]byte, 0, 64+len(a)+len(s.identity)+len(s.keys))
+	b = append(b, exportVersion)
+	b = binary.BigEndian.AppendUint16(b, s.suite.id)
+	b = append(b, byte(len(a)))
+	b = append(b, a...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s.identity)))
+	b = append(b, s.identity...)
+	b = append(b, byte(len(s.rcid)))
+	b = append(b, s.rcid...)
+	b = append(b, byte(len(s.wcid)))
+	b = append(b, s.wcid...)
+	b = binary.BigEndian.AppendUint64(b, s.wseq)
+	b = binary.BigEndian.AppendUint64(b, s.win.top)
+	b = binary.BigEndian.AppendUint64(b, s.win.bits)
+	anyRec := byte(0)
+	if s.win.any {
+		anyRec = 1
+	}
+	b = append(b, anyRec)
+	b = append(b, byte(len(s.keys)))
+	b = append(b, s.keys...)
+	return b, nil
+}
+
+// reader consumes an exported session.
+type reader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *reader) take(n int) []byte {
+	if r.bad || n > len(r.b) {
+		r.bad = true
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) u8() int {
+	v := r.take(1)
+	if v == nil {
+		return 0
+	}
+	return int(v[0])
+}
+
+func (r *reader) u16() int {
+	v := r.take(2)
+	if v == nil {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(v))
+}
+
+func (r *reader) u64() uint64 {
+	v := r.take(8)
+	if v == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// Import installs an exported session, replacing any session at its
+// address. The send sequence number moves forward by seqAdvance so that
+// records the exporting node sent after the export are never repeated
+// with the same (epoch, sequence number); the client's replay window
+// accepts the jump.
+func (e *Engine) Import(b []byte, seqAdvance uint64) (*Session, error) {
+	r := &reader{b: b}
+	if r.u8() != exportVersion {
+		return nil, fmt.Errorf("%w: version", errBadExport)
+	}
+	st := suites[uint16(r.u16())]
+	var addr netip.AddrPort
+	if err := addr.UnmarshalBinary(r.take(r.u8())); err != nil || !addr.IsValid() {
+		return nil, fmt.Errorf("%w: address", errBadExport)
+	}
+	identity := append([]byte(nil), r.take(r.u16())...)
+	rcid := append([]byte(nil), r.take(r.u8())...)
+	wcid := append([]byte(nil), r.take(r.u8())...)
+	s := &Session{addr: addr, identity: identity, suite: st}
+	s.wseq = r.u64()
+	s.win.top, s.win.bits = r.u64(), r.u64()
+	switch r.u8() {
+	case 0:
+	case 1:
+		s.win.any = true
+	default:
+		r.bad = true
+	}
+	s.keys = append([]byte(nil), r.take(r.u8())...)
+	switch {
+	case r.bad || len(r.b) != 0:
+		return nil, errBadExport
+	case st == nil || !e.suiteEnabled(st.id):
+		return nil, fmt.Errorf("%w: cipher suite", errBadExport)
+	case len(s.keys) != st.keyBlockLen():
+		return nil, fmt.Errorf("%w: key block", errBadExport)
+	case len(rcid) != 0 && len(rcid) != e.cidLen:
+		return nil, fmt.Errorf("%w: connection ID", errBadExport)
+	case s.wseq > maxSeq || seqAdvance > maxSeq-s.wseq:
+		return nil, fmt.Errorf("%w: sequence numbers exhausted", errBadExport)
+	}
+	if len(rcid) > 0 {
+		s.rcid = rcid
+	}
+	if len(wcid) > 0 {
+		s.wcid = wcid
+	}
+	s.wseq += seqAdvance
+
+	e.mu.Lock()
+	if len(s.rcid) > 0 {
+		if other := e.byCID[string(s.rcid)]; other != nil && other.addr != s.addr {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("engine: connection ID of the imported session in use")
+		}
+	}
+	if old := e.sessions[s.addr]; old != nil {
+		e.closeSession(old, ReasonReplaced)
+	} else if len(e.sessions) >= e.cfg.MaxSessions {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("engine: %d sessions, the limit", len(e.sessions))
+	}
+	s.lastSeen = e.now
+	e.sessions[s.addr] = s
+	if len(s.rcid) > 0 {
+		e.byCID[string(s.rcid)] = s
+	}
+	e.st.Imports++
+	e.armSession(s, e.now)
+	e.unlockAndNotify()
+	return s, nil
+}
+
+func (e *Engine) suiteEnabled(id uint16) bool {
+	for _, x := range e.cfg.Suites {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
