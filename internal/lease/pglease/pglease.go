@@ -175,7 +175,9 @@ func (e *Elector) try(ctx context.Context, name string) (context.Context, *holdi
 	defer cancel()
 	var got bool
 	if err := e.conn.QueryRow(qctx, `SELECT pg_try_advisory_lock($1)`, key(e.schema, name)).Scan(&got); err != nil {
-		if ctx.Err() == nil {
+		// A failure, or a cancellation that closed the connection (and
+		// so released every lock on it): the leases held here are gone.
+		if ctx.Err() == nil || e.conn.IsClosed() {
 			e.drop(err)
 		}
 		return nil, nil, fmt.Errorf("pglease: try %s: %w", name, err)
