@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ingest rate with forwarding to a webhook enabled (issue 5's figure):
+# Ingest rate with forwarding to a webhook enabled (the figure in docs/BENCHMARKS.md):
 # token publishes on 5683 (durable store) with no rule, then with a webhook
 # rule matching every uplink; afterwards, how fast the rule drained its lag.
 # Gateway pinned to core 0 (GOMAXPROCS=1), generator and webhook receiver on

@@ -58,6 +58,25 @@ wait_tcp() {
 	return 1
 }
 
+# wait_owned PID udp|tcp PORT: wait until process PID itself has a socket on
+# 127.0.0.1:PORT (not merely anything: a foreign process on a port picked by
+# free_port must not pass for ours). Fails, printing $SPAWN_LOG when given,
+# as soon as PID exits.
+wait_owned() {
+	local pid=$1 proto=$2 port=$3 i
+	for i in $(seq 1 600); do
+		ss -Hlnp -A "$proto" "sport = :$port" 2>/dev/null | grep -q "pid=$pid," && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "process $pid exited before listening on $proto port $port" >&2
+			[ -n "${SPAWN_LOG:-}" ] && [ -f "$SPAWN_LOG" ] && cat "$SPAWN_LOG" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+	echo "process $pid does not listen on $proto port $port after 60 s" >&2
+	return 1
+}
+
 # start_gateway NAME: starts coapgate pinned, on free ports, with its own
 # data dir; sets GW_PID, GW_COAP, GW_SYM, GW_DTLS, GW_API, GW_KEY, GW_PK.
 # Extra environment (e.g. COAPGATE_...) is passed through.
@@ -73,7 +92,8 @@ start_gateway() {
 		spawn_server "$BIN/coapgate" serve ${GW_ARGS[@]+"${GW_ARGS[@]}"}
 	GW_PID=$SPAWNED
 	GW_LOG=$dir/server.log
-	wait_tcp "$apiport" || { cat "$dir/server.log" >&2; return 1; }
+	wait_owned "$GW_PID" tcp "$apiport" && wait_owned "$GW_PID" udp "${GW_COAP##*:}" ||
+		{ cat "$dir/server.log" >&2; return 1; }
 	local i
 	for i in $(seq 1 50); do
 		GW_KEY=$(grep -o 'cgk_[A-Za-z0-9_-]*' "$dir/server.log" | head -1)
@@ -108,7 +128,7 @@ jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); v=d
 for k in sys.argv[2].split("."): v=v.get(k,0) if isinstance(v,dict) else 0
 print(v)' "$1" "$2"; }
 
-# RAWKEY for libcoap's -k: key bytes of secret devsecret1 (BASELINES.md).
+# RAWKEY for libcoap's -k: key bytes of secret devsecret1.
 LIBCOAP_KEYHEX=a416dac63bb52a7d94ddd45db9a2de92
 LIBCOAP_IDENT=bench
 rawkey() { printf '%b' "$(echo $LIBCOAP_KEYHEX | sed 's/../\\x&/g')"; }

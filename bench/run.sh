@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh [--quick]: coapgate side by side with libcoap 4.3.1, one
 # generator (coapdev bench) for both. Servers run pinned GOMAXPROCS=1
-# taskset -c 0, the generator on core 1 (../shared/BASELINES.md method:
+# taskset -c 0, the generator on core 1 (method of docs/BENCHMARKS.md:
 # 32 client sockets, 256 outstanding CON POSTs, 64 B payload).
 #
 #   (a) plain CoAP: coap-server-notls vs coapgate token publish (durable store)
@@ -41,7 +41,8 @@ libcoap() { # libcoap VARIANT: starts coap-server-VARIANT pinned; LC_PORT, LC_PI
 	[ "$1" = notls ] || key=(-k "$(rawkey)")
 	spawn_server "coap-server-$1" -A 127.0.0.1 -p "$LC_PORT" -d 5000 -v 0 "${key[@]}"
 	LC_PID=$SPAWNED
-	sleep 0.5
+	wait_owned "$LC_PID" udp "$LC_PORT"
+	[ "$1" = notls ] || wait_owned "$LC_PID" udp "$((LC_PORT + 1))"
 }
 sweep() { # sweep NAME MAXRATE ARGS...: open-loop runs at fractions of MAXRATE
 	local name=$1 max=$2 f; shift 2

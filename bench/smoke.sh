@@ -37,14 +37,17 @@ else
 	spawn_server "$BIN/coapdev" echo --listen "127.0.0.1:$P"
 	what="coapdev echo"
 fi
-sleep 0.5
+wait_owned "$SPAWNED" udp "$P"
 check "plain ($what)" --mode plain --server "127.0.0.1:$P" --path /bench "${S[@]}"
 if command -v coap-server-gnutls >/dev/null; then
 	# libcoap's DTLS port is its CoAP port + 1.
 	P=$(free_port)
 	spawn_server coap-server-gnutls -A 127.0.0.1 -p "$P" -d 5000 -v 0 -k "$(rawkey)"
-	sleep 0.5
+	wait_owned "$SPAWNED" udp "$((P + 1))"
 	check "dtls-plain (libcoap gnutls)" --mode dtls-plain --server "127.0.0.1:$((P + 1))" \
 		--psk-identity "$LIBCOAP_IDENT" --psk-key "$LIBCOAP_KEYHEX" --cipher cbc --path /bench "${S[@]}"
+fi
+if [ "$fail" != 0 ] && [ -n "${GW_LOG:-}" ] && [ -f "$GW_LOG" ]; then
+	echo "gateway log ($GW_LOG):"; tail -n 100 "$GW_LOG"
 fi
 exit $fail

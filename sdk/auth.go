@@ -14,7 +14,7 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/devsign"
 )
 
-// authRequest is the body of POST /auth (PROTOCOL.md §3.1). The json tags
+// authRequest is the body of POST /auth (docs/protocol.md §3.1). The json tags
 // serve the CBOR encoding too.
 type authRequest struct {
 	ProductKey string `json:"productKey"`
@@ -27,7 +27,7 @@ type authRequest struct {
 }
 
 // authResponse is the /auth answer; Random and SeqOffset come only in
-// symmetric mode (PROTOCOL.md §3.1).
+// symmetric mode (docs/protocol.md §3.1).
 type authResponse struct {
 	Token     string `json:"token"`
 	Random    string `json:"random"`
@@ -40,7 +40,7 @@ func authPayload(cr Credentials, cf message.MediaType) ([]byte, error) {
 }
 
 // authPayloadSeq is authPayload with the symmetric mode's seq field (signed
-// like every field, PROTOCOL.md §3.4) when seq is not empty (pure).
+// like every field, docs/protocol.md §3.4) when seq is not empty (pure).
 func authPayloadSeq(cr Credentials, cf message.MediaType, seq string) ([]byte, error) {
 	method, err := devsign.ParseMethod(cr.SignMethod)
 	if err != nil {
@@ -53,7 +53,7 @@ func authPayloadSeq(cr Credentials, cf message.MediaType, seq string) ([]byte, e
 		SignMethod: string(method),
 		Seq:        seq,
 	}
-	// PROTOCOL.md §3.1: every submitted field except sign and signmethod is signed.
+	// docs/protocol.md §3.1: every submitted field except sign and signmethod is signed.
 	fields := map[string]string{
 		"productKey": req.ProductKey,
 		"deviceName": req.DeviceName,
@@ -169,7 +169,7 @@ func (c *Client) authLocked(ctx context.Context) (authState, error) {
 // if there is none.
 func (c *Client) ensureAuth(ctx context.Context) (authState, error) {
 	if c.cfg.dtlsPSK != nil {
-		return authState{}, nil // PROTOCOL.md §2: the DTLS-PSK session is the device
+		return authState{}, nil // docs/protocol.md §2: the DTLS-PSK session is the device
 	}
 	if st := c.auth(); st.usable(c.cfg.symmetric) {
 		return st, nil

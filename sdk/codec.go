@@ -45,7 +45,7 @@ func decodeMessage(data []byte) (message.Message, error) {
 }
 
 // topicPath splits an MQTT-style topic into its Uri-Path segments, prefixed
-// by "topic" (PROTOCOL.md §3.2). A leading "/" is optional; empty segments,
+// by "topic" (docs/protocol.md §3.2). A leading "/" is optional; empty segments,
 // "." and ".." segments and segments over 255 bytes are refused.
 func topicPath(topic string) ([]string, error) {
 	t := strings.TrimPrefix(topic, "/")

@@ -12,7 +12,7 @@ import (
 )
 
 // OptionDownlink is the response option naming a waiting command's path,
-// "/topic/{requestTopic}" (PROTOCOL.md §2.1).
+// "/topic/{requestTopic}" (docs/protocol.md §2.1).
 const OptionDownlink message.OptionID = 2100
 
 // Command is a downlink command received from the gateway: pushed as a CON

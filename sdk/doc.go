@@ -1,5 +1,5 @@
 // Package sdk is the public Go device SDK of coapgate: a small CoAP client for
-// devices that authenticate with a token (PROTOCOL.md §3.1–3.2, dialect A) and
+// devices that authenticate with a token (docs/protocol.md §3.1–3.2, dialect A) and
 // publish MQTT-style topics over CoAP on UDP.
 //
 // The client speaks RFC 7252 on a plain *net.UDPConn and uses go-coap only as
@@ -16,7 +16,7 @@
 //     from option 2090 of the response;
 //   - one automatic re-authentication and retry when a publish is answered
 //     with 4.01 Unauthorized and the credentials are known;
-//   - the symmetric-encryption mode (WithSymmetric, PROTOCOL.md §3.4; the
+//   - the symmetric-encryption mode (WithSymmetric, docs/protocol.md §3.4; the
 //     gateway's port 5682): seq in /auth, the session key derived from the
 //     returned random, AES-128-CBC payloads, the next sequence number in
 //     option 2089 and decrypted replies, transparently to Publish.

@@ -15,7 +15,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// Secure modes of a DTLS PSK identity (PROTOCOL.md §2).
+// Secure modes of a DTLS PSK identity (docs/protocol.md §2).
 const (
 	// SecureModeDevice keys the session with the device secret.
 	SecureModeDevice = 2
@@ -31,7 +31,7 @@ const (
 )
 
 // DTLSPSK configures CoAP over DTLS 1.2 with a PSK identity
-// "{pk},{dk},{secureMode},{lifetime}" (PROTOCOL.md §2). The session is the
+// "{pk},{dk},{secureMode},{lifetime}" (docs/protocol.md §2). The session is the
 // device: requests carry no token.
 type DTLSPSK struct {
 	ProductKey string
@@ -91,7 +91,7 @@ func errIf(cond bool, msg string) error {
 	return nil
 }
 
-// WithDTLSPSK makes Dial run a DTLS 1.2 PSK handshake (PROTOCOL.md §2).
+// WithDTLSPSK makes Dial run a DTLS 1.2 PSK handshake (docs/protocol.md §2).
 func WithDTLSPSK(p DTLSPSK) Option {
 	return func(c *config) {
 		p.fill()
@@ -100,7 +100,7 @@ func WithDTLSPSK(p DTLSPSK) Option {
 }
 
 // DTLSCert configures CoAP over DTLS 1.2 with a server certificate
-// (ECDHE-ECDSA suites, PROTOCOL.md §3.6). The device then authenticates
+// (ECDHE-ECDSA suites, docs/protocol.md §3.6). The device then authenticates
 // with POST /auth and a token as on port 5683 (WithCredentials).
 type DTLSCert struct {
 	// RootCAs verifies the server certificate (nil: the system roots).
@@ -194,7 +194,7 @@ func (d *dtlsConn) Close() error {
 	return err
 }
 
-// Activation is the answer of thing.activate.info (PROTOCOL.md §2).
+// Activation is the answer of thing.activate.info (docs/protocol.md §2).
 type Activation struct {
 	AssetID      string
 	ProductKey   string

@@ -17,7 +17,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
-// PROTOCOL.md §3.5 test vectors (public demo credentials).
+// docs/protocol.md §3.5 test vectors (public demo credentials).
 const (
 	vecPK   = "a1MZxOdcBnO"
 	vecDN   = "test_01"

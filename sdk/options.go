@@ -12,7 +12,7 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/devsign"
 )
 
-// Option numbers of the platform (PROTOCOL.md §3.2).
+// Option numbers of the platform (docs/protocol.md §3.2).
 const (
 	// OptionToken2088 carries the auth token, as the platform documents name it.
 	OptionToken2088 message.OptionID = 2088
@@ -22,7 +22,7 @@ const (
 	// (decimal ASCII) of an uplink.
 	OptionMessageID message.OptionID = 2090
 	// OptionSeq carries the encrypted sequence number of a symmetric-mode
-	// uplink (PROTOCOL.md §3.4).
+	// uplink (docs/protocol.md §3.4).
 	OptionSeq message.OptionID = 2089
 )
 
@@ -79,7 +79,7 @@ func (p TransmissionParams) validate() error {
 	return errors.Join(errs...)
 }
 
-// Credentials identify a device for POST /auth (PROTOCOL.md §3.1).
+// Credentials identify a device for POST /auth (docs/protocol.md §3.1).
 type Credentials struct {
 	ProductKey   string
 	DeviceName   string
@@ -228,7 +228,7 @@ func WithCredentials(cr Credentials) Option {
 }
 
 // WithSymmetric selects the symmetric-encryption mode of the platform
-// (PROTOCOL.md §3.4; the gateway serves it on port 5682, DefaultSymmetricPort):
+// (docs/protocol.md §3.4; the gateway serves it on port 5682, DefaultSymmetricPort):
 // Auth sends seq and keeps the session the server returns (random,
 // seqOffset, and the key SHA-256(secret+","+random)[8:24]); Publish encrypts
 // the payload with AES-128-CBC, sends the next sequence number encrypted in

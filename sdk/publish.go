@@ -14,7 +14,7 @@ import (
 
 // Publish sends payload to topic (an MQTT-style topic such as
 // "/sys/{pk}/{dk}/thing/event/property/post") with POST /topic/{segments...},
-// the token in the configured token option (PROTOCOL.md §3.2).
+// the token in the configured token option (docs/protocol.md §3.2).
 //
 // Without a stored token Publish authenticates first. If the server answers
 // 4.01 and credentials are known, Publish authenticates once more and retries
@@ -54,7 +54,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 		return nil, statusError(resp)
 	}
 	if st.sym != nil && len(resp.Payload) > 0 {
-		// PROTOCOL.md §3.4: every non-empty response payload is encrypted.
+		// docs/protocol.md §3.4: every non-empty response payload is encrypted.
 		plain, err := st.sym.open(resp.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("%w: decrypt reply: %w", ErrMalformed, err)
@@ -86,7 +86,7 @@ func (c *Client) publishOnce(ctx context.Context, path []string, payload []byte,
 	return c.send(ctx, r, pc.waitNON)
 }
 
-// thingRequest is the thing-model request body (PROTOCOL.md §4).
+// thingRequest is the thing-model request body (docs/protocol.md §4).
 type thingRequest struct {
 	ID      string `json:"id"`
 	Version string `json:"version"`

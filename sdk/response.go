@@ -40,7 +40,7 @@ var (
 type Response struct {
 	// Code is the response code, 2.xx for a Response returned without error.
 	Code codes.Code
-	// Payload is the response body: for a publish, the reply JSON (PROTOCOL.md §4).
+	// Payload is the response body: for a publish, the reply JSON (docs/protocol.md §4).
 	Payload []byte
 	// MessageID is the platform message ID of the uplink (option 2090), "" if absent.
 	MessageID string
@@ -52,7 +52,7 @@ type Response struct {
 	hasContentFormat bool
 }
 
-// Reply is the thing-model reply a publish is answered with (PROTOCOL.md §4):
+// Reply is the thing-model reply a publish is answered with (docs/protocol.md §4):
 // {"id":"123","code":200,"data":{},"message":"success"}.
 type Reply struct {
 	ID      string          `json:"id"`

@@ -18,7 +18,7 @@ func (st authState) usable(symmetricMode bool) bool {
 	return st.token != "" && (!symmetricMode || st.sym != nil)
 }
 
-// symSession is a symmetric-encryption session (PROTOCOL.md §3.4).
+// symSession is a symmetric-encryption session (docs/protocol.md §3.4).
 type symSession struct {
 	random    string
 	seqOffset uint64

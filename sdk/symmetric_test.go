@@ -9,7 +9,7 @@ import (
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
 )
 
-// PROTOCOL.md §3.5: the symmetric-mode auth signs seq like any field, and
+// docs/protocol.md §3.5: the symmetric-mode auth signs seq like any field, and
 // the first uplink of a session with random 1a48574a01ce8766 and seqOffset 1
 // carries the published option 2089.
 func TestSymmetricVectors(t *testing.T) {

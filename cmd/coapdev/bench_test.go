@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -66,19 +66,21 @@ func TestTemplatePatchesMID(t *testing.T) {
 // TestBenchPlainAgainstEcho runs the generator against coapdev echo: every
 // request must be answered, none lost or failed.
 func TestBenchPlainAgainstEcho(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
+	// The echo server binds port 0 and names its address on stderr: the
+	// generator starts once it is listening, on the port it really got.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	listening := &announceWriter{prefix: "coapdev echo: listening on ", addr: make(chan string, 1)}
 	done := make(chan int)
 	go func() {
-		done <- runEcho(ctx, &env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}, []string{"--listen", addr})
+		done <- runEcho(ctx, &env{stdout: &bytes.Buffer{}, stderr: listening}, []string{"--listen", "127.0.0.1:0"})
 	}()
-	time.Sleep(100 * time.Millisecond)
+	var addr string
+	select {
+	case addr = <-listening.addr:
+	case c := <-done:
+		t.Fatalf("echo exited with %d before listening", c)
+	}
 	var out, errOut bytes.Buffer
 	code := runBench(context.Background(), &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }},
 		[]string{"--mode", "plain", "--server", addr, "--duration", "500ms", "--warmup", "100ms", "--sockets", "4", "--outstanding", "16", "--json", "--quiet"})
@@ -110,4 +112,33 @@ func TestBenchUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, errOut.String())
 		}
 	}
+}
+
+// announceWriter passes on the rest of the first line written to it that
+// starts with prefix (a server announcing its address).
+type announceWriter struct {
+	prefix string
+	addr   chan string
+	mu     sync.Mutex
+	buf    []byte
+	sent   bool
+}
+
+func (w *announceWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for !w.sent {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		if rest, ok := strings.CutPrefix(line, w.prefix); ok {
+			w.addr <- rest
+			w.sent = true
+		}
+	}
+	return len(p), nil
 }

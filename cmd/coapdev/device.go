@@ -58,6 +58,20 @@ func addDeviceFlags(fs *flag.FlagSet) *deviceFlags {
 	return d
 }
 
+// addDTLSDeviceFlags registers only what a DTLS-PSK session of secure mode
+// 2 needs (dtls-load): server (default the DTLS port 5684), credentials,
+// lifetime and timeout.
+func addDTLSDeviceFlags(fs *flag.FlagSet) *deviceFlags {
+	d := &deviceFlags{mode: modePlain, dtls: true, secureMode: 2, signMethod: "hmacmd5", tokenOption: 2088, blockSize: sdk.DefaultBlockSize}
+	fs.StringVar(&d.server, "server", "127.0.0.1:5684", "DTLS server `host:port` (the gateway's dtls.listen)")
+	fs.StringVar(&d.product, "product", "", "product key (or env COAPDEV_PRODUCT)")
+	fs.StringVar(&d.device, "device", "", "device name (or env COAPDEV_DEVICE)")
+	fs.StringVar(&d.secret, "secret", "", "device secret (or env COAPDEV_SECRET, preferred: keeps it out of shell history)")
+	fs.DurationVar(&d.timeout, "timeout", 10*time.Second, "give up on a handshake or request after this long")
+	fs.IntVar(&d.lifetime, "lifetime", 3600, "lifetime in the PSK identity: seconds the device stays online without a message (30..86400)")
+	return d
+}
+
 // resolve checks --mode and picks the symmetric port when --server was not
 // given; it returns a usage problem or "".
 func (d *deviceFlags) resolve(fs *flag.FlagSet) string {

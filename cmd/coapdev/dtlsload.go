@@ -49,7 +49,7 @@ confirmable publish:
   verified: N answered in T (R/s) failed=M`, `
   coapdev dtls-load --server 127.0.0.1:5684 --sessions 5000 --concurrency 64 --hold 60s
   coapdev dtls-load --server 127.0.0.1:5684 --sessions 100000 --park --src-ips 127.0.0.2-127.0.0.3 --hold 60s`)
-	d := addDeviceFlags(fs)
+	d := addDTLSDeviceFlags(fs)
 	sessions := fs.Int("sessions", 1000, "sessions to open")
 	conc := fs.Int("concurrency", 32, "handshakes (and publishing sessions) in parallel")
 	uplinks := fs.Int("uplinks", 0, "confirmable publishes per session after the handshakes")

@@ -1,6 +1,6 @@
 // Command coapdev is a CoAP device simulator built on the public SDK
 // (github.com/coapgate/coapgate/sdk): it authenticates like a device
-// (PROTOCOL.md §3.1) and publishes to topics (§3.2).
+// (docs/protocol.md §3.1) and publishes to topics (§3.2).
 //
 //	coapdev auth    --server 127.0.0.1:5683 --product PK --device DK --secret DS
 //	coapdev publish --server 127.0.0.1:5683 --product PK --device DK --secret DS --topic /sys/PK/DK/... --data '{...}'

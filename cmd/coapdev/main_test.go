@@ -16,6 +16,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/coapgate/coapgate/internal/buildinfo"
 )
 
 // fakeGateway answers /auth with token "tok" and /topic/... with topicCode,
@@ -171,8 +173,22 @@ func TestUsageErrors(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	code, out, _ := runCmd(t, nil, "", "version")
-	if code != exitOK || !strings.HasPrefix(out, "coapdev ") {
+	if code != exitOK || out != buildinfo.Get().String("coapdev")+"\n" {
 		t.Errorf("version: exit %d, %q", code, out)
+	}
+}
+
+// TestDTLSLoadHelp: dtls-load shows only the flags it uses, with the DTLS
+// port as the server's default.
+func TestDTLSLoadHelp(t *testing.T) {
+	code, out, _ := runCmd(t, nil, "", "dtls-load", "--help")
+	if code != exitOK || !strings.Contains(out, "(default 127.0.0.1:5684)") {
+		t.Fatalf("dtls-load --help: exit %d\n%s", code, out)
+	}
+	for _, irrelevant := range []string{"--mode", "--token-option", "--sign-method", "--cbor", "--client-id", "--block-size", "--dtls\n", "5683"} {
+		if strings.Contains(out, irrelevant) {
+			t.Errorf("dtls-load --help shows %q", irrelevant)
+		}
 	}
 }
 

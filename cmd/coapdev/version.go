@@ -3,29 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"runtime/debug"
+
+	"github.com/coapgate/coapgate/internal/buildinfo"
 )
 
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = ""
-
-func versionString() string {
-	v := version
-	if v == "" {
-		v = "devel"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-	}
-	return fmt.Sprintf("coapdev %s (%s %s/%s)", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-}
-
 func runVersion(_ context.Context, e *env, args []string) int {
-	fs := newFlagSet(e, "version", "", "Print the version of coapdev and of the Go toolchain that built it.", "  coapdev version")
+	fs := newFlagSet(e, "version", "", "Print the build information of coapdev: version, VCS revision, Go version and platform\n(the same as `coapgate version` prints for a build of the same tree).", "  coapdev version")
 	if code, ok := parseFlags(e, fs, args); !ok {
 		return code
 	}
-	fmt.Fprintln(e.stdout, versionString())
+	fmt.Fprintln(e.stdout, buildinfo.Get().String("coapdev"))
 	return exitOK
 }

@@ -136,6 +136,12 @@ func (c *adminCmd) call(method, path string, query url.Values, body any) ([]byte
 	return cl.Do(ctx, method, path, query, body)
 }
 
+// callNoKey sends one unauthenticated API request (health).
+func (c *adminCmd) callNoKey(ctx context.Context, method, path string) ([]byte, error) {
+	cl := &api.Client{BaseURL: c.apiURL, Key: c.apiKey}
+	return cl.Do(ctx, method, path, nil, nil)
+}
+
 // finish prints err the way every admin command does and returns the exit
 // code: "error: <code>: <message>" for API errors.
 func (c *adminCmd) finish(err error) int {
@@ -180,8 +186,17 @@ func adminPrintJSON(w io.Writer, body []byte) error {
 // moreHint tells the user how to get the next page.
 func (c *adminCmd) moreHint(cursor string) {
 	if cursor != "" && !c.jsonOut {
-		fmt.Fprintf(c.stderr, "more results: repeat with --after %s\n", cursor)
+		fmt.Fprintf(c.stderr, "more results: repeat with --cursor %s\n", cursor)
 	}
+}
+
+// cursorFlag registers --cursor (the nextCursor of the previous page) and
+// --after, its older name, on the same value.
+func (c *adminCmd) cursorFlag(what string) *string {
+	v := new(string)
+	c.fs.StringVar(v, "cursor", "", "continue after this `cursor` ("+what+", printed by the previous page)")
+	c.fs.StringVar(v, "after", "", "same as --cursor (older name)")
+	return v
 }
 
 func adminEsc(s string) string { return url.PathEscape(s) }
@@ -324,13 +339,13 @@ func adminProductList(args []string, stdout, stderr io.Writer) int {
 		"List products ordered by product key, one page at a time.",
 		"coapgate product list --limit 20", stdout, stderr)
 	limit := c.fs.Int("limit", 100, "page size (1..1000)")
-	after := c.fs.String("after", "", "list products after this `key` (the cursor printed by the previous page)")
+	after := c.cursorFlag("a product key")
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
 	q := url.Values{"limit": {strconv.Itoa(*limit)}}
 	if *after != "" {
-		q.Set("after", *after)
+		q.Set("cursor", *after)
 	}
 	body, err := c.call("GET", "/products", q, nil)
 	if err != nil {
@@ -507,7 +522,7 @@ func adminDeviceList(args []string, stdout, stderr io.Writer) int {
 		"List the devices of a product, or of every product, one page at a time.",
 		"coapgate device list --limit 50 wm01", stdout, stderr)
 	limit := c.fs.Int("limit", 100, "page size (1..1000)")
-	after := c.fs.String("after", "", "list devices after this `cursor` (printed by the previous page)")
+	after := c.cursorFlag("a device key, or productKey/deviceKey")
 	pos, code, ok := c.parse(args, 0, 1)
 	if !ok {
 		return code
@@ -517,7 +532,7 @@ func adminDeviceList(args []string, stdout, stderr io.Writer) int {
 		q.Set("productKey", pos[0])
 	}
 	if *after != "" {
-		q.Set("after", *after)
+		q.Set("cursor", *after)
 	}
 	body, err := c.call("GET", "/devices", q, nil)
 	if err != nil {
@@ -632,28 +647,35 @@ func cmdMessages(args []string, stdout, stderr io.Writer) int {
 	from := c.fs.String("from", "", "only messages received at or after this `time`")
 	to := c.fs.String("to", "", "only messages received before this `time`")
 	limit := c.fs.Int("limit", 100, "page size (1..1000)")
-	after := c.fs.String("after", "", "continue after this message `id` (the cursor printed by the previous page)")
+	after := c.cursorFlag("a message id")
 	desc := c.fs.Bool("desc", false, "newest first")
 	pos, code, ok := c.parse(args, 0, 2)
 	if !ok {
 		return code
 	}
 	q := url.Values{"limit": {strconv.Itoa(*limit)}}
-	for k, v := range map[string]string{"from": *from, "to": *to, "after": *after} {
+	for k, v := range map[string]string{"from": *from, "to": *to, "cursor": *after} {
 		if v != "" {
 			q.Set(k, v)
 		}
 	}
-	if len(pos) > 0 {
-		q.Set("productKey", pos[0])
-	}
-	if len(pos) > 1 {
-		q.Set("deviceKey", pos[1])
-	}
 	if *desc {
 		q.Set("order", "desc")
 	}
-	body, err := c.call("GET", "/messages", q, nil)
+	// An unknown product or device is an error (404, exit 1) as in the
+	// API, not an empty table: the device route answers 404 itself, a
+	// product is looked up first.
+	path := "/messages"
+	switch len(pos) {
+	case 2:
+		path = "/devices/" + adminEsc(pos[0]) + "/" + adminEsc(pos[1]) + "/messages"
+	case 1:
+		if _, err := c.call("GET", "/products/"+adminEsc(pos[0]), nil, nil); err != nil {
+			return c.finish(err)
+		}
+		q.Set("productKey", pos[0])
+	}
+	body, err := c.call("GET", path, q, nil)
 	if err != nil {
 		return c.finish(err)
 	}

@@ -97,7 +97,7 @@ func adminCommandList(args []string, stdout, stderr io.Writer) int {
 		"coapgate command list --state pending wm01 meter_0001", stdout, stderr)
 	state := c.fs.String("state", "", "only commands in this `state` (pending, delivered, replied, failed, expired, cancelled)")
 	limit := c.fs.Int("limit", 100, "page size (1..1000)")
-	cursor := c.fs.String("after", "", "continue after this `cursor` (printed by the previous page)")
+	cursor := c.cursorFlag("a command id")
 	pos, code, ok := c.parse(args, 2, 2)
 	if !ok {
 		return code

@@ -211,14 +211,14 @@ func adminRuleDeadLetters(args []string, stdout, stderr io.Writer) int {
 	c := newAdminCmd("rule deadletters", "RULE_ID", "List a rule's dead letters, oldest first.",
 		"coapgate rule deadletters --limit 20 r_0123456789abcdef", stdout, stderr)
 	limit := c.fs.Int("limit", 100, "page size (1..1000)")
-	after := c.fs.String("after", "", "list after this dead letter `id` (the cursor printed by the previous page)")
+	after := c.cursorFlag("a dead letter id")
 	c, path, code, ok := adminRuleParse(c, args)
 	if !ok {
 		return code
 	}
 	q := url.Values{"limit": {strconv.Itoa(*limit)}}
 	if *after != "" {
-		q.Set("after", *after)
+		q.Set("cursor", *after)
 	}
 	body, err := c.call("GET", path+"/deadletters", q, nil)
 	if err != nil {

@@ -47,7 +47,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Options{Registry: st, Messages: st, Keys: st, Commands: queue, Version: "test"}))
+	srv := httptest.NewServer(api.New(api.Options{Registry: st, Messages: st, Keys: st, Commands: queue, Points: st, Version: "test"}))
 	t.Cleanup(func() {
 		srv.Close()
 		st.Close()
@@ -135,8 +135,14 @@ func TestAdminProduct(t *testing.T) {
 		t.Fatalf("list shows a secret:\n%s", r.stdout)
 	}
 	r = e.run(cmdProduct, true, "list", "--limit", "1").want(t, 0)
-	if !strings.Contains(r.stderr, "--after ") {
+	next, ok := strings.CutPrefix(strings.TrimSpace(r.stderr), "more results: repeat with --cursor ")
+	if !ok {
 		t.Fatalf("no paging hint: %q", r.stderr)
+	}
+	// --cursor and its older name --after give the same next page.
+	page2 := e.run(cmdProduct, true, "list", "--limit", "1", "--cursor", next).want(t, 0)
+	if old := e.run(cmdProduct, true, "list", "--limit", "1", "--after", next).want(t, 0); old.stdout != page2.stdout || page2.stdout == r.stdout {
+		t.Fatalf("pages:\n%s\n%s\n%s", r.stdout, page2.stdout, old.stdout)
 	}
 
 	r = e.run(cmdProduct, true, "get", "wm01").want(t, 0)
@@ -232,6 +238,9 @@ func TestAdminDevice(t *testing.T) {
 
 func TestAdminMessages(t *testing.T) {
 	e := newAdminEnv(t)
+	e.run(cmdProduct, true, "create", "--name", "p", "pk").want(t, 0)
+	e.run(cmdDevice, true, "create", "pk", "d1").want(t, 0)
+	e.run(cmdDevice, true, "create", "pk", "d2").want(t, 0)
 	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	var ms []*message.Message
 	for i, p := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`} {
@@ -251,7 +260,7 @@ func TestAdminMessages(t *testing.T) {
 		!strings.Contains(lines[1], "2025-01-01T00:00:00Z") || !strings.Contains(lines[2], `{"n":2}`) {
 		t.Fatalf("messages:\n%s", r.stdout)
 	}
-	if !strings.Contains(r.stderr, "--after ") {
+	if !strings.Contains(r.stderr, "--cursor ") {
 		t.Fatalf("no paging hint: %q", r.stderr)
 	}
 
@@ -269,6 +278,15 @@ func TestAdminMessages(t *testing.T) {
 	r = e.run(cmdMessages, false, "--from", "yesterday").want(t, 1)
 	if !strings.HasPrefix(r.stderr, "error: invalid_argument: from must be") {
 		t.Fatalf("stderr = %q", r.stderr)
+	}
+
+	// An unknown product or device is an error, as the API's 404, not an
+	// empty table.
+	for _, args := range [][]string{{"pk", "unknown"}, {"nope"}, {"nope", "d1"}} {
+		r = e.run(cmdMessages, false, args...).want(t, 1)
+		if !strings.HasPrefix(r.stderr, "error: not_found") || r.stdout != "" {
+			t.Fatalf("messages %q: stdout %q, stderr %q", args, r.stdout, r.stderr)
+		}
 	}
 }
 

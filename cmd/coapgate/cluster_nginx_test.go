@@ -41,7 +41,7 @@ func startNginxUDP(t *testing.T, c *testCluster) *net.UDPAddr {
 		skip("nginx stream module not installed (libnginx-mod-stream)")
 	}
 	dir := t.TempDir()
-	listen := freeUDP(t) // nginx cannot report a port 0 back
+	listen := nginxListenAddr(t) // nginx cannot report a port 0 back
 	var servers strings.Builder
 	for _, nd := range c.nodes {
 		fmt.Fprintf(&servers, "    server %s;\n", nd.coap)
@@ -99,6 +99,18 @@ stream {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// nginxListenAddr returns a loopback UDP address that was free a moment
+// ago, for nginx's listen directive (nginx does not report a port 0 back).
+func nginxListenAddr(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
 }
 
 // publishes reads a node's count of stored uplinks from its metrics.

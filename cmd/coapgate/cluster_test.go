@@ -243,7 +243,7 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 	h := &hookReceiver{got: map[int64]int{}}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var env struct {
-			ID int64 `json:"id"`
+			ID int64 `json:"id,string"` // the log id, a string like the API's message id
 		}
 		if err := json.NewDecoder(r.Body).Decode(&env); err != nil || env.ID == 0 {
 			http.Error(w, "bad envelope", http.StatusBadRequest)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,11 +51,11 @@ func (g *testGateway) command(d device, id string) apiCommand {
 func (g *testGateway) waitCommand(d device, id, want string) apiCommand {
 	g.t.Helper()
 	var c apiCommand
-	for range 300 {
+	// The deadline only bounds a failing test; a loaded machine may be slow.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if c = g.command(d, id); c.State == want {
 			return c
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	g.t.Fatalf("command %s is %s, want %s", id, c.State, want)
 	return c
@@ -350,7 +351,11 @@ func TestE2ECommandPushIgnored(t *testing.T) {
 			t.Fatalf("push path %q, want %q", p, "/topic"+cmd.Topic)
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // past the last retransmission timeout
+	// The push gives up after its last retransmission timeout and counts
+	// the outcome; the command must then still be pending.
+	waitUntil(t, func() bool {
+		return strings.Contains(g.metricsText(), `coapgate_command_push_total{outcome="timeout"} 1`)
+	}, "the unanswered push to time out")
 	if st := g.command(d, cmd.ID); st.State != "pending" {
 		t.Fatalf("state %s after an unanswered push", st.State)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -51,8 +52,6 @@ func TestCrashKill9(t *testing.T) {
 		t.Fatalf("apikey create: %v", err)
 	}
 	key := strings.TrimSpace(string(keyOut))
-	coapAddr, apiAddr := freeUDP(t), freeTCP(t)
-	apiURL := "http://" + apiAddr
 
 	// The webhook receiver counts deliveries per log id.
 	var (
@@ -61,7 +60,7 @@ func TestCrashKill9(t *testing.T) {
 	)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var env struct {
-			ID int64 `json:"id"`
+			ID int64 `json:"id,string"` // the log id, a string like the API's message id
 		}
 		if err := json.NewDecoder(r.Body).Decode(&env); err != nil || env.ID == 0 {
 			http.Error(w, "bad envelope", http.StatusBadRequest)
@@ -78,15 +77,44 @@ func TestCrashKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
+	// The server binds port 0 and names its addresses in its start line:
+	// no port is picked in advance for another process to take.
+	var coapAddr, apiURL string
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "serve")
-		cmd.Env = append(os.Environ(), "COAPGATE_DATA_DIR="+data, "COAPGATE_COAP_LISTEN="+coapAddr,
-			"COAPGATE_COAP_SYMMETRIC_LISTEN=", "COAPGATE_DTLS_LISTEN=", "COAPGATE_API_LISTEN="+apiAddr,
-			"COAPGATE_LOG_LEVEL=warn", "COAPGATE_FORWARD_BACKOFF_BASE=50ms", "COAPGATE_FORWARD_BACKOFF_MAX=500ms")
-		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = append(os.Environ(), "COAPGATE_DATA_DIR="+data, "COAPGATE_COAP_LISTEN=127.0.0.1:0",
+			"COAPGATE_COAP_SYMMETRIC_LISTEN=", "COAPGATE_DTLS_LISTEN=", "COAPGATE_API_LISTEN=127.0.0.1:0",
+			"COAPGATE_LOG_LEVEL=info", "COAPGATE_FORWARD_BACKOFF_BASE=50ms", "COAPGATE_FORWARD_BACKOFF_MAX=500ms")
+		cmd.Stdout = logf
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		addrs := make(chan [2]string, 1)
+		go func() { // copies the log to the file until the process ends
+			sc := bufio.NewScanner(stderr)
+			sent := false
+			for sc.Scan() {
+				line := sc.Text()
+				fmt.Fprintln(logf, line)
+				if !sent && strings.Contains(line, `msg="coapgate started"`) {
+					addrs <- [2]string{logField(line, "coap"), logField(line, "api")}
+					sent = true
+				}
+			}
+			if !sent {
+				close(addrs)
+			}
+		}()
+		a, ok := <-addrs
+		if !ok || a[0] == "" || a[1] == "" {
+			b, _ := os.ReadFile(logf.Name())
+			t.Fatalf("server did not start:\n%s", b)
+		}
+		coapAddr, apiURL = a[0], "http://"+a[1]
 		waitHealthy(t, apiURL)
 		return cmd
 	}
@@ -213,6 +241,7 @@ func TestCrashKill9(t *testing.T) {
 	}
 
 	srv = start()
+	client = &api.Client{BaseURL: apiURL, Key: key} // the new start's port
 	// Every acknowledged uplink is in the store.
 	stored := map[int64]bool{}
 	for after := int64(0); ; {
@@ -273,24 +302,14 @@ func TestCrashKill9(t *testing.T) {
 	}
 }
 
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// logField returns the value of key=value in a text-format log line.
+func logField(line, key string) string {
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
-func freeTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return ""
 }
 
 func waitHealthy(t *testing.T, base string) {

@@ -116,13 +116,13 @@ func TestE2EDTLSRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			start := time.Now()
 			_, err := g.dialDTLS(tt.p)
 			if !errors.Is(err, sdk.ErrHandshake) {
 				t.Fatalf("dial: %v, want a handshake failure", err)
 			}
-			if el := time.Since(start); el > 3*time.Second {
-				t.Errorf("refusal took %v", el)
+			// Refused by an alert, not left to time out.
+			if !strings.Contains(err.Error(), "alert:") {
+				t.Errorf("refusal without an alert: %v", err)
 			}
 			want := fmt.Sprintf(`coapgate_dtls_handshake_failures_total{reason=%q} 1`, tt.reason)
 			waitUntil(t, func() bool { return strings.Contains(g.metricsText(), want) }, want)
@@ -180,7 +180,8 @@ func TestE2EDTLSActivation(t *testing.T) {
 
 func waitUntil(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// The deadline only bounds a failing test; a loaded machine may be slow.
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -192,7 +193,7 @@ func waitUntil(t *testing.T, cond func() bool, what string) {
 // TestE2EDTLSCertificate: with no configured certificate a development
 // certificate is generated into the data dir; a client that trusts it
 // makes an ECDHE-ECDSA handshake, then authenticates with POST /auth and
-// publishes with the token, as on 5683 (PROTOCOL.md §3.6).
+// publishes with the token, as on 5683 (docs/protocol.md §3.6).
 func TestE2EDTLSCertificate(t *testing.T) {
 	g := startTestGateway(t)
 	pemBytes, err := os.ReadFile(filepath.Join(g.dir, devCertFile))

@@ -13,7 +13,7 @@ import (
 )
 
 // interopSecret derives a key without a 0x00 byte, so its raw bytes can be
-// a command-line argument (libcoap's -k takes raw key bytes, BASELINES.md).
+// a command-line argument (libcoap's -k takes raw key bytes).
 const interopSecret = "devsecret1"
 
 func lookPath(t *testing.T, name, pkg string) string {
@@ -107,7 +107,6 @@ func TestInteropDTLSOpenSSL(t *testing.T) {
 		})
 	}
 	// A wrong key is refused with an alert, not a timeout.
-	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "s_client", "-dtls1_2", "-connect", g.s.DTLSAddr().String(),
@@ -116,9 +115,6 @@ func TestInteropDTLSOpenSSL(t *testing.T) {
 	out, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(out), "alert decrypt error") {
 		t.Fatalf("wrong key not refused with a decrypt_error alert:\n%s", out)
-	}
-	if el := time.Since(start); el > 5*time.Second {
-		t.Errorf("wrong key refusal took %v", el)
 	}
 }
 

@@ -43,7 +43,7 @@ func TestInteropLibcoap(t *testing.T) {
 	base := "coap://" + g.s.CoAPAddr().String()
 
 	// The signature is computed here with the standard library, independent
-	// of internal/auth/devsign (PROTOCOL.md §3.1).
+	// of internal/auth/devsign (docs/protocol.md §3.1).
 	clientID := d.pk + "." + d.dk
 	mac := hmac.New(md5.New, []byte(d.secret))
 	fmt.Fprintf(mac, "clientId%sdeviceName%sproductKey%s", clientID, d.dk, d.pk)

@@ -9,20 +9,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
-	"github.com/coapgate/coapgate/internal/apikey"
+	"github.com/coapgate/coapgate/internal/buildinfo"
 	"github.com/coapgate/coapgate/internal/config"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 type command struct {
 	name    string
@@ -36,11 +30,13 @@ func commands() []command {
 		{"product", "manage products through the HTTP API", cmdProduct},
 		{"device", "manage devices through the HTTP API", cmdDevice},
 		{"messages", "list stored uplink messages through the HTTP API", cmdMessages},
+		{"points", "latest values, history, aggregation and export of measure points through the HTTP API", cmdPoints},
 		{"command", "send and track downlink commands through the HTTP API", cmdCommand},
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
-		{"apikey", "create or list management API keys (works on the data directory)", cmdAPIKey},
+		{"apikey", "create, list or delete management API keys (works on the data directory)", cmdAPIKey},
 		{"secrets", "rotate the key that encrypts stored secrets (works on the store)", cmdSecrets},
-		{"version", "print the version", cmdVersion},
+		{"health", "check a running gateway's health endpoint (exit 0 when healthy)", cmdHealth},
+		{"version", "print the build information (version, VCS revision, Go version)", cmdVersion},
 	}
 }
 
@@ -93,10 +89,22 @@ Quick start:
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("coapgate version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: coapgate version
+
+Prints the build information: version (stamped by the release build, else
+the Go module version, else "devel"), VCS revision and commit time, Go
+version and platform. coapdev version prints the same for its build.
+`)
+	}
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	fmt.Fprintf(stdout, "coapgate %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "coapgate version: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	fmt.Fprintln(stdout, buildinfo.Get().String("coapgate"))
 	return 0
 }
 
@@ -119,8 +127,10 @@ func serveFlags(name string, args []string, stderr io.Writer) (cfg config.Config
 
 Runs the gateway. Configuration comes from, in increasing precedence:
 embedded defaults < the YAML file given by --config < COAPGATE_* environment
-variables < flags. Every setting has all three forms, e.g. coap.listen is
-'coap: {listen: ":5683"}' in YAML, COAPGATE_COAP_LISTEN, and --coap.listen.
+variables < flags. Every setting has all three forms, e.g. coap.max_body is
+'coap: {max_body: 65536}' in YAML, COAPGATE_COAP_MAX_BODY, and --coap.max-body
+(flags accept the YAML spelling too: --coap.max_body). Unknown COAPGATE_*
+variables are reported as a warning at start.
 
 On first start an admin API key is created and printed once. The web console
 is served at / of api.listen (e.g. http://127.0.0.1:8080/): sign in with an
@@ -134,7 +144,7 @@ Example:
   %s --data-dir /var/lib/coapgate --coap.listen :5683 --api.listen 127.0.0.1:8080
 `, name)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(config.NormalizeFlagArgs(args)); err != nil {
 		return cfg, false, flagExit(err)
 	}
 	if fs.NArg() > 0 {
@@ -164,6 +174,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
+	for _, name := range config.UnknownEnv(os.Environ()) {
+		log.Warn("unknown environment variable ignored: no setting has this name", "env", name)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := startServer(ctx, cfg, log)
@@ -185,68 +198,5 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("stopped")
-	return 0
-}
-
-func cmdAPIKey(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
-		fmt.Fprint(stderr, `Usage: coapgate apikey create|list [flags]
-
-Creates or lists management API keys directly in the data directory, so an
-operator with access to the machine can recover from a lost admin key. The
-key is printed once; only its hash is stored.
-
-Example:
-  coapgate apikey create --name ci --data-dir /var/lib/coapgate
-`)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return 0
-		}
-		return 2
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("coapgate apikey "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	name := fs.String("name", "admin", "a name to recognise the key by")
-	configPath := fs.String("config", os.Getenv("COAPGATE_CONFIG"), "YAML configuration file (env COAPGATE_CONFIG)")
-	ov := config.RegisterFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagExit(err)
-	}
-	cfg, err := config.Load(*configPath, os.LookupEnv, ov)
-	if err != nil {
-		fmt.Fprintln(stderr, "coapgate apikey:", err)
-		return 2
-	}
-	ctx := context.Background()
-	st, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		fmt.Fprintln(stderr, "coapgate apikey:", err)
-		return 1
-	}
-	defer st.Close()
-	if sub == "list" {
-		keys, err := st.ListAPIKeys(ctx)
-		if err != nil {
-			fmt.Fprintln(stderr, "coapgate apikey:", err)
-			return 1
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tCREATED")
-		for _, k := range keys {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", k.ID, k.Name, k.CreatedAt.Format(time.RFC3339))
-		}
-		tw.Flush()
-		return 0
-	}
-	secret, k, err := apikey.New(*name, time.Now())
-	if err == nil {
-		err = st.CreateAPIKey(ctx, k)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "coapgate apikey:", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, secret)
 	return 0
 }

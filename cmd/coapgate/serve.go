@@ -20,6 +20,7 @@ import (
 	"github.com/coapgate/coapgate/internal/api"
 	"github.com/coapgate/coapgate/internal/apikey"
 	"github.com/coapgate/coapgate/internal/auth/token"
+	"github.com/coapgate/coapgate/internal/buildinfo"
 	"github.com/coapgate/coapgate/internal/coapx"
 	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/config"
@@ -344,7 +345,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		OnDeviceChange:        invalidate,
 		Logger:                log,
-		Version:               version,
+		Version:               buildinfo.Version(),
 		DefaultOnlineLifetime: cfg.Auth.OnlineLifetime,
 		Stats:                 s.sampler,
 	})
@@ -421,7 +422,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	if s.dtlsConn != nil {
 		dtlsAddr = s.dtlsConn.LocalAddr().String()
 	}
-	log.Info("coapgate started", "version", version, "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "dtls", dtlsAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
+	log.Info("coapgate started", "version", buildinfo.Version(), "coap", s.coapConn.LocalAddr().String(), "coap_sym", symAddr, "dtls", dtlsAddr, "api", s.apiLn.Addr().String(), "data_dir", cfg.DataDir)
 	return s, nil
 }
 

@@ -477,6 +477,16 @@ func TestProductPaging(t *testing.T) {
 	if !slices.Equal(keys, []string{"p1", "p2", "p3", "p4", "p5"}) {
 		t.Fatalf("paged keys = %q", keys)
 	}
+	// cursor is the name of every listing's paging parameter; after, the
+	// older name of some routes, is the same parameter.
+	for _, q := range []string{"cursor=p2", "after=p2", "cursor=p2&after=p2"} {
+		var l List[Product]
+		e.do("GET", "/api/v1/products?limit=2&"+q, nil).want(t, 200, &l)
+		if len(l.Items) != 2 || l.Items[0].ProductKey != "p3" {
+			t.Fatalf("%s: %+v", q, l.Items)
+		}
+	}
+	e.do("GET", "/api/v1/products?cursor=p2&after=p3", nil).wantError(t, 400, "invalid_argument")
 	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "product=p1"} {
 		e.do("GET", "/api/v1/products?"+q, nil).wantError(t, 400, "invalid_argument")
 	}
@@ -785,6 +795,7 @@ func TestMessages(t *testing.T) {
 		{"from to ms", fmt.Sprintf("/api/v1/messages?from=%d&to=%d", base.Add(time.Second).UnixMilli(), base.Add(3*time.Second).UnixMilli()), idOf(1, 2), ""},
 		{"to nano", "/api/v1/messages?to=2025-01-01T00:00:00.5Z", idOf(0), ""},
 		{"after", "/api/v1/devices/pk/d1/messages?limit=2&after=" + idOf(2)[0], idOf(3, 4), idOf(4)[0]},
+		{"cursor", "/api/v1/devices/pk/d1/messages?limit=2&cursor=" + idOf(2)[0], idOf(3, 4), idOf(4)[0]},
 		{"desc", "/api/v1/devices/pk/d1/messages?order=desc&limit=2", idOf(5, 4), idOf(4)[0]},
 		{"desc after", "/api/v1/devices/pk/d1/messages?order=desc&limit=2&after=" + idOf(4)[0], idOf(3, 2), idOf(2)[0]},
 		{"desc last page", "/api/v1/devices/pk/d1/messages?order=desc&limit=2&after=" + idOf(2)[0], idOf(0), ""},
@@ -831,6 +842,8 @@ func TestMessages(t *testing.T) {
 		{"bad order", "/api/v1/messages?order=up", 400, "invalid_argument"},
 		{"bad after", "/api/v1/messages?after=abc", 400, "invalid_argument"},
 		{"zero after", "/api/v1/messages?after=0", 400, "invalid_argument"},
+		{"zero cursor", "/api/v1/messages?cursor=0", 400, "invalid_argument"},
+		{"cursor and after differ", "/api/v1/messages?cursor=1&after=2", 400, "invalid_argument"},
 		{"bad limit", "/api/v1/messages?limit=-1", 400, "invalid_argument"},
 		{"unknown param", "/api/v1/messages?device=d1", 400, "invalid_argument"},
 		{"bad key", "/api/v1/messages?deviceKey=a/b", 400, "invalid_argument"},

@@ -163,7 +163,7 @@ func (s *server) listCommands(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := allowQuery(r, "limit", "cursor", "state"); err != nil {
+	if err := allowQuery(r, "limit", "cursor", "after", "state"); err != nil {
 		return err
 	}
 	limit, err := parseLimit(r)
@@ -174,7 +174,11 @@ func (s *server) listCommands(w http.ResponseWriter, r *http.Request) error {
 	if q.State != "" && !command.ValidState(q.State) {
 		return badRequest("state must be pending, delivered, replied, failed, expired or cancelled")
 	}
-	if v := r.URL.Query().Get("cursor"); v != "" {
+	v, err := pageCursor(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if v != "" {
 		if q.Before, err = strconv.ParseInt(v, 10, 64); err != nil || q.Before < 1 {
 			return badRequest("cursor must be the nextCursor of the previous page")
 		}

@@ -144,7 +144,7 @@ func (s *server) createDevice(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "productKey", "limit", "after", "online", "q"); err != nil {
+	if err := allowQuery(r, "productKey", "limit", "cursor", "after", "online", "q"); err != nil {
 		return err
 	}
 	limit, err := parseLimit(r)
@@ -152,6 +152,10 @@ func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
+	after, err := pageCursor(q)
+	if err != nil {
+		return err
+	}
 	pk := q.Get("productKey")
 	products := make(map[string]registry.Product)
 	if pk != "" {
@@ -167,14 +171,14 @@ func (s *server) listDevices(w http.ResponseWriter, r *http.Request) error {
 	if f, ok, err := parseDeviceFilter(q); err != nil {
 		return err
 	} else if ok {
-		out, err := s.listDevicesFiltered(r.Context(), pk, q.Get("after"), limit, f, products)
+		out, err := s.listDevicesFiltered(r.Context(), pk, after, limit, f, products)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil
 	}
-	ds, err := s.o.Registry.ListDevices(r.Context(), pk, registry.Page{Limit: limit, After: q.Get("after")})
+	ds, err := s.o.Registry.ListDevices(r.Context(), pk, registry.Page{Limit: limit, After: after})
 	if err != nil {
 		return fmt.Errorf("list devices: %w", err)
 	}

@@ -21,7 +21,7 @@ type Event struct {
 // listDeviceEvents lists an existing device's online/offline transitions,
 // oldest first (404 for an unknown device).
 func (s *server) listDeviceEvents(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "limit", "after"); err != nil {
+	if err := allowQuery(r, "limit", "cursor", "after"); err != nil {
 		return err
 	}
 	limit, err := parseLimit(r)
@@ -29,9 +29,13 @@ func (s *server) listDeviceEvents(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	var after int64
-	if v := r.URL.Query().Get("after"); v != "" {
+	v, err := pageCursor(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if v != "" {
 		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 1 {
-			return badRequest("after must be a positive event id")
+			return badRequest("cursor must be a positive event id (the nextCursor of the previous page)")
 		}
 	}
 	d, _, err := s.loadDevice(r)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -88,7 +89,22 @@ func parseLimit(r *http.Request) (int, error) {
 }
 
 // List is the body of every listing. NextCursor, present only when the page
-// is full, is the value to pass as "after" for the next page.
+// is full, is the value to pass as "cursor" (or its older name "after") for
+// the next page.
+// pageCursor returns the paging cursor of a listing: the query parameter
+// "cursor", or "after", the name some routes used first (both accepted on
+// every listing). Both with different values is a 400.
+func pageCursor(q url.Values) (string, error) {
+	c, a := q.Get("cursor"), q.Get("after")
+	if c != "" && a != "" && c != a {
+		return "", badRequest("cursor and after are the same parameter: give one")
+	}
+	if c != "" {
+		return c, nil
+	}
+	return a, nil
+}
+
 type List[T any] struct {
 	Items      []T    `json:"items"`
 	NextCursor string `json:"nextCursor,omitempty"`

@@ -96,7 +96,7 @@ func payloadAsJSON(format uint16, p []byte) json.RawMessage {
 }
 
 func (s *server) listMessages(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "productKey", "deviceKey", "from", "to", "limit", "after", "order"); err != nil {
+	if err := allowQuery(r, "productKey", "deviceKey", "from", "to", "limit", "cursor", "after", "order"); err != nil {
 		return err
 	}
 	q, err := parseMessageQuery(r)
@@ -120,7 +120,7 @@ func (s *server) listMessages(w http.ResponseWriter, r *http.Request) error {
 // unknown device; the messages of a deleted device remain reachable through
 // /messages?productKey=&deviceKey=).
 func (s *server) listDeviceMessages(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "from", "to", "limit", "after", "order"); err != nil {
+	if err := allowQuery(r, "from", "to", "limit", "cursor", "after", "order"); err != nil {
 		return err
 	}
 	q, err := parseMessageQuery(r)
@@ -168,10 +168,14 @@ func parseMessageQuery(r *http.Request) (message.Query, error) {
 	if !q.From.IsZero() && !q.To.IsZero() && q.From.After(q.To) {
 		return q, badRequest("from is after to")
 	}
-	if a := v.Get("after"); a != "" {
+	a, err := pageCursor(v)
+	if err != nil {
+		return q, err
+	}
+	if a != "" {
 		q.AfterID, err = strconv.ParseInt(a, 10, 64)
 		if err != nil || q.AfterID < 1 {
-			return q, badRequest("after must be a message id (a positive integer)")
+			return q, badRequest("cursor must be a message id (a positive integer)")
 		}
 	}
 	switch v.Get("order") {

@@ -126,7 +126,7 @@ func parseRange(r *http.Request) (from, to time.Time, err error) {
 // pointHistory answers a page of samples, or aggregation buckets when
 // interval is given.
 func (s *server) pointHistory(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "from", "to", "limit", "cursor", "order", "interval", "agg", "kind"); err != nil {
+	if err := allowQuery(r, "from", "to", "limit", "cursor", "after", "order", "interval", "agg", "kind"); err != nil {
 		return err
 	}
 	v := r.URL.Query()
@@ -185,7 +185,11 @@ func parsePage(v map[string][]string, q *point.HistoryQuery) error {
 		}
 		q.Limit = n
 	}
-	q.Cursor = get("cursor")
+	c, err := pageCursor(v)
+	if err != nil {
+		return err
+	}
+	q.Cursor = c
 	if q.Cursor != "" {
 		if _, _, err := point.DecodeCursor(q.Cursor); err != nil {
 			return badRequest("cursor is not a nextCursor of this route")
@@ -204,7 +208,7 @@ func parsePage(v map[string][]string, q *point.HistoryQuery) error {
 // parseAggregation reads interval and agg; from and to are required and
 // bound the number of buckets.
 func parseAggregation(v map[string][]string, q *point.HistoryQuery) error {
-	for _, k := range []string{"limit", "cursor", "order"} {
+	for _, k := range []string{"limit", "cursor", "after", "order"} {
 		if len(v[k]) > 0 {
 			return badRequest("%s does not apply to an aggregation (interval/agg)", k)
 		}

@@ -11,7 +11,7 @@ import (
 )
 
 // Bounds of a product's online lifetime, in seconds: those of the PSK
-// identity's lifetime field (PROTOCOL.md §2). 0 means the gateway default.
+// identity's lifetime field (docs/protocol.md §2). 0 means the gateway default.
 const (
 	minLifetimeSeconds = 30
 	maxLifetimeSeconds = 86400
@@ -132,14 +132,18 @@ func (s *server) createProduct(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) listProducts(w http.ResponseWriter, r *http.Request) error {
-	if err := allowQuery(r, "limit", "after"); err != nil {
+	if err := allowQuery(r, "limit", "cursor", "after"); err != nil {
 		return err
 	}
 	limit, err := parseLimit(r)
 	if err != nil {
 		return err
 	}
-	ps, err := s.o.Registry.ListProducts(r.Context(), registry.Page{Limit: limit, After: r.URL.Query().Get("after")})
+	after, err := pageCursor(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	ps, err := s.o.Registry.ListProducts(r.Context(), registry.Page{Limit: limit, After: after})
 	if err != nil {
 		return fmt.Errorf("list products: %w", err)
 	}

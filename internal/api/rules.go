@@ -235,10 +235,17 @@ func (s *server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := allowQuery(r, "limit", "cursor", "after"); err != nil {
+		return err
+	}
 	var after int64
-	if v := r.URL.Query().Get("after"); v != "" {
+	v, err := pageCursor(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if v != "" {
 		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
-			return badRequest("after must be a dead letter ID")
+			return badRequest("cursor must be a dead letter ID (the nextCursor of the previous page)")
 		}
 	}
 	id := r.PathValue("id")

@@ -95,7 +95,7 @@ func (c *fifoCache[K, V]) len() int { return len(c.m) }
 
 // exchangeKey identifies a message exchange: RFC 7252 §4.5 duplicate
 // detection keys on the peer and the Message ID, never on the token (the
-// vendor SDK restarts its token counter on every init, PROTOCOL.md §3.3).
+// vendor SDK restarts its token counter on every init, docs/protocol.md §3.3).
 // On a secured session the session is the peer (its address may change,
 // RFC 9146): peer is then zero and sess the session's ID.
 type exchangeKey struct {

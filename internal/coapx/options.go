@@ -3,7 +3,7 @@
 // provides what go-coap's stock UDP server does not do well enough for a
 // gateway: one read loop per socket, a bounded worker pool, a bounded
 // duplicate/response cache keyed on (peer, Message ID) (RFC 7252 §4.5), and
-// the vendor options of the two dialects (PROTOCOL.md §2–3).
+// the vendor options of the two dialects (docs/protocol.md §2–3).
 package coapx
 
 import (
@@ -13,7 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 )
 
-// Vendor option numbers (PROTOCOL.md §2.1, §3).
+// Vendor option numbers (docs/protocol.md §2.1, §3).
 const (
 	// OptionToken61 carries the auth token as sent by SDK v3.x and
 	// third-party modules (critical: odd number).

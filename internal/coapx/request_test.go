@@ -135,7 +135,7 @@ func TestRequest(t *testing.T) {
 			Options: message.Options{{ID: message.URIPath, Value: []byte("a")}}})
 		c.conn.Write(b)
 		buf := make([]byte, 512)
-		c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.conn.Read(buf); err != nil {
 			t.Fatal(err)
 		}

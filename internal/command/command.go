@@ -1,4 +1,4 @@
-// Package command is the downlink command queue (PROTOCOL.md §2.1, §4):
+// Package command is the downlink command queue (docs/protocol.md §2.1, §4):
 // commands (set measure points or properties, invoke a service, raw down)
 // wait per device until the device fetches them (option 2100 on an uplink's
 // response, then GET /topic/{requestTopic}) or takes a server push, and are
@@ -93,7 +93,7 @@ type Command struct {
 // IsRaw reports whether c is a raw-down command (opaque payload).
 func (c *Command) IsRaw() bool { return strings.HasSuffix(c.Topic, "/thing/model/down_raw") }
 
-// Reply is a device's answer to a command (PROTOCOL.md §4):
+// Reply is a device's answer to a command (docs/protocol.md §4):
 // {"id":"…","code":200,"data":{…},"message":"success"}.
 type Reply struct {
 	ID      string
@@ -147,7 +147,7 @@ type DeviceKey struct{ ProductKey, DeviceKey string }
 // Kind is the type of a command as the API names it.
 type Kind string
 
-// Command kinds and their request topics (PROTOCOL.md §4).
+// Command kinds and their request topics (docs/protocol.md §4).
 const (
 	KindSetMeasurepoints Kind = "setMeasurepoints" // thing/service/measurepoint/set (dialect E)
 	KindSetProperties    Kind = "setProperties"    // thing/service/property/set (dialect A)

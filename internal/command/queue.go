@@ -75,6 +75,10 @@ type Queue struct {
 	acked sync.Map
 
 	push chan Command
+
+	// pushed, when set (tests), is called after pushOne has finished all
+	// its bookkeeping for a command, whatever the outcome.
+	pushed func(Command)
 }
 
 // NewQueue loads the pending counts and returns the Queue; call Run to
@@ -346,6 +350,9 @@ func (q *Queue) ExpireDue(ctx context.Context, now time.Time) (int, error) {
 
 // pushOne pushes c if it is still pending and the device is live.
 func (q *Queue) pushOne(ctx context.Context, c Command) {
+	if q.pushed != nil {
+		defer q.pushed(c)
+	}
 	if !c.ExpiresAt.After(q.o.Now()) {
 		return
 	}

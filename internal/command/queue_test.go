@@ -264,6 +264,11 @@ func TestQueuePush(t *testing.T) {
 			s := openStore(t)
 			p := &fakePusher{err: tt.err, reply: tt.reply, got: make(chan command.Command, 1)}
 			q := newQueue(t, s, &clock{t: time.Now()}, p)
+			// The push worker reports when it has finished with a command
+			// (store and in-memory count both updated): the assertions
+			// below run after that, never between the two.
+			pushed := make(chan command.Command, 1)
+			command.SetPushedHook(q, func(c command.Command) { pushed <- c })
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { q.Run(ctx); close(done) }()
@@ -275,14 +280,14 @@ func TestQueuePush(t *testing.T) {
 			if got := <-p.got; got.ID != c.ID {
 				t.Fatalf("pushed %s, want %s", got.ID, c.ID)
 			}
-			var st command.State
-			for range 200 {
-				got, _ := q.Get(ctx, "pk", "dk", c.ID)
-				if st = got.State; st == tt.want && (tt.want != command.StatePending || q.HasPending("pk", "dk")) {
-					break
-				}
-				time.Sleep(5 * time.Millisecond)
+			if got := <-pushed; got.ID != c.ID {
+				t.Fatalf("push finished for %s, want %s", got.ID, c.ID)
 			}
+			got, err := q.Get(ctx, "pk", "dk", c.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := got.State
 			if st != tt.want {
 				t.Fatalf("state %s, want %s", st, tt.want)
 			}

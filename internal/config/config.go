@@ -68,7 +68,7 @@ type Forward struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
-// Commands configures downlink commands (PROTOCOL.md §2.1).
+// Commands configures downlink commands (docs/protocol.md §2.1).
 type Commands struct {
 	// Push sends a new command at once to a device with a live session
 	// (DTLS, or plain UDP seen within its lifetime) as a CON request;
@@ -114,8 +114,8 @@ type CoAP struct {
 	ExchangeLifetime time.Duration `yaml:"exchange_lifetime"`
 	// NonLifetime is how long a NON's Message ID is remembered (145 s).
 	NonLifetime time.Duration `yaml:"non_lifetime"`
-	// SymmetricListen is the UDP address of dialect A's symmetric-encryption
-	// listener (PROTOCOL.md §3.4, default :5682); empty disables it. It
+	// SymmetricListen is the UDP address of the token dialect's symmetric-encryption
+	// listener (docs/protocol.md §3.4, default :5682); empty disables it. It
 	// shares every other coap.* setting with the plain listener.
 	SymmetricListen string `yaml:"symmetric_listen"`
 	// ReplayWindow is how many sequence numbers below the highest one seen
@@ -126,7 +126,7 @@ type CoAP struct {
 	ReplaySessions int `yaml:"replay_sessions"`
 }
 
-// DTLS configures the CoAP-over-DTLS 1.2 listener (PROTOCOL.md §2, §3.6).
+// DTLS configures the CoAP-over-DTLS 1.2 listener (docs/protocol.md §2, §3.6).
 type DTLS struct {
 	// Listen is the UDP address (default :5684); empty disables DTLS.
 	Listen string `yaml:"listen"`
@@ -176,12 +176,12 @@ type Auth struct {
 	OnlineLifetime time.Duration `yaml:"online_lifetime"`
 	// DeviceCacheTTL bounds how stale a cached device record may be.
 	DeviceCacheTTL time.Duration `yaml:"device_cache_ttl"`
-	// DialectEIV is the AES-CBC IV of dialect E's option 2101 (PROTOCOL.md
+	// DialectEIV is the AES-CBC IV of the PSK dialect's option 2101 (docs/protocol.md
 	// §2.2; not published): 16 ASCII characters or 32 hex digits.
 	DialectEIV string `yaml:"dialect_e_iv"`
 }
 
-// DefaultDialectEIV is the dialect-A IV (PROTOCOL.md §3.4), the default of
+// DefaultDialectEIV is the token-dialect IV (docs/protocol.md §3.4), the default of
 // auth.dialect_e_iv.
 const DefaultDialectEIV = "543yhjy97ae7fyfg"
 

@@ -156,3 +156,32 @@ func TestSessionModeSettings(t *testing.T) {
 		t.Fatalf("hex IV %x", iv)
 	}
 }
+
+func TestFlagSpellings(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	ov := RegisterFlags(fs)
+	args := NormalizeFlagArgs([]string{"--coap.max_body=2048", "-data_dir", "/d_x", "--dtls.max-sessions", "7", "--", "--api.pprof_listen"})
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	c, err := Load("", nil, ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CoAP.MaxBody != 2048 || c.DataDir != "/d_x" || c.DTLS.MaxSessions != 7 {
+		t.Fatalf("max_body %d data_dir %q max_sessions %d", c.CoAP.MaxBody, c.DataDir, c.DTLS.MaxSessions)
+	}
+	if got := fs.Args(); len(got) != 1 || got[0] != "--api.pprof_listen" {
+		t.Fatalf("arguments after -- changed: %q", got)
+	}
+}
+
+func TestUnknownEnv(t *testing.T) {
+	got := UnknownEnv([]string{
+		"COAPGATE_COAP_LISTEN=:1", "COAPGATE_COAP_LISTN=:2", "COAPGATE_API_KEY=x", "COAPGATE_CONFIG=f",
+		"COAPGATE_TEST_NATS_URL=n", "HOME=/root", "COAPGATE_DATADIR=d",
+	})
+	if strings.Join(got, ",") != "COAPGATE_COAP_LISTN,COAPGATE_DATADIR" {
+		t.Fatalf("UnknownEnv = %q", got)
+	}
+}

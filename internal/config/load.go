@@ -111,7 +111,7 @@ var Help = map[string]string{
 	"coap.dedup_entries":        "exchanges kept for duplicate detection and response replay",
 	"coap.exchange_lifetime":    "how long a CON's response is replayed to duplicates (RFC 7252 EXCHANGE_LIFETIME)",
 	"coap.non_lifetime":         "how long a NON's Message ID is remembered (RFC 7252 NON_LIFETIME)",
-	"coap.symmetric_listen":     "UDP address of the symmetric-encryption listener (dialect A, AES payloads); empty disables it",
+	"coap.symmetric_listen":     "UDP address of the symmetric-encryption listener (token dialect, AES payloads); empty disables it",
 	"coap.replay_window":        "sequence numbers a session remembers below its highest (options 2089, 2101); older ones are replays",
 	"coap.replay_sessions":      "sessions whose replay state a node holds (LRU); an evicted session's token must re-authenticate",
 	"dtls.listen":               "UDP address of the CoAP-over-DTLS listener (PSK identities, certificates); empty disables it",
@@ -130,7 +130,7 @@ var Help = map[string]string{
 	"auth.token_key":            "hex token signing key shared by all nodes (default: generated into data_dir/token.key)",
 	"auth.online_lifetime":      "how long a token device stays online after its last message (unless its product sets one)",
 	"auth.device_cache_ttl":     "how stale a cached device record may be (other nodes' changes show within this)",
-	"auth.dialect_e_iv":         "AES-CBC IV of dialect E's option 2101 (not published): 16 ASCII characters or 32 hex digits",
+	"auth.dialect_e_iv":         "AES-CBC IV of option 2101, the PSK dialect's sign mode (not published): 16 ASCII characters or 32 hex digits",
 	"api.listen":                "TCP address of the management HTTP API",
 	"api.pprof_listen":          "TCP address serving /debug/pprof (no authentication: bind to loopback); empty disables it",
 	"store.driver":              "storage driver: sqlite (embedded) or postgres (store.postgres_url)",
@@ -229,4 +229,69 @@ func (c Config) YAML() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), enc.Close()
+}
+
+// NormalizeFlagArgs lets every setting's flag be spelled with underscores
+// as in YAML (--coap.max_body) as well as with hyphens (--coap.max-body):
+// it rewrites the underscore spelling of a known setting to the hyphen one
+// the flag set registers. Arguments after "--" and values are left alone.
+func NormalizeFlagArgs(args []string) []string {
+	def := Default()
+	alias := map[string]string{}
+	for _, f := range Fields(&def) {
+		if f.Key != f.Flag {
+			alias[f.Key] = f.Flag
+		}
+	}
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		dashes := "-"
+		if strings.HasPrefix(a, "--") {
+			dashes = "--"
+		}
+		name, value, hasValue := strings.Cut(a[len(dashes):], "=")
+		if fl, ok := alias[name]; ok {
+			out[i] = dashes + fl
+			if hasValue {
+				out[i] += "=" + value
+			}
+		}
+	}
+	return out
+}
+
+// OtherEnv lists the COAPGATE_* variables that are not settings but are
+// read by the command line tools (and tests); UnknownEnv does not report
+// them.
+var OtherEnv = []string{EnvPrefix + "CONFIG", EnvPrefix + "API_URL", EnvPrefix + "API_KEY"}
+
+// UnknownEnv returns the names of COAPGATE_* variables in environ (as
+// os.Environ returns it) that name no setting: most likely typos, which
+// would otherwise be ignored silently. COAPGATE_TEST_* (the test suites'
+// service addresses) and OtherEnv are not reported.
+func UnknownEnv(environ []string) []string {
+	def := Default()
+	known := map[string]bool{}
+	for _, f := range Fields(&def) {
+		known[f.Env] = true
+	}
+	for _, e := range OtherEnv {
+		known[e] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix) || known[name] || strings.HasPrefix(name, EnvPrefix+"TEST_") {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
 }

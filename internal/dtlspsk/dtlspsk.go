@@ -1,4 +1,4 @@
-// Package dtlspsk holds dialect E's DTLS 1.2 PSK rules (PROTOCOL.md §2): the
+// Package dtlspsk holds dialect E's DTLS 1.2 PSK rules (docs/protocol.md §2): the
 // PSK identity "{pk},{dk},{secureMode},{lifetime}", the key derivation
 // SHA-256(secret)[8:24], and the reason codes of refused handshakes. It is
 // pure: no I/O, no logging.
@@ -14,7 +14,7 @@ import (
 	"github.com/coapgate/coapgate/internal/registry"
 )
 
-// Secure modes of the identity (PROTOCOL.md §2).
+// Secure modes of the identity (docs/protocol.md §2).
 const (
 	// ModeDevice keys the session with the device secret.
 	ModeDevice = 2
@@ -23,7 +23,7 @@ const (
 	ModeProduct = 3
 )
 
-// Lifetime bounds in seconds, inclusive (PROTOCOL.md §2).
+// Lifetime bounds in seconds, inclusive (docs/protocol.md §2).
 const (
 	MinLifetime = 30
 	MaxLifetime = 86400
@@ -134,7 +134,7 @@ func parseLifetime(s string) (int, bool) {
 }
 
 // Key derives the PSK of a device secret (mode 2) or product secret (mode
-// 3): SHA-256(secret)[8:24] (PROTOCOL.md §2).
+// 3): SHA-256(secret)[8:24] (docs/protocol.md §2).
 func Key(secret string) []byte {
 	sum := sha256.Sum256([]byte(secret))
 	k := make([]byte, KeyLen)

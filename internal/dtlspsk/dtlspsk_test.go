@@ -79,7 +79,7 @@ func TestLifetimeBounds(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestKey(t *testing.T) {
-	// The measured interop vector (BASELINES.md): devsecret1 → a416….
+	// The interop vector measured against libcoap: devsecret1 → a416….
 	if got := hex.EncodeToString(Key("devsecret1")); got != "a416dac63bb52a7d94ddd45db9a2de92" {
 		t.Fatalf("Key(devsecret1) = %s", got)
 	}

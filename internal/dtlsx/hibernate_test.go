@@ -216,7 +216,7 @@ func TestHibernateServerWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2048)
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err = c.Read(buf)
 	if err != nil || !bytes.Equal(buf[:n], b) {
 		t.Fatalf("server datagram after resume: %x %v", buf[:n], err)

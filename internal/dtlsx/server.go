@@ -1,5 +1,5 @@
 // Package dtlsx serves CoAP over DTLS 1.2 (RFC 6347, RFC 7252 §9) on
-// pion/dtls, for dialect E's PSK devices (PROTOCOL.md §2) and certificate
+// pion/dtls, for dialect E's PSK devices (docs/protocol.md §2) and certificate
 // clients (§3.6). It owns the UDP socket and demultiplexes datagrams to
 // sessions itself, by address or by Connection ID (RFC 9146), so that it
 // can bound and account for session state: pion drives each session's
@@ -179,7 +179,7 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 	}
 	var suites []dtls.CipherSuiteID
 	if cfg.LookupPSK != nil {
-		// Exactly the dialect's suites (PROTOCOL.md §2): offering more
+		// Exactly the dialect's suites (docs/protocol.md §2): offering more
 		// (GCM, ECDHE-PSK) makes stock clients pick those instead, which
 		// the platform's devices were never tested against.
 		suites = append(suites,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -138,7 +139,7 @@ func post(t *testing.T, c net.Conn) message.Message {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2048)
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := c.Read(buf)
 	if err != nil {
 		t.Fatalf("read response: %v", err)
@@ -188,13 +189,13 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			start := time.Now()
 			_, err := dialPSK(t, ts.addr, tt.identity, tt.key, dtls.TLS_PSK_WITH_AES_128_CCM_8, false)
 			if err == nil {
 				t.Fatal("handshake succeeded")
 			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("refusal took %v (%v)", d, err)
+			// Refused by an alert, not left to time out.
+			if !strings.Contains(err.Error(), "alert:") {
+				t.Errorf("refusal without an alert: %v", err)
 			}
 			waitFor(t, func() bool { return ts.failures(tt.reason) == 1 }, "failure "+tt.reason)
 		})
@@ -231,7 +232,7 @@ func TestSpoofedClientHellos(t *testing.T) {
 	}()
 	// pion answers with a HelloVerifyRequest (cookie on by default).
 	buf := make([]byte, 2048)
-	socks[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	socks[0].SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, _, err := socks[0].ReadFromUDP(buf)
 	if err != nil {
 		t.Fatalf("no HelloVerifyRequest: %v", err)
@@ -285,7 +286,7 @@ func clientHelloBytes(t *testing.T) []byte {
 	defer cancel()
 	go c.HandshakeContext(ctx)
 	buf := make([]byte, 2048)
-	srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, _, err := srv.ReadFromUDP(buf)
 	if err != nil {
 		t.Fatal(err)
@@ -380,11 +381,48 @@ func TestConnectionID(t *testing.T) {
 				}
 				return
 			}
-			if r := post(t, c); r.Code != codes.Changed || string(r.Payload) != "pk/dk" {
+			// Like a device, retransmit the CON until answered: pion hands the
+			// first record from the new address to the reader before it
+			// moves the session's peer address (RFC 9146 update after the
+			// data is queued), so the answer to that one record may still
+			// go to the old address under load. The retransmission is
+			// answered at the new one.
+			if r := postRetransmit(t, c); r.Code != codes.Changed || string(r.Payload) != "pk/dk" {
 				t.Fatalf("after rebinding: %v %q", r.Code, r.Payload)
 			}
 		})
 	}
+}
+
+// postRetransmit sends one CON POST over c as a device does (RFC 7252
+// §4.2: the same message again after ACK_TIMEOUT, doubling, at most 4
+// times) and returns the first response.
+func postRetransmit(t *testing.T, c net.Conn) message.Message {
+	t.Helper()
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: int32(mid.Add(1) & 0xffff), Token: []byte{1, 2}}
+	m.Options = message.Options{{ID: message.URIPath, Value: []byte("topic")}}
+	n, _ := coder.DefaultCoder.Size(m)
+	b := make([]byte, n)
+	coder.DefaultCoder.Encode(m, b)
+	buf := make([]byte, 2048)
+	wait := 2 * time.Second
+	for try := 0; try <= 4; try, wait = try+1, wait*2 {
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		n, err := c.Read(buf)
+		if err != nil {
+			continue
+		}
+		var r message.Message
+		if _, err := coder.DefaultCoder.Decode(buf[:n], &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	t.Fatal("no response after 4 retransmissions")
+	return message.Message{}
 }
 
 func tryPost(c net.Conn) error {
@@ -395,7 +433,7 @@ func tryPost(c net.Conn) error {
 	if _, err := c.Write(b); err != nil {
 		return err
 	}
-	c.SetReadDeadline(time.Now().Add(time.Second))
+	c.SetReadDeadline(time.Now().Add(time.Second)) // the caller expects no answer
 	_, err := c.Read(make([]byte, 2048))
 	return err
 }
@@ -477,7 +515,7 @@ func (r *relay) rebind(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // bounds a failing test only
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

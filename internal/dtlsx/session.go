@@ -21,7 +21,7 @@ import (
 const queueLen = 8
 
 // readBufLen is a session's plaintext read buffer: one CoAP message over
-// DTLS (the dialect recommends payloads of at most 1 KB, PROTOCOL.md §2).
+// DTLS (the dialect recommends payloads of at most 1 KB, docs/protocol.md §2).
 const readBufLen = 2048
 
 type datagram struct {

@@ -1,5 +1,5 @@
 // Package event holds device lifecycle events (online/offline transitions,
-// PROTOCOL.md §2 "Online status") and the Store interface adapters
+// docs/protocol.md §2 "Online status") and the Store interface adapters
 // implement.
 package event
 

@@ -3,7 +3,9 @@ package forward
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -20,8 +22,12 @@ const (
 // Envelope is the JSON document delivered for one log entry. Payload holds
 // the decoded JSON or CBOR payload as JSON; a payload that does not decode
 // is sent as PayloadBase64 instead.
+//
+// In JSON the log ID is "id" as a decimal string, the form the API gives a
+// message's id, and "logId" as a number; decoding accepts a number in "id"
+// too (envelopes stored as dead letters by earlier versions).
 type Envelope struct {
-	ID            int64           `json:"id"`
+	ID            int64           `json:"-"`
 	Topic         string          `json:"topic"`
 	ProductKey    string          `json:"productKey"`
 	DeviceKey     string          `json:"deviceKey"`
@@ -30,6 +36,49 @@ type Envelope struct {
 	ContentFormat uint16          `json:"contentFormat"`
 	Payload       json.RawMessage `json:"payload,omitempty"`
 	PayloadBase64 []byte          `json:"payloadBase64,omitempty"`
+}
+
+// MarshalJSON writes ID as "id" (string) and "logId" (number).
+func (e Envelope) MarshalJSON() ([]byte, error) {
+	type plain Envelope
+	return json.Marshal(struct {
+		ID    string `json:"id"`
+		LogID int64  `json:"logId"`
+		plain
+	}{strconv.FormatInt(e.ID, 10), e.ID, plain(e)})
+}
+
+// UnmarshalJSON reads "id" as a string or a number ("logId" when "id" is
+// absent).
+func (e *Envelope) UnmarshalJSON(b []byte) error {
+	type plain Envelope
+	v := struct {
+		ID    json.RawMessage `json:"id"`
+		LogID *int64          `json:"logId"`
+		*plain
+	}{plain: (*plain)(e)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch {
+	case len(v.ID) > 0 && v.ID[0] == '"':
+		var s string
+		if err := json.Unmarshal(v.ID, &s); err != nil {
+			return err
+		}
+		id, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("envelope id %q: %w", s, err)
+		}
+		e.ID = id
+	case len(v.ID) > 0 && string(v.ID) != "null":
+		if err := json.Unmarshal(v.ID, &e.ID); err != nil {
+			return fmt.Errorf("envelope id: %w", err)
+		}
+	case v.LogID != nil:
+		e.ID = *v.LogID
+	}
+	return nil
 }
 
 // cborDec decodes CBOR maps with string keys into map[string]any, the

@@ -80,12 +80,12 @@ func TestEnvelopeGolden(t *testing.T) {
 		want    string
 	}{
 		{"json", []byte("{\"id\": \"1\",\n \"params\": {\"temp\": 21.5}}"), 50,
-			`{"id":42,"topic":"/sys/pk1/dk1/thing/event/property/post","productKey":"pk1","deviceKey":"dk1","receivedAt":"2025-03-01T12:00:00.005Z","transport":"coap","contentFormat":50,"payload":{"id":"1","params":{"temp":21.5}}}`},
+			`{"id":"42","logId":42,"topic":"/sys/pk1/dk1/thing/event/property/post","productKey":"pk1","deviceKey":"dk1","receivedAt":"2025-03-01T12:00:00.005Z","transport":"coap","contentFormat":50,"payload":{"id":"1","params":{"temp":21.5}}}`},
 		// CBOR {"params": {"t": 1}}
 		{"cbor", []byte{0xa1, 0x66, 'p', 'a', 'r', 'a', 'm', 's', 0xa1, 0x61, 't', 0x01}, 60,
-			`{"id":42,"topic":"/sys/pk1/dk1/thing/event/property/post","productKey":"pk1","deviceKey":"dk1","receivedAt":"2025-03-01T12:00:00.005Z","transport":"coap","contentFormat":60,"payload":{"params":{"t":1}}}`},
+			`{"id":"42","logId":42,"topic":"/sys/pk1/dk1/thing/event/property/post","productKey":"pk1","deviceKey":"dk1","receivedAt":"2025-03-01T12:00:00.005Z","transport":"coap","contentFormat":60,"payload":{"params":{"t":1}}}`},
 		{"binary", []byte{0xff, 0x00, 0x01}, 42,
-			`{"id":42,"topic":"/sys/pk1/dk1/thing/event/property/post","productKey":"pk1","deviceKey":"dk1","receivedAt":"2025-03-01T12:00:00.005Z","transport":"coap","contentFormat":42,"payloadBase64":"/wAB"}`},
+			`{"id":"42","logId":42,"topic":"/sys/pk1/dk1/thing/event/property/post","productKey":"pk1","deviceKey":"dk1","receivedAt":"2025-03-01T12:00:00.005Z","transport":"coap","contentFormat":42,"payloadBase64":"/wAB"}`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -200,5 +200,61 @@ func TestExpand(t *testing.T) {
 	}
 	if got := Expand("fwd.{topic}", d, '.'); got != "fwd.sys.pk.dk.thing.event.property.post" {
 		t.Errorf("nats: %s", got)
+	}
+}
+
+// TestEnvelopeIDForms: the id is written as a string (like the API's
+// message id) plus a numeric logId, and read back from either the new form
+// or the numeric id of envelopes stored by earlier versions.
+func TestEnvelopeIDForms(t *testing.T) {
+	for _, in := range []string{
+		`{"id":"42","logId":42,"topic":"/t"}`,
+		`{"id":42,"topic":"/t"}`,
+		`{"logId":42,"topic":"/t"}`,
+	} {
+		var e Envelope
+		if err := json.Unmarshal([]byte(in), &e); err != nil || e.ID != 42 || e.Topic != "/t" {
+			t.Errorf("%s: %+v, %v", in, e, err)
+		}
+	}
+	var e Envelope
+	if err := json.Unmarshal([]byte(`{"id":"4x2"}`), &e); err == nil {
+		t.Error("a non-numeric id string decoded")
+	}
+}
+
+// TestSignatureV2 checks the timestamped signature against a value computed
+// with openssl (printf '%s' '1700000000.{"id":"1"}' | openssl dgst -sha256
+// -hmac k3y) and the verification's refusals.
+func TestSignatureV2(t *testing.T) {
+	secret, ts, body := []byte("k3y"), "1700000000", []byte(`{"id":"1"}`)
+	const want = "v2=fdca3bbba6a11af507e3fb8dc0c9e5f2f84ba9dae0fda6fe67204e88c3d52bdd"
+	if got := SignV2(secret, ts, body); got != want {
+		t.Fatalf("SignV2 = %s, want %s", got, want)
+	}
+	at := time.Unix(1700000000, 0)
+	for _, c := range []struct {
+		name     string
+		ts, sig  string
+		body     []byte
+		now      time.Time
+		want     error
+		wantNone bool
+	}{
+		{name: "valid", ts: ts, sig: want, body: body, now: at.Add(4 * time.Minute), wantNone: true},
+		{name: "valid, receiver clock behind", ts: ts, sig: want, body: body, now: at.Add(-4 * time.Minute), wantNone: true},
+		{name: "replayed later", ts: ts, sig: want, body: body, now: at.Add(6 * time.Minute), want: ErrSignatureExpired},
+		{name: "from the future", ts: ts, sig: want, body: body, now: at.Add(-6 * time.Minute), want: ErrSignatureExpired},
+		{name: "timestamp changed", ts: "1700000300", sig: want, body: body, now: at, want: ErrSignatureMismatch},
+		{name: "body changed", ts: ts, sig: want, body: []byte(`{"id":"2"}`), now: at, want: ErrSignatureMismatch},
+		{name: "old body-only signature", ts: ts, sig: Sign(secret, body), body: body, now: at, want: ErrSignatureMismatch},
+		{name: "no signature", ts: ts, body: body, now: at, want: ErrSignatureMissing},
+		{name: "no timestamp", sig: want, body: body, now: at, want: ErrSignatureMissing},
+		{name: "timestamp not a number", ts: "x", sig: want, body: body, now: at, want: ErrSignatureMismatch},
+	} {
+		err := VerifySignature(secret, c.ts, c.sig, c.body, c.now, DefaultSignatureTolerance)
+		if c.wantNone && err != nil || !c.wantNone && !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,6 +133,11 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if req.Header.Get(forward.HeaderSignature) != forward.Sign([]byte(r.secret), body) {
+		r.badSig++
+	}
+	// The timestamped signature, verified as docs/api.md tells receivers to.
+	if forward.VerifySignature([]byte(r.secret), req.Header.Get(forward.HeaderTimestamp),
+		req.Header.Get(forward.HeaderSignatureV2), body, time.Now(), forward.DefaultSignatureTolerance) != nil {
 		r.badSig++
 	}
 	r.got[env.ID]++
@@ -268,6 +275,10 @@ func TestWebhookDeadLetterAndReplay(t *testing.T) {
 	if dl, _ := st.GetDeadLetter(ctx, r.ID, dls[0].ID); dl.Attempts != 4 {
 		t.Fatalf("attempts after failed replay = %d, want 4", dl.Attempts)
 	}
+	// The rule's status counts the failed replay.
+	if s, err := m.Status(ctx, r.ID); err != nil || s[0].Failures != 10 || s[0].DeadLetters != 3 || s[0].LastError == "" {
+		t.Fatalf("status after a failed replay: %+v, %v", s, err)
+	}
 	rc.fail.Store(false)
 	res, err = m.Replay(ctx, r.ID, nil)
 	if err != nil || res.Delivered != 3 || res.Failed != 0 {
@@ -279,22 +290,22 @@ func TestWebhookDeadLetterAndReplay(t *testing.T) {
 	if left, _ := m.DeadLetters(ctx, r.ID, 0, 100); len(left) != 0 {
 		t.Fatalf("%d dead letters left after a successful replay", len(left))
 	}
+	// The status reflects the replay: delivered, no dead letters, no error.
+	s, err := m.Status(ctx, r.ID)
+	if err != nil || s[0].DeadLetters != 0 || s[0].Delivered != 3 || s[0].LastError != "" || s[0].LastErrorAt != nil {
+		t.Fatalf("status after a successful replay: %+v, %v", s, err)
+	}
 }
 
 func TestWebhookClosedPortDeadLetters(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := refusingAddr(t)
 	st := openStore(t, t.TempDir())
 	defer st.Close()
 	m := startManager(t, st)
 	defer closeManager(t, m)
 	r := webhookRule("http://"+addr+"/hook", "")
 	r.MaxAttempts = 2
-	r, err = m.CreateRule(context.Background(), r, forward.StartAtEnd)
+	r, err := m.CreateRule(context.Background(), r, forward.StartAtEnd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,9 +344,12 @@ func TestRestartResumesFromCursor(t *testing.T) {
 		t.Fatalf("second run delivered %d of %d entries: it started over instead of at the cursor", second, len(all))
 	}
 	t.Logf("first run %d, second run %d deliveries for %d entries", first, second, len(all))
-	if s, _ := m2.Status(context.Background(), r.ID); s[0].Cursor != all[len(all)-1] {
-		t.Fatalf("cursor %d, want %d", s[0].Cursor, all[len(all)-1])
-	}
+	// The receiver records a delivery before the worker has its answer and
+	// moves the cursor: wait for the cursor itself.
+	eventually(t, "the cursor at the last entry", func() bool {
+		s, err := m2.Status(context.Background(), r.ID)
+		return err == nil && s[0].Cursor == all[len(all)-1]
+	})
 }
 
 func TestEventReachesEventRule(t *testing.T) {
@@ -420,4 +434,25 @@ func BenchmarkWebhookDelivery(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
+}
+
+// refusingAddr returns a loopback TCP address that refuses connections for
+// the rest of the test: a socket bound to it that never listens. Unlike a
+// listener that was closed, the port cannot be taken by another process
+// meanwhile.
+func refusingAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }

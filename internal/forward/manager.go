@@ -471,14 +471,19 @@ func (m *Manager) DeleteRule(ctx context.Context, id string) error {
 
 // ActionStatus is the progress of one action of a rule.
 type ActionStatus struct {
-	Action      int        `json:"action"`
-	Type        string     `json:"type"`
-	Running     bool       `json:"running"`
-	Cursor      int64      `json:"cursor"`
-	Lag         int64      `json:"lag"`
-	Delivered   int64      `json:"delivered"`
-	Failures    int64      `json:"failures"`
-	DeadLetters int64      `json:"deadLetters"`
+	Action    int    `json:"action"`
+	Type      string `json:"type"`
+	Running   bool   `json:"running"`
+	Cursor    int64  `json:"cursor"`
+	Lag       int64  `json:"lag"`
+	Delivered int64  `json:"delivered"`
+	Failures  int64  `json:"failures"`
+	// DeadLetters counts the action's dead letters not yet replayed or
+	// deleted; Delivered includes successful replays.
+	DeadLetters int64 `json:"deadLetters"`
+	// LastError is the last failed attempt's error (worker or replay);
+	// cleared once the action has no dead letters left after a replay or
+	// deletion.
 	LastError   string     `json:"lastError,omitempty"`
 	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
 }
@@ -510,8 +515,8 @@ func (m *Manager) Status(ctx context.Context, id string) ([]ActionStatus, error)
 			continue
 		}
 		s := &out[cs.Action]
-		s.Cursor, s.Delivered, s.Failures, s.DeadLetters, s.LastError = cs.Cursor, cs.Delivered, cs.Failures, cs.DeadLetters, cs.LastError
-		if !cs.LastErrorAt.IsZero() {
+		s.Cursor, s.Delivered, s.Failures, s.DeadLetters, s.LastError = cs.Cursor, cs.Delivered, cs.Failures, max(0, cs.DeadLetters), cs.LastError
+		if !cs.LastErrorAt.IsZero() && cs.LastError != "" {
 			t := cs.LastErrorAt
 			s.LastErrorAt = &t
 		}
@@ -538,9 +543,45 @@ func (m *Manager) DeadLetters(ctx context.Context, ruleID string, after int64, l
 	return m.o.Store.ListDeadLetters(ctx, ruleID, after, limit)
 }
 
-// DeleteDeadLetter drops one dead letter without delivering it.
+// DeleteDeadLetter drops one dead letter without delivering it; the
+// action's status no longer counts it.
 func (m *Manager) DeleteDeadLetter(ctx context.Context, ruleID string, id int64) error {
-	return m.o.Store.DeleteDeadLetter(ctx, ruleID, id)
+	dl, err := m.o.Store.GetDeadLetter(ctx, ruleID, id)
+	if err != nil {
+		return err
+	}
+	if err := m.o.Store.DeleteDeadLetter(ctx, ruleID, id); err != nil {
+		return err
+	}
+	return m.settleDeadLetters(ctx, ruleID, map[int]Progress{dl.Action: {DeadLetters: -1}})
+}
+
+// settleDeadLetters adds the replay or deletion outcome p of each action to
+// its status; an action left with no dead letters has its last error
+// cleared (the failures it recorded were resolved).
+func (m *Manager) settleDeadLetters(ctx context.Context, ruleID string, p map[int]Progress) error {
+	if len(p) == 0 {
+		return nil
+	}
+	left, err := m.o.Store.ListDeadLetters(ctx, ruleID, 0, maxReplay)
+	if err != nil {
+		return fmt.Errorf("forward: dead letters: %w", err)
+	}
+	remaining := map[int]bool{}
+	for _, dl := range left {
+		remaining[dl.Action] = true
+	}
+	full := len(left) == maxReplay // more may follow: clear nothing
+	now := time.Now().UTC()
+	for action, pr := range p {
+		if !full && !remaining[action] && pr.LastErrorAt.IsZero() {
+			pr.LastError, pr.LastErrorAt = "", now // written as cleared
+		}
+		if err := m.o.Store.SaveProgress(ctx, ruleID, action, pr); err != nil {
+			return fmt.Errorf("forward: dead letters: %w", err)
+		}
+	}
+	return nil
 }
 
 // ReplayItem is the outcome of replaying one dead letter.
@@ -601,6 +642,14 @@ func (m *Manager) Replay(ctx context.Context, ruleID string, ids []int64) (Repla
 		}
 	}()
 	res := ReplayResult{Items: []ReplayItem{}}
+	// What the replay changes in each action's status (saved at the end,
+	// also after an error): deliveries, dead letters gone, failures.
+	progress := map[int]Progress{}
+	defer func() {
+		if serr := m.settleDeadLetters(ctx, ruleID, progress); serr != nil {
+			m.log.Warn("rule status not updated after replay", "rule", ruleID, "err", serr)
+		}
+	}()
 	for _, dl := range dls {
 		item := ReplayItem{ID: dl.ID}
 		err := func() error {
@@ -640,13 +689,22 @@ func (m *Manager) Replay(ctx context.Context, ruleID string, ids []int64) (Repla
 			m.met.delivered.WithLabelValues(ruleID, label).Inc()
 			item.Delivered = true
 			res.Delivered++
+			p := progress[dl.Action]
+			p.Delivered++
+			p.DeadLetters--
+			progress[dl.Action] = p
 		} else {
 			item.Error = err.Error()
 			m.met.failures.WithLabelValues(ruleID, label).Inc()
-			if ferr := m.o.Store.FailDeadLetter(ctx, dl.ID, item.Error, time.Now().UTC()); ferr != nil {
+			now := time.Now().UTC()
+			if ferr := m.o.Store.FailDeadLetter(ctx, dl.ID, item.Error, now); ferr != nil {
 				return res, fmt.Errorf("forward: replay: %w", ferr)
 			}
 			res.Failed++
+			p := progress[dl.Action]
+			p.Failures++
+			p.LastError, p.LastErrorAt = item.Error, now
+			progress[dl.Action] = p
 		}
 		res.Items = append(res.Items, item)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// maxClientID is the dialect's clientId limit (PROTOCOL.md §3.1).
+// maxClientID is the dialect's clientId limit (docs/protocol.md §3.1).
 const maxClientID = 64
 
 // authBody negotiates the formats of an auth request and decodes its body
@@ -37,7 +37,7 @@ func authBody(req *coapx.Request) (respCF uint16, fields map[string]string, resp
 	return respCF, fields, nil, err
 }
 
-// auth answers POST /auth (PROTOCOL.md §3.1).
+// auth answers POST /auth (docs/protocol.md §3.1).
 func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response {
 	respCF, fields, resp, err := authBody(req)
 	if resp != nil {
@@ -58,7 +58,7 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 		return g.authFail(req, reasonBadPayload, badRequest(err), pk, dn)
 	}
 	if _, ok := fields["seq"]; g.o.Symmetric && !ok {
-		// PROTOCOL.md §3.4: the symmetric-mode auth carries seq, signed.
+		// docs/protocol.md §3.4: the symmetric-mode auth carries seq, signed.
 		return g.authFail(req, reasonBadPayload, badRequest(fmt.Errorf("%w: seq is required in symmetric-encryption mode", errPayload)), pk, dn)
 	}
 	id, err := g.cache.get(ctx, pk, dn, req.Received)
@@ -103,7 +103,7 @@ func (g *Gateway) auth(ctx context.Context, req *coapx.Request) *coapx.Response 
 }
 
 // tokenReply is the plain and dialect-E auth answer; symmetricReply the
-// symmetric-mode one (PROTOCOL.md §3.1), fields in this order.
+// symmetric-mode one (docs/protocol.md §3.1), fields in this order.
 type tokenReply struct {
 	Token string `json:"token" cbor:"token"`
 }

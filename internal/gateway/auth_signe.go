@@ -11,13 +11,13 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// Lifetime bounds of dialect E (PROTOCOL.md §2), seconds.
+// Lifetime bounds of dialect E (docs/protocol.md §2), seconds.
 const (
 	minLifetimeE = 30
 	maxLifetimeE = 86400
 )
 
-// authSignE answers dialect E's non-DTLS POST /auth/{pk}/{dk} (PROTOCOL.md
+// authSignE answers dialect E's non-DTLS POST /auth/{pk}/{dk} (docs/protocol.md
 // §2.2): payload {"secureMode":2,"lifetime":N,"sign":S} with S the uppercase
 // hex SHA-256 of the sorted name+value pairs followed by the device secret;
 // answer 2.05 {"token":T}. The token is a sign-E session token: usable only

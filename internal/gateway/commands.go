@@ -20,7 +20,7 @@ import (
 )
 
 // Commands is the downlink command queue as the gateway uses it
-// (PROTOCOL.md §2.1): HasPending runs on every uplink and must not touch
+// (docs/protocol.md §2.1): HasPending runs on every uplink and must not touch
 // storage.
 type Commands interface {
 	HasPending(pk, dk string) bool
@@ -100,7 +100,7 @@ func (g *Gateway) authUplink(ctx context.Context, req *coapx.Request) (uplinkAut
 	psk, isPSK := pskIdentity(req)
 	switch {
 	case isPSK:
-		// DTLS-PSK: the session is the device, no token (PROTOCOL.md §2).
+		// DTLS-PSK: the session is the device, no token (docs/protocol.md §2).
 		up.id, resp = g.authenticateSession(ctx, req, psk)
 	case g.o.Symmetric:
 		up, resp = g.authenticateSymmetric(ctx, req)
@@ -114,7 +114,7 @@ func (g *Gateway) authUplink(ctx context.Context, req *coapx.Request) (uplinkAut
 
 // addDownlink adds option 2100 = "/topic" + the next command's request
 // topic to an uplink's success response when the device has a command
-// waiting (PROTOCOL.md §2.1). The check is in memory; storage is read only
+// waiting (docs/protocol.md §2.1). The check is in memory; storage is read only
 // for devices with something pending. The value is never encrypted.
 func (g *Gateway) addDownlink(ctx context.Context, id identity, r *coapx.Response, now time.Time) {
 	if g.o.Commands == nil || !g.o.Commands.HasPending(id.dev.ProductKey, id.dev.DeviceKey) {
@@ -170,7 +170,7 @@ func ownsRequestTopic(top, pk, dk string) bool {
 	return command.IsRequestTopic(segs) && segs[1] == pk && segs[2] == dk
 }
 
-// pull answers GET /topic/{requestTopic…} (PROTOCOL.md §2.1): the oldest
+// pull answers GET /topic/{requestTopic…} (docs/protocol.md §2.1): the oldest
 // waiting command of that topic, marked delivered before the answer, as
 // 2.05 with the command as payload (JSON or CBOR by the product's format
 // and Accept; raw bytes for down_raw) and option 2100 when more wait.

@@ -17,7 +17,7 @@ import (
 )
 
 // DeviceCreator creates devices on first activation of a product that
-// allows dynamic registration (PROTOCOL.md §2, secureMode 3).
+// allows dynamic registration (docs/protocol.md §2, secureMode 3).
 type DeviceCreator interface {
 	CreateDevice(ctx context.Context, d registry.Device) error
 }
@@ -32,7 +32,7 @@ func pskIdentity(req *coapx.Request) (*dtlspsk.Identity, bool) {
 	return id, ok && id != nil
 }
 
-// LookupPSK returns the PSK of a DTLS identity (PROTOCOL.md §2): for
+// LookupPSK returns the PSK of a DTLS identity (docs/protocol.md §2): for
 // secureMode 2 SHA-256(deviceSecret)[8:24] of an existing, enabled
 // device; for secureMode 3 SHA-256(productSecret)[8:24] of a product that
 // allows dynamic registration (the device may not exist yet, but must not
@@ -83,7 +83,7 @@ func (g *Gateway) pskStoreErr(err error, notFoundReason, what string) error {
 }
 
 // SessionUp records that a DTLS-PSK session of a device was established:
-// its first authenticated exchange (PROTOCOL.md §2, online status).
+// its first authenticated exchange (docs/protocol.md §2, online status).
 func (g *Gateway) SessionUp(id *dtlspsk.Identity, peer netip.AddrPort, now time.Time) {
 	if g.o.Presence == nil || id == nil || id.SecureMode != dtlspsk.ModeDevice {
 		return
@@ -111,7 +111,7 @@ func (g *Gateway) authenticateSession(ctx context.Context, req *coapx.Request, p
 
 // routeActivation serves a secureMode 3 session, which may do nothing but
 // GET /topic/ext/session/{pk}/{dk}/thing/activate/info of its own identity
-// (PROTOCOL.md §2): anything else is 4.03.
+// (docs/protocol.md §2): anything else is 4.03.
 func (g *Gateway) routeActivation(ctx context.Context, req *coapx.Request, psk *dtlspsk.Identity) *coapx.Response {
 	want := [...]string{"topic", "ext", "session", psk.ProductKey, psk.DeviceKey, "thing", "activate", "info"}
 	if req.Code != codes.GET || !slices.Equal(req.Path, want[:]) {
@@ -122,7 +122,7 @@ func (g *Gateway) routeActivation(ctx context.Context, req *coapx.Request, psk *
 	return g.activate(ctx, req, psk)
 }
 
-// activateReply is the activation answer (PROTOCOL.md §2), fields in order.
+// activateReply is the activation answer (docs/protocol.md §2), fields in order.
 type activateReply struct {
 	ID      string         `json:"id"`
 	Version string         `json:"version"`

@@ -1,4 +1,4 @@
-// Package gateway answers the dialects' CoAP requests (PROTOCOL.md §2.2,
+// Package gateway answers the dialects' CoAP requests (docs/protocol.md §2.2,
 // §3–5): POST /auth issues tokens (dialect A, §3.1) and POST /topic/{topic…}
 // authenticates the token, applies the topic ACL, stores the uplink durably
 // and replies 2.04 with option 2090 and the thing-model reply (§3.2, §4).
@@ -53,7 +53,7 @@ type Options struct {
 	Commands  Commands
 	Transport string // message.TransportCoAP for 5683, TransportSymmetric for 5682
 	// Symmetric selects dialect A's symmetric-encryption mode (port 5682,
-	// PROTOCOL.md §3.4): /auth requires seq and answers random and
+	// docs/protocol.md §3.4): /auth requires seq and answers random and
 	// seqOffset; /topic requires a symmetric token, option 2089 and an
 	// encrypted payload, and gets an encrypted reply.
 	Symmetric bool
@@ -144,7 +144,7 @@ func (g *Gateway) Invalidate(pk, dk string) {
 func (g *Gateway) ServeCoAP(ctx context.Context, req *coapx.Request) *coapx.Response {
 	resp := g.route(ctx, req)
 	if g.o.Symmetric && resp != nil && resp.Code>>5 != 2 {
-		// The device decrypts every non-empty response payload (PROTOCOL.md
+		// The device decrypts every non-empty response payload (docs/protocol.md
 		// §3.4): error answers carry none here.
 		resp.Payload = nil
 	}
@@ -176,7 +176,7 @@ func (g *Gateway) route(ctx context.Context, req *coapx.Request) *coapx.Response
 		}
 		return &coapx.Response{Code: codes.MethodNotAllowed}
 	default:
-		// Includes /.well-known/core: no resource discovery (PROTOCOL.md §5).
+		// Includes /.well-known/core: no resource discovery (docs/protocol.md §5).
 		return &coapx.Response{Code: codes.NotFound}
 	}
 }
@@ -201,7 +201,7 @@ func (g *Gateway) seen(id identity, req *coapx.Request) {
 	}
 	lifetime := g.lifetime(id)
 	if psk, ok := pskIdentity(req); ok {
-		lifetime = psk.Lifetime // PROTOCOL.md §2: the identity's lifetime
+		lifetime = psk.Lifetime // docs/protocol.md §2: the identity's lifetime
 	}
 	if req.Session != nil {
 		g.live.put(id.dev.ProductKey, id.dev.DeviceKey, req.Session) // a push route

@@ -16,7 +16,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
-// Content formats the dialects use (PROTOCOL.md §3.1–3.2).
+// Content formats the dialects use (docs/protocol.md §3.1–3.2).
 const (
 	cfOctets uint16 = 42
 	cfJSON   uint16 = 50
@@ -83,7 +83,7 @@ var cborDec = func() cbor.DecMode {
 }()
 
 // decodeFields decodes an auth body (JSON or CBOR object) into the string
-// form of each field as the device wrote it, for signing (PROTOCOL.md §3.1).
+// form of each field as the device wrote it, for signing (docs/protocol.md §3.1).
 // Values of excluded fields may have any type; others must be scalars.
 func decodeFields(body []byte, cf uint16) (map[string]string, error) {
 	raw := map[string]any{}
@@ -157,7 +157,7 @@ func thingReply(top string, payload []byte, cf, respCF uint16, at time.Time) ([]
 	return encodeReply(respCF, req.ID, req.IDIsNumber, te.Code, te.Message), req, te
 }
 
-// reply is the thing-model reply of PROTOCOL.md §4, keys in wire order.
+// reply is the thing-model reply of docs/protocol.md §4, keys in wire order.
 type reply struct {
 	ID      any      `cbor:"id,omitempty"`
 	Code    int      `cbor:"code"`

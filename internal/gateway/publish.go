@@ -16,7 +16,7 @@ import (
 )
 
 // requestToken returns the token from option 2088 or, as SDK v3.x and
-// third-party modules send it, option 61 (PROTOCOL.md §3.2).
+// third-party modules send it, option 61 (docs/protocol.md §3.2).
 func requestToken(req *coapx.Request) string {
 	if v, ok := coapx.Bytes(req.Options, coapx.OptionAuthToken); ok && len(v) > 0 {
 		return string(v)
@@ -80,7 +80,7 @@ func (g *Gateway) tokenFail(req *coapx.Request, reason string, code codes.Code, 
 	return &coapx.Response{Code: code}
 }
 
-// publish answers POST /topic/{topic…} (PROTOCOL.md §2.2, §3.2–3.4, §4):
+// publish answers POST /topic/{topic…} (docs/protocol.md §2.2, §3.2–3.4, §4):
 // authentication (token, option 2101 or symmetric token), ACL, the session
 // modes' sequence number and decryption, thing-model decoding (package
 // thing), durable store, then 2.04 with option 2090 and the reply
@@ -122,7 +122,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	if resp != nil {
 		return resp
 	}
-	// PROTOCOL.md §4: a payload that fails validation is still stored and
+	// docs/protocol.md §4: a payload that fails validation is still stored and
 	// gets a reply with a non-200 code and a message, never silence.
 	body, treq, terr := thingReply(top, payload, cf, respCF, req.Received)
 	if terr != nil {
@@ -154,7 +154,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	g.seen(id, req)
 	g.commandReply(ctx, id, top, payload, cf, req.Received)
 	if up.key != nil {
-		// PROTOCOL.md §3.4: the reply is encrypted like the uplink.
+		// docs/protocol.md §3.4: the reply is encrypted like the uplink.
 		if body, err = symmetric.Encrypt(*up.key, []byte(symmetric.IV), body); err != nil {
 			return &coapx.Response{Code: codes.InternalServerError}
 		}

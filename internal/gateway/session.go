@@ -48,7 +48,7 @@ func (g *Gateway) session(req *coapx.Request, cl token.Claims, floor uint64) (*r
 	return sess, nil
 }
 
-// authenticateSymmetric authenticates a symmetric-mode uplink (PROTOCOL.md
+// authenticateSymmetric authenticates a symmetric-mode uplink (docs/protocol.md
 // §3.4): a valid symmetric token (option 2088 or 61) whose session this node
 // holds or may create. The sequence number is checked later, by open.
 func (g *Gateway) authenticateSymmetric(ctx context.Context, req *coapx.Request) (uplinkAuth, *coapx.Response) {
@@ -72,7 +72,7 @@ func (g *Gateway) authenticateSymmetric(ctx context.Context, req *coapx.Request)
 }
 
 // authenticateSignE authenticates an uplink by dialect E's option 2101
-// (PROTOCOL.md §2.2): AES-CBC with SHA-256(ds)[8:24] over
+// (docs/protocol.md §2.2): AES-CBC with SHA-256(ds)[8:24] over
 // "token"+T+"sequence"+N. The device is the one of the 2088/61 token when
 // present (T must then be that token), else the one the topic names.
 func (g *Gateway) authenticateSignE(ctx context.Context, req *coapx.Request) (uplinkAuth, *coapx.Response) {

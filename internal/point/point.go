@@ -1,6 +1,6 @@
 // Package point is the time-series view of device data: the latest value
 // and the history of every measure point, property, event and attribute a
-// device reports (PROTOCOL.md §4, thing/measurepoint/post and friends).
+// device reports (docs/protocol.md §4, thing/measurepoint/post and friends).
 //
 // Points are a projection of the message log, which stays the source of
 // truth: a Projector reads the log in ID order after a persisted cursor,

@@ -1,6 +1,6 @@
 // Package presence tracks which devices are online: a device is online from
 // its first authenticated exchange until its lifetime passes with no message
-// from it (PROTOCOL.md §2, "Online status").
+// from it (docs/protocol.md §2, "Online status").
 package presence
 
 import (
@@ -74,7 +74,7 @@ func (t *Tracker) record(e event.Event) {
 }
 
 // Sweep records the offline transition of every device whose lifetime has
-// passed at now without a message (PROTOCOL.md §2); At is last contact +
+// passed at now without a message (docs/protocol.md §2); At is last contact +
 // lifetime. It returns how many went offline.
 func (t *Tracker) Sweep(now time.Time) int {
 	t.mu.Lock()

@@ -27,8 +27,8 @@ const (
 
 // ValidateProductKey reports whether s can be a product key: 1..32 characters
 // of [A-Za-z0-9_.@:-]. The alphabet excludes ',' (PSK identities are
-// comma-separated, PROTOCOL.md §2) and '/', '+', '#' (keys appear as topic
-// levels, PROTOCOL.md §4). Errors wrap ErrInvalid.
+// comma-separated, docs/protocol.md §2) and '/', '+', '#' (keys appear as topic
+// levels, docs/protocol.md §4). Errors wrap ErrInvalid.
 func ValidateProductKey(s string) error { return validateKey("product key", s) }
 
 // ValidateDeviceKey reports whether s can be a device key; the rules are

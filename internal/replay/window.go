@@ -1,5 +1,5 @@
 // Package replay holds the anti-replay state of the session modes: the
-// sequence numbers of symmetric-encryption uplinks (option 2089, PROTOCOL.md
+// sequence numbers of symmetric-encryption uplinks (option 2089, docs/protocol.md
 // §3.4) and of dialect E's non-DTLS sign (option 2101, §2.2).
 //
 // A Window accepts every sequence number at or above a floor that it has not

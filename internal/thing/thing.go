@@ -1,5 +1,5 @@
 // Package thing decodes the thing-model requests devices publish over CoAP
-// (PROTOCOL.md §4): measure points (dialect E), properties and events
+// (docs/protocol.md §4): measure points (dialect E), properties and events
 // (dialect A), attributes, device info, replies to downlinks and activation,
 // in JSON (Content-Format 50) or CBOR (60, RFC 8949) alike.
 //
@@ -26,7 +26,7 @@ import (
 // Kind is the kind of request a topic carries.
 type Kind string
 
-// Request kinds, by topic (PROTOCOL.md §4). Topics are the full topics as
+// Request kinds, by topic (docs/protocol.md §4). Topics are the full topics as
 // stored: "/sys/{pk}/{dk}/thing/…".
 const (
 	KindMeasurePointPost  Kind = "measurepoint.post"       // thing/measurepoint/post

@@ -2,7 +2,7 @@ package thing
 
 import "strings"
 
-// KindOf returns the kind of request a topic carries (PROTOCOL.md §4), and
+// KindOf returns the kind of request a topic carries (docs/protocol.md §4), and
 // for "event.post" the event id from the topic.
 func KindOf(topic string) (kind Kind, eventID string) {
 	parts := strings.Split(strings.TrimPrefix(topic, "/"), "/")

@@ -1,5 +1,5 @@
 // Package topic parses the MQTT-style topics devices publish to over CoAP
-// (PROTOCOL.md §3.2, §4) and enforces the topic ACL: a device reaches only
+// (docs/protocol.md §3.2, §4) and enforces the topic ACL: a device reaches only
 // its own topics.
 package topic
 
@@ -105,7 +105,7 @@ type Owner struct{ ProductKey, DeviceKey string }
 // Owners returns the devices for which Allowed(topic, pk, dk) holds, the
 // /sys/, /ext/session/ and /ext/ntp/ forms first, then the custom
 // /{pk}/{dk}/… form (at most two). Requests authenticated by option 2101
-// (PROTOCOL.md §2.2) carry no device in the clear: the topic names it.
+// (docs/protocol.md §2.2) carry no device in the clear: the topic names it.
 func Owners(topic string) []Owner {
 	var out []Owner
 	for _, prefix := range [...]string{"/sys/", "/ext/session/", "/ext/ntp/", "/"} {

@@ -1,5 +1,5 @@
 // Package devsign computes and checks the device signature of dialect A's
-// POST /auth (PROTOCOL.md §3.1): every submitted field except sign,
+// POST /auth (docs/protocol.md §3.1): every submitted field except sign,
 // signmethod, version and resources, sorted by name in ascending byte order,
 // concatenated as name+value with no separators, HMAC'd with the device
 // secret and hex-encoded.

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// PROTOCOL.md §3.5 test vectors (public demo credentials).
+// docs/protocol.md §3.5 test vectors (public demo credentials).
 const (
 	vecPK     = "a1MZxOdcBnO"
 	vecDN     = "test_01"

@@ -1,4 +1,4 @@
-// Package esign is dialect E's authentication without DTLS (PROTOCOL.md
+// Package esign is dialect E's authentication without DTLS (docs/protocol.md
 // §2.2, port 5683): the plain SHA-256 sign of POST /auth/{pk}/{dk} and the
 // value of option 2101, the uppercase hex of AES-128-CBC over the ASCII
 // "token"+T+"sequence"+N with the key SHA-256(deviceSecret)[8:24].

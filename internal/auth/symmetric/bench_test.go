@@ -6,7 +6,7 @@ import (
 )
 
 // BenchmarkDecrypt measures decrypting a 64-byte symmetric-mode payload
-// (AES-128-CBC, PKCS#7) with the session key of the PROTOCOL.md §3.5 vector.
+// (AES-128-CBC, PKCS#7) with the session key of the docs/protocol.md §3.5 vector.
 func BenchmarkDecrypt(b *testing.B) {
 	k := SessionKey("t9GmMf2jb3LgWfXBaZD2r3aJrfVWBv56", "1a48574a01ce8766")
 	plain := bytes.Repeat([]byte("x"), 64)

@@ -1,5 +1,5 @@
 // Package symmetric is the payload cipher of dialect A's symmetric-encryption
-// mode (PROTOCOL.md §3.4, port 5682), also used by dialect E's non-DTLS sign
+// mode (docs/protocol.md §3.4, port 5682), also used by dialect E's non-DTLS sign
 // option 2101 (§2.2): AES-128-CBC with a fixed IV and PKCS#7 padding
 // (RFC 5652 §6.3), the session key derivation and the encrypted sequence
 // number of option 2089.
@@ -22,7 +22,7 @@ import (
 )
 
 // IV is the dialect's fixed initialisation vector: the 16 ASCII bytes
-// "543yhjy97ae7fyfg" (PROTOCOL.md §3.4).
+// "543yhjy97ae7fyfg" (docs/protocol.md §3.4).
 const IV = "543yhjy97ae7fyfg"
 
 // BlockSize is the AES block size.
@@ -45,7 +45,7 @@ type Key [16]byte
 
 // SessionKey derives the symmetric-mode session key: SHA-256(deviceSecret +
 // "," + random)[8:24], where random is the 16-hex-character string the
-// server returned from POST /auth, taken as ASCII (PROTOCOL.md §3.4).
+// server returned from POST /auth, taken as ASCII (docs/protocol.md §3.4).
 func SessionKey(deviceSecret, random string) Key {
 	sum := sha256.Sum256([]byte(deviceSecret + "," + random))
 	var k Key
@@ -54,7 +54,7 @@ func SessionKey(deviceSecret, random string) Key {
 }
 
 // SecretKey derives a key from a secret alone: SHA-256(secret)[8:24]
-// (dialect E, PROTOCOL.md §2).
+// (dialect E, docs/protocol.md §2).
 func SecretKey(secret string) Key {
 	sum := sha256.Sum256([]byte(secret))
 	var k Key

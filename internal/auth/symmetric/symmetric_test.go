@@ -11,7 +11,7 @@ import (
 	"github.com/coapgate/coapgate/internal/replay"
 )
 
-// PROTOCOL.md §3.5 public demo credentials.
+// docs/protocol.md §3.5 public demo credentials.
 const (
 	vecSecret = "t9GmMf2jb3LgWfXBaZD2r3aJrfVWBv56"
 	vecRandom = "1a48574a01ce8766"

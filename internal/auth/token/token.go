@@ -1,5 +1,5 @@
 // Package token issues and verifies the stateless device tokens returned by
-// POST /auth (PROTOCOL.md §3.1–3.2). A token is signed with a cluster key, so
+// POST /auth (docs/protocol.md §3.1–3.2). A token is signed with a cluster key, so
 // any gateway node holding the key verifies it without shared state; a token
 // is revoked by bumping the device's generation counter, which the token
 // carries.
@@ -57,7 +57,7 @@ type Claims struct {
 	Random    [8]byte
 	SeqOffset uint32
 	// SignE is set for tokens of dialect E's non-DTLS mode (POST
-	// /auth/{pk}/{dk}, PROTOCOL.md §2.2): usable only inside option 2101.
+	// /auth/{pk}/{dk}, docs/protocol.md §2.2): usable only inside option 2101.
 	// Random is part of the session then too.
 	SignE bool
 }

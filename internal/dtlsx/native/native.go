@@ -196,7 +196,7 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 	}
 	if cfg.LookupPSK != nil {
 		ecfg.PSK = s.psk
-		// The dialect's two PSK suites (PROTOCOL.md §2), as on the pion
+		// The dialect's two PSK suites (docs/protocol.md §2), as on the pion
 		// listener; the engine has more (Config.Suites).
 		ecfg.Suites = append(ecfg.Suites, engine.TLS_PSK_WITH_AES_128_CCM_8, engine.TLS_PSK_WITH_AES_128_CBC_SHA256)
 	}
@@ -209,7 +209,7 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 }
 
 // lifetime: a PSK session ends after its identity's lifetime without a
-// datagram (PROTOCOL.md §2).
+// datagram (docs/protocol.md §2).
 func lifetime(identity []byte) time.Duration {
 	if identity == nil {
 		return 0
