@@ -31,6 +31,13 @@ rows = [
     ("(b) DTLS-PSK req/s, established sessions vs coap-server-gnutls", g("b-ours", "reqPerSec"), g("b-libcoap", "reqPerSec"), True),
     ("(c) full PSK handshakes/s vs coap-server-openssl", g("c-ours", "handshakesPerSec"), g("c-libcoap", "handshakesPerSec"), True),
     ("(e) idle DTLS session, server RSS bytes each", g("e-ours", "idle", "bytesPerSession"), g("e-libcoap", "idle", "bytesPerSession"), False),
+    ("(b) native engine: DTLS-PSK req/s vs coap-server-gnutls", g("b-native", "reqPerSec"), g("b-libcoap", "reqPerSec"), True),
+    ("(c) native engine: full PSK handshakes/s vs coap-server-openssl", g("c-native", "handshakesPerSec"), g("c-libcoap", "handshakesPerSec"), True),
+    ("(e) native engine: idle DTLS session, server RSS bytes each", g("e-native", "idle", "bytesPerSession"), g("e-libcoap", "idle", "bytesPerSession"), False),
+]
+native = [
+    ("(c') full PSK handshakes/s, native engine vs pion engine", g("c-native", "handshakesPerSec"), g("c-ours", "handshakesPerSec")),
+    ("(f) DTLS publish (native, CCM_8) vs token publish (a), req/s", g("f-native", "reqPerSec"), g("a-ours", "reqPerSec")),
 ]
 print()
 print("%-74s %10s %10s %7s" % ("measure", "ours", "libcoap", "ratio"))
@@ -39,6 +46,11 @@ for name, ours, theirs, higher in rows:
     ratio = ours / theirs if theirs else 0
     table.append({"measure": name, "ours": ours, "libcoap": theirs, "ratio": ratio, "higherIsBetter": higher})
     print("%-74s %10.0f %10.0f %6.2fx" % (name, ours, theirs, ratio))
+print("%-74s %10s %10s %7s" % ("", "A", "B", "A/B"))
+for name, a, b in native:
+    ratio = a / b if b else 0
+    table.append({"measure": name, "a": a, "b": b, "ratio": ratio, "higherIsBetter": True})
+    print("%-74s %10.0f %10.0f %6.2fx" % (name, a, b, ratio))
 half = r.get("d-ours-half", {})
 print("%-74s %10s" % ("(d) ours at half max rate (%.0f req/s offered): p50 / p99 ms" % half.get("offeredRate", 0),
       "%.2f / %.2f" % (g("d-ours-half", "latencyMs", "p50"), g("d-ours-half", "latencyMs", "p99"))))

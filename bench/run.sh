@@ -10,6 +10,8 @@
 #   (d) p99 latency of ours at half its maximum rate; a sweep of offered
 #       load for both sides, plotted to bench/results/bench.png (gnuplot)
 #   (e) idle DTLS sessions: server RSS growth per session, both sides
+#   native rows: (b), (c) and (e) again with dtls.engine native, and
+#   (f) DTLS publish on the native engine / token publish (a), same payload
 #
 # Prints a table of ratios ours/libcoap and writes bench/results/<time>.json.
 # BENCH_NOPIN=1 runs unpinned (a machine with fewer than 2 cores).
@@ -19,7 +21,8 @@ source "$HERE/lib.sh"
 trap bench_cleanup EXIT
 
 D=10s W=2s SWEEP="0.25 0.5 0.75 1.0 1.25" IDLE=5000 HOLD=15s # HOLD > dtls.hibernate_after (10s)
-if [ "${1:-}" = "--quick" ]; then D=3s W=1s SWEEP="0.5 1.0" IDLE=500 HOLD=1s; fi
+NHOLD=45s # native: > dtls.handshake_timeout (30s, a finished handshake's last flight is kept that long) + 10s cipher cache
+if [ "${1:-}" = "--quick" ]; then D=3s W=1s SWEEP="0.5 1.0" IDLE=500 HOLD=1s NHOLD=1s; fi
 GEN=(--sockets 32 --outstanding 256 --payload-size 64 --duration "$D" --warmup "$W" --json --quiet)
 
 for t in coap-server-notls coap-server-gnutls coap-server-openssl gnuplot; do
@@ -75,6 +78,12 @@ run b-ours $(gw_args dtls) --devices 32 --cipher cbc
 # (c) full PSK handshakes/s, 32 in parallel
 run c-ours $(gw_args dtls) --devices 32 --handshakes
 stop_pid "$GW_PID"
+# the same (b) and (c) on the native DTLS engine
+COAPGATE_DTLS_ENGINE=native start_gateway bn
+run b-native $(gw_args dtls) --devices 32 --cipher cbc
+run f-native $(gw_args dtls) --devices 32
+run c-native $(gw_args dtls) --devices 32 --handshakes
+stop_pid "$GW_PID"
 libcoap openssl
 run c-libcoap --mode dtls-plain --server "127.0.0.1:$((LC_PORT + 1))" --psk-identity "$LIBCOAP_IDENT" --psk-key "$LIBCOAP_KEYHEX" --handshakes
 stop_pid "$LC_PID"
@@ -85,6 +94,9 @@ run e-libcoap --mode dtls-plain --server "127.0.0.1:$((LC_PORT + 1))" --psk-iden
 stop_pid "$LC_PID"
 start_gateway e
 run e-ours $(gw_args dtls) --devices 32 --idle "$IDLE" --hold "$HOLD" --server-pid "$GW_PID"
+stop_pid "$GW_PID"
+COAPGATE_DTLS_ENGINE=native start_gateway en
+run e-native $(gw_args dtls) --devices 32 --idle "$IDLE" --hold "$NHOLD" --server-pid "$GW_PID"
 stop_pid "$GW_PID"
 
 mkdir -p "$HERE/results"

@@ -20,8 +20,13 @@ func newNativeDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, r
 	if err != nil {
 		return nil, err
 	}
+	suites, err := cfg.DTLS.SuiteIDs()
+	if err != nil {
+		return nil, err
+	}
 	return native.New(native.Config{
 		LookupPSK:        gw.LookupPSK,
+		Suites:           suites,
 		Certificate:      cert,
 		ConnectionID:     cfg.DTLS.ConnectionID,
 		MaxSessions:      cfg.DTLS.MaxSessions,

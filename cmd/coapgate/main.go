@@ -35,6 +35,7 @@ func commands() []command {
 		{"rule", "manage forwarding rules through the HTTP API", cmdRule},
 		{"apikey", "create, list or delete management API keys (works on the data directory)", cmdAPIKey},
 		{"secrets", "rotate the key that encrypts stored secrets (works on the store)", cmdSecrets},
+		{"cert", "create a development CA and DTLS server certificate (cert dev)", cmdCert},
 		{"health", "check a running gateway's health endpoint (exit 0 when healthy)", cmdHealth},
 		{"version", "print the build information (version, VCS revision, Go version)", cmdVersion},
 	}

@@ -162,6 +162,10 @@ type DTLS struct {
 	// internal/dtlsx/engine; handshake_rate, cookie_timeout and
 	// hibernate_after do not apply to it).
 	Engine string `yaml:"engine"`
+	// Suites are the cipher suites the native engine offers, IANA names in
+	// the server's preference order (docs/compatibility.md, suite choice);
+	// empty: the certificate's suites, then the dialect's two PSK suites.
+	Suites List `yaml:"suites"`
 }
 
 // Auth configures device authentication.
@@ -343,6 +347,11 @@ func (c Config) Validate() error {
 	}
 	if c.DTLS.Engine != "pion" && c.DTLS.Engine != "native" {
 		bad("dtls.engine must be pion or native")
+	}
+	if _, err := c.DTLS.SuiteIDs(); err != nil {
+		bad("%v", err)
+	} else if c.DTLS.Suites != "" && c.DTLS.Engine != "native" {
+		bad("dtls.suites applies to dtls.engine native only (the pion engine has a fixed set)")
 	}
 	if c.DTLS.HibernateAfter != 0 && c.DTLS.HibernateAfter < time.Second {
 		bad("dtls.hibernate_after must be 0 (off) or >= 1s")

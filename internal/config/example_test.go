@@ -52,6 +52,8 @@ func exampleYAML() []byte {
 			val = strconv.Quote(v.String())
 		case Secret:
 			val = strconv.Quote(string(v))
+		case List:
+			val = strconv.Quote(string(v))
 		case string:
 			val = strconv.Quote(v)
 		default:

@@ -125,6 +125,7 @@ var Help = map[string]string{
 	"dtls.cookie_timeout":       "how long a ClientHello's state waits for the cookie echo (a spoofed source never answers)",
 	"dtls.idle_timeout":         "idle limit of certificate sessions (PSK sessions use their identity's lifetime)",
 	"dtls.engine":               "DTLS implementation: pion (default) or native (event-driven engine with a stateless cookie and RSA key transport; no per-session goroutines)",
+	"dtls.suites":               "cipher suites the native engine offers, comma-separated IANA names in preference order (e.g. TLS_PSK_WITH_AES_128_CCM_8,TLS_RSA_WITH_AES_128_CBC_SHA256); empty: the certificate's suites, then the dialect's two PSK suites",
 	"dtls.hibernate_after":      "hibernate an established DTLS session after this long without a datagram: only a ~200-byte state snapshot is kept until its next datagram resumes it; 0 disables",
 	"auth.token_ttl":            "lifetime of tokens issued by POST /auth",
 	"auth.token_key":            "hex token signing key shared by all nodes (default: generated into data_dir/token.key)",

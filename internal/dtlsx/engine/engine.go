@@ -72,8 +72,17 @@ type Config struct {
 	MaxHandshakeMessage int
 	// MaxHandshakes bounds handshakes in progress [1024].
 	MaxHandshakes int
-	// MaxSessions bounds established sessions [100000].
+	// MaxSessions bounds established sessions plus handshakes in
+	// progress: a verified ClientHello is refused once they reach it,
+	// unless it comes from the address of an established session (a
+	// client starting over) [100000].
 	MaxSessions int
+	// MaxHandshakesPerAddress bounds the handshakes in progress from one
+	// source IP address while the engine is under pressure (at least half
+	// of MaxHandshakes in progress), so that one busy address (or a NAT
+	// in front of many devices) cannot hold every slot; below that, one
+	// address may use any free slot [MaxHandshakes/8, at least 1].
+	MaxHandshakesPerAddress int
 	// RetransmitInitial is the first flight retransmission timeout; it
 	// doubles on each retransmission up to RetransmitMax (RFC 6347
 	// §4.2.4.1) [1s, 60s].
@@ -107,6 +116,7 @@ const (
 	ReasonPeerAlert      = "peer_alert"
 	ReasonLimit          = "limit_handshakes"
 	ReasonLimitSessions  = "limit_sessions"
+	ReasonLimitAddress   = "limit_address"
 	ReasonBadVersion     = "protocol_version"
 	ReasonReplaced       = "replaced"
 	ReasonRestarted      = "client_restarted"
@@ -146,6 +156,7 @@ type Engine struct {
 	mu       sync.Mutex
 	cookies  *cookieJar
 	hs       map[netip.AddrPort]*handshake
+	hsPerIP  map[netip.Addr]int // handshakes in progress by source IP
 	sessions map[netip.AddrPort]*Session
 	byCID    map[string]*Session
 	cidLen   int
@@ -229,6 +240,7 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 	defi(&cfg.MaxHandshakeMessage, 8192)
 	defi(&cfg.MaxHandshakes, 1024)
 	defi(&cfg.MaxSessions, 100000)
+	defi(&cfg.MaxHandshakesPerAddress, max(cfg.MaxHandshakes/8, 1))
 	defi(&cfg.MaxRetransmits, 4)
 	def(&cfg.RetransmitInitial, time.Second)
 	def(&cfg.RetransmitMax, 60*time.Second)
@@ -255,6 +267,7 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 		byCID:    make(map[string]*Session),
 		cookies:  newCookieJar(now, cfg.CookieRotate),
 		hs:       make(map[netip.AddrPort]*handshake),
+		hsPerIP:  make(map[netip.Addr]int),
 		sessions: make(map[netip.AddrPort]*Session),
 		st:       Stats{HandshakeFailures: map[string]uint64{}, SessionsClosed: map[string]uint64{}},
 	}, nil
@@ -380,8 +393,43 @@ func (e *Engine) fail(h *handshake, reason string, desc int) {
 	if e.cfg.OnHandshakeFailure != nil {
 		e.cfg.OnHandshakeFailure(reason)
 	}
-	delete(e.hs, h.addr)
+	e.dropHandshake(h)
 	h.gen++
+}
+
+// addHandshake enters h in the table of handshakes in progress.
+func (e *Engine) addHandshake(h *handshake) {
+	e.hs[h.addr] = h
+	e.hsPerIP[h.addr.Addr()]++
+}
+
+// dropHandshake removes h from the table of handshakes in progress.
+func (e *Engine) dropHandshake(h *handshake) {
+	if e.hs[h.addr] != h {
+		return
+	}
+	delete(e.hs, h.addr)
+	ip := h.addr.Addr()
+	if n := e.hsPerIP[ip] - 1; n > 0 {
+		e.hsPerIP[ip] = n
+	} else {
+		delete(e.hsPerIP, ip)
+	}
+}
+
+// admit reports why a verified ClientHello from addr may not start a
+// handshake ("": it may).
+func (e *Engine) admit(addr netip.AddrPort) string {
+	n := len(e.hs)
+	switch {
+	case n >= e.cfg.MaxHandshakes:
+		return ReasonLimit
+	case n*2 >= e.cfg.MaxHandshakes && e.hsPerIP[addr.Addr()] >= e.cfg.MaxHandshakesPerAddress:
+		return ReasonLimitAddress
+	case e.sessions[addr] == nil && len(e.sessions)+n >= e.cfg.MaxSessions:
+		return ReasonLimitSessions
+	}
+	return ""
 }
 
 // closeSession removes s from the table.

@@ -130,8 +130,11 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 		e.helloVerify(r.seq, f.seq, addr, pre, post)
 		return
 	}
-	if len(e.hs) >= e.cfg.MaxHandshakes {
-		e.st.HandshakeFailures[ReasonLimit]++
+	if reason := e.admit(addr); reason != "" {
+		e.st.HandshakeFailures[reason]++
+		if e.cfg.OnHandshakeFailure != nil {
+			e.cfg.OnHandshakeFailure(reason)
+		}
 		return
 	}
 	var ch pionhs.MessageClientHello
@@ -149,7 +152,7 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 		deadline: now.Add(e.cfg.HandshakeTimeout),
 	}
 	e.st.HandshakeStates++
-	e.hs[addr] = h
+	e.addHandshake(h)
 	h.clientRandom = ch.Random.MarshalFixed()
 	h.clientVersion = [2]byte{body[0], body[1]}
 
@@ -635,7 +638,7 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 	h.flight = []outMsg{{ccs: true}, {epoch: 1, msg: fin}}
 	h.transcript, h.master = nil, nil
 	h.state = stDone
-	delete(e.hs, h.addr)
+	e.dropHandshake(h)
 	h.gen++
 	e.sendFlight(h)
 

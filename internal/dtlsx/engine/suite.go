@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash"
+	"strings"
 
 	"github.com/pion/dtls/v3/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v3/pkg/crypto/prf"
@@ -144,4 +145,26 @@ func (s *suite) keyBlock(master, clientRandom, serverRandom []byte) ([]byte, err
 		return nil, fmt.Errorf("key expansion: %w", err)
 	}
 	return kb, nil
+}
+
+// SuiteNames returns the IANA names of every supported suite: ECDHE, RSA,
+// then PSK suites, each in the default preference order.
+func SuiteNames() []string {
+	var out []string
+	for _, ids := range [][]uint16{ECDHESuites, RSASuites, DefaultSuites} {
+		for _, id := range ids {
+			out = append(out, suites[id].name)
+		}
+	}
+	return out
+}
+
+// SuiteByName returns the suite with the given IANA name (case-insensitive).
+func SuiteByName(name string) (uint16, bool) {
+	for id, s := range suites {
+		if strings.EqualFold(s.name, name) {
+			return id, true
+		}
+	}
+	return 0, false
 }

@@ -33,10 +33,15 @@ type Config struct {
 	// the handshakes waiting for it.
 	LookupPSK func(ctx context.Context, id dtlspsk.Identity) ([]byte, error)
 	// Certificate enables the certificate suites (RSA and/or ECDSA P-256).
-	Certificate  *tls.Certificate
+	Certificate *tls.Certificate
+	// Suites, when set, replaces the default suites (the certificate's,
+	// then the dialect's two PSK suites) as the server's preference order.
+	Suites       []uint16
 	ConnectionID bool
-	MaxSessions  int
-	// MaxHandshakes bounds handshakes in progress.
+	// MaxSessions bounds established sessions plus handshakes in progress.
+	MaxSessions int
+	// MaxHandshakes bounds handshakes in progress; under pressure (half of
+	// them in progress) one source IP address gets at most an eighth.
 	MaxHandshakes    int
 	HandshakeTimeout time.Duration
 	// IdleTimeout ends certificate sessions without traffic; PSK sessions
@@ -200,6 +205,9 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 		// listener; the engine has more (Config.Suites).
 		ecfg.Suites = append(ecfg.Suites, engine.TLS_PSK_WITH_AES_128_CCM_8, engine.TLS_PSK_WITH_AES_128_CBC_SHA256)
 	}
+	if len(cfg.Suites) > 0 {
+		ecfg.Suites = cfg.Suites
+	}
 	e, err := engine.New(ecfg, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("dtls engine: %w", err)
@@ -293,7 +301,9 @@ func (s *Server) handshakeFailed(reason string) {
 		return
 	case engine.ReasonBadFinished:
 		reason = dtlspsk.ReasonBadKey
-	case engine.ReasonTimeout, engine.ReasonPeerAlert:
+	case engine.ReasonLimit:
+		reason = "limit_handshakes"
+	case engine.ReasonTimeout, engine.ReasonPeerAlert, engine.ReasonLimitSessions, engine.ReasonLimitAddress:
 	default:
 		reason = "handshake_error"
 	}
