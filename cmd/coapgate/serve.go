@@ -179,9 +179,14 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		Log: s.store, Store: s.store, Notify: s.store, Decode: decodePoints,
 		Registerer: reg, Logger: log,
 	})
+	leases, monitorLeases, err := newLeases(cfg, reg, log)
+	if err != nil {
+		return nil, err
+	}
 	// Forwarding workers tail the stored log, decoupled from ingest.
 	fwd, err := forward.New(forward.Options{
-		Store: s.store, Log: s.store, Notifier: s.store,
+		Leases: leases,
+		Store:  s.store, Log: s.store, Notifier: s.store,
 		Targets: map[string]forward.TargetFactory{
 			forward.ActionMQTT:     mqttout.Factory(),
 			forward.ActionNATS:     natsout.Factory(),
@@ -445,7 +450,16 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		defer c()
 		_ = httpSrv.Shutdown(sctx)
 	})
-	s.wg.Go(func() { _ = s.points.Run(runCtx) }) // logs and retries its own failures
+	if monitorLeases != nil {
+		s.wg.Go(func() { monitorLeases(runCtx) })
+		// Rules changed through other nodes start and stop here too.
+		s.wg.Go(func() { s.forward.RunSync(runCtx, cfg.Cluster.LeaseRetry) })
+		// Commands created or finished through other nodes: option 2100 here.
+		s.wg.Go(func() { queue.Follow(runCtx, s.store, s.store, 5*time.Second) })
+	}
+	s.wg.Go(func() { // the projector logs and retries its own failures
+		leases.Run(runCtx, "points", func(ctx context.Context) { _ = s.points.Run(ctx) })
+	})
 	s.wg.Go(func() { queue.Run(runCtx) })
 	if s.retention != nil {
 		s.wg.Go(func() { s.retention.Run(runCtx) })

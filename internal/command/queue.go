@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,8 +53,10 @@ type Options struct {
 // from the store at start, maintained on every transition this node makes),
 // expires due commands and pushes new ones. Safe for concurrent use.
 //
-// Counts are per node: a command created through another node's API is
-// seen here after a restart (or when the device fetches it by GET).
+// Counts are per node; nodes sharing a store run Follow, which applies the
+// other nodes' changes from the shared log. Without it, a command created
+// through another node's API is seen here after a restart (or when the
+// device fetches it by GET).
 type Queue struct {
 	o   Options
 	log *slog.Logger
@@ -61,6 +64,15 @@ type Queue struct {
 
 	mu      sync.RWMutex
 	pending map[DeviceKey]int // guarded by mu; pending commands per device
+
+	// following is set while Follow runs: counts then come from the store
+	// (recount, serialised by recountMu so the last query's answer is
+	// the one kept).
+	following atomic.Bool
+	recountMu sync.Mutex
+	// acked holds, per command ID, a channel closed once this node has
+	// recorded the delivery of an acknowledged push.
+	acked sync.Map
 
 	push chan Command
 
@@ -160,6 +172,17 @@ func (q *Queue) PendingTotal() int {
 
 func (q *Queue) adjust(pk, dk string, d int) {
 	k := DeviceKey{pk, dk}
+	if q.following.Load() {
+		// Follow recounts from the store; a delta applied after one of
+		// its recounts would count this change twice.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := q.recount(ctx, k)
+		cancel()
+		if err == nil {
+			return
+		}
+		q.log.Warn("recount pending commands", "err", err)
+	}
 	q.mu.Lock()
 	n := q.pending[k] + d
 	if n <= 0 {
@@ -257,6 +280,14 @@ func (q *Queue) Deliver(ctx context.Context, pk, dk, topic string, now time.Time
 // code 200, failed otherwise. ErrNotFound for an unknown id or one of
 // another device, ErrState when the command is no longer open.
 func (q *Queue) Reply(ctx context.Context, pk, dk string, r Reply, now time.Time) (Command, error) {
+	if done, ok := q.acked.Load(r.ID); ok {
+		// This node's push of the command was just acknowledged: record
+		// the delivery (via push) before the reply.
+		select {
+		case <-done.(chan struct{}):
+		case <-ctx.Done():
+		}
+	}
 	t, err := q.o.Store.CompleteCommand(ctx, pk, dk, r, now)
 	if err != nil {
 		q.m.replyUnmatched.Inc()
@@ -326,6 +357,15 @@ func (q *Queue) pushOne(ctx context.Context, c Command) {
 		return
 	}
 	reply, err := q.o.Pusher.Push(ctx, c)
+	recorded := func() {}
+	if err == nil {
+		// Acknowledged: the device's reply may already be on its way;
+		// Reply waits until the delivery is recorded.
+		done := make(chan struct{})
+		q.acked.Store(c.ID, done)
+		recorded = sync.OnceFunc(func() { q.acked.Delete(c.ID); close(done) })
+		defer recorded()
+	}
 	switch {
 	case errors.Is(err, ErrNotLive):
 		q.m.push.WithLabelValues("not_live").Inc()
@@ -353,6 +393,7 @@ func (q *Queue) pushOne(ctx context.Context, c Command) {
 		q.log.Warn("mark pushed command delivered failed", "command", c.ID, "err", err)
 		return
 	}
+	recorded()
 	if reply != nil && reply.ID == c.ID {
 		if _, err := q.Reply(ctx, c.ProductKey, c.DeviceKey, *reply, now); err != nil && !errors.Is(err, ErrState) {
 			q.log.Info("reply in push acknowledgement not recorded", "command", c.ID, "err", err)

@@ -76,8 +76,17 @@ type Retention struct {
 	BatchPause time.Duration `yaml:"batch_pause"`
 }
 
-// Cluster configures what several gateway nodes share.
+// Cluster configures what several gateway nodes share: nodes on one
+// PostgreSQL database (store.driver postgres), and device changes over
+// NATS. A single node needs none of it.
 type Cluster struct {
+	// Node names this node in logs and in PostgreSQL's pg_stat_activity
+	// (default: the host name).
+	Node string `yaml:"node"`
+	// LeaseRetry is how often a standby node tries to take the leases of
+	// background work (point projector, forwarding actions) and how often
+	// a holder checks its lease connection.
+	LeaseRetry time.Duration `yaml:"lease_retry"`
 	// NATSURL, when set, carries device changes (revoke-tokens,
 	// rotate-secret, disable, delete) to every node through NATS, so they
 	// end tokens' and DTLS sessions' validity on all nodes within a
@@ -333,8 +342,9 @@ func Default() Config {
 			DeviceCacheTTL: 10 * time.Second,
 			DialectEIV:     DefaultDialectEIV,
 		},
-		API:   API{Listen: ":8080"},
-		Store: Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
+		API:     API{Listen: ":8080"},
+		Store:   Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
+		Cluster: Cluster{LeaseRetry: time.Second},
 		Commands: Commands{
 			Push: true, PushTimeout: 2 * time.Second, PushRetransmit: 4,
 			DefaultTTL: 24 * time.Hour, MaxTTL: 7 * 24 * time.Hour,
@@ -453,6 +463,9 @@ func (c Config) Validate() error {
 	}
 	if c.Store.BatchMax < 1 {
 		bad("store.batch_max must be >= 1")
+	}
+	if c.Cluster.LeaseRetry < 10*time.Millisecond {
+		bad("cluster.lease_retry must be >= 10ms")
 	}
 	if c.Store.UnavailableMaxAge < time.Second {
 		bad("store.unavailable_max_age must be >= 1s")

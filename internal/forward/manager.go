@@ -14,6 +14,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/coapgate/coapgate/internal/lease"
 	"github.com/coapgate/coapgate/internal/message"
 )
 
@@ -55,7 +56,10 @@ type Options struct {
 	// a notification (default 5s).
 	PollInterval time.Duration
 	// BatchSize is how many log entries a worker reads at once (default 256).
-	BatchSize  int
+	BatchSize int
+	// Leases decides which node of a cluster runs each action's worker
+	// (lease LeaseName(rule, action)); default lease.Local (this node).
+	Leases     lease.Elector
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -98,6 +102,9 @@ func New(o Options) (*Manager, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Leases == nil {
+		o.Leases = lease.Local{}
 	}
 	t := map[string]TargetFactory{ActionWebhook: WebhookFactory(nil)}
 	for k, f := range o.Targets {
@@ -168,6 +175,80 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Sync brings the running workers in line with the stored rules: rules
+// created, changed, enabled, disabled or deleted through another node of
+// a cluster (sharing the store) are started, restarted or stopped here.
+func (m *Manager) Sync(ctx context.Context) error {
+	m.ctl.Lock()
+	defer m.ctl.Unlock()
+	rules, err := m.o.Store.ListRules(ctx)
+	if err != nil {
+		return fmt.Errorf("forward: sync rules: %w", err)
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	current := make(map[string]Rule, len(m.running))
+	for id, r := range m.running {
+		current[id] = r.rule
+	}
+	m.mu.Unlock()
+	stored := make(map[string]bool, len(rules))
+	for _, r := range rules {
+		stored[r.ID] = true
+		cur, running := current[r.ID]
+		switch {
+		case !r.Enabled && running:
+			m.stopRule(r.ID)
+			m.log.Info("rule stopped (changed on another node)", "rule", r.ID)
+		case r.Enabled && running && cur.UpdatedAt.Equal(r.UpdatedAt):
+		case r.Enabled:
+			if running {
+				m.stopRule(r.ID)
+			}
+			if err := m.startRule(ctx, r); err != nil {
+				m.log.Error("rule not started", "rule", r.ID, "err", err)
+				continue
+			}
+			m.log.Info("rule started (changed on another node)", "rule", r.ID)
+		}
+	}
+	for id := range current {
+		if !stored[id] {
+			m.stopRule(id)
+			m.met.forget(id)
+			m.log.Info("rule stopped (deleted on another node)", "rule", id)
+		}
+	}
+	return nil
+}
+
+// RunSync calls Sync every interval until ctx is done (nodes of a cluster
+// run it; a single node sees every rule change through its own API).
+func (m *Manager) RunSync(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := m.Sync(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			m.log.Warn("rule sync failed; retrying", "err", err) // once per outage
+			failing = true
+		case err == nil && failing:
+			m.log.Info("rule sync recovered")
+			failing = false
+		}
+	}
 }
 
 // compiled is a validated rule with its compiled condition and targets.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -71,23 +72,58 @@ func newWorker(m *Manager, r Rule, prog *vm.Program, idx int, a Action, t Target
 	return w
 }
 
-// run is the worker's loop: read after the cursor, handle each entry in
-// order, save progress; idle until the log grows.
+// run holds the worker's lease (one node of a cluster delivers an action)
+// and runs the loop while it holds it.
 func (w *worker) run() {
 	defer close(w.done)
+	w.m.o.Leases.Run(w.soft, LeaseName(w.rule.ID, w.idx), w.runHeld)
+}
+
+// LeaseName is the lease under which action idx of rule ruleID runs.
+func LeaseName(ruleID string, idx int) string {
+	return "forward:" + ruleID + ":" + strconv.Itoa(idx)
+}
+
+// runHeld is the worker's loop while it holds the lease (ctx ends when
+// the lease is lost or the worker stops): load the shared cursor, read
+// after it, handle each entry in order, save progress; idle until the log
+// grows.
+func (w *worker) runHeld(ctx context.Context) {
 	defer w.save()
-	for w.soft.Err() == nil {
+	// Another node may have moved the cursor since this one last held
+	// the lease: start from the stored one.
+	for {
+		cs, err := w.m.o.Store.Cursors(ctx, w.rule.ID)
+		if err == nil {
+			for _, c := range cs {
+				if c.Action == w.idx {
+					w.cursor.Store(c.Cursor)
+					w.pending = Progress{Cursor: c.Cursor}
+					w.dirty = false
+				}
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Warn("load forwarding cursor", "err", err)
+		if !w.sleep(ctx, w.m.o.PollInterval) {
+			return
+		}
+	}
+	for ctx.Err() == nil {
 		var wake <-chan struct{}
 		if w.m.o.Notifier != nil {
 			wake = w.m.o.Notifier.Changed() // before reading: no append is missed
 		}
-		msgs, err := w.m.o.Log.List(w.soft, message.Query{AfterID: w.cursor.Load(), IncludeEvents: true, Limit: w.m.o.BatchSize})
+		msgs, err := w.m.o.Log.List(ctx, message.Query{AfterID: w.cursor.Load(), IncludeEvents: true, Limit: w.m.o.BatchSize})
 		if err != nil {
-			if w.soft.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			w.log.Warn("read message log", "err", err)
-			w.sleep(w.m.o.PollInterval)
+			w.sleep(ctx, w.m.o.PollInterval)
 			continue
 		}
 		if len(msgs) == 0 {
@@ -99,13 +135,13 @@ func (w *worker) run() {
 			select {
 			case <-wake:
 			case <-poll.C:
-			case <-w.soft.Done():
+			case <-ctx.Done():
 			}
 			poll.Stop()
 			continue
 		}
 		for i := range msgs {
-			if !w.handle(&msgs[i]) {
+			if !w.handle(ctx, &msgs[i]) {
 				return
 			}
 			w.cursor.Store(msgs[i].ID)
@@ -114,7 +150,7 @@ func (w *worker) run() {
 		}
 		if len(msgs) < w.m.o.BatchSize {
 			w.lag.Set(0) // caught up with what was committed at the read
-		} else if h, err := w.m.head(w.soft); err == nil {
+		} else if h, err := w.m.head(ctx); err == nil {
 			w.lag.Set(float64(max(0, h-w.cursor.Load())))
 		}
 		if w.pending.Delivered > 0 || w.pending.DeadLetters > 0 || w.pending.Failures > 0 || time.Since(w.lastSave) >= saveInterval {
@@ -123,14 +159,14 @@ func (w *worker) run() {
 	}
 }
 
-// sleep waits d or until the worker stops; it reports whether d passed.
-func (w *worker) sleep(d time.Duration) bool {
+// sleep waits d or until ctx ends; it reports whether d passed.
+func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-w.soft.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -179,7 +215,7 @@ func (w *worker) matches(m *message.Message) (Envelope, bool) {
 // handle delivers m when it matches, retrying with backoff; after
 // MaxAttempts it stores a dead letter. It returns false when the worker
 // stopped before m was delivered or dead-lettered.
-func (w *worker) handle(m *message.Message) bool {
+func (w *worker) handle(ctx context.Context, m *message.Message) bool {
 	env, ok := w.matches(m)
 	if !ok {
 		return true
@@ -190,12 +226,12 @@ func (w *worker) handle(m *message.Message) bool {
 		return true
 	}
 	for attempt := 1; ; attempt++ {
-		if w.soft.Err() != nil {
+		if ctx.Err() != nil {
 			return false
 		}
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(w.hard, w.action.TimeoutOrDefault())
-		err := w.target.Deliver(ctx, d)
+		dctx, cancel := context.WithTimeout(w.hard, w.action.TimeoutOrDefault())
+		err := w.target.Deliver(dctx, d)
 		cancel()
 		if err == nil {
 			w.latency.Observe(time.Since(start).Seconds())
@@ -213,7 +249,7 @@ func (w *worker) handle(m *message.Message) bool {
 		w.pending.LastError, w.pending.LastErrorAt = err.Error(), now
 		w.dirty = true
 		if attempt >= w.rule.MaxAttempts {
-			return w.deadLetter(d, err.Error(), attempt, now)
+			return w.deadLetter(ctx, d, err.Error(), attempt, now)
 		}
 		if attempt == 1 {
 			w.log.Warn("delivery failed; retrying", "log_id", m.ID, "err", err)
@@ -221,7 +257,7 @@ func (w *worker) handle(m *message.Message) bool {
 			w.log.Debug("delivery failed", "log_id", m.ID, "attempt", attempt, "err", err)
 		}
 		w.save() // the status shows the error while retrying
-		if !w.sleep(Backoff(attempt, w.m.o.BackoffBase, w.m.o.BackoffMax, rand.Float64())) {
+		if !w.sleep(ctx, Backoff(attempt, w.m.o.BackoffBase, w.m.o.BackoffMax, rand.Float64())) {
 			return false
 		}
 	}
@@ -229,7 +265,7 @@ func (w *worker) handle(m *message.Message) bool {
 
 // deadLetter stores d as a dead letter, retrying the store write until it
 // succeeds or the worker stops.
-func (w *worker) deadLetter(d *Delivery, lastErr string, attempts int, now time.Time) bool {
+func (w *worker) deadLetter(ctx context.Context, d *Delivery, lastErr string, attempts int, now time.Time) bool {
 	dl := &DeadLetter{
 		RuleID: w.rule.ID, Action: w.idx, LogID: d.Envelope.ID, Topic: d.Envelope.Topic,
 		Envelope: d.Body, LastError: lastErr, Attempts: attempts, CreatedAt: now, UpdatedAt: now,
@@ -245,7 +281,7 @@ func (w *worker) deadLetter(d *Delivery, lastErr string, attempts int, now time.
 			return false
 		}
 		w.log.Error("store dead letter", "log_id", d.Envelope.ID, "err", err)
-		if !w.sleep(Backoff(try, w.m.o.BackoffBase, w.m.o.BackoffMax, rand.Float64())) {
+		if !w.sleep(ctx, Backoff(try, w.m.o.BackoffBase, w.m.o.BackoffMax, rand.Float64())) {
 			return false
 		}
 	}

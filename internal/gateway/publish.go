@@ -12,6 +12,7 @@ import (
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/registry"
 	"github.com/coapgate/coapgate/internal/topic"
+	coapmsg "github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
@@ -179,6 +180,9 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		ReceivedAt:    req.Received,
 		Peer:          req.Peer.String(),
 		Transport:     up.transport(g.o.Transport),
+	}
+	if req.Type == coapmsg.Confirmable {
+		msg.Exchange = message.ExchangeKey(msg.ProductKey, msg.DeviceKey, msg.Peer, req.MessageID)
 	}
 	// The session's advanced replay state commits with the uplink.
 	if err := g.appendState(ctx, msg, up.state); err != nil {

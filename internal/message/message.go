@@ -4,6 +4,7 @@ package message
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -45,6 +46,23 @@ type Message struct {
 	ReceivedAt    time.Time
 	Peer          string // remote address "ip:port"
 	Transport     string
+	// Exchange, when set, is the CoAP exchange that carried the uplink
+	// (ExchangeKey). A store shared by several nodes keeps one entry per
+	// exchange for ExchangeLifetime: appending it again (a retransmission
+	// that reached another node) stores nothing and sets ID to the first
+	// entry's. The embedded store leaves this to the node's own duplicate
+	// detection and ignores it. Not stored with the message.
+	Exchange string
+}
+
+// ExchangeLifetime is how long a shared store remembers an exchange key
+// (RFC 7252 EXCHANGE_LIFETIME with the default transmission parameters).
+const ExchangeLifetime = 247 * time.Second
+
+// ExchangeKey identifies a CON uplink's exchange across nodes: the device,
+// the peer's address and the CoAP Message ID.
+func ExchangeKey(pk, dk, peer string, mid uint16) string {
+	return pk + "/" + dk + "|" + peer + "|" + strconv.Itoa(int(mid))
 }
 
 // Query selects stored messages. Zero fields do not filter.

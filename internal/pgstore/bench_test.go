@@ -10,9 +10,19 @@ import (
 )
 
 // BenchmarkAppend mirrors sqlitestore's: group-commit batches of uplinks.
+// exchange=true tags every uplink with a CON exchange key, as the gateway
+// does (one exchanges row per uplink, fresh Message IDs each round).
 func BenchmarkAppend(b *testing.B) {
-	for _, n := range []int{1, 64, 512} {
-		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+	for _, tc := range []struct {
+		n        int
+		exchange bool
+	}{{1, false}, {64, false}, {512, false}, {1, true}, {64, true}, {512, true}} {
+		n := tc.n
+		name := fmt.Sprintf("batch=%d", n)
+		if tc.exchange {
+			name += "/exchange"
+		}
+		b.Run(name, func(b *testing.B) {
 			s, _ := openTest(b)
 			ctx := context.Background()
 			payload := []byte(`{"id":"123","version":"1.0","params":{"temperature":21.5,"humidity":40}}`)
@@ -28,7 +38,14 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			}
 			b.ReportAllocs()
+			mid := uint16(0)
 			for b.Loop() {
+				if tc.exchange {
+					for _, m := range msgs {
+						mid++
+						m.Exchange = message.ExchangeKey(m.ProductKey, m.DeviceKey, m.Peer, mid)
+					}
+				}
 				if err := s.Append(ctx, msgs); err != nil {
 					b.Fatal(err)
 				}

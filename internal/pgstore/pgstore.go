@@ -93,8 +93,10 @@ type Store struct {
 	changes    *changeFeed
 
 	notify notifier
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
+	// exchangeSweep spaces out deleting expired exchange keys.
+	exchangeSweep sweeper
+	stop          context.CancelFunc
+	wg            sync.WaitGroup
 }
 
 // Open connects, applies pending migrations and starts the log listener.
