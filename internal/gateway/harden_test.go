@@ -3,6 +3,10 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -339,5 +343,59 @@ func TestAdmitRefusesBlock1AtFirstBlock(t *testing.T) {
 	}
 	if st := srv.BlockStats(); st.Transfers != 2 || st.Buffered != 2048 || st.Anonymous != coapx.AnonymousMaxBody {
 		t.Fatalf("admitted transfer: %+v", st)
+	}
+}
+
+// A token of the format issued before incarnations existed (version 1) keeps
+// working for the device it was issued to, so firmware that never
+// authenticates again survives the upgrade; once that device is deleted and
+// created again, the old token is refused.
+func TestLegacyTokenBoundByIssueTime(t *testing.T) {
+	ctx := context.Background()
+	st, pk := openStore(t, 0)
+	created := time.Now().Add(-2 * time.Hour)
+	if err := st.CreateDevice(ctx, registry.Device{ProductKey: pk, DeviceKey: "old", DeviceSecret: "secret", Enabled: true, CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	key := bytes.Repeat([]byte{7}, 32)
+	codec, err := token.NewCodec(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(Options{Registry: st, Tokens: codec, DeviceCacheTTL: time.Nanosecond, TokenTTL: 24 * time.Hour})
+	_, c := serveUDP(t, g, coapx.Config{})
+	// The version-1 wire form: version kid flags issued expires generation
+	// seqOffset len(pk) pk len(dk) dk, then HMAC-SHA256 truncated to 16.
+	issued := time.Now().Add(-time.Hour)
+	kid := sha256.Sum256(key)
+	b := []byte{1, kid[0], 0}
+	b = binary.BigEndian.AppendUint32(b, uint32(issued.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(issued.Add(24*time.Hour).Unix()))
+	b = binary.BigEndian.AppendUint32(b, 0)
+	b = binary.BigEndian.AppendUint32(b, 0)
+	b = append(append(b, byte(len(pk))), pk...)
+	b = append(append(b, 3), "old"...)
+	m := hmac.New(sha256.New, key)
+	m.Write(b)
+	tok := base64.RawURLEncoding.EncodeToString(append(b, m.Sum(nil)[:16]...))
+
+	path := fmt.Sprintf("topic/sys/%s/old/thing/event/property/post", pk)
+	b0 := message.Option{ID: message.Block1, Value: coapx.EncodeUint(0<<4 | 0x8 | 6)}
+	send := func(mid int32) codes.Code {
+		r := exchange(t, c, message.Message{Code: codes.POST, MessageID: mid, Token: []byte{3},
+			Options: pathOpts(path, b0, message.Option{ID: coapx.OptionAuthToken, Value: []byte(tok)}), Payload: bytes.Repeat([]byte("x"), 1024)})
+		return r.Code
+	}
+	if got := send(1); got != codes.Continue {
+		t.Fatalf("legacy token of the device it was issued to: %v, want 2.31", got)
+	}
+	if err := st.DeleteDevice(ctx, pk, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateDevice(ctx, registry.Device{ProductKey: pk, DeviceKey: "old", DeviceSecret: "secret", Enabled: true, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := send(2); got != codes.Unauthorized {
+		t.Fatalf("legacy token after the device was re-created: %v, want 4.01", got)
 	}
 }

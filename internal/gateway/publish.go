@@ -101,7 +101,10 @@ func (g *Gateway) checkToken(ctx context.Context, req *coapx.Request, tok string
 		return cl, identity{}, g.unavailable()
 	case err != nil:
 		return cl, identity{}, g.tokenFail(req, reasonUnknownDevice, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
-	case id.dev.Incarnation != cl.Incarnation:
+	case cl.Legacy && cl.IssuedAt.Before(id.dev.CreatedAt.Truncate(time.Second)),
+		!cl.Legacy && id.dev.Incarnation != cl.Incarnation:
+		// A legacy token (no incarnation) belongs to the device that
+		// existed when it was issued: one created later is another device.
 		return cl, identity{}, g.tokenFail(req, reasonOtherIncarnation, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)
 	case id.dev.Generation != cl.Generation:
 		return cl, identity{}, g.tokenFail(req, reasonRevoked, codes.Unauthorized, cl.ProductKey, cl.DeviceKey)

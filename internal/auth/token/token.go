@@ -11,6 +11,7 @@
 //
 //	version(1) kid(1) flags(1) issued(4, unix s) expires(4, unix s)
 //	incarnation(8) generation(4) seqOffset(4)
+//	(version 1, still verified: no incarnation field)
 //	[random(8) if flagSymmetric or flagSignE]
 //	len(pk)(1) pk len(dk)(1) dk mac(16)
 //
@@ -37,9 +38,12 @@ var (
 )
 
 const (
-	// version 2 added the incarnation; version 1 tokens are malformed
-	// (the device authenticates again).
+	// version 2 added the incarnation. Version 1 tokens (issued before it)
+	// still verify, marked Legacy: the caller binds them by issue time
+	// instead, so firmware that never authenticates again keeps working
+	// across the upgrade.
 	version       = 2
+	versionLegacy = 1
 	macLen        = 16
 	flagSymmetric = 1 << 0
 	flagSignE     = 1 << 1
@@ -69,6 +73,11 @@ type Claims struct {
 	// /auth/{pk}/{dk}, docs/protocol.md §2.2): usable only inside option 2101.
 	// Random is part of the session then too.
 	SignE bool
+	// Legacy is set for a version-1 token, which carries no incarnation:
+	// it belongs to the device incarnation that existed when it was issued,
+	// so the caller accepts it only for a device created no later than
+	// IssuedAt.
+	Legacy bool
 }
 
 func (cl Claims) hasRandom() bool { return cl.Symmetric || cl.SignE }
@@ -174,8 +183,11 @@ func (c *Codec) Parse(tok string) (Claims, error) {
 	if err != nil {
 		return Claims{}, ErrMalformed
 	}
-	const fixed = 3 + 4*2 + 8 + 4*2
-	if len(b) < fixed+2+macLen || b[0] != version {
+	fixed := 3 + 4*2 + 8 + 4*2
+	if len(b) > 0 && b[0] == versionLegacy {
+		fixed = 3 + 4*4
+	}
+	if len(b) < fixed+2+macLen || (b[0] != version && b[0] != versionLegacy) {
 		return Claims{}, ErrMalformed
 	}
 	body, sig := b[:len(b)-macLen], b[len(b)-macLen:]
@@ -190,13 +202,19 @@ func (c *Codec) Parse(tok string) (Claims, error) {
 		return Claims{}, ErrSignature
 	}
 	cl := Claims{
-		Symmetric:   b[2]&flagSymmetric != 0,
-		SignE:       b[2]&flagSignE != 0,
-		IssuedAt:    time.Unix(int64(binary.BigEndian.Uint32(b[3:])), 0),
-		ExpiresAt:   time.Unix(int64(binary.BigEndian.Uint32(b[7:])), 0),
-		Incarnation: binary.BigEndian.Uint64(b[11:]),
-		Generation:  binary.BigEndian.Uint32(b[19:]),
-		SeqOffset:   binary.BigEndian.Uint32(b[23:]),
+		Symmetric: b[2]&flagSymmetric != 0,
+		SignE:     b[2]&flagSignE != 0,
+		IssuedAt:  time.Unix(int64(binary.BigEndian.Uint32(b[3:])), 0),
+		ExpiresAt: time.Unix(int64(binary.BigEndian.Uint32(b[7:])), 0),
+	}
+	if b[0] == versionLegacy {
+		cl.Legacy = true
+		cl.Generation = binary.BigEndian.Uint32(b[11:])
+		cl.SeqOffset = binary.BigEndian.Uint32(b[15:])
+	} else {
+		cl.Incarnation = binary.BigEndian.Uint64(b[11:])
+		cl.Generation = binary.BigEndian.Uint32(b[19:])
+		cl.SeqOffset = binary.BigEndian.Uint32(b[23:])
 	}
 	if b[2]&^(flagSymmetric|flagSignE) != 0 || cl.Symmetric && cl.SignE {
 		return Claims{}, ErrMalformed

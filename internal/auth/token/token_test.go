@@ -2,7 +2,9 @@ package token
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -125,17 +127,43 @@ func TestCanonicalSpelling(t *testing.T) {
 	}
 }
 
-// TestVersion1Refused: tokens of the format without an incarnation are
-// malformed (they cannot be bound to a device incarnation).
-func TestVersion1Refused(t *testing.T) {
+// TestVersion1Legacy: a token of the format without an incarnation (issued
+// before it existed) still verifies, marked Legacy with its other claims
+// intact, so the caller can bind it by issue time; a tampered one does not.
+func TestVersion1Legacy(t *testing.T) {
 	c := mustCodec(t, key1)
-	raw, _ := base64.RawURLEncoding.DecodeString(mustIssue(t, c, Claims{ProductKey: "pk", DeviceKey: "dk", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}))
-	raw[0] = 1
-	body := raw[:len(raw)-macLen]
-	old := base64.RawURLEncoding.EncodeToString(append(append([]byte(nil), body...), mac(key1, body)...))
-	if _, err := c.Verify(old, t0); !errors.Is(err, ErrMalformed) {
-		t.Fatalf("version-1 token: err = %v, want ErrMalformed", err)
+	old := legacyToken(key1, Claims{ProductKey: "pk", DeviceKey: "dk", Generation: 3, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)})
+	cl, err := c.Verify(old, t0)
+	if err != nil {
+		t.Fatalf("version-1 token: %v", err)
 	}
+	if !cl.Legacy || cl.ProductKey != "pk" || cl.DeviceKey != "dk" || cl.Generation != 3 || cl.Incarnation != 0 || !cl.IssuedAt.Equal(t0) {
+		t.Fatalf("version-1 claims = %+v", cl)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(old)
+	raw[12] ^= 1 // the generation, under the MAC
+	if _, err := c.Verify(base64.RawURLEncoding.EncodeToString(raw), t0); !errors.Is(err, ErrSignature) {
+		t.Fatalf("tampered version-1 token: err = %v, want ErrSignature", err)
+	}
+	fresh, err := c.Verify(mustIssue(t, c, Claims{ProductKey: "pk", DeviceKey: "dk", Incarnation: 9, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}), t0)
+	if err != nil || fresh.Legacy || fresh.Incarnation != 9 {
+		t.Fatalf("version-2 token: %+v, %v", fresh, err)
+	}
+}
+
+// legacyToken encodes cl in the version-1 wire form (no incarnation).
+func legacyToken(key []byte, cl Claims) string {
+	kid := sha256.Sum256(key)
+	b := []byte{versionLegacy, kid[0], 0}
+	b = binary.BigEndian.AppendUint32(b, uint32(cl.IssuedAt.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(cl.ExpiresAt.Unix()))
+	b = binary.BigEndian.AppendUint32(b, cl.Generation)
+	b = binary.BigEndian.AppendUint32(b, cl.SeqOffset)
+	b = append(b, byte(len(cl.ProductKey)))
+	b = append(b, cl.ProductKey...)
+	b = append(b, byte(len(cl.DeviceKey)))
+	b = append(b, cl.DeviceKey...)
+	return base64.RawURLEncoding.EncodeToString(append(b, mac(key, b)...))
 }
 
 func mustIssue(t *testing.T, c *Codec, cl Claims) string {
