@@ -203,7 +203,10 @@ func (dd *dtlsDevice) publish() codes.Code {
 // once — live or hibernated — with an alert (close_notify) to the peer;
 // a record the device sends afterwards is dropped, never served.
 func TestE2EDTLSSessionsEndOnCredentialChange(t *testing.T) {
-	g := startTestGateway(t, func(c *config.Config) { c.DTLS.HibernateAfter = time.Second })
+	// The pion listener's sessions, live and hibernated (the native engine
+	// has no hibernation; TestE2EDTLSNativeSessionsEndOnCredentialChange
+	// covers it).
+	g := startTestGateway(t, func(c *config.Config) { c.DTLS.Engine = "pion"; c.DTLS.HibernateAfter = time.Second })
 	pk, _ := g.newProduct(false)
 	changes := []struct {
 		name   string
@@ -271,7 +274,9 @@ func TestE2EDTLSSessionsEndOnCredentialChange(t *testing.T) {
 // key), never internal_error.
 func TestInteropDTLSRefusalAlerts(t *testing.T) {
 	bin := lookPath(t, "openssl", "apt-get install openssl")
-	g := startTestGateway(t)
+	// The pion listener's alerts: the native engine answers an unknown or
+	// disabled device with unknown_psk_identity, not yet decrypt_error.
+	g := startTestGateway(t, func(c *config.Config) { c.DTLS.Engine = "pion" })
 	base := g.newDevice("", "seed")
 	off := g.newDeviceWithSecret(base.pk, "disabled_1", interopSecret)
 	if code := g.api("PATCH", "/api/v1/devices/"+off.pk+"/"+off.dk, map[string]any{"enabled": false}, nil); code != 200 {
