@@ -597,6 +597,11 @@ func (s *Server) run(ss *Session, l *link) {
 	ss.mu.Lock()
 	ss.cancelHS = nil // its context and timer would outlive the handshake
 	ss.mu.Unlock()
+	if err == nil {
+		// Counted as a session before its handshake slot is released, so
+		// admission (sessions + handshakes) never sees it in neither.
+		s.sessions.Add(1)
+	}
 	s.handshakeDone(ss)
 	if err != nil {
 		reason := ss.refusal()
@@ -631,7 +636,6 @@ func (s *Server) run(ss *Session, l *link) {
 		s.m.handshakes.WithLabelValues(cipherName(st.CipherSuiteID)).Inc()
 	}
 	ss.established(s.cfg.Now())
-	s.sessions.Add(1)
 	s.m.sessions.Inc()
 	if s.cfg.OnUp != nil {
 		s.cfg.OnUp(ss)
