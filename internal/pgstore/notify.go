@@ -8,36 +8,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// notifier wakes tailing readers: Changed hands out the current channel,
-// wake closes it and starts a new one.
-type notifier struct {
-	mu sync.Mutex
-	ch chan struct{} // guarded by mu; nil until someone asks
-}
-
 // Changed implements message.Notifier. It fires after appends by any node
 // sharing the database (through LISTEN/NOTIFY), and after the listener
 // reconnects (a notification may have been missed meanwhile).
-func (s *Store) Changed() <-chan struct{} {
-	n := &s.notify
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ch == nil {
-		n.ch = make(chan struct{})
-	}
-	return n.ch
-}
+func (s *Store) Changed() <-chan struct{} { return s.notify.Changed() }
 
 // wake wakes everyone waiting on Changed.
-func (s *Store) wake() {
-	n := &s.notify
-	n.mu.Lock()
-	if n.ch != nil {
-		close(n.ch)
-		n.ch = nil
-	}
-	n.mu.Unlock()
-}
+func (s *Store) wake() { s.notify.Wake() }
 
 // notifyTx queues the log notification in tx; PostgreSQL delivers it at
 // commit, to every listening node.

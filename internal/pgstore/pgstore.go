@@ -92,7 +92,7 @@ type Store struct {
 	devChannel string // NOTIFY channel of this schema's device changes
 	changes    *changeFeed
 
-	notify notifier
+	notify message.Broadcast
 	// exchangeSweep spaces out deleting expired exchange keys.
 	exchangeSweep sweeper
 	stop          context.CancelFunc

@@ -83,7 +83,7 @@ type Store struct {
 	touchDevice   *sql.Stmt // on writer
 	upsertReplay  *sql.Stmt // on writer
 
-	notify notifier // wakes log tailers after appends
+	notify message.Broadcast // wakes log tailers after appends
 
 	box *secretbox.Keyring // seals secrets at rest
 }
