@@ -455,11 +455,19 @@ func (s *Server) process(ctx context.Context, j job) {
 	}
 	// Record the exchange before answering, so a duplicate that races the
 	// answer finds the cached response rather than an in-flight entry.
-	cached := out
-	if typ != message.Confirmable {
-		cached = nil // duplicates of a NON are dropped, never answered
+	// A refusal (4.xx: the request was not acted upon, RFC 7252 §5.9.2) is
+	// not kept: answering a retransmission again costs nothing and changes
+	// nothing, and so a peer without credentials holds no exchange state
+	// beyond its requests in flight.
+	if resp != nil && resp.Code>>5 == 4 {
+		s.dedup.abort(k)
+	} else {
+		cached := out
+		if typ != message.Confirmable {
+			cached = nil // duplicates of a NON are dropped, never answered
+		}
+		s.dedup.complete(k, cached, s.now())
 	}
-	s.dedup.complete(k, cached, s.now())
 	if out != nil {
 		s.m.response(resp.Code, s.now().Sub(j.at))
 		s.write(out, j.peer, j.sess)

@@ -352,3 +352,59 @@ func TestOverloadAnswers503(t *testing.T) {
 		t.Fatal("5.03 without Max-Age")
 	}
 }
+
+// refuser answers 4.01 to everything but "ok", which it acts upon (2.04).
+type refuser struct{ calls atomic.Int64 }
+
+func (r *refuser) ServeCoAP(_ context.Context, req *Request) *Response {
+	r.calls.Add(1)
+	if strings.Join(req.Path, "/") == "ok" {
+		return &Response{Code: codes.Changed}
+	}
+	return &Response{Code: codes.Unauthorized}
+}
+
+// TestRefusalsHoldNoExchangeState: a peer whose every request is refused
+// (no credentials) leaves nothing in the duplicate cache, whatever it sends;
+// a retransmitted refused request is refused again, while an exchange acted
+// upon is still answered once and replayed to duplicates.
+func TestRefusalsHoldNoExchangeState(t *testing.T) {
+	h := &refuser{}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Config{}, h, NewMetrics(nil), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, conn); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c := dial(t, conn.LocalAddr().(*net.UDPAddr))
+
+	const n = 500
+	for i := range n {
+		if r := c.roundTrip(con(int32(i), "topic/x", "no token")); r.Code != codes.Unauthorized {
+			t.Fatalf("request %d: got %v, want 4.01", i, r.Code)
+		}
+	}
+	if got := s.dedup.len(); got != 0 {
+		t.Fatalf("%d exchanges kept for %d refused requests, want 0", got, n)
+	}
+	before := h.calls.Load()
+	if r := c.roundTrip(con(0, "topic/x", "retransmission")); r.Code != codes.Unauthorized {
+		t.Fatalf("retransmitted refusal: got %v", r.Code)
+	}
+	if h.calls.Load() != before+1 {
+		t.Fatalf("a retransmitted refused request was not refused again")
+	}
+
+	ok := con(9000, "ok", "")
+	c.roundTrip(ok)
+	c.roundTrip(ok)
+	if got := h.calls.Load(); got != before+2 {
+		t.Fatalf("handler ran %d times for one exchange acted upon and its duplicate", got-before-1)
+	}
+	if got := s.dedup.len(); got != 1 {
+		t.Fatalf("dedup holds %d exchanges, want 1 (the 2.04)", got)
+	}
+}
