@@ -388,19 +388,21 @@ func TestClusterThreeNodes(t *testing.T) {
 			acked = append(acked, clusterUplink(t, conns[nd.name], mid, tok, topic, n))
 		}
 	}
-	// A CON retransmitted to another node (a load balancer re-hash): one
-	// source socket, same Message ID, first to n1 then to n2 and n3.
-	rc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	// A CON retransmitted to another node (a load balancer re-hash): same
+	// Message ID, first to n1 then to n2 and n3, each time from another
+	// source port, as a proxying balancer (nginx) shows a re-hashed flow to
+	// the new node.
 	mid++
 	n++
 	retx := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid, Token: []byte{9, 9},
 		Options: topicOpts(tok, 2088, topic), Payload: fmt.Appendf(nil, `{"id":"%d","params":{"n":%d}}`, n, n)}
 	var retxID string
 	for _, nd := range c.nodes {
+		rc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
 		r := exchangeTo(t, rc, nd.coap, retx)
 		v, _ := coapx.Bytes(r.Options, coapx.OptionMessageID)
 		if r.Code != codes.Changed || (retxID != "" && string(v) != retxID) {

@@ -185,7 +185,7 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 		Transport:     up.transport(g.o.Transport),
 	}
 	if req.Type == coapmsg.Confirmable {
-		msg.Exchange = message.ExchangeKey(msg.ProductKey, msg.DeviceKey, msg.Peer, req.MessageID)
+		msg.Exchange = message.ExchangeKey(msg.ProductKey, msg.DeviceKey, req.MessageID, req.Token, payload)
 	}
 	// The session's advanced replay state commits with the uplink.
 	if err := g.appendState(ctx, msg, up.state); err != nil {

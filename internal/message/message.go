@@ -4,6 +4,8 @@ package message
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"time"
 )
@@ -60,9 +62,17 @@ type Message struct {
 const ExchangeLifetime = 247 * time.Second
 
 // ExchangeKey identifies a CON uplink's exchange across nodes: the device,
-// the peer's address and the CoAP Message ID.
-func ExchangeKey(pk, dk, peer string, mid uint16) string {
-	return pk + "/" + dk + "|" + peer + "|" + strconv.Itoa(int(mid))
+// the CoAP Message ID, the token and a digest of the payload — what a
+// retransmission repeats byte for byte (RFC 7252 §4.2). The peer address
+// is not part of it: a load balancer that proxies (nginx) shows a flow
+// re-hashed to another node from another address, and a DTLS session
+// taken over by another node may arrive from a new address too. A
+// different uplink of the same device differs in Message ID, token or
+// payload; one equal in all three within ExchangeLifetime carries the same
+// data and is stored once.
+func ExchangeKey(pk, dk string, mid uint16, token, payload []byte) string {
+	sum := sha256.Sum256(payload)
+	return pk + "/" + dk + "|" + strconv.Itoa(int(mid)) + "|" + hex.EncodeToString(token) + "|" + hex.EncodeToString(sum[:16])
 }
 
 // Query selects stored messages. Zero fields do not filter.

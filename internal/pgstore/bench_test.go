@@ -43,7 +43,7 @@ func BenchmarkAppend(b *testing.B) {
 				if tc.exchange {
 					for _, m := range msgs {
 						mid++
-						m.Exchange = message.ExchangeKey(m.ProductKey, m.DeviceKey, m.Peer, mid)
+						m.Exchange = message.ExchangeKey(m.ProductKey, m.DeviceKey, mid, nil, m.Payload)
 					}
 				}
 				if err := s.Append(ctx, msgs); err != nil {

@@ -23,7 +23,7 @@ func TestExchangeStoredOnce(t *testing.T) {
 	up := func(mid uint16) *message.Message {
 		return &message.Message{ProductKey: "pk", DeviceKey: "dk", Topic: "/t", Payload: []byte("x"),
 			ReceivedAt: time.Now(), Peer: "127.0.0.1:5000", Transport: message.TransportCoAP,
-			Exchange: message.ExchangeKey("pk", "dk", "127.0.0.1:5000", mid)}
+			Exchange: message.ExchangeKey("pk", "dk", mid, []byte{1}, []byte("x"))}
 	}
 	m1, m2 := up(7), up(7)
 	if err := a.Append(ctx, []*message.Message{m1}); err != nil {
