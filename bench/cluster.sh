@@ -13,14 +13,18 @@
 #             (PostgreSQL and NATS unpinned: they take what they need from
 #             either core), dtls.engine native; per repetition, order
 #             alternated: "lite" (SQLite, the embedded default) and "pg"
-#             (store.driver postgres + cluster.nats_url):
+#             (store.driver postgres + cluster.nats_url), and "pgmiss" (the same
+#             with auth.device_cache_ttl 0: every request reads the device from
+#             PostgreSQL, as for devices reporting less often than the cache
+#             TTL or beyond auth.device_cache_entries; up and rate runs only):
 #               up    token publish, CON, closed loop (32 sockets, 256 outstanding)
 #               rateR token publish, open loop at R req/s (RATES, default 500 3000)
 #               hs    full DTLS-PSK handshakes/s (CCM_8, 32 in parallel)
 #   lb-*      behind nginx (hash $remote_addr), nodes GOMAXPROCS=1 each,
 #             nothing pinned (3 nodes + PostgreSQL + nginx + generator share
 #             the 2 cores); the generator's 32 sockets come from 32 source
-#             addresses (127.0.0.10-41), alternated:
+#             addresses (127.0.0.10-41), nginx as in docs/deployment.md
+#             (hash $remote_addr consistent, reuseport), alternated:
 #               1node   nginx → n1
 #               3nodes  nginx → n1, n2, n3
 #
@@ -84,7 +88,7 @@ PG_KEY=$(env "${PG_ENV[@]}" "$BIN/coapgate" apikey create --name bench --data-di
 	grep -o 'cgk_[A-Za-z0-9_-]*' | head -1)
 [ -n "$PG_KEY" ] || { echo "apikey create on PostgreSQL failed" >&2; exit 1; }
 
-# start_node NAME [pin]: a node on the shared PostgreSQL and NATS; sets
+# start_node NAME [pin] [ENV...]: a node on the shared PostgreSQL and NATS; sets
 # NODE_PID, NODE_COAP, NODE_DTLS, NODE_API. pin: GOMAXPROCS=1 on core 0
 # (spawn_server); otherwise GOMAXPROCS=1 unpinned.
 start_node() {
@@ -95,7 +99,7 @@ start_node() {
 	local envs=("${PG_ENV[@]}" "COAPGATE_CLUSTER_NODE=$name" "COAPGATE_DATA_DIR=$dir/data"
 		"COAPGATE_COAP_LISTEN=$NODE_COAP" COAPGATE_COAP_SYMMETRIC_LISTEN= "COAPGATE_DTLS_LISTEN=$NODE_DTLS"
 		"COAPGATE_API_LISTEN=127.0.0.1:$apiport" COAPGATE_DTLS_HANDSHAKE_RATE=0 COAPGATE_DTLS_ENGINE=native
-		COAPGATE_LOG_LEVEL=warn)
+		COAPGATE_LOG_LEVEL=warn "${@:3}")
 	if [ "${2:-}" = pin ]; then
 		SPAWN_LOG=$dir/server.log spawn_server env "${envs[@]}" "$BIN/coapgate" serve
 	else
@@ -143,6 +147,10 @@ PG_PK=$(COAPGATE_API_URL=$PG1_API COAPGATE_API_KEY=$PG_KEY "$BIN/coapgate" produ
 [ -n "$PG_PK" ] || { echo "product create on PostgreSQL failed" >&2; exit 1; }
 PG1=(--api "$PG1_API" --api-key "$PG_KEY" --product "$PG_PK")
 PG1_GW="pg1=$PG1_API=$PG1_PID"
+start_node pgmiss pin COAPGATE_AUTH_DEVICE_CACHE_TTL=0
+PGM_PID=$NODE_PID PGM_COAP=$NODE_COAP
+PGM=(--api "$NODE_API" --api-key "$PG_KEY" --product "$PG_PK")
+PGM_GW="pgmiss=$NODE_API=$NODE_PID"
 
 waldump() { # waldump RUN: WAL by record type between RUN's snapshots
 	local a b
@@ -167,13 +175,20 @@ single() { # single VARIANT REP
 		done
 		measure "single-hs-pg-r$2" "$PG1_GW" --mode dtls --server "$PG1_DTLS" "${PG1[@]}" --devices 32 --handshakes
 		;;
+	pgmiss)
+		measure "single-up-pgmiss-r$2" "$PGM_GW" --mode token --server "$PGM_COAP" "${PGM[@]}" --devices 32
+		for rt in $RATES; do
+			measure "single-rate$rt-pgmiss-r$2" "$PGM_GW" --mode token --server "$PGM_COAP" "${PGM[@]}" --devices 32 --rate "$rt"
+		done
+		;;
 	esac
 }
 for r in $(seq 1 "$REPS"); do
-	if [ $((r % 2)) = 1 ]; then single lite "$r"; single pg "$r"; else single pg "$r"; single lite "$r"; fi
+	if [ $((r % 2)) = 1 ]; then single lite "$r"; single pg "$r"; single pgmiss "$r"; else single pgmiss "$r"; single pg "$r"; single lite "$r"; fi
 done
 stop_pid "$GW_PID"
 stop_pid "$PG1_PID"
+stop_pid "$PGM_PID"
 
 # --- phase 2: behind nginx, one node vs three ------------------------------------
 GWS=""
@@ -190,17 +205,17 @@ load_module $NGINX_MOD;
 pid $BENCH_TMP/nginx/nginx.pid;
 error_log $BENCH_TMP/nginx/error.log warn;
 worker_processes auto;
-events { worker_connections 4096; }
+events { worker_connections 8192; }
 stream {
   upstream one {
-    hash \$remote_addr;
-    server ${NODES[0]};
+    hash \$remote_addr consistent;
+    server ${NODES[0]} max_fails=1 fail_timeout=10s;
   }
   upstream three {
-    hash \$remote_addr;
-    server ${NODES[0]};
-    server ${NODES[1]};
-    server ${NODES[2]};
+    hash \$remote_addr consistent;
+    server ${NODES[0]} max_fails=1 fail_timeout=10s;
+    server ${NODES[1]} max_fails=1 fail_timeout=10s;
+    server ${NODES[2]} max_fails=1 fail_timeout=10s;
   }
   server {
     listen 127.0.0.1:$LB1 udp reuseport;

@@ -91,7 +91,8 @@ def pg(port):
     q = ("select (select sum(xact_commit) from pg_stat_database), "
          "(select sum(xact_rollback) from pg_stat_database), "
          "(select sum(tup_inserted) from pg_stat_database), "
-         "wal_records, wal_fpi, wal_bytes, pg_current_wal_lsn() from pg_stat_wal")
+         "wal_records, wal_fpi, wal_bytes, pg_current_wal_lsn(), "
+         "(select sum(pg_database_size(datname)) from pg_database) from pg_stat_wal")
     r = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-Atc", q],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
@@ -99,6 +100,7 @@ def pg(port):
     f = r.stdout.strip().split("|")
     v = dict(zip(["xact_commit", "xact_rollback", "tup_inserted", "wal_records", "wal_fpi", "wal_bytes"], [float(x or 0) for x in f[:6]]))
     v["lsn"] = f[6]
+    v["db_bytes"] = float(f[7] or 0)
     return v
 
 
@@ -202,6 +204,8 @@ def report(argv):
             r["wal_rec_per"] = p["wal_records"] / unit
             r["fpi_per"] = p["wal_fpi"] / unit
             r["xact_s"] = (p["xact_commit"] + p["xact_rollback"]) / d["seconds"]
+            if "db_bytes" in p:
+                r["db_b_per"] = p["db_bytes"] / unit
         if "nats" in d:
             r["nats_in_per_s"] = d["nats"]["in_msgs"] / d["seconds"]
         r["per_node"] = d["per_node_stored"]
@@ -223,7 +227,7 @@ def report(argv):
             ("batch", "batch", "%.1f"), ("cpu_gw_us", "gw µs", "%.0f"), ("cpu_pg_us", "pg µs", "%.0f"),
             ("cpu_lb_us", "nginx µs", "%.0f"), ("cpu_gen_us", "gen µs", "%.0f"),
             ("xact_per", "xact/unit", "%.3f"), ("wal_b_per", "WAL B/unit", "%.0f"),
-            ("fpi_per", "FPI/unit", "%.3f"), ("xact_s", "xact/s", "%.0f"),
+            ("fpi_per", "FPI/unit", "%.3f"), ("db_b_per", "DB B/unit", "%.0f"), ("xact_s", "xact/s", "%.0f"),
             ("nats_in_per_s", "NATS msg/s", "%.1f"), ("timeouts", "timeouts", "%d"), ("overload", "5.03", "%d"), ("load", "load", "%s")]
     print("| run | " + " | ".join(c[1] for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
