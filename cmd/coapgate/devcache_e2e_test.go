@@ -13,7 +13,7 @@ import (
 )
 
 // TestE2EDeviceCacheEntries: auth.device_cache_entries bounds the known
-// devices a node caches. Five devices authenticate; with a bound of 2 the
+// devices a listener caches. Five devices authenticate; with a bound of 2 the
 // cache holds 2 of them, with the default all 5.
 func TestE2EDeviceCacheEntries(t *testing.T) {
 	for _, tc := range []struct {

@@ -242,7 +242,7 @@ type Auth struct {
 	OnlineLifetime time.Duration `yaml:"online_lifetime"`
 	// DeviceCacheTTL bounds how stale a cached device record may be.
 	DeviceCacheTTL time.Duration `yaml:"device_cache_ttl"`
-	// DeviceCacheEntries bounds the cached known devices of a node (LRU).
+	// DeviceCacheEntries bounds the cached known devices of each listener (LRU).
 	DeviceCacheEntries int `yaml:"device_cache_entries"`
 	// DialectEIV is the AES-CBC IV of the PSK dialect's option 2101 (docs/protocol.md
 	// §2.2; not published): 16 ASCII characters or 32 hex digits.
