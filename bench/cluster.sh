@@ -39,7 +39,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 
-D=10s W=2s REPS=${REPS:-3} RATES=${RATES:-500 3000}
+D=10s W=2s REPS=${REPS:-3} RATES=${RATES-500 3000}
+# MISS_ENV: how the "pgmiss" node misses its device cache (e.g.
+# COAPGATE_AUTH_DEVICE_CACHE_ENTRIES=16: an LRU smaller than the 32 devices);
+# HANDSHAKES=0 skips the handshake runs; LB=0 skips phase 2.
+MISS_ENV=${MISS_ENV:-COAPGATE_AUTH_DEVICE_CACHE_TTL=0} HANDSHAKES=${HANDSHAKES:-1} LB=${LB:-1}
 if [ "${1:-}" = "--quick" ]; then D=3s W=1s REPS=${REPS_QUICK:-1}; fi
 GEN=(--sockets 32 --outstanding 256 --payload-size 64 --duration "$D" --warmup "$W" --json --quiet)
 PGBIN=/usr/lib/postgresql/15/bin
@@ -147,7 +151,7 @@ PG_PK=$(COAPGATE_API_URL=$PG1_API COAPGATE_API_KEY=$PG_KEY "$BIN/coapgate" produ
 [ -n "$PG_PK" ] || { echo "product create on PostgreSQL failed" >&2; exit 1; }
 PG1=(--api "$PG1_API" --api-key "$PG_KEY" --product "$PG_PK")
 PG1_GW="pg1=$PG1_API=$PG1_PID"
-start_node pgmiss pin COAPGATE_AUTH_DEVICE_CACHE_TTL=0
+start_node pgmiss pin "$MISS_ENV"
 PGM_PID=$NODE_PID PGM_COAP=$NODE_COAP
 PGM=(--api "$NODE_API" --api-key "$PG_KEY" --product "$PG_PK")
 PGM_GW="pgmiss=$NODE_API=$NODE_PID"
@@ -165,7 +169,7 @@ single() { # single VARIANT REP
 		for rt in $RATES; do
 			measure "single-rate$rt-lite-r$2" "$LITE_GW" --mode token --server "$LITE_COAP" "${LITE[@]}" --devices 32 --rate "$rt"
 		done
-		measure "single-hs-lite-r$2" "$LITE_GW" --mode dtls --server "$LITE_DTLS" "${LITE[@]}" --devices 32 --handshakes
+		[ "$HANDSHAKES" = 0 ] || measure "single-hs-lite-r$2" "$LITE_GW" --mode dtls --server "$LITE_DTLS" "${LITE[@]}" --devices 32 --handshakes
 		;;
 	pg)
 		measure "single-up-pg-r$2" "$PG1_GW" --mode token --server "$PG1_COAP" "${PG1[@]}" --devices 32
@@ -173,7 +177,7 @@ single() { # single VARIANT REP
 		for rt in $RATES; do
 			measure "single-rate$rt-pg-r$2" "$PG1_GW" --mode token --server "$PG1_COAP" "${PG1[@]}" --devices 32 --rate "$rt"
 		done
-		measure "single-hs-pg-r$2" "$PG1_GW" --mode dtls --server "$PG1_DTLS" "${PG1[@]}" --devices 32 --handshakes
+		[ "$HANDSHAKES" = 0 ] || measure "single-hs-pg-r$2" "$PG1_GW" --mode dtls --server "$PG1_DTLS" "${PG1[@]}" --devices 32 --handshakes
 		;;
 	pgmiss)
 		measure "single-up-pgmiss-r$2" "$PGM_GW" --mode token --server "$PGM_COAP" "${PGM[@]}" --devices 32
@@ -191,6 +195,11 @@ stop_pid "$PG1_PID"
 stop_pid "$PGM_PID"
 
 # --- phase 2: behind nginx, one node vs three ------------------------------------
+[ "$LB" != 0 ] || {
+	OUT=$HERE/results/cluster-$(date -u +%Y%m%dT%H%M%SZ)${1:+-quick}.json
+	python3 "$HERE/clusterstat.py" report "$R" "$OUT"
+	exit 0
+}
 GWS=""
 NODES=()
 for n in n1 n2 n3; do
