@@ -8,8 +8,8 @@ BIN=${BIN:-$BENCH_TMP/bin}
 
 bench_cleanup() {
 	local p
-	for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	BENCH_PIDS=()
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$BENCH_TMP"
 }

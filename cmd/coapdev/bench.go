@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -51,6 +52,8 @@ type benchFlags struct {
 	handshakes                   bool
 	idle, serverPID              int
 	jsonOut, quiet               bool
+	srcIPs                       string
+	laddrs                       []netip.Addr
 }
 
 func runBench(ctx context.Context, e *env, args []string) int {
@@ -113,6 +116,7 @@ The exit status is 1 when nothing succeeded or any request failed.`, `
 	fs.IntVar(&f.serverPID, "server-pid", 0, "with --idle: read this process's RSS from /proc")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress line")
+	fs.StringVar(&f.srcIPs, "src-ips", "", "local IPv4 source `addresses` of the sockets, one or first-last; socket i binds the (i mod n)-th (e.g. 127.0.0.10-127.0.0.41, to spread sockets over a load balancer that hashes on the source address)")
 	if code, ok := parseFlags(e, fs, args); !ok {
 		return code
 	}
@@ -163,6 +167,13 @@ func (f *benchFlags) validate() string {
 		return fmt.Sprintf("--cipher %q: want ccm8 or cbc", f.cipher)
 	case f.rate == 0 && f.outstanding < f.sockets:
 		return "--outstanding must be >= --sockets"
+	}
+	if f.srcIPs != "" {
+		a, err := srcAddrs(f.srcIPs)
+		if err != nil {
+			return err.Error()
+		}
+		f.laddrs = a
 	}
 	switch f.mode {
 	case benchPlain:
@@ -409,10 +420,10 @@ func benchRun(ctx context.Context, e *env, f *benchFlags) (*benchReport, error) 
 		switch f.mode {
 		case benchDTLS, benchDTLSPlain:
 			hctx, cancel := context.WithTimeout(ctx, f.setupTimeout)
-			conn, err = dialDTLS(hctx, raddr, params(i))
+			conn, err = dialDTLS(hctx, f.laddr(i), raddr, params(i))
 			cancel()
 		default:
-			conn, err = net.DialUDP("udp", nil, raddr)
+			conn, err = net.DialUDP("udp", f.laddr(i), raddr)
 			if err == nil {
 				conn.(*net.UDPConn).SetReadBuffer(4 << 20)
 			}
@@ -577,7 +588,7 @@ func runHandshakes(ctx context.Context, e *env, f *benchFlags, raddr *net.UDPAdd
 				i := int(seq.Add(1) - 1)
 				t0 := time.Now()
 				hctx, cancel := context.WithTimeout(ctx, f.setupTimeout)
-				c, err := dialDTLS(hctx, raddr, params(i))
+				c, err := dialDTLS(hctx, f.laddr(i), raddr, params(i))
 				cancel()
 				m := measuring.Load()
 				if err != nil {
@@ -671,7 +682,7 @@ func runIdle(ctx context.Context, e *env, f *benchFlags, raddr *net.UDPAddr, par
 					return
 				}
 				hctx, cancel := context.WithTimeout(ctx, f.setupTimeout)
-				c, err := dialDTLS(hctx, raddr, params(i))
+				c, err := dialDTLS(hctx, f.laddr(i), raddr, params(i))
 				cancel()
 				if err != nil {
 					if failed.Add(1) <= 3 {
@@ -773,4 +784,40 @@ func rssKB(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// maxSrcIPs bounds --src-ips (a typo like 10.0.0.1-10.255.0.1 must not
+// allocate millions of addresses).
+const maxSrcIPs = 65536
+
+// srcAddrs parses --src-ips: "a" or "a-b", IPv4.
+func srcAddrs(spec string) ([]netip.Addr, error) {
+	first, last, ok := strings.Cut(spec, "-")
+	if !ok {
+		last = first
+	}
+	a, err := netip.ParseAddr(first)
+	if err != nil || !a.Is4() {
+		return nil, fmt.Errorf("--src-ips %q: want IPv4 a or a-b", spec)
+	}
+	b, err := netip.ParseAddr(last)
+	if err != nil || !b.Is4() || b.Less(a) {
+		return nil, fmt.Errorf("--src-ips %q: want IPv4 a or a-b with a <= b", spec)
+	}
+	var out []netip.Addr
+	for ip := a; ip.IsValid() && !b.Less(ip); ip = ip.Next() {
+		if len(out) == maxSrcIPs {
+			return nil, fmt.Errorf("--src-ips %q: more than %d addresses", spec, maxSrcIPs)
+		}
+		out = append(out, ip)
+	}
+	return out, nil
+}
+
+// laddr is the local address socket i binds (nil: any, by the kernel).
+func (f *benchFlags) laddr(i int) *net.UDPAddr {
+	if len(f.laddrs) == 0 {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.laddrs[i%len(f.laddrs)], 0))
 }

@@ -81,22 +81,55 @@ func TestBenchPlainAgainstEcho(t *testing.T) {
 	case c := <-done:
 		t.Fatalf("echo exited with %d before listening", c)
 	}
-	var out, errOut bytes.Buffer
-	code := runBench(context.Background(), &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }},
-		[]string{"--mode", "plain", "--server", addr, "--duration", "500ms", "--warmup", "100ms", "--sockets", "4", "--outstanding", "16", "--json", "--quiet"})
-	if code != exitOK {
-		t.Fatalf("exit %d: %s%s", code, out.String(), errOut.String())
-	}
-	var r benchReport
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		t.Fatalf("report: %v: %s", err, out.String())
-	}
-	if r.OK == 0 || r.OK != r.Sent || len(r.Errors) != 0 || r.Timeouts != 0 || r.LatencyMS.P99 <= 0 {
-		t.Fatalf("report %+v", r)
+	for _, extra := range [][]string{nil, {"--src-ips", "127.0.0.2-127.0.0.3"}} {
+		var out, errOut bytes.Buffer
+		args := append([]string{"--mode", "plain", "--server", addr, "--duration", "500ms", "--warmup", "100ms", "--sockets", "4", "--outstanding", "16", "--json", "--quiet"}, extra...)
+		code := runBench(context.Background(), &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}, args)
+		if code != exitOK {
+			t.Fatalf("%v: exit %d: %s%s", extra, code, out.String(), errOut.String())
+		}
+		var r benchReport
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatalf("report: %v: %s", err, out.String())
+		}
+		if r.OK == 0 || r.OK != r.Sent || len(r.Errors) != 0 || r.Timeouts != 0 || r.LatencyMS.P99 <= 0 {
+			t.Fatalf("%v: report %+v", extra, r)
+		}
 	}
 	cancel()
 	if c := <-done; c != exitOK {
 		t.Fatalf("echo exit %d", c)
+	}
+}
+
+func TestSrcAddrs(t *testing.T) {
+	a, err := srcAddrs("127.0.0.254-127.0.1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"127.0.0.254", "127.0.0.255", "127.0.1.0", "127.0.1.1"}
+	if len(a) != len(want) {
+		t.Fatalf("%v, want %v", a, want)
+	}
+	for i := range want {
+		if a[i].String() != want[i] {
+			t.Fatalf("%v, want %v", a, want)
+		}
+	}
+	f := &benchFlags{laddrs: a}
+	for i, w := range []string{"127.0.0.254:0", "127.0.0.255:0", "127.0.1.0:0", "127.0.1.1:0", "127.0.0.254:0"} {
+		if got := f.laddr(i).String(); got != w {
+			t.Errorf("socket %d binds %s, want %s", i, got, w)
+		}
+	}
+	if (&benchFlags{}).laddr(3) != nil {
+		t.Error("without --src-ips a socket must bind any address")
+	}
+	if one, err := srcAddrs("10.1.2.3"); err != nil || len(one) != 1 || one[0].String() != "10.1.2.3" {
+		t.Errorf("one address: %v %v", one, err)
+	}
+	if _, err := srcAddrs("10.0.0.0-10.255.255.255"); err == nil {
+		t.Error("a range of 16M addresses was accepted")
 	}
 }
 
@@ -106,6 +139,8 @@ func TestBenchUsage(t *testing.T) {
 		{"--mode", "token"},                 // no devices
 		{"--mode", "plain", "--handshakes"}, // handshakes need DTLS
 		{"--mode", "dtls-plain", "--psk-identity", "x", "--psk-key", "zz"},
+		{"--mode", "plain", "--src-ips", "127.0.0.3-127.0.0.2"},
+		{"--mode", "plain", "--src-ips", "::1"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := runBench(context.Background(), &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}, args); code != exitUsage {

@@ -306,8 +306,8 @@ func gatewayPSK(d *benchDevice, lifetime int) (string, []byte) {
 
 // dialDTLS makes one full PSK handshake and returns the session; the UDP
 // socket closes with it.
-func dialDTLS(ctx context.Context, raddr *net.UDPAddr, p dtlsParams) (net.Conn, error) {
-	pc, err := net.ListenUDP("udp", nil)
+func dialDTLS(ctx context.Context, laddr, raddr *net.UDPAddr, p dtlsParams) (net.Conn, error) {
+	pc, err := net.ListenUDP("udp", laddr)
 	if err != nil {
 		return nil, err
 	}

@@ -277,6 +277,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			UnavailableMaxAge: cfg.Store.UnavailableMaxAge,
 			Registerer:        reg,
 			Logger:            log,
+
+			DeviceCacheEntries: cfg.Auth.DeviceCacheEntries,
 		})
 	}
 	coapMetrics := coapx.NewMetrics(reg)

@@ -242,6 +242,8 @@ type Auth struct {
 	OnlineLifetime time.Duration `yaml:"online_lifetime"`
 	// DeviceCacheTTL bounds how stale a cached device record may be.
 	DeviceCacheTTL time.Duration `yaml:"device_cache_ttl"`
+	// DeviceCacheEntries bounds the cached known devices of each listener (LRU).
+	DeviceCacheEntries int `yaml:"device_cache_entries"`
 	// DialectEIV is the AES-CBC IV of the PSK dialect's option 2101 (docs/protocol.md
 	// §2.2; not published): 16 ASCII characters or 32 hex digits.
 	DialectEIV string `yaml:"dialect_e_iv"`
@@ -337,10 +339,11 @@ func Default() Config {
 			Engine:               "pion",
 		},
 		Auth: Auth{
-			TokenTTL:       7 * 24 * time.Hour,
-			OnlineLifetime: 5 * time.Minute,
-			DeviceCacheTTL: 10 * time.Second,
-			DialectEIV:     DefaultDialectEIV,
+			TokenTTL:           7 * 24 * time.Hour,
+			OnlineLifetime:     5 * time.Minute,
+			DeviceCacheTTL:     10 * time.Second,
+			DeviceCacheEntries: 1 << 18,
+			DialectEIV:         DefaultDialectEIV,
 		},
 		API:     API{Listen: ":8080"},
 		Store:   Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
@@ -451,6 +454,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.DeviceCacheTTL < 0 {
 		bad("auth.device_cache_ttl must be >= 0")
+	}
+	if c.Auth.DeviceCacheEntries < 1 {
+		bad("auth.device_cache_entries must be >= 1")
 	}
 	switch c.Store.Driver {
 	case "sqlite":

@@ -212,3 +212,26 @@ func TestUnknownEnv(t *testing.T) {
 		t.Fatalf("UnknownEnv = %q", got)
 	}
 }
+
+func TestDeviceCacheEntries(t *testing.T) {
+	c, err := Load("", func(k string) (string, bool) {
+		if k == "COAPGATE_AUTH_DEVICE_CACHE_ENTRIES" {
+			return "2000000", true
+		}
+		return "", false
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Auth.DeviceCacheEntries != 2000000 {
+		t.Errorf("from env: %d, want 2000000", c.Auth.DeviceCacheEntries)
+	}
+	if d := Default().Auth.DeviceCacheEntries; d != 1<<18 {
+		t.Errorf("default %d, want %d", d, 1<<18)
+	}
+	c = Default()
+	c.Auth.DeviceCacheEntries = 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "auth.device_cache_entries") {
+		t.Errorf("Validate with 0 entries = %v", err)
+	}
+}

@@ -141,6 +141,7 @@ var Help = map[string]string{
 	"auth.token_key":                  "hex token signing key shared by all nodes (default: generated into data_dir/token.key)",
 	"auth.online_lifetime":            "how long a token device stays online after its last message (unless its product sets one)",
 	"auth.device_cache_ttl":           "how stale a cached device record may be (other nodes' changes show within this)",
+	"auth.device_cache_entries":       "known devices each listener (5683, 5682, 5684) caches (LRU of device and product records); a device not cached costs registry reads on its next request",
 	"auth.dialect_e_iv":               "AES-CBC IV of option 2101, the PSK dialect's sign mode (not published): 16 ASCII characters or 32 hex digits",
 	"api.listen":                      "TCP address of the management HTTP API",
 	"api.pprof_listen":                "TCP address serving /debug/pprof (no authentication: bind to loopback); empty disables it",
