@@ -145,3 +145,25 @@ func TestSessionBinding(t *testing.T) {
 		}
 	})
 }
+
+// TestLiveSessionsOnePerDevice: a device's newer session replaces the
+// older one as its push route, and the route table keeps one entry per
+// device however many sessions carried it; the older session's end does
+// not remove the newer route.
+func TestLiveSessionsOnePerDevice(t *testing.T) {
+	var l liveSessions
+	for i := uint64(1); i <= 100; i++ {
+		l.put("pk", "dev1", newSession(i, "dev1", "s"))
+	}
+	if len(l.byID) != 1 || len(l.byDev) != 1 {
+		t.Fatalf("%d entries by session, %d by device", len(l.byID), len(l.byDev))
+	}
+	l.remove(newSession(7, "dev1", "s"))
+	if got := l.get("pk", "dev1"); got == nil || got.SessionID() != 100 {
+		t.Fatalf("route after an older session ended: %v", got)
+	}
+	l.remove(newSession(100, "dev1", "s"))
+	if got := l.get("pk", "dev1"); got != nil || len(l.byID) != 0 {
+		t.Fatalf("route kept after its session ended: %v, %d", got, len(l.byID))
+	}
+}
