@@ -167,3 +167,48 @@ func TestLiveSessionsOnePerDevice(t *testing.T) {
 		t.Fatalf("route kept after its session ended: %v, %d", got, len(l.byID))
 	}
 }
+
+// TestBindingsTable: the bindings of a device are found by device and by
+// product whichever of them ended, and the tables empty with the sessions.
+func TestBindingsTable(t *testing.T) {
+	var b bindings
+	bind := func(id uint64, dk string) {
+		b.put(&binding{s: newSession(id, dk, "s"), pk: "pk", dk: dk})
+	}
+	ids := func(xs []*binding) map[uint64]bool {
+		m := map[uint64]bool{}
+		for _, x := range xs {
+			m[x.s.SessionID()] = true
+		}
+		return m
+	}
+	for id := uint64(1); id <= 5; id++ {
+		bind(id, "dev1")
+	}
+	bind(6, "dev2")
+	if got := ids(b.of("pk", "dev1")); len(got) != 5 || got[6] {
+		t.Fatalf("dev1: %v", got)
+	}
+	if got := ids(b.of("pk", "")); len(got) != 6 {
+		t.Fatalf("product: %v", got)
+	}
+	for _, id := range []uint64{5, 3, 1} { // the list's head, middle, tail
+		b.remove(id)
+		if b.get(id) != nil || ids(b.of("pk", "dev1"))[id] {
+			t.Fatalf("binding %d kept", id)
+		}
+	}
+	if got := ids(b.of("pk", "dev1")); len(got) != 2 || !got[2] || !got[4] {
+		t.Fatalf("dev1 after removals: %v", got)
+	}
+	bind(2, "dev2") // the same session bound again, to another device
+	if got := ids(b.of("pk", "dev1")); len(got) != 1 || !got[4] {
+		t.Fatalf("dev1 after a rebinding: %v", got)
+	}
+	for _, id := range []uint64{2, 4, 6} {
+		b.remove(id)
+	}
+	if len(b.byDev) != 0 || len(b.byID) != 0 || len(b.of("pk", "")) != 0 {
+		t.Fatalf("tables not empty: %d %d", len(b.byDev), len(b.byID))
+	}
+}
