@@ -158,7 +158,7 @@ type Engine struct {
 	hs       map[netip.AddrPort]*handshake
 	hsPerIP  map[netip.Addr]int // handshakes in progress by source IP
 	sessions map[netip.AddrPort]*Session
-	byCID    map[string]*Session
+	byCID    map[cidKey]*Session
 	cidLen   int
 	timers   timerHeap   // handshake retransmissions and deadlines
 	stimers  sessionHeap // one entry per established session
@@ -267,7 +267,7 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 		now:      now,
 		base:     now,
 		cidLen:   cidLen,
-		byCID:    make(map[string]*Session),
+		byCID:    make(map[cidKey]*Session),
 		cookies:  newCookieJar(now, cfg.CookieRotate),
 		hs:       make(map[netip.AddrPort]*handshake),
 		hsPerIP:  make(map[netip.Addr]int),
@@ -354,7 +354,7 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 			e.handshakeRecord(h, r, now) // the client's Finished (kept if early)
 			return
 		}
-		if s := e.byCID[string(r.cid)]; s != nil {
+		if s := e.byCID[cidKey(r.cid)]; s != nil {
 			e.sessionRecord(s, r, addr, now)
 			return
 		}
@@ -440,8 +440,8 @@ func (e *Engine) closeSession(s *Session, reason string) {
 	if e.sessions[s.addr] == s {
 		delete(e.sessions, s.addr)
 	}
-	if rcid := s.rcid(); len(rcid) > 0 && e.byCID[string(rcid)] == s {
-		delete(e.byCID, string(rcid))
+	if rcid := s.rcid(); len(rcid) > 0 && e.byCID[cidKey(rcid)] == s {
+		delete(e.byCID, cidKey(rcid))
 	}
 	s.closed = true
 	s.final = nil

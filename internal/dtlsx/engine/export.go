@@ -143,7 +143,7 @@ func (e *Engine) Import(b []byte, seqAdvance uint64) (*Session, error) {
 
 	e.mu.Lock()
 	if rcid := s.rcid(); len(rcid) > 0 {
-		if other := e.byCID[string(rcid)]; other != nil && other.addr != s.addr {
+		if other := e.byCID[cidKey(rcid)]; other != nil && other.addr != s.addr {
 			e.mu.Unlock()
 			return nil, fmt.Errorf("engine: connection ID of the imported session in use")
 		}
@@ -157,7 +157,7 @@ func (e *Engine) Import(b []byte, seqAdvance uint64) (*Session, error) {
 	s.lastSeen = e.clock(e.now)
 	e.sessions[s.addr] = s
 	if rcid := s.rcid(); len(rcid) > 0 {
-		e.byCID[string(rcid)] = s
+		e.byCID[cidKey(rcid)] = s
 	}
 	e.st.Imports++
 	e.armSession(s, e.now)

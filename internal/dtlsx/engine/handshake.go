@@ -654,7 +654,7 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 	s.lastSeen, s.lastUse = e.clock(now), e.clock(now)
 	e.sessions[h.addr] = s
 	if rcid := s.rcid(); len(rcid) > 0 {
-		e.byCID[string(rcid)] = s
+		e.byCID[cidKey(rcid)] = s
 	}
 	e.st.HandshakesDone++
 	e.deliver = append(e.deliver, delivery{s: s, up: true})
@@ -748,7 +748,7 @@ func (e *Engine) newCID() []byte {
 		if _, err := e.cfg.Rand.Read(c); err != nil {
 			return nil
 		}
-		if e.byCID[string(c)] == nil {
+		if e.byCID[cidKey(c)] == nil {
 			return c
 		}
 	}

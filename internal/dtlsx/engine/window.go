@@ -17,6 +17,10 @@ const windowSize = 64
 // cidSize is the length of the connection IDs the engine issues.
 const cidSize = 8
 
+// cidKey is a connection ID as a key of the session table by CID: an
+// array, so that an entry needs no allocation of its own.
+type cidKey [cidSize]byte
+
 // check reports whether seq may be accepted (not seen, not older than the
 // window). It does not mark seq: call mark only after the record has been
 // authenticated, so that forged records cannot move the window.
