@@ -42,7 +42,7 @@ const relayMTU = 1200
 // epoch-1 record it cannot decrypt yet) and then repeats its own flight;
 // pion's server needs such a repeat more often than the engine. Nothing
 // is asserted on it: the interval only bounds how long such a case takes.
-const diffFlightInterval = 250 * time.Millisecond
+const diffFlightInterval = 100 * time.Millisecond
 
 // mangler re-splits the datagrams of one direction.
 type mangler struct {
@@ -536,8 +536,8 @@ func checkEcho(t *testing.T, who string, sent, got [][]byte) {
 // DTLS, not only something the engine accepts).
 func TestDifferentialPionClientRelay(t *testing.T) {
 	n := 48
-	if testing.Short() {
-		n = 12
+	if testing.Short() || raceEnabled {
+		n = 8
 	}
 	pki := loadPKI(t)
 	var up, down mangleStats
