@@ -256,15 +256,15 @@ func (q *memQueue) pop(deadline time.Time) ([]byte, error) {
 		if closed {
 			return nil, net.ErrClosed
 		}
-		var timeout <-chan time.Time
-		if !deadline.IsZero() {
-			tm := time.NewTimer(time.Until(deadline))
-			defer tm.Stop()
-			timeout = tm.C
+		if deadline.IsZero() {
+			<-q.ready
+			continue
 		}
+		tm := time.NewTimer(time.Until(deadline))
 		select {
 		case <-q.ready:
-		case <-timeout:
+			tm.Stop()
+		case <-tm.C:
 			return nil, os.ErrDeadlineExceeded
 		}
 	}
