@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/dtlspsk"
@@ -249,6 +250,10 @@ func runDTLSPark(ctx context.Context, e *env, d *deviceFlags, n, conc int, srcIP
 	states := make([][]byte, n)
 	lat := make([]time.Duration, n)
 	var failed atomic.Int64
+	var (
+		whyMu sync.Mutex
+		why   = map[string]int{} // failures by kind, for the report
+	)
 	each := func(f func(i int) error) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
@@ -263,6 +268,9 @@ func runDTLSPark(ctx context.Context, e *env, d *deviceFlags, n, conc int, srcIP
 						if failed.Add(1) <= 5 {
 							fmt.Fprintf(e.stderr, "session %d (%v): %v\n", i, addrs[i], err)
 						}
+						whyMu.Lock()
+						why[failureKind(err)]++
+						whyMu.Unlock()
 					}
 				}
 			})
@@ -374,8 +382,30 @@ func runDTLSPark(ctx context.Context, e *env, d *deviceFlags, n, conc int, srcIP
 	el = time.Since(start)
 	vok := ok - failed.Load()
 	fmt.Fprintf(e.stdout, "verified: %d answered in %v (%.0f/s) failed=%d\n", vok, el.Round(time.Millisecond), float64(vok)/el.Seconds(), failed.Load())
+	if len(why) > 0 {
+		kinds := make([]string, 0, len(why))
+		for k, v := range why {
+			kinds = append(kinds, fmt.Sprintf("%s=%d", k, v))
+		}
+		slices.Sort(kinds)
+		fmt.Fprintf(e.stdout, "failures by kind (handshakes and checks): %s\n", strings.Join(kinds, " "))
+	}
 	if hsFailed > 0 || failed.Load() > 0 {
 		return exitError
 	}
 	return exitOK
+}
+
+// failureKind classes a session's failure for the report: the generator's
+// own source port taken by another process, no answer, or anything else.
+func failureKind(err error) string {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return "source_port_in_use"
+	case strings.HasPrefix(err.Error(), "no answer"):
+		return "no_answer"
+	case strings.HasPrefix(err.Error(), "answered"):
+		return "error_response"
+	}
+	return "other"
 }

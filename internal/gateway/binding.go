@@ -38,20 +38,23 @@ func keyOK(s BoundSession, secret registry.Secret) bool {
 }
 
 // binding is what a session was established under: the device
-// incarnation and generation whose secret keyed it.
+// incarnation and generation whose secret keyed it. The bindings of one
+// device form a list (prev, next), so that a device with one session costs
+// one table entry, not a table of its own.
 type binding struct {
 	s           BoundSession
 	pk, dk      string
 	incarnation uint64
 	generation  uint32
+	prev, next  *binding // the device's other bindings; guarded by bindings.mu
 }
 
 // bindings holds the bound sessions of this gateway, by device and by
 // session ID.
 type bindings struct {
 	mu    sync.Mutex
-	byDev map[command.DeviceKey]map[uint64]*binding // guarded by mu
-	byID  map[uint64]*binding                       // guarded by mu
+	byDev map[command.DeviceKey]*binding // first of the device's list; guarded by mu
+	byID  map[uint64]*binding            // guarded by mu
 }
 
 func (b *bindings) put(x *binding) {
@@ -59,13 +62,36 @@ func (b *bindings) put(x *binding) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.byDev == nil {
-		b.byDev, b.byID = map[command.DeviceKey]map[uint64]*binding{}, map[uint64]*binding{}
+		b.byDev, b.byID = map[command.DeviceKey]*binding{}, map[uint64]*binding{}
 	}
-	if b.byDev[k] == nil {
-		b.byDev[k] = map[uint64]*binding{}
+	if old := b.byID[x.s.SessionID()]; old != nil {
+		b.unlink(old)
 	}
-	b.byDev[k][x.s.SessionID()] = x
+	x.prev, x.next = nil, b.byDev[k]
+	if x.next != nil {
+		x.next.prev = x
+	}
+	b.byDev[k] = x
 	b.byID[x.s.SessionID()] = x
+}
+
+// unlink takes x out of its device's list and the session table.
+func (b *bindings) unlink(x *binding) {
+	delete(b.byID, x.s.SessionID())
+	if x.next != nil {
+		x.next.prev = x.prev
+	}
+	if x.prev != nil {
+		x.prev.next = x.next
+	} else {
+		k := command.DeviceKey{ProductKey: x.pk, DeviceKey: x.dk}
+		if x.next != nil {
+			b.byDev[k] = x.next
+		} else {
+			delete(b.byDev, k)
+		}
+	}
+	x.prev, x.next = nil, nil
 }
 
 func (b *bindings) get(id uint64) *binding {
@@ -77,15 +103,8 @@ func (b *bindings) get(id uint64) *binding {
 func (b *bindings) remove(id uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	x := b.byID[id]
-	if x == nil {
-		return
-	}
-	delete(b.byID, id)
-	k := command.DeviceKey{ProductKey: x.pk, DeviceKey: x.dk}
-	delete(b.byDev[k], id)
-	if len(b.byDev[k]) == 0 {
-		delete(b.byDev, k)
+	if x := b.byID[id]; x != nil {
+		b.unlink(x)
 	}
 }
 
@@ -96,16 +115,16 @@ func (b *bindings) of(pk, dk string) []*binding {
 	defer b.mu.Unlock()
 	var out []*binding
 	if dk != "" {
-		for _, x := range b.byDev[command.DeviceKey{ProductKey: pk, DeviceKey: dk}] {
+		for x := b.byDev[command.DeviceKey{ProductKey: pk, DeviceKey: dk}]; x != nil; x = x.next {
 			out = append(out, x)
 		}
 		return out
 	}
-	for k, m := range b.byDev {
-		if k.ProductKey != pk || (dk != "" && k.DeviceKey != dk) {
+	for k, first := range b.byDev {
+		if k.ProductKey != pk {
 			continue
 		}
-		for _, x := range m {
+		for x := first; x != nil; x = x.next {
 			out = append(out, x)
 		}
 	}

@@ -145,3 +145,70 @@ func TestSessionBinding(t *testing.T) {
 		}
 	})
 }
+
+// TestLiveSessionsOnePerDevice: a device's newer session replaces the
+// older one as its push route, and the route table keeps one entry per
+// device however many sessions carried it; the older session's end does
+// not remove the newer route.
+func TestLiveSessionsOnePerDevice(t *testing.T) {
+	var l liveSessions
+	for i := uint64(1); i <= 100; i++ {
+		l.put("pk", "dev1", newSession(i, "dev1", "s"))
+	}
+	if len(l.byID) != 1 || len(l.byDev) != 1 {
+		t.Fatalf("%d entries by session, %d by device", len(l.byID), len(l.byDev))
+	}
+	l.remove(newSession(7, "dev1", "s"))
+	if got := l.get("pk", "dev1"); got == nil || got.SessionID() != 100 {
+		t.Fatalf("route after an older session ended: %v", got)
+	}
+	l.remove(newSession(100, "dev1", "s"))
+	if got := l.get("pk", "dev1"); got != nil || len(l.byID) != 0 {
+		t.Fatalf("route kept after its session ended: %v, %d", got, len(l.byID))
+	}
+}
+
+// TestBindingsTable: the bindings of a device are found by device and by
+// product whichever of them ended, and the tables empty with the sessions.
+func TestBindingsTable(t *testing.T) {
+	var b bindings
+	bind := func(id uint64, dk string) {
+		b.put(&binding{s: newSession(id, dk, "s"), pk: "pk", dk: dk})
+	}
+	ids := func(xs []*binding) map[uint64]bool {
+		m := map[uint64]bool{}
+		for _, x := range xs {
+			m[x.s.SessionID()] = true
+		}
+		return m
+	}
+	for id := uint64(1); id <= 5; id++ {
+		bind(id, "dev1")
+	}
+	bind(6, "dev2")
+	if got := ids(b.of("pk", "dev1")); len(got) != 5 || got[6] {
+		t.Fatalf("dev1: %v", got)
+	}
+	if got := ids(b.of("pk", "")); len(got) != 6 {
+		t.Fatalf("product: %v", got)
+	}
+	for _, id := range []uint64{5, 3, 1} { // the list's head, middle, tail
+		b.remove(id)
+		if b.get(id) != nil || ids(b.of("pk", "dev1"))[id] {
+			t.Fatalf("binding %d kept", id)
+		}
+	}
+	if got := ids(b.of("pk", "dev1")); len(got) != 2 || !got[2] || !got[4] {
+		t.Fatalf("dev1 after removals: %v", got)
+	}
+	bind(2, "dev2") // the same session bound again, to another device
+	if got := ids(b.of("pk", "dev1")); len(got) != 1 || !got[4] {
+		t.Fatalf("dev1 after a rebinding: %v", got)
+	}
+	for _, id := range []uint64{2, 4, 6} {
+		b.remove(id)
+	}
+	if len(b.byDev) != 0 || len(b.byID) != 0 || len(b.of("pk", "")) != 0 {
+		t.Fatalf("tables not empty: %d %d", len(b.byDev), len(b.byID))
+	}
+}

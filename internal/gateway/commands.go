@@ -56,6 +56,12 @@ func (l *liveSessions) put(pk, dk string, s coapx.Session) {
 		if l.byDev == nil {
 			l.byDev, l.byID = map[command.DeviceKey]coapx.Session{}, map[uint64]command.DeviceKey{}
 		}
+		if ok {
+			// The replaced session is no longer a push route: forget it
+			// now, so that byID holds one entry per device, not one per
+			// session that ever carried it.
+			delete(l.byID, cur.SessionID())
+		}
 		l.byDev[k] = s
 		l.byID[s.SessionID()] = k
 	}

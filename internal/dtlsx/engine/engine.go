@@ -158,10 +158,12 @@ type Engine struct {
 	hs       map[netip.AddrPort]*handshake
 	hsPerIP  map[netip.Addr]int // handshakes in progress by source IP
 	sessions map[netip.AddrPort]*Session
-	byCID    map[string]*Session
+	byCID    map[cidKey]*Session
 	cidLen   int
-	timers   timerHeap
-	now      time.Time // the latest time the caller gave
+	timers   timerHeap   // handshake retransmissions and deadlines
+	stimers  sessionHeap // one entry per established session
+	base     time.Time   // time 0 of the sessions' clock (New's now)
+	now      time.Time   // the latest time the caller gave
 	st       Stats
 	out      []byte // datagram under construction
 	deliver  []delivery
@@ -263,8 +265,9 @@ func New(cfg Config, now time.Time) (*Engine, error) {
 		ecCert:   ecCert,
 		cfg:      cfg,
 		now:      now,
+		base:     now,
 		cidLen:   cidLen,
-		byCID:    make(map[string]*Session),
+		byCID:    make(map[cidKey]*Session),
 		cookies:  newCookieJar(now, cfg.CookieRotate),
 		hs:       make(map[netip.AddrPort]*handshake),
 		hsPerIP:  make(map[netip.Addr]int),
@@ -351,7 +354,7 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 			e.handshakeRecord(h, r, now) // the client's Finished (kept if early)
 			return
 		}
-		if s := e.byCID[string(r.cid)]; s != nil {
+		if s := e.byCID[cidKey(r.cid)]; s != nil {
 			e.sessionRecord(s, r, addr, now)
 			return
 		}
@@ -367,10 +370,10 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 			e.clientHello(r, addr, now)
 			return
 		}
-		if s := e.sessions[addr]; s != nil && s.hs != nil && r.typ == ctHandshake {
+		if s := e.sessions[addr]; s != nil && s.final != nil && r.typ == ctHandshake {
 			// A retransmitted ClientKeyExchange: the server's final
 			// flight was lost.
-			e.sendFlight(s.hs)
+			e.resendFinal(s)
 			e.st.Retransmits++
 			return
 		}
@@ -437,11 +440,15 @@ func (e *Engine) closeSession(s *Session, reason string) {
 	if e.sessions[s.addr] == s {
 		delete(e.sessions, s.addr)
 	}
-	if len(s.rcid) > 0 && e.byCID[string(s.rcid)] == s {
-		delete(e.byCID, string(s.rcid))
+	if rcid := s.rcid(); len(rcid) > 0 && e.byCID[cidKey(rcid)] == s {
+		delete(e.byCID, cidKey(rcid))
 	}
 	s.closed = true
-	s.hs = nil
+	s.final = nil
+	s.cipher = nil
+	if s.hidx >= 0 {
+		heap.Remove(&e.stimers, int(s.hidx))
+	}
 	e.st.SessionsClosed[reason]++
 	e.closed = append(e.closed, closing{s, reason})
 }
@@ -460,14 +467,20 @@ func (e *Engine) Tick(now time.Time) time.Time {
 	e.mu.Lock()
 	e.now = now
 	e.cookies.rotate(now)
-	for len(e.timers) > 0 && !e.timers[0].at.After(now) {
-		t := heap.Pop(&e.timers).(timer)
-		e.fire(t, now)
+	n := e.clock(now)
+	for {
+		if len(e.timers) > 0 && !e.timers[0].at.After(now) {
+			t := heap.Pop(&e.timers).(timer)
+			e.fireHandshake(t, now)
+			continue
+		}
+		if len(e.stimers) > 0 && e.stimers[0].at <= n {
+			e.fireSession(e.stimers[0], now)
+			continue
+		}
+		break
 	}
-	next := time.Time{}
-	if len(e.timers) > 0 {
-		next = e.timers[0].at
-	}
+	next := e.nextDeadline()
 	e.unlockAndNotify()
 	return next
 }
@@ -476,77 +489,97 @@ func (e *Engine) Tick(now time.Time) time.Time {
 func (e *Engine) NextDeadline() time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.timers) == 0 {
-		return time.Time{}
-	}
-	return e.timers[0].at
+	return e.nextDeadline()
 }
 
-func (e *Engine) fire(t timer, now time.Time) {
-	switch t.kind {
-	case timerHandshake:
-		h := t.h
-		if e.hs[h.addr] != h || h.gen != t.gen {
-			return
-		}
-		if !now.Before(h.deadline) || h.tries >= e.cfg.MaxRetransmits {
-			e.fail(h, ReasonTimeout, -1)
-			return
-		}
-		h.tries++
-		h.timeout = min(2*h.timeout, e.cfg.RetransmitMax)
-		e.sendFlight(h)
-		e.st.Retransmits++
-		e.armHandshake(h, now)
-	case timerRetain:
-		if s := t.s; s.hs != nil && s.hs.gen == t.gen {
-			s.hs = nil
-		}
-	case timerIdle:
-		s := t.s
-		if s.closed || s.gen != t.gen {
-			return
-		}
-		end := s.lastSeen.Add(s.idle)
-		if !end.After(now) {
-			e.closeSession(s, CloseIdle)
-			return
-		}
-		if s.cipher != nil && !s.lastUse.Add(e.cfg.CipherCacheIdle).After(now) {
-			s.cipher = nil // rebuilt from the key block on the next record
-		}
-		e.armSession(s, now)
+func (e *Engine) nextDeadline() time.Time {
+	var next time.Time
+	if len(e.timers) > 0 {
+		next = e.timers[0].at
 	}
+	if len(e.stimers) > 0 {
+		if at := e.timeAt(e.stimers[0].at); next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
+
+// clock returns t on the sessions' clock: nanoseconds since New's now.
+func (e *Engine) clock(t time.Time) int64 { return int64(t.Sub(e.base)) }
+
+// timeAt is the inverse of clock.
+func (e *Engine) timeAt(c int64) time.Time { return e.base.Add(time.Duration(c)) }
+
+func (e *Engine) fireHandshake(t timer, now time.Time) {
+	h := t.h
+	if e.hs[h.addr] != h || h.gen != t.gen {
+		return
+	}
+	if !now.Before(h.deadline) || h.tries >= e.cfg.MaxRetransmits {
+		e.fail(h, ReasonTimeout, -1)
+		return
+	}
+	h.tries++
+	h.timeout = min(2*h.timeout, e.cfg.RetransmitMax)
+	e.sendFlight(h)
+	e.st.Retransmits++
+	e.armHandshake(h, now)
+}
+
+// fireSession runs a session's due timer: the end of its idle timeout, the
+// release of its record protection or of its final flight. It leaves s
+// closed or scheduled later than now.
+func (e *Engine) fireSession(s *Session, now time.Time) {
+	n := e.clock(now)
+	if s.lastSeen+s.idle <= n {
+		e.closeSession(s, CloseIdle)
+		return
+	}
+	if s.cipher != nil && s.lastUse+int64(e.cfg.CipherCacheIdle) <= n {
+		s.cipher = nil // rebuilt from the key block on the next record
+	}
+	if s.final != nil && s.final.until <= n {
+		s.final = nil
+	}
+	e.armSession(s, now)
 }
 
 // armSession schedules the session's next check: the release of its
-// record protection or the end of its idle timeout, whichever is first.
+// record protection or final flight, or the end of its idle timeout,
+// whichever is first.
 func (e *Engine) armSession(s *Session, now time.Time) {
-	s.gen++
 	if s.idle == 0 {
-		s.idle = e.cfg.IdleTimeout
+		idle := e.cfg.IdleTimeout
 		if e.cfg.SessionIdleTimeout != nil {
-			if d := e.cfg.SessionIdleTimeout(s.identity); d > 0 {
-				s.idle = d
+			if d := e.cfg.SessionIdleTimeout(s.Identity()); d > 0 {
+				idle = d
 			}
 		}
+		s.idle = int64(idle)
 	}
-	at := s.lastSeen.Add(s.idle)
+	at := s.lastSeen + s.idle
 	if s.cipher != nil {
-		if c := s.lastUse.Add(e.cfg.CipherCacheIdle); c.Before(at) {
-			at = c
-		}
+		at = min(at, s.lastUse+int64(e.cfg.CipherCacheIdle))
 	}
-	if !at.After(now) {
-		at = now.Add(time.Millisecond)
+	if s.final != nil {
+		at = min(at, s.final.until)
 	}
-	e.pushTimer(timer{at: at, s: s, kind: timerIdle, gen: s.gen})
+	if n := e.clock(now); at <= n {
+		at = n + int64(time.Millisecond)
+	}
+	s.at = at
+	if s.hidx < 0 {
+		heap.Push(&e.stimers, s)
+	} else {
+		heap.Fix(&e.stimers, int(s.hidx))
+	}
 }
 
 // touch notes a use of the session's record protection; if it has to be
 // rebuilt, the session's timer is brought forward to release it again.
 func (e *Engine) touch(s *Session, now time.Time) {
-	s.lastUse = now
+	s.lastUse = e.clock(now)
 	if s.cipher == nil {
 		s.rc()
 		e.armSession(s, now)
@@ -560,7 +593,7 @@ func (e *Engine) armHandshake(h *handshake, now time.Time) {
 	if at.After(h.deadline) {
 		at = h.deadline
 	}
-	e.pushTimer(timer{at: at, h: h, kind: timerHandshake, gen: h.gen})
+	heap.Push(&e.timers, timer{at: at, h: h, gen: h.gen})
 }
 
 // Write sends b as one application data record to the session of addr.
@@ -637,23 +670,15 @@ func (e *Engine) Close(addr netip.AddrPort) {
 // ErrNoSession: no established session for the address.
 var ErrNoSession = errors.New("engine: no session for the address")
 
-// timer kinds.
-const (
-	timerHandshake = iota // retransmission or end of a handshake
-	timerRetain           // release of a finished handshake's last flight
-	timerIdle             // idle check of a session
-)
-
+// timer is a handshake's retransmission or end.
 type timer struct {
-	at   time.Time
-	h    *handshake // timerHandshake
-	s    *Session   // timerRetain, timerIdle
-	kind uint8
-	gen  uint32
+	at  time.Time
+	h   *handshake
+	gen uint32
 }
 
-// timerHeap is a min-heap of timers; stale entries (generation moved on)
-// are skipped when they fire.
+// timerHeap is a min-heap of handshake timers; stale entries (generation
+// moved on) are skipped when they fire.
 type timerHeap []timer
 
 func (h timerHeap) Len() int           { return len(h) }
@@ -671,4 +696,31 @@ func (h *timerHeap) Pop() any {
 	return t
 }
 
-func heapPush(h *timerHeap, t timer) { heap.Push(h, t) }
+// sessionHeap is a min-heap of established sessions by their next timer
+// (Session.at); each session is in it once, at Session.hidx, so a
+// session's timer costs one pointer and is moved, not duplicated, when it
+// changes.
+type sessionHeap []*Session
+
+func (h sessionHeap) Len() int           { return len(h) }
+func (h sessionHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h sessionHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = int32(i), int32(j)
+}
+func (h *sessionHeap) Push(x any) {
+	s := x.(*Session)
+	s.hidx = int32(len(*h))
+	*h = append(*h, s)
+}
+func (h *sessionHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	s.hidx = -1
+	if cap(*h) > 64 && len(*h) < cap(*h)/4 {
+		*h = append(sessionHeap(nil), *h...) // give back a drained heap's memory
+	}
+	return s
+}

@@ -31,27 +31,28 @@ func (e *Engine) Export(addr netip.AddrPort) ([]byte, error) {
 		return nil, ErrNoSession
 	}
 	a, _ := s.addr.MarshalBinary()
-	b := make([]byte, 0, 64+len(a)+len(s.identity)+len(s.keys))
+	identity, rcid, wcid, keys := s.Identity(), s.rcid(), s.wcid(), s.keys()
+	b := make([]byte, 0, 64+len(a)+len(s.mem))
 	b = append(b, exportVersion)
 	b = binary.BigEndian.AppendUint16(b, s.suite.id)
 	b = append(b, byte(len(a)))
 	b = append(b, a...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s.identity)))
-	b = append(b, s.identity...)
-	b = append(b, byte(len(s.rcid)))
-	b = append(b, s.rcid...)
-	b = append(b, byte(len(s.wcid)))
-	b = append(b, s.wcid...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(identity)))
+	b = append(b, identity...)
+	b = append(b, byte(len(rcid)))
+	b = append(b, rcid...)
+	b = append(b, byte(len(wcid)))
+	b = append(b, wcid...)
 	b = binary.BigEndian.AppendUint64(b, s.wseq)
 	b = binary.BigEndian.AppendUint64(b, s.win.top)
 	b = binary.BigEndian.AppendUint64(b, s.win.bits)
 	anyRec := byte(0)
-	if s.win.any {
+	if s.win.any() {
 		anyRec = 1
 	}
 	b = append(b, anyRec)
-	b = append(b, byte(len(s.keys)))
-	b = append(b, s.keys...)
+	b = append(b, byte(len(keys)))
+	b = append(b, keys...)
 	return b, nil
 }
 
@@ -110,43 +111,39 @@ func (e *Engine) Import(b []byte, seqAdvance uint64) (*Session, error) {
 	if err := addr.UnmarshalBinary(r.take(r.u8())); err != nil || !addr.IsValid() {
 		return nil, fmt.Errorf("%w: address", errBadExport)
 	}
-	identity := append([]byte(nil), r.take(r.u16())...)
-	rcid := append([]byte(nil), r.take(r.u8())...)
-	wcid := append([]byte(nil), r.take(r.u8())...)
-	s := &Session{addr: addr, identity: identity, suite: st}
-	s.wseq = r.u64()
-	s.win.top, s.win.bits = r.u64(), r.u64()
-	switch r.u8() {
-	case 0:
-	case 1:
-		s.win.any = true
-	default:
+	identity := r.take(r.u16())
+	rcid := r.take(r.u8())
+	wcid := r.take(r.u8())
+	wseq := r.u64()
+	var win replayWindow
+	win.top, win.bits = r.u64(), r.u64()
+	// window_any is redundant (bit 0 of window_bits is set once a record
+	// was accepted); an export where they disagree is malformed.
+	if anyRec := r.u8(); anyRec > 1 || (anyRec == 1) != win.any() || (!win.any() && win.top != 0) {
 		r.bad = true
 	}
-	s.keys = append([]byte(nil), r.take(r.u8())...)
+	keys := r.take(r.u8())
 	switch {
 	case r.bad || len(r.b) != 0:
 		return nil, errBadExport
 	case st == nil || !e.suiteEnabled(st.id):
 		return nil, fmt.Errorf("%w: cipher suite", errBadExport)
-	case len(s.keys) != st.keyBlockLen():
+	case len(keys) != st.keyBlockLen():
 		return nil, fmt.Errorf("%w: key block", errBadExport)
 	case len(rcid) != 0 && len(rcid) != e.cidLen:
 		return nil, fmt.Errorf("%w: connection ID", errBadExport)
-	case s.wseq > maxSeq || seqAdvance > maxSeq-s.wseq:
+	case !st.psk && len(identity) != 0:
+		return nil, fmt.Errorf("%w: identity of a certificate session", errBadExport)
+	case wseq > maxSeq || seqAdvance > maxSeq-wseq:
 		return nil, fmt.Errorf("%w: sequence numbers exhausted", errBadExport)
 	}
-	if len(rcid) > 0 {
-		s.rcid = rcid
-	}
-	if len(wcid) > 0 {
-		s.wcid = wcid
-	}
-	s.wseq += seqAdvance
+	s := newSession(st, keys, identity, rcid, wcid)
+	s.addr, s.win = addr, win
+	s.wseq = wseq + seqAdvance
 
 	e.mu.Lock()
-	if len(s.rcid) > 0 {
-		if other := e.byCID[string(s.rcid)]; other != nil && other.addr != s.addr {
+	if rcid := s.rcid(); len(rcid) > 0 {
+		if other := e.byCID[cidKey(rcid)]; other != nil && other.addr != s.addr {
 			e.mu.Unlock()
 			return nil, fmt.Errorf("engine: connection ID of the imported session in use")
 		}
@@ -157,10 +154,10 @@ func (e *Engine) Import(b []byte, seqAdvance uint64) (*Session, error) {
 		e.mu.Unlock()
 		return nil, fmt.Errorf("engine: %d sessions, the limit", len(e.sessions))
 	}
-	s.lastSeen = e.now
+	s.lastSeen = e.clock(e.now)
 	e.sessions[s.addr] = s
-	if len(s.rcid) > 0 {
-		e.byCID[string(s.rcid)] = s
+	if rcid := s.rcid(); len(rcid) > 0 {
+		e.byCID[cidKey(rcid)] = s
 	}
 	e.st.Imports++
 	e.armSession(s, e.now)

@@ -530,7 +530,8 @@ func (e *Engine) keyExchange(h *handshake, seq uint16, body, identity, pms []byt
 		e.fail(h, ReasonBadMessage, alertInternalError)
 		return
 	}
-	h.sess = &Session{addr: h.addr, identity: identity, suite: h.suite, keys: kb, cipher: c, rcid: h.rcid, wcid: h.wcid}
+	h.sess = newSession(h.suite, kb, identity, h.rcid, h.wcid)
+	h.sess.addr, h.sess.cipher = h.addr, c
 	h.state = stWaitFinished
 	early := h.early
 	h.early = nil
@@ -633,28 +634,48 @@ func (e *Engine) clientFinished(h *handshake, r *record, now time.Time) {
 		e.fail(h, ReasonBadMessage, alertInternalError)
 		return
 	}
-	fin := handshakeMessage(htFinished, h.sendSeq, sv)
+	// The handshake ends here: the session keeps only what it takes to
+	// send the final flight again (the client's Finished or
+	// ClientKeyExchange repeated: ours was lost), until the client's
+	// first other authenticated record or HandshakeTimeout.
+	f6 := &finalFlight{msgSeq: h.sendSeq, seq0: h.seq0, until: e.clock(now.Add(e.cfg.HandshakeTimeout))}
+	copy(f6.verify[:], sv)
 	h.sendSeq++
-	h.flight = []outMsg{{ccs: true}, {epoch: 1, msg: fin}}
-	h.transcript, h.master = nil, nil
+	h.transcript, h.master, h.flight, h.sess = nil, nil, nil, nil
 	h.state = stDone
 	e.dropHandshake(h)
 	h.gen++
-	e.sendFlight(h)
 
 	if old := e.sessions[h.addr]; old != nil {
 		e.closeSession(old, ReasonReplaced)
 	}
-	s.hs = h
-	s.lastSeen = now
+	s.final = f6
+	e.resendFinal(s)
+	s.lastSeen, s.lastUse = e.clock(now), e.clock(now)
 	e.sessions[h.addr] = s
-	if len(s.rcid) > 0 {
-		e.byCID[string(s.rcid)] = s
+	if rcid := s.rcid(); len(rcid) > 0 {
+		e.byCID[cidKey(rcid)] = s
 	}
 	e.st.HandshakesDone++
 	e.deliver = append(e.deliver, delivery{s: s, up: true})
-	e.pushTimer(timer{at: now.Add(e.cfg.HandshakeTimeout), s: s, kind: timerRetain, gen: h.gen})
 	e.armSession(s, now)
+}
+
+// resendFinal sends the server's last flight, ChangeCipherSpec and
+// Finished, in one datagram; each send takes fresh record sequence
+// numbers in both epochs.
+func (e *Engine) resendFinal(s *Session) {
+	f6 := s.final
+	fin := handshakeMessage(htFinished, f6.msgSeq, f6.verify[:])
+	rec, err := s.seal(ctHandshake, fin)
+	if err != nil {
+		return
+	}
+	b := make([]byte, recordHeaderLen+1, recordHeaderLen+1+len(rec))
+	putRecordHeader(b, ctChangeCipherSpec, 0, f6.seq0, 1)
+	f6.seq0++
+	b[recordHeaderLen] = 1
+	e.cfg.Send(append(b, rec...), s.addr)
 }
 
 // sendFlight (re)transmits the handshake's last flight: each handshake
@@ -727,7 +748,7 @@ func (e *Engine) newCID() []byte {
 		if _, err := e.cfg.Rand.Read(c); err != nil {
 			return nil
 		}
-		if e.byCID[string(c)] == nil {
+		if e.byCID[cidKey(c)] == nil {
 			return c
 		}
 	}
@@ -746,8 +767,6 @@ func (e *Engine) moveSession(s *Session, to netip.AddrPort) {
 	e.st.Migrations++
 }
 
-func (e *Engine) pushTimer(t timer) { heapPush(&e.timers, t) }
-
 // sessionRecord processes an epoch-1 record of an established session.
 func (e *Engine) sessionRecord(s *Session, r *record, from netip.AddrPort, now time.Time) {
 	if r.epoch != 1 || r.typ == ctChangeCipherSpec {
@@ -765,9 +784,9 @@ func (e *Engine) sessionRecord(s *Session, r *record, from netip.AddrPort, now t
 		e.st.RecordsBadMAC++
 		return
 	}
-	newest := !s.win.any || r.seq > s.win.top
+	newest := !s.win.any() || r.seq > s.win.top
 	s.win.mark(r.seq)
-	s.lastSeen = now
+	s.lastSeen = e.clock(now)
 	if from != s.addr && newest {
 		// Only an authenticated record newer than any before moves the
 		// session to a new address (RFC 9146 §6).
@@ -775,7 +794,7 @@ func (e *Engine) sessionRecord(s *Session, r *record, from netip.AddrPort, now t
 	}
 	switch typ {
 	case ctApplicationData:
-		s.hs = nil // the client has the server's Finished
+		s.final = nil // the client has the server's Finished
 		e.deliver = append(e.deliver, delivery{s: s, b: pt})
 	case ctAlert:
 		if len(pt) != 2 {
@@ -796,10 +815,11 @@ func (e *Engine) sessionRecord(s *Session, r *record, from netip.AddrPort, now t
 		switch {
 		case err != nil:
 			e.st.RecordsMalformed++
-		case f.typ == htFinished && s.hs != nil:
-			e.sendFlight(s.hs) // our Finished was lost
+		case f.typ == htFinished && s.final != nil:
+			e.resendFinal(s) // our Finished was lost
 			e.st.Retransmits++
 		case f.typ == htClientHello:
+			s.final = nil
 			e.st.Renegotiations++
 			if rec, err := s.seal(ctAlert, []byte{alertWarning, alertNoRenegotiation}); err == nil {
 				e.cfg.Send(rec, s.addr)

@@ -43,8 +43,13 @@ func TestSpoofedClientHelloFloodAllocatesNothing(t *testing.T) {
 		t.Fatalf("state allocated for spoofed sources: %+v", st)
 	}
 	for _, tm := range h.e.timers {
-		if (tm.h != nil && tm.h.addr != legit.addr) || (tm.s != nil && tm.s.addr != legit.addr) {
+		if tm.h.addr != legit.addr {
 			t.Fatalf("timer for a spoofed source")
+		}
+	}
+	for _, s := range h.e.stimers {
+		if s.addr != legit.addr {
+			t.Fatalf("session timer for a spoofed source")
 		}
 	}
 }
@@ -134,8 +139,8 @@ func TestClientStopsMidHandshake(t *testing.T) {
 	}
 	h.advance(2 * time.Second) // 5 s after the ClientHello: the handshake's end
 	st := h.e.Stats()
-	if st.HandshakesActive != 0 || st.HandshakeFailures[ReasonTimeout] != 1 || len(h.e.timers) != 0 {
-		t.Fatalf("state kept after the timeout: %+v, %d timers", st, len(h.e.timers))
+	if st.HandshakesActive != 0 || st.HandshakeFailures[ReasonTimeout] != 1 || len(h.e.timers)+len(h.e.stimers) != 0 {
+		t.Fatalf("state kept after the timeout: %+v, %d timers", st, len(h.e.timers)+len(h.e.stimers))
 	}
 }
 

@@ -289,7 +289,8 @@ func (c *tclient) keyExchange() (cke, ccs, fin []byte) {
 		c.h.t.Fatal(err)
 	}
 	c.kb = append([]byte(nil), kb...)
-	c.sess = &Session{suite: c.suite, cipher: clientCipher(c.h.t, c.suite, kb), rcid: c.cid, wcid: c.srvCID}
+	c.sess = newSession(c.suite, nil, nil, c.cid, c.srvCID)
+	c.sess.cipher = clientCipher(c.h.t, c.suite, kb)
 	vd, _ := prf.VerifyDataClient(c.master, c.trans, prfHash)
 	finMsg := handshakeMessage(htFinished, c.msgSeq, vd)
 	c.msgSeq++

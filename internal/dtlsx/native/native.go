@@ -86,12 +86,17 @@ const lookupWorkers = 8
 
 // Session is an established DTLS session, a coapx.Session.
 type Session struct {
-	srv   *Server
-	es    *engine.Session
-	id    uint64
-	ident *dtlspsk.Identity
-	ready chan struct{} // closed once OnUp has run
+	srv    *Server
+	es     *engine.Session
+	id     uint64
+	ready  chan struct{} // closed once OnUp has run; then closedReady (guarded by srv.mu)
+	ident  dtlspsk.Identity
+	hasPSK bool // ident is set
 }
+
+// closedReady replaces a Session's own ready channel once it is closed, so
+// that an idle session does not keep a channel.
+var closedReady = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // SessionID implements coapx.Session.
 func (s *Session) SessionID() uint64 { return s.id }
@@ -102,14 +107,19 @@ func (s *Session) WriteDatagram(b []byte) error { return s.srv.e.WriteSession(s.
 // Identity implements coapx.Session: the *dtlspsk.Identity of a PSK
 // session, nil for a certificate session.
 func (s *Session) Identity() any {
-	if s.ident == nil {
+	if !s.hasPSK {
 		return nil
 	}
-	return s.ident
+	return &s.ident
 }
 
 // PSKIdentity returns the session's PSK identity (nil: certificate).
-func (s *Session) PSKIdentity() *dtlspsk.Identity { return s.ident }
+func (s *Session) PSKIdentity() *dtlspsk.Identity {
+	if !s.hasPSK {
+		return nil
+	}
+	return &s.ident
+}
 
 // Peer returns the peer's current address (IPv4 unmapped).
 func (s *Session) Peer() netip.AddrPort {
@@ -325,8 +335,9 @@ func (s *Server) onUp(es *engine.Session) { s.attach(es) }
 func (s *Server) attach(es *engine.Session) *Session {
 	s.mu.Lock()
 	if ss := s.sessions[es]; ss != nil {
+		ready := ss.ready
 		s.mu.Unlock()
-		<-ss.ready
+		<-ready
 		return ss
 	}
 	if _, ok := s.gone[es]; ok {
@@ -337,7 +348,7 @@ func (s *Server) attach(es *engine.Session) *Session {
 	ss := &Session{srv: s, es: es, id: s.nextID.Add(1), ready: make(chan struct{})}
 	if idb := es.Identity(); idb != nil {
 		if id, err := dtlspsk.Parse(idb); err == nil {
-			ss.ident = &id
+			ss.ident, ss.hasPSK = id, true
 		}
 	}
 	s.sessions[es] = ss
@@ -347,6 +358,9 @@ func (s *Server) attach(es *engine.Session) *Session {
 		s.cfg.OnUp(ss)
 	}
 	close(ss.ready)
+	s.mu.Lock()
+	ss.ready = closedReady
+	s.mu.Unlock()
 	return ss
 }
 
@@ -359,13 +373,16 @@ func (s *Server) onData(es *engine.Session, b []byte) {
 func (s *Server) onDown(es *engine.Session, reason string) {
 	s.mu.Lock()
 	ss := s.sessions[es]
+	var ready chan struct{}
 	if ss == nil {
 		s.gone[es] = struct{}{} // its OnEstablished is still to come
+	} else {
+		ready = ss.ready
 	}
 	delete(s.sessions, es)
 	s.mu.Unlock()
 	if ss != nil {
-		<-ss.ready
+		<-ready
 	}
 	s.closed.WithLabelValues(reason).Inc()
 	if ss != nil && s.cfg.OnDown != nil {
