@@ -76,7 +76,7 @@ func writeRSAChain(t *testing.T, dir string) (caFile, certFile, keyFile string) 
 func TestNativeDTLSRSACertificate(t *testing.T) {
 	caFile, certFile, keyFile := writeRSAChain(t, t.TempDir())
 	g := startTestGateway(t, func(c *config.Config) {
-		c.DTLS.Engine, c.DTLS.CertFile, c.DTLS.KeyFile = "native", certFile, keyFile
+		c.DTLS.CertFile, c.DTLS.KeyFile = certFile, keyFile
 	})
 	d := g.newDevice("", "rsa_cert_1")
 	clientID := d.pk + "." + d.dk
