@@ -269,7 +269,7 @@ func TestInteropDTLSRefusalAlerts(t *testing.T) {
 		t.Fatalf("disable: %d", code)
 	}
 	key := hex.EncodeToString(dtlspsk.Key(interopSecret))
-	good := g.newDeviceWithSecret(base.pk, "wrong_key_1", "another secret")
+	good := g.newDeviceWithSecret(base.pk, "wrong_key_1", "devsecret2")
 	tests := []struct{ name, identity, alert, reason string }{
 		{"malformed identity", base.pk + "," + base.dk + ",2", "alert decrypt error", "malformed_identity"},
 		{"unknown device", base.pk + ",nobody,2,3600", "alert decrypt error", "unknown_device"},

@@ -136,6 +136,9 @@ type Session struct {
 	key   []byte // the PSK the session was keyed with (nil: certificate)
 	// revoked: ended by Revoke (closed as "revoked")
 	revoked atomic.Bool
+	// closeAfterUp: Close was called before OnUp returned (the gateway
+	// revokes a stale session from OnUp); attach closes it then.
+	closeAfterUp atomic.Bool
 	ready   chan struct{} // closed once OnUp has run
 }
 
@@ -163,8 +166,17 @@ func (s *Session) Peer() netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// Close ends the session with close_notify.
-func (s *Session) Close() { s.srv.e.CloseSession(s.es) }
+// Close ends the session with close_notify. Called before OnUp has
+// returned (from OnUp itself, or from another goroutine meanwhile), it
+// takes effect once OnUp returns: OnDown never runs before OnUp is done.
+func (s *Session) Close() {
+	s.closeAfterUp.Store(true)
+	select {
+	case <-s.ready:
+		s.srv.e.CloseSession(s.es)
+	default: // attach closes it after OnUp
+	}
+}
 
 // Revoke ends the session because its device's credentials changed
 // (gateway.BoundSession): close_notify, then its records are refused.
@@ -506,6 +518,9 @@ func (s *Server) attach(es *engine.Session) *Session {
 		s.cfg.OnUp(ss)
 	}
 	close(ss.ready)
+	if ss.closeAfterUp.Load() {
+		s.e.CloseSession(es) // closed (revoked) while OnUp ran
+	}
 	return ss
 }
 
