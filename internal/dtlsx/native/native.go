@@ -139,7 +139,7 @@ type Session struct {
 	// closeAfterUp: Close was called before OnUp returned (the gateway
 	// revokes a stale session from OnUp); attach closes it then.
 	closeAfterUp atomic.Bool
-	ready   chan struct{} // closed once OnUp has run
+	ready        chan struct{} // closed once OnUp has run
 }
 
 // SessionID implements coapx.Session.
