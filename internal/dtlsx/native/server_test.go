@@ -404,3 +404,129 @@ func TestRefusedIdentitiesLoggedAtBoundedRate(t *testing.T) {
 		t.Fatalf("%d refusal lines for %d refusals in %v, want 1..%d", got, n, elapsed, bound)
 	}
 }
+
+// clientHello captures the first datagram a pion PSK client sends: a
+// ClientHello without a cookie.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dtls.ClientWithOptions(pc, sink.LocalAddr(),
+		dtls.WithPSK(func([]byte) ([]byte, error) { return dtlspsk.Key(secret), nil }),
+		dtls.WithPSKIdentityHint([]byte("pk,dk,2,60")),
+		dtls.WithCipherSuites(pskSuites[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = c.HandshakeContext(ctx) }()
+	buf := make([]byte, 2048)
+	_ = sink.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _, err := sink.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf[:n]...)
+}
+
+// cookieEcho builds the second ClientHello of a handshake: hello with the
+// cookie of the HelloVerifyRequest hvr, message_seq 1, record sequence 1.
+func cookieEcho(hello, hvr []byte) ([]byte, bool) {
+	const rh, hh = 13, 12 // record and handshake header lengths
+	if len(hvr) < rh+hh+3 || hvr[rh] != 3 {
+		return nil, false
+	}
+	hb := hvr[rh+hh:]
+	ck := int(hb[2])
+	if len(hb) < 3+ck {
+		return nil, false
+	}
+	body := hello[rh+hh:]
+	p := 2 + 32
+	p += 1 + int(body[p]) // session id
+	if body[p] != 0 {
+		return nil, false
+	}
+	nb := append(append(append(append([]byte(nil), body[:p]...), byte(ck)), hb[3:3+ck]...), body[p+1:]...)
+	out := append(append([]byte(nil), hello[:rh+hh]...), nb...)
+	put24 := func(b []byte, v int) { b[0], b[1], b[2] = byte(v>>16), byte(v>>8), byte(v) }
+	out[11], out[12] = byte((hh+len(nb))>>8), byte(hh+len(nb)) // record length
+	out[10] = 1                                                // record sequence number
+	h := out[rh:]
+	put24(h[1:4], len(nb))
+	h[4], h[5] = 0, 1 // message_seq
+	put24(h[6:9], 0)
+	put24(h[9:12], len(nb))
+	return out, true
+}
+
+// halfOpen opens a handshake from a fresh socket on ip and leaves it
+// half-open: ClientHello, cookie echo, then silence.
+func halfOpen(t *testing.T, ip string, hello []byte, dst *net.UDPAddr) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Skipf("cannot bind %s: %v", ip, err)
+	}
+	defer pc.Close()
+	if _, err := pc.WriteToUDP(hello, dst); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _, err := pc.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("no HelloVerifyRequest: %v", err)
+	}
+	echo, ok := cookieEcho(hello, buf[:n])
+	if !ok {
+		t.Fatalf("not a HelloVerifyRequest: %x", buf[:n])
+	}
+	if _, err := pc.WriteToUDP(echo, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHalfOpenFlood: one source address opening handshakes it never
+// finishes (cookie echoed, then silence: it cannot be refused by the
+// stateless cookie) holds at most half of dtls.max_handshakes; devices
+// from another address still complete every handshake meanwhile, and the
+// flood's refusals are counted as limit_address.
+func TestHalfOpenFlood(t *testing.T) {
+	const maxHS = 16
+	ts := start(t, func(c *Config) {
+		c.MaxHandshakes = maxHS
+		c.HandshakeTimeout = time.Minute // the flood's slots do not expire during the test
+	})
+	hello := clientHello(t)
+	for range 2 * maxHS {
+		halfOpen(t, "127.0.0.2", hello, ts.addr)
+	}
+	waitFor(t, func() bool {
+		return ts.e.Stats().HandshakesActive+int(ts.failures("limit_address")) == 2*maxHS
+	}, "every cookie echo admitted or refused")
+	if held := ts.e.Stats().HandshakesActive; held > maxHS/2 || held == 0 {
+		t.Fatalf("the flooding address holds %d of %d handshake slots, want 1..%d", held, maxHS, maxHS/2)
+	}
+	if ts.failures("limit_address") == 0 {
+		t.Fatal("no limit_address refusal counted")
+	}
+	for i := range 10 {
+		c, err := dialPSK(t, nil, ts.addr, "pk,dk,2,60", dtlspsk.Key(secret), pskSuites[i%2])
+		if err != nil {
+			t.Fatalf("device handshake %d during the flood: %v", i, err)
+		}
+		if r, err := post(t, c); err != nil || r.Code != codes.Changed {
+			t.Fatalf("device %d request: %v %v", i, r.Code, err)
+		}
+		c.Close()
+	}
+}
