@@ -69,7 +69,7 @@ func writeRSAChain(t *testing.T, dir string) (caFile, certFile, keyFile string) 
 	return caFile, certFile, keyFile
 }
 
-// TestNativeDTLSRSACertificate: with dtls.engine native and an RSA
+// TestNativeDTLSRSACertificate: with an RSA
 // certificate, libcoap's clients (certificate mode, CA and host name
 // verified) authenticate with /auth and publish over RSA key transport,
 // while PSK devices keep working on the same port.

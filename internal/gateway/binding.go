@@ -144,7 +144,7 @@ func (g *Gateway) BindSession(s BoundSession) bool {
 // an empty DeviceKey, to any device of the product) is checked against the
 // record as it is now and revoked unless it still holds: a rotated
 // secret, revoked tokens, a disabled, deleted or re-created device end
-// live and hibernated sessions at once.
+// live sessions at once.
 func (g *Gateway) DeviceChanged(c registry.DeviceChange) {
 	g.cache.Invalidate(c.ProductKey, c.DeviceKey)
 	xs := g.bound.of(c.ProductKey, c.DeviceKey)
