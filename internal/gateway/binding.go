@@ -13,8 +13,8 @@ import (
 )
 
 // BoundSession is a DTLS-PSK session (secureMode 2) as the gateway binds it
-// to the device record whose secret keyed it (*dtlsx.Session and
-// *native.Session implement it). Revoke ends the session at once
+// to the device record whose secret keyed it (*native.Session implements
+// it). Revoke ends the session at once
 // (close_notify; later records are refused) and does not wait. All methods
 // are safe for concurrent use.
 type BoundSession interface {
