@@ -168,13 +168,17 @@ func (s *Session) Peer() netip.AddrPort {
 
 // Close ends the session with close_notify. Called before OnUp has
 // returned (from OnUp itself, or from another goroutine meanwhile), it
-// takes effect once OnUp returns: OnDown never runs before OnUp is done.
+// takes effect once OnUp returns (onUp): OnDown never runs before OnUp is
+// done.
 func (s *Session) Close() {
 	s.closeAfterUp.Store(true)
+	s.srv.mu.Lock()
+	ready := s.ready
+	s.srv.mu.Unlock()
 	select {
-	case <-s.ready:
+	case <-ready:
 		s.srv.e.CloseSession(s.es)
-	default: // attach closes it after OnUp
+	default: // onUp closes it after OnUp
 	}
 }
 
@@ -481,7 +485,14 @@ func (s *Server) handshakeFailed(reason string) {
 	s.failures.WithLabelValues(reason).Inc()
 }
 
-func (s *Server) onUp(es *engine.Session) { s.attach(es) }
+// onUp attaches the session (if its first data has not) and then ends it
+// if it was closed while OnUp ran (the gateway revokes a stale session
+// from OnUp; OnDown must not come before OnUp returned).
+func (s *Server) onUp(es *engine.Session) {
+	if ss := s.attach(es); ss != nil && ss.closeAfterUp.Load() {
+		s.e.CloseSession(es)
+	}
+}
 
 // attach returns the Session of es, creating it (and running OnUp) on
 // first sight: the engine may hand over the first data of a session whose
@@ -518,9 +529,6 @@ func (s *Server) attach(es *engine.Session) *Session {
 		s.cfg.OnUp(ss)
 	}
 	close(ss.ready)
-	if ss.closeAfterUp.Load() {
-		s.e.CloseSession(es) // closed (revoked) while OnUp ran
-	}
 	return ss
 }
 
@@ -540,14 +548,19 @@ func (s *Server) onDown(es *engine.Session, reason string) {
 	s.mu.Unlock()
 	if ss != nil {
 		<-ss.ready
-		if ss.revoked.Load() {
-			reason = CloseRevoked
-		}
 	}
-	s.closed.WithLabelValues(reason).Inc()
+	s.closed.WithLabelValues(closeReason(ss, reason)).Inc()
 	if ss != nil && s.cfg.OnDown != nil {
 		s.cfg.OnDown(ss, reason)
 	}
+}
+
+// closeReason is the reason a session ended: revoked when Revoke ended it.
+func closeReason(ss *Session, reason string) string {
+	if ss != nil && ss.revoked.Load() {
+		return CloseRevoked
+	}
+	return reason
 }
 
 // suiteLabel names a suite as the listener's metrics do:
