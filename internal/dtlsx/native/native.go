@@ -137,7 +137,7 @@ type Session struct {
 	// revoked: ended by Revoke (closed as "revoked")
 	revoked atomic.Bool
 	// closeAfterUp: Close was called before OnUp returned (the gateway
-	// revokes a stale session from OnUp); attach closes it then.
+	// revokes a stale session from OnUp); onUp closes it then.
 	closeAfterUp atomic.Bool
 	ready        chan struct{} // closed once OnUp has run
 }
