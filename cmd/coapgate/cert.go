@@ -73,7 +73,7 @@ Run 'coapgate cert dev --help' for the flags.
 	fset.Var(&hosts, "host", "host `name` devices dial (DNS subjectAltName; repeatable or comma-separated; an IP address here is an IP subjectAltName)")
 	fset.Var(&ips, "ip", "IP `address` devices dial (IP subjectAltName; repeatable or comma-separated)")
 	out := fset.String("out", ".", "output `directory` (created 0700 if missing)")
-	keyType := fset.String("key-type", "rsa", "server key: rsa (RSA 2048: RSA key transport and, with dtls.engine native, clients without ECC) or ecdsa (P-256: ECDHE_ECDSA suites, either engine)")
+	keyType := fset.String("key-type", "rsa", "server key: rsa (RSA 2048: RSA key transport, for clients without ECC) or ecdsa (P-256: ECDHE_ECDSA suites)")
 	days := fset.Int("days", 825, "server certificate validity in `days` (the CA gets 10 years)")
 	force := fset.Bool("force", false, "overwrite an existing server.pem/server.key in --out")
 	fset.Usage = func() {
@@ -127,9 +127,6 @@ Run 'coapgate cert dev --help' for the flags.
 	}
 	fmt.Fprintf(stdout, "server certificate  %s (key %s), %s, names %s\n\n", res.certFile, res.keyFile, req.keyType, strings.Join(res.names, ", "))
 	fmt.Fprintf(stdout, "dtls:\n  cert_file: %s\n  key_file: %s\n", res.certFile, res.keyFile)
-	if req.keyType == "rsa" {
-		fmt.Fprintln(stdout, "  engine: native   # RSA key transport needs the native engine")
-	}
 	return 0
 }
 

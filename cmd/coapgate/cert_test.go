@@ -68,7 +68,7 @@ func TestCertDev(t *testing.T) {
 				t.Fatal("CA not reused")
 			}
 			g := startTestGateway(t, func(c *config.Config) {
-				c.DTLS.Engine, c.DTLS.CertFile, c.DTLS.KeyFile = "native", certFile, keyFile
+				c.DTLS.CertFile, c.DTLS.KeyFile = certFile, keyFile
 			})
 			addr := g.s.DTLSAddr().String()
 			for _, v := range [][]string{{"-verify_hostname", "localhost"}, {"-verify_ip", "127.0.0.1"}} {

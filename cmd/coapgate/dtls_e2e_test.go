@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/coapgate/coapgate/internal/config"
 	"io"
 	"log/slog"
 	"net/http"
@@ -289,5 +290,37 @@ func TestE2EDTLSLifetimeEvents(t *testing.T) {
 	}
 	if code := g.api("GET", "/api/v1/devices/"+d.pk+"/nobody/events", nil, nil); code != 404 {
 		t.Fatalf("unknown device: %d", code)
+	}
+}
+
+// TestE2EDTLSSessionLimit: dtls.max_sessions bounds the established
+// sessions: beyond it a handshake is dropped without state (the client
+// gets no answer and gives up), counted as limit_sessions; once a session
+// ends, a new one is admitted again.
+func TestE2EDTLSSessionLimit(t *testing.T) {
+	g := startTestGateway(t, func(c *config.Config) { c.DTLS.MaxSessions = 2 })
+	d := g.newDevice("", "limit_1")
+	var clients []*sdk.Client
+	for range 2 {
+		c, err := g.dialDTLS(sdk.DTLSPSK{ProductKey: d.pk, DeviceName: d.dk, Secret: d.secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	if _, err := g.dialDTLS(sdk.DTLSPSK{ProductKey: d.pk, DeviceName: d.dk, Secret: d.secret}); err == nil {
+		t.Fatal("a third session beyond dtls.max_sessions 2 was established")
+	}
+	if v := metricValue(g.metricsText(), `coapgate_dtls_handshake_failures_total{reason="limit_sessions"}`); v < 1 {
+		t.Fatalf("limit_sessions counted %v times", v)
+	}
+	clients[0].Close()
+	waitUntil(t, func() bool { return metricValue(g.metricsText(), "coapgate_dtls_sessions") == 1 }, "one session left")
+	c, err := g.dialDTLS(sdk.DTLSPSK{ProductKey: d.pk, DeviceName: d.dk, Secret: d.secret})
+	if err != nil {
+		t.Fatalf("handshake after a session ended: %v", err)
+	}
+	if _, err := c.PostMeasurePoints(context.Background(), map[string]any{"t": 3}, time.Time{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -69,14 +69,14 @@ func writeRSAChain(t *testing.T, dir string) (caFile, certFile, keyFile string) 
 	return caFile, certFile, keyFile
 }
 
-// TestNativeDTLSRSACertificate: with dtls.engine native and an RSA
+// TestNativeDTLSRSACertificate: with an RSA
 // certificate, libcoap's clients (certificate mode, CA and host name
 // verified) authenticate with /auth and publish over RSA key transport,
 // while PSK devices keep working on the same port.
 func TestNativeDTLSRSACertificate(t *testing.T) {
 	caFile, certFile, keyFile := writeRSAChain(t, t.TempDir())
 	g := startTestGateway(t, func(c *config.Config) {
-		c.DTLS.Engine, c.DTLS.CertFile, c.DTLS.KeyFile = "native", certFile, keyFile
+		c.DTLS.CertFile, c.DTLS.KeyFile = certFile, keyFile
 	})
 	d := g.newDevice("", "rsa_cert_1")
 	clientID := d.pk + "." + d.dk

@@ -18,7 +18,7 @@ import (
 func TestNativeDTLSSuitesSetting(t *testing.T) {
 	bin := lookPath(t, "openssl", "apt-get install openssl")
 	g := startTestGateway(t, func(c *config.Config) {
-		c.DTLS.Engine, c.DTLS.Suites = "native", "TLS_PSK_WITH_AES_128_CBC_SHA, TLS_PSK_WITH_AES_128_CBC_SHA256"
+		c.DTLS.Suites = "TLS_PSK_WITH_AES_128_CBC_SHA, TLS_PSK_WITH_AES_128_CBC_SHA256"
 	})
 	base := g.newDevice("", "seed")
 	d := g.newDeviceWithSecret(base.pk, "suites_dtls", interopSecret)

@@ -43,10 +43,6 @@ func loadDTLSCert(cfg config.Config, log *slog.Logger) (*tls.Certificate, error)
 	if err != nil {
 		return nil, fmt.Errorf("dtls certificate: %w", err)
 	}
-	if _, ok := c.PrivateKey.(*ecdsa.PrivateKey); !ok && cfg.DTLS.Engine != "native" {
-		// pion/dtls serves ECDHE-ECDSA suites only (docs/protocol.md §3.6).
-		return nil, fmt.Errorf("dtls certificate %s: the key must be ECDSA", certFile)
-	}
 	return &c, nil
 }
 

@@ -12,10 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// newNativeDTLS builds the DTLS listener on the native engine
-// (dtls.engine: native): same gateway, PSK lookup, presence and push
-// hooks as the pion listener.
-func newNativeDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, reg prometheus.Registerer, log *slog.Logger) (*native.Server, error) {
+// newDTLS builds the DTLS listener (the native engine) with the gateway's
+// PSK lookup, session binding, presence and push hooks.
+func newDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, reg prometheus.Registerer, log *slog.Logger) (*native.Server, error) {
 	cert, err := loadDTLSCert(cfg, log)
 	if err != nil {
 		return nil, err
@@ -33,9 +32,13 @@ func newNativeDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, r
 		MaxHandshakes:    cfg.DTLS.MaxHandshakes,
 		HandshakeTimeout: cfg.DTLS.HandshakeTimeout,
 		IdleTimeout:      cfg.DTLS.IdleTimeout,
+		// Under pressure only (half of max_handshakes in progress).
+		MaxHandshakesPerAddress: cfg.DTLS.MaxHandshakesPerAddress,
+		HandshakeRate:           float64(cfg.DTLS.HandshakeRate),
+		ReadBuffer:              cfg.CoAP.ReadBuffer,
 		OnUp: func(ss *native.Session) {
 			if !gw.BindSession(ss) {
-				return // the device's record changed during the handshake: revoked
+				return // keyed by a secret the device no longer has, or disabled meanwhile: revoked
 			}
 			gw.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
 			if id := ss.PSKIdentity(); id != nil && id.SecureMode == dtlspsk.ModeDevice {

@@ -71,9 +71,6 @@ func startTestGatewayHooks(t *testing.T, hooks []func(*serverHooks), mutate ...f
 	cfg.DTLS.Listen = "127.0.0.1:0"
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.CoAP.Workers = 64
-	if e := os.Getenv("COAPGATE_TEST_DTLS_ENGINE"); e != "" {
-		cfg.DTLS.Engine = e // run the DTLS tests on another engine
-	}
 	for _, m := range mutate {
 		m(&cfg)
 	}

@@ -176,6 +176,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration: " + w)
+	}
 	for _, name := range config.UnknownEnv(os.Environ()) {
 		log.Warn("unknown environment variable ignored: no setting has this name", "env", name)
 	}

@@ -25,8 +25,6 @@ import (
 	downlink "github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/console"
-	"github.com/coapgate/coapgate/internal/dtlspsk"
-	"github.com/coapgate/coapgate/internal/dtlsx"
 	"github.com/coapgate/coapgate/internal/dtlsx/native"
 	"github.com/coapgate/coapgate/internal/event"
 	"github.com/coapgate/coapgate/internal/forward"
@@ -64,8 +62,7 @@ type server struct {
 	coapConn *net.UDPConn
 	symConn  *net.UDPConn // nil when coap.symmetric_listen is empty
 	dtlsConn *net.UDPConn // nil when dtls.listen is empty
-	dtls     *dtlsx.Server
-	dtlsNat  *native.Server // dtls.engine native (instead of dtls)
+	dtls     *native.Server
 	// closeChanges releases the device-change feed (nil before it exists).
 	closeChanges func()
 	// flushPresence records offline transitions due at now and writes the
@@ -304,61 +301,13 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	}
 
 	var dtlsCoAP *coapx.Server
-	if cfg.DTLS.Listen != "" && cfg.DTLS.Engine == "native" {
+	if cfg.DTLS.Listen != "" {
 		dtlsGW := newGateway(message.TransportDTLS, false)
 		gateways = append(gateways, dtlsGW)
 		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
 		dtlsGW.SetRequester(dtlsCoAP)
 		pushers = append(pushers, dtlsGW) // a live DTLS session first
-		if s.dtlsNat, err = newNativeDTLS(cfg, dtlsGW, dtlsCoAP, reg, log); err != nil {
-			return nil, err
-		}
-		if s.dtlsConn, err = listenUDP(cfg.DTLS.Listen); err != nil {
-			return nil, fmt.Errorf("dtls.listen: %w", err)
-		}
-	}
-	if cfg.DTLS.Listen != "" && cfg.DTLS.Engine != "native" {
-		dtlsGW := newGateway(message.TransportDTLS, false)
-		gateways = append(gateways, dtlsGW)
-		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
-		dtlsGW.SetRequester(dtlsCoAP)
-		pushers = append(pushers, dtlsGW) // a live DTLS session first
-		cert, err := loadDTLSCert(cfg, log)
-		if err != nil {
-			return nil, err
-		}
-		rate := float64(cfg.DTLS.HandshakeRate)
-		if rate == 0 {
-			rate = -1 // unlimited
-		}
-		s.dtls, err = dtlsx.New(dtlsx.Config{
-			LookupPSK:               dtlsGW.LookupPSK,
-			Certificate:             cert,
-			ConnectionID:            cfg.DTLS.ConnectionID,
-			MaxSessions:             cfg.DTLS.MaxSessions,
-			MaxHandshakes:           cfg.DTLS.MaxHandshakes,
-			HandshakeRate:           rate,
-			MaxHandshakesPerAddress: cfg.DTLS.MaxHandshakesPerAddress,
-			HandshakeIdleTimeout:    cfg.DTLS.HandshakeIdleTimeout,
-			HandshakeTimeout:        cfg.DTLS.HandshakeTimeout,
-			CookieTimeout:           cfg.DTLS.CookieTimeout,
-			IdleTimeout:             cfg.DTLS.IdleTimeout,
-			HibernateAfter:          cfg.DTLS.HibernateAfter,
-			ReadBuffer:              cfg.CoAP.ReadBuffer,
-			OnUp: func(ss *dtlsx.Session) {
-				if !dtlsGW.BindSession(ss) {
-					return // keyed by a secret the device no longer has: revoked
-				}
-				dtlsGW.SessionUp(ss.PSKIdentity(), ss.Peer(), time.Now())
-				if id := ss.PSKIdentity(); id != nil && id.SecureMode == dtlspsk.ModeDevice {
-					dtlsGW.SessionLive(id.ProductKey, id.DeviceKey, ss)
-				}
-			},
-			OnDown:     func(ss *dtlsx.Session, _ string) { dtlsGW.SessionGone(ss) },
-			Registerer: reg,
-			Logger:     log,
-		}, dtlsCoAP)
-		if err != nil {
+		if s.dtls, err = newDTLS(cfg, dtlsGW, dtlsCoAP, reg, log); err != nil {
 			return nil, err
 		}
 		if s.dtlsConn, err = listenUDP(cfg.DTLS.Listen); err != nil {
@@ -425,18 +374,14 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 			}
 		})
 	}
-	if s.dtls != nil || s.dtlsNat != nil {
+	if s.dtls != nil {
 		s.wg.Go(func() {
 			if err := dtlsCoAP.Run(runCtx); err != nil {
 				s.fail(fmt.Errorf("coap-dtls: %w", err))
 			}
 		})
 		s.wg.Go(func() {
-			serve := s.dtls.Serve
-			if s.dtlsNat != nil {
-				serve = s.dtlsNat.Serve
-			}
-			if err := serve(runCtx, s.dtlsConn); err != nil {
+			if err := s.dtls.Serve(runCtx, s.dtlsConn); err != nil {
 				s.fail(fmt.Errorf("dtls: %w", err))
 			}
 		})

@@ -45,6 +45,10 @@ type Config struct {
 	// Retention bounds how long stored data is kept (internal/retention).
 	Retention Retention `yaml:"retention"`
 	Cluster   Cluster   `yaml:"cluster"`
+	// Warnings are what Load has to tell about the configuration it read
+	// (settings that were removed but are still accepted); the caller logs
+	// them.
+	Warnings []string `yaml:"-"`
 }
 
 // Retention configures the retention worker. Periods of 0 keep data
@@ -189,40 +193,26 @@ type DTLS struct {
 	ConnectionID bool `yaml:"connection_id"`
 	// MaxSessions bounds established sessions plus handshakes in flight.
 	MaxSessions int `yaml:"max_sessions"`
-	// MaxHandshakes bounds handshakes in flight; from half of it the node
-	// is under pressure and shares the slots fairly per source address.
+	// MaxHandshakes bounds handshakes in flight (verified ClientHellos;
+	// a ClientHello without a valid cookie holds no state); from half of
+	// it the node is under pressure.
 	MaxHandshakes int `yaml:"max_handshakes"`
 	// MaxHandshakesPerAddress bounds the handshakes in flight from one
-	// source IP address; 0 means half of MaxHandshakes.
+	// source IP address under pressure; 0 means an eighth of
+	// MaxHandshakes.
 	MaxHandshakesPerAddress int `yaml:"max_handshakes_per_address"`
 	// HandshakeRate is the new handshakes allowed per second per source IP
 	// address (also the burst) while the node is under pressure; 0
 	// disables the limit.
 	HandshakeRate int `yaml:"handshake_rate"`
-	// HandshakeIdleTimeout drops a handshake whose peer sent nothing for
-	// this long after the cookie echo (RFC 6347 §4.2.4 retransmission;
-	// RFC 7925 §11 allows a 9 s initial timer on constrained networks).
-	HandshakeIdleTimeout time.Duration `yaml:"handshake_idle_timeout"`
 	// HandshakeTimeout bounds a whole handshake.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
-	// CookieTimeout bounds the wait for the HelloVerifyRequest cookie echo.
-	CookieTimeout time.Duration `yaml:"cookie_timeout"`
 	// IdleTimeout closes certificate sessions (no PSK lifetime) after this
 	// long without a datagram.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// HibernateAfter hibernates an established session after this long
-	// without a datagram in either direction: only a snapshot of its DTLS
-	// state is kept (about 200 bytes instead of tens of KB) until its next
-	// datagram resumes it. 0 disables hibernation.
-	HibernateAfter time.Duration `yaml:"hibernate_after"`
-	// Engine selects the DTLS implementation: "pion" (pion/dtls
-	// connections, the default) or "native" (the event-driven engine of
-	// internal/dtlsx/engine; handshake_rate, cookie_timeout and
-	// hibernate_after do not apply to it).
-	Engine string `yaml:"engine"`
-	// Suites are the cipher suites the native engine offers, IANA names in
-	// the server's preference order (docs/compatibility.md, suite choice);
-	// empty: the certificate's suites, then the dialect's two PSK suites.
+	// Suites are the cipher suites offered, IANA names in the server's
+	// preference order (docs/compatibility.md, suite choice); empty: the
+	// certificate's suites, then the dialect's two PSK suites.
 	Suites List `yaml:"suites"`
 }
 
@@ -326,17 +316,13 @@ func Default() Config {
 			SymmetricOnPlain: true,
 		},
 		DTLS: DTLS{
-			Listen:               ":5684",
-			ConnectionID:         true,
-			MaxSessions:          100000,
-			MaxHandshakes:        1024,
-			HandshakeRate:        20,
-			HandshakeIdleTimeout: 10 * time.Second,
-			HandshakeTimeout:     30 * time.Second,
-			CookieTimeout:        5 * time.Second,
-			IdleTimeout:          time.Hour,
-			HibernateAfter:       10 * time.Second,
-			Engine:               "pion",
+			Listen:           ":5684",
+			ConnectionID:     true,
+			MaxSessions:      100000,
+			MaxHandshakes:    1024,
+			HandshakeRate:    20,
+			HandshakeTimeout: 30 * time.Second,
+			IdleTimeout:      time.Hour,
 		},
 		Auth: Auth{
 			TokenTTL:           7 * 24 * time.Hour,
@@ -421,27 +407,16 @@ func (c Config) Validate() error {
 		bad("dtls.max_sessions and dtls.max_handshakes must be >= 1")
 	}
 	if c.DTLS.MaxHandshakesPerAddress < 0 {
-		bad("dtls.max_handshakes_per_address must be >= 0 (0: half of dtls.max_handshakes)")
-	}
-	if c.DTLS.HandshakeIdleTimeout < 100*time.Millisecond {
-		bad("dtls.handshake_idle_timeout must be >= 100ms")
+		bad("dtls.max_handshakes_per_address must be >= 0 (0: an eighth of dtls.max_handshakes)")
 	}
 	if c.DTLS.HandshakeRate < 0 {
 		bad("dtls.handshake_rate must be >= 0 (0: unlimited)")
 	}
-	if c.DTLS.HandshakeTimeout < time.Second || c.DTLS.CookieTimeout < 100*time.Millisecond || c.DTLS.IdleTimeout < time.Second {
-		bad("dtls.handshake_timeout and dtls.idle_timeout must be >= 1s, dtls.cookie_timeout >= 100ms")
-	}
-	if c.DTLS.Engine != "pion" && c.DTLS.Engine != "native" {
-		bad("dtls.engine must be pion or native")
+	if c.DTLS.HandshakeTimeout < time.Second || c.DTLS.IdleTimeout < time.Second {
+		bad("dtls.handshake_timeout and dtls.idle_timeout must be >= 1s")
 	}
 	if _, err := c.DTLS.SuiteIDs(); err != nil {
 		bad("%v", err)
-	} else if c.DTLS.Suites != "" && c.DTLS.Engine != "native" {
-		bad("dtls.suites applies to dtls.engine native only (the pion engine has a fixed set)")
-	}
-	if c.DTLS.HibernateAfter != 0 && c.DTLS.HibernateAfter < time.Second {
-		bad("dtls.hibernate_after must be 0 (off) or >= 1s")
 	}
 	if c.Auth.TokenTTL < time.Minute {
 		bad("auth.token_ttl must be >= 1m")

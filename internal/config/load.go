@@ -123,16 +123,12 @@ var Help = map[string]string{
 	"dtls.key_file":                   "PEM private key of dtls.cert_file",
 	"dtls.connection_id":              "negotiate RFC 9146 Connection IDs so a session survives a NAT rebinding",
 	"dtls.max_sessions":               "established DTLS sessions plus handshakes in flight; beyond it new handshakes are dropped",
-	"dtls.max_handshakes":             "DTLS handshakes in flight; beyond it new ClientHellos are dropped; from half of it each source address gets a fair share",
+	"dtls.max_handshakes":             "DTLS handshakes in flight (a ClientHello holds no state before it echoes its cookie); beyond it new ClientHellos are dropped; from half of it the node is under pressure and limits each source address",
 	"dtls.handshake_rate":             "new DTLS handshakes per second per source IP address (also the burst), applied only while half of dtls.max_handshakes are in flight; 0 is unlimited",
-	"dtls.max_handshakes_per_address": "DTLS handshakes in flight from one source IP address; 0 is half of dtls.max_handshakes (under pressure an address gets a fair share)",
-	"dtls.handshake_idle_timeout":     "drop a DTLS handshake whose peer sent nothing for this long after the cookie echo (RFC 6347 retransmission timers)",
+	"dtls.max_handshakes_per_address": "DTLS handshakes in flight from one source IP address while half of dtls.max_handshakes are in flight; 0 is an eighth of dtls.max_handshakes",
 	"dtls.handshake_timeout":          "longest DTLS handshake",
-	"dtls.cookie_timeout":             "how long a ClientHello's state waits for the cookie echo (a spoofed source never answers)",
 	"dtls.idle_timeout":               "idle limit of certificate sessions (PSK sessions use their identity's lifetime)",
-	"dtls.engine":                     "DTLS implementation: pion (default) or native (event-driven engine with a stateless cookie and RSA key transport; no per-session goroutines)",
-	"dtls.suites":                     "cipher suites the native engine offers, comma-separated IANA names in preference order (e.g. TLS_PSK_WITH_AES_128_CCM_8,TLS_RSA_WITH_AES_128_CBC_SHA256); empty: the certificate's suites, then the dialect's two PSK suites",
-	"dtls.hibernate_after":            "hibernate an established DTLS session after this long without a datagram: only a ~200-byte state snapshot is kept until its next datagram resumes it; 0 disables",
+	"dtls.suites":                     "cipher suites offered, comma-separated IANA names in preference order (e.g. TLS_PSK_WITH_AES_128_CCM_8,TLS_RSA_WITH_AES_128_CBC_SHA256); empty: the certificate's suites, then the dialect's two PSK suites",
 	"cluster.nats_url":                "NATS URL that carries device changes (revocations, secret rotations, disable, delete) to every node within a second; empty: this node only",
 	"cluster.node":                    "name of this node in logs and PostgreSQL sessions (default: the host name)",
 	"cluster.lease_retry":             "with store.driver postgres: how often a standby node tries to take over the point projector and forwarding actions, and a holder checks its lease connection",
@@ -201,6 +197,66 @@ func defaultNote(f Field) string {
 	return " (default " + s + ")"
 }
 
+// Removed are settings of earlier versions that no longer mean anything:
+// Load accepts them in the file and the environment with a warning
+// (Config.Warnings), so that an upgraded node starts on its old
+// configuration. dtls.engine is special: native (the only engine) is
+// accepted with a warning, any other value refused.
+var Removed = map[string]string{
+	"dtls.engine":                 "the native engine is the only DTLS engine",
+	"dtls.hibernate_after":        "the DTLS engine keeps an idle session in about 1 KB without hibernating it",
+	"dtls.cookie_timeout":         "the DTLS engine's cookie is stateless: a ClientHello holds no state before it echoes its cookie",
+	"dtls.handshake_idle_timeout": "a DTLS handshake whose peer goes silent ends after the retransmissions of the server's flight or dtls.handshake_timeout",
+}
+
+// removed checks the value of a removed setting and returns its warning.
+func removed(key, value, where string) (string, error) {
+	if key == "dtls.engine" && value != "native" {
+		return "", fmt.Errorf("config: %s: dtls.engine %q: the pion-based DTLS engine was removed; the native engine is the only one (delete dtls.engine)", where, value)
+	}
+	return fmt.Sprintf("%s: %s is obsolete and ignored (%s); delete it", where, key, Removed[key]), nil
+}
+
+// dropRemoved deletes the removed settings from a YAML document, returning
+// the document to decode and the warnings.
+func dropRemoved(b []byte, path string) ([]byte, []string, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return b, nil, nil // the strict decode reports it
+	}
+	var warn []string
+	top := doc.Content[0]
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		section := top.Content[i].Value
+		m := top.Content[i+1]
+		if m.Kind != yaml.MappingNode {
+			continue
+		}
+		kept := m.Content[:0:0]
+		for j := 0; j+1 < len(m.Content); j += 2 {
+			key := section + "." + m.Content[j].Value
+			if _, ok := Removed[key]; !ok {
+				kept = append(kept, m.Content[j], m.Content[j+1])
+				continue
+			}
+			w, err := removed(key, m.Content[j+1].Value, path)
+			if err != nil {
+				return nil, nil, err
+			}
+			warn = append(warn, w)
+		}
+		m.Content = kept
+	}
+	if len(warn) == 0 {
+		return b, nil, nil
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return out, warn, nil
+}
+
 // Load builds the configuration: Default(), then the YAML file at path (if
 // path is not empty), then environment variables (lookup is os.LookupEnv in
 // production), then flag overrides. The result is validated.
@@ -211,10 +267,27 @@ func Load(path string, lookup func(string) (string, bool), ov *Overrides) (Confi
 		if err != nil {
 			return Config{}, fmt.Errorf("config: %w", err)
 		}
+		b, c.Warnings, err = dropRemoved(b, path)
+		if err != nil {
+			return Config{}, err
+		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 			return Config{}, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	for key := range Removed {
+		if lookup == nil {
+			break
+		}
+		env := EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		if s, ok := lookup(env); ok {
+			w, err := removed(key, s, "env "+env)
+			if err != nil {
+				return Config{}, err
+			}
+			c.Warnings = append(c.Warnings, w)
 		}
 	}
 	fields := Fields(&c)
@@ -304,6 +377,9 @@ func UnknownEnv(environ []string) []string {
 	}
 	for _, e := range OtherEnv {
 		known[e] = true
+	}
+	for key := range Removed { // Load warns about them
+		known[EnvPrefix+strings.ToUpper(strings.ReplaceAll(key, ".", "_"))] = true
 	}
 	var out []string
 	for _, kv := range environ {

@@ -13,8 +13,8 @@ import (
 )
 
 // BoundSession is a DTLS-PSK session (secureMode 2) as the gateway binds it
-// to the device record whose secret keyed it (*dtlsx.Session and
-// *native.Session implement it). Revoke ends the session at once
+// to the device record whose secret keyed it (*native.Session implements
+// it). Revoke ends the session at once
 // (close_notify; later records are refused) and does not wait. All methods
 // are safe for concurrent use.
 type BoundSession interface {
@@ -163,7 +163,7 @@ func (g *Gateway) BindSession(s BoundSession) bool {
 // an empty DeviceKey, to any device of the product) is checked against the
 // record as it is now and revoked unless it still holds: a rotated
 // secret, revoked tokens, a disabled, deleted or re-created device end
-// live and hibernated sessions at once.
+// live sessions at once.
 func (g *Gateway) DeviceChanged(c registry.DeviceChange) {
 	g.cache.Invalidate(c.ProductKey, c.DeviceKey)
 	xs := g.bound.of(c.ProductKey, c.DeviceKey)

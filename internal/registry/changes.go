@@ -17,7 +17,7 @@ type DeviceChange struct {
 
 // ChangeFeed carries device changes from the writer (the management API)
 // to every part of every gateway node that holds state derived from a
-// device record: device caches, and live or hibernated DTLS sessions bound
+// device record: device caches, and live DTLS sessions bound
 // to the device's incarnation and secret. A single node uses LocalChanges;
 // a cluster needs an implementation that delivers a change to every node
 // (within a second) before Publish returns or shortly after.

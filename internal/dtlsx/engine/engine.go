@@ -31,9 +31,10 @@ import (
 
 // Config configures an Engine. Zero values take the defaults in brackets.
 type Config struct {
-	// PSK returns the pre-shared key for a PSK identity; an error or an
-	// empty key refuses the handshake with an unknown_psk_identity alert.
-	// It runs on the caller of HandleDatagram, under the engine's lock.
+	// PSK returns the pre-shared key for a PSK identity; a *PSKRefusal
+	// refuses it as that type says, any other error or an empty key with
+	// an unknown_psk_identity alert. It runs on the caller of
+	// HandleDatagram, under the engine's lock.
 	PSK func(identity []byte, from netip.AddrPort) ([]byte, error)
 	// Certificates are the server's chains: one with an RSA key enables the
 	// RSA key transport suites (RSASuites), one with an ECDSA P-256 key the
@@ -59,6 +60,12 @@ type Config struct {
 	// OnHandshakeFailure, when set, is called with the reason of every
 	// failed handshake (under the engine's lock: count, do not block).
 	OnHandshakeFailure func(reason string)
+	// AdmitHandshake, when set, is asked about every verified ClientHello
+	// that the engine's own limits admit, with whether the engine is under
+	// pressure (at least half of MaxHandshakes in progress); a non-empty
+	// reason refuses it (no state, no answer) and is reported as the
+	// handshake's failure. It runs under the engine's lock.
+	AdmitHandshake func(from netip.AddrPort, pressure bool) (reason string)
 	// OnClose is called (without the lock) when a session ends.
 	OnClose func(s *Session, reason string)
 	// ConnectionID enables RFC 9146 Connection IDs: a client that offers
@@ -388,7 +395,12 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 }
 
 // fail ends a handshake, sending a fatal alert when desc >= 0.
+// A handshake whose PSK identity was refused in secret (PSKRefusal) fails
+// for that refusal, whatever ended it.
 func (e *Engine) fail(h *handshake, reason string, desc int) {
+	if h.refused != "" {
+		reason = h.refused
+	}
 	if desc >= 0 {
 		e.sendPlainAlert(h, alertFatal, byte(desc))
 	}

@@ -27,6 +27,23 @@ import (
 // looks the key up off the read loop and calls Engine.ProvidePSK.
 var ErrPSKPending = errors.New("engine: PSK lookup pending")
 
+// PSKRefusal, returned by Config.PSK or passed to ProvidePSK, refuses a
+// PSK identity for Reason, which OnHandshakeFailure and Stats then report
+// instead of the engine's own reason, however the handshake ends.
+//
+// With Hide, the refusal does not show on the wire: the handshake goes on
+// with the key given beside the error (a decoy; none: a random one), so
+// the client's Finished fails and gets decrypt_error exactly as with a
+// wrong key (RFC 4279 §2: probing does not tell which identities exist).
+// Without Hide, the handshake ends at once with handshake_failure (the
+// key cannot be looked up now).
+type PSKRefusal struct {
+	Reason string
+	Hide   bool
+}
+
+func (r *PSKRefusal) Error() string { return "engine: PSK identity refused: " + r.Reason }
+
 var (
 	errSeqExhausted  = errors.New("engine: sequence numbers of the epoch exhausted")
 	errUnexpectedCCS = errors.New("engine: change cipher spec in epoch 1")
@@ -67,6 +84,7 @@ type handshake struct {
 	pendingSeq    uint16           // stWaitPSK: the ClientKeyExchange waiting for its key
 	pendingCKE    []byte
 	pendingID     []byte
+	refused       string   // a hidden PSK refusal's reason (PSKRefusal)
 	early         [][]byte // epoch-1 records that arrived before the keys
 }
 
@@ -130,7 +148,11 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 		e.helloVerify(r.seq, f.seq, addr, pre, post)
 		return
 	}
-	if reason := e.admit(addr); reason != "" {
+	reason := e.admit(addr)
+	if reason == "" && e.cfg.AdmitHandshake != nil {
+		reason = e.cfg.AdmitHandshake(addr, len(e.hs)*2 >= e.cfg.MaxHandshakes)
+	}
+	if reason != "" {
 		e.st.HandshakeFailures[reason]++
 		if e.cfg.OnHandshakeFailure != nil {
 			e.cfg.OnHandshakeFailure(reason)
@@ -464,9 +486,8 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 				h.pendingSeq, h.pendingCKE, h.pendingID = seq, slices.Clone(body), identity
 				return
 			}
-			if err == nil {
-				key = k
-			}
+			e.pskAnswer(h, seq, body, identity, k, err, now)
+			return
 		}
 		e.pskKeyExchange(h, seq, body, identity, key, now)
 		return
@@ -474,6 +495,27 @@ func (e *Engine) handshakeMessage(h *handshake, typ byte, seq uint16, body []byt
 		pms = e.rsaPremaster(h, body[2:])
 	}
 	e.keyExchange(h, seq, body, identity, pms, now)
+}
+
+// pskAnswer continues a PSK handshake with the answer of its lookup: a
+// key, or a refusal (PSKRefusal; any other error or no key:
+// unknown_psk_identity).
+func (e *Engine) pskAnswer(h *handshake, seq uint16, body, identity, key []byte, err error, now time.Time) {
+	var ref *PSKRefusal
+	switch {
+	case errors.As(err, &ref) && ref.Hide:
+		h.refused = ref.Reason
+		if len(key) == 0 {
+			key = make([]byte, 16)
+			_, _ = e.cfg.Rand.Read(key)
+		}
+	case errors.As(err, &ref):
+		e.fail(h, ref.Reason, alertHandshakeFailure)
+		return
+	case err != nil:
+		key = nil
+	}
+	e.pskKeyExchange(h, seq, body, identity, key, now)
 }
 
 // pskKeyExchange completes a PSK ClientKeyExchange with the identity's key
@@ -493,13 +535,10 @@ func (e *Engine) ProvidePSK(addr netip.AddrPort, identity, key []byte, err error
 	e.mu.Lock()
 	h := e.hs[addr]
 	if h != nil && h.state == stWaitPSK && string(h.pendingID) == string(identity) {
-		if err != nil {
-			key = nil
-		}
 		seq, body := h.pendingSeq, h.pendingCKE
 		h.pendingCKE, h.pendingID = nil, nil
 		h.state = stWaitCKE
-		e.pskKeyExchange(h, seq, body, identity, key, e.now)
+		e.pskAnswer(h, seq, body, identity, key, err, e.now)
 	}
 	e.unlockAndNotify()
 }

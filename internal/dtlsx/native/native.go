@@ -1,14 +1,26 @@
 // Package native serves CoAP over DTLS 1.2 with the native engine
 // (internal/dtlsx/engine): the engine runs the handshakes and record
 // protection on the socket's read loop, this package maps its sessions to
-// coapx sessions, PSK identities (dtlspsk) to keys, and counts them in the
-// same metrics as the pion-based listener.
+// coapx sessions and PSK identities (dtlspsk) to keys, and counts and logs
+// them.
+//
+// Identities are hidden: an unknown product or device, a disabled device,
+// a product without dynamic registration or a malformed identity is
+// refused exactly as a wrong key is — the handshake goes on with a decoy
+// key derived from the identity (so a retry looks the same), the client's
+// Finished fails and gets decrypt_error. Only the metrics
+// (coapgate_dtls_handshake_failures_total{reason}) and the rate-limited
+// log tell the reasons apart.
 package native
 
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -22,6 +34,7 @@ import (
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx/engine"
+	"github.com/coapgate/coapgate/internal/ratelog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,9 +53,17 @@ type Config struct {
 	ConnectionID bool
 	// MaxSessions bounds established sessions plus handshakes in progress.
 	MaxSessions int
-	// MaxHandshakes bounds handshakes in progress; under pressure (half of
-	// them in progress) one source IP address gets at most an eighth.
-	MaxHandshakes    int
+	// MaxHandshakes bounds handshakes in progress; from half of them in
+	// progress the engine is under pressure.
+	MaxHandshakes int
+	// MaxHandshakesPerAddress bounds the handshakes in progress from one
+	// source IP address under pressure [MaxHandshakes/8].
+	MaxHandshakesPerAddress int
+	// HandshakeRate is the new handshakes per second (and burst) one
+	// source IP address may start under pressure; <= 0: unlimited.
+	HandshakeRate float64
+	// ReadBuffer is the socket receive buffer to ask for (0: the system's).
+	ReadBuffer       int
 	HandshakeTimeout time.Duration
 	// IdleTimeout ends certificate sessions without traffic; PSK sessions
 	// end after their identity's lifetime.
@@ -66,7 +87,14 @@ type Server struct {
 	sessions map[*engine.Session]*Session
 	gone     map[*engine.Session]struct{} // ended before their OnEstablished ran
 
-	lookups chan lookup // PSK lookups for the workers
+	lookups  chan lookup // PSK lookups for the workers
+	decoy    []byte      // HMAC key of the decoy PSKs of refused identities
+	refusals *ratelog.Limiter
+	rate     *rateLimiter // under the engine's lock (AdmitHandshake)
+
+	// keys holds the PSK a lookup gave a handshake in progress, by address
+	// and identity, until its session is attached (Session.KeyMatches).
+	keys map[string]keyed // guarded by mu
 
 	failures *prometheus.CounterVec
 	done     *prometheus.CounterVec
@@ -79,7 +107,22 @@ type lookup struct {
 	addr     netip.AddrPort
 	identity []byte
 	id       dtlspsk.Identity
+	err      error // the identity did not parse
 }
+
+// keyed is a looked-up PSK waiting for its session.
+type keyed struct {
+	key []byte
+	at  time.Time
+}
+
+// ReasonRateLimited: dtls.handshake_rate exceeded by the source address
+// while the engine is under pressure.
+const ReasonRateLimited = "rate_limited"
+
+// CloseRevoked: a session ended by Revoke (its device's credentials
+// changed), in coapgate_dtls_sessions_closed_total{reason}.
+const CloseRevoked = "revoked"
 
 // lookupWorkers run the PSK lookups of handshakes.
 const lookupWorkers = 8
@@ -91,7 +134,11 @@ type Session struct {
 	id     uint64
 	ready  chan struct{} // closed once OnUp has run; then closedReady (guarded by srv.mu)
 	ident  dtlspsk.Identity
-	hasPSK bool // ident is set
+	hasPSK bool   // ident is set
+	key    []byte // the PSK the session was keyed with (nil: certificate)
+	// revoked: ended by Revoke (closed as "revoked"); closeAfterUp: Close
+	// was called before OnUp returned, onUp closes it then.
+	revoked, closeAfterUp atomic.Bool
 }
 
 // closedReady replaces a Session's own ready channel once it is closed, so
@@ -127,20 +174,54 @@ func (s *Session) Peer() netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// Close ends the session with close_notify.
-func (s *Session) Close() { s.srv.e.CloseSession(s.es) }
+// Close ends the session with close_notify. Called before OnUp has
+// returned (from OnUp itself, or from another goroutine meanwhile), it
+// takes effect once OnUp returns (onUp): OnDown never runs before OnUp is
+// done.
+func (s *Session) Close() {
+	s.closeAfterUp.Store(true)
+	s.srv.mu.Lock()
+	ready := s.ready
+	s.srv.mu.Unlock()
+	select {
+	case <-ready:
+		s.srv.e.CloseSession(s.es)
+	default: // onUp closes it after OnUp
+	}
+}
 
 // Revoke ends the session because its device's credentials changed
 // (gateway.BoundSession): close_notify, then its records are refused.
-func (s *Session) Revoke() { s.Close() }
+func (s *Session) Revoke() {
+	s.revoked.Store(true)
+	s.Close()
+}
+
+// KeyMatches reports whether key is the PSK the session was established
+// with (constant time); a certificate session matches nothing. The
+// gateway binds a session only if it matches the device's secret as it is
+// at establishment (gateway.BindSession).
+func (s *Session) KeyMatches(key []byte) bool {
+	return len(s.key) > 0 && subtle.ConstantTimeCompare(s.key, key) == 1
+}
 
 // New returns a server handing decrypted CoAP datagrams to coap.
 func New(cfg Config, coap *coapx.Server) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, coap: coap, log: cfg.Logger, sessions: map[*engine.Session]*Session{}, gone: map[*engine.Session]struct{}{}}
+	s := &Server{cfg: cfg, coap: coap, log: cfg.Logger.With("component", "dtls"), sessions: map[*engine.Session]*Session{}, gone: map[*engine.Session]struct{}{}, keys: map[string]keyed{}}
 	s.lookups = make(chan lookup, max(cfg.MaxHandshakes, 64))
+	s.decoy = make([]byte, 32)
+	if _, err := rand.Read(s.decoy); err != nil {
+		return nil, fmt.Errorf("dtls decoy key: %w", err)
+	}
+	s.refusals = ratelog.New(s.log, ratelog.Config{})
+	rate := cfg.HandshakeRate
+	if rate <= 0 {
+		rate = -1
+	}
+	s.rate = newRateLimiter(rate, 1<<16)
 	s.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "coapgate_dtls_handshake_failures_total", Help: "DTLS handshakes that failed, by reason.",
 	}, []string{"reason"})
@@ -192,17 +273,19 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 		}
 	}
 	ecfg := engine.Config{
-		ConnectionID:       cfg.ConnectionID,
-		MaxSessions:        cfg.MaxSessions,
-		MaxHandshakes:      cfg.MaxHandshakes,
-		HandshakeTimeout:   cfg.HandshakeTimeout,
-		IdleTimeout:        cfg.IdleTimeout,
-		Send:               s.send,
-		OnData:             s.onData,
-		OnEstablished:      s.onUp,
-		OnClose:            s.onDown,
-		SessionIdleTimeout: lifetime,
-		OnHandshakeFailure: s.handshakeFailed,
+		ConnectionID:            cfg.ConnectionID,
+		MaxSessions:             cfg.MaxSessions,
+		MaxHandshakes:           cfg.MaxHandshakes,
+		HandshakeTimeout:        cfg.HandshakeTimeout,
+		AdmitHandshake:          s.admit,
+		MaxHandshakesPerAddress: cfg.MaxHandshakesPerAddress,
+		IdleTimeout:             cfg.IdleTimeout,
+		Send:                    s.send,
+		OnData:                  s.onData,
+		OnEstablished:           s.onUp,
+		OnClose:                 s.onDown,
+		SessionIdleTimeout:      lifetime,
+		OnHandshakeFailure:      s.handshakeFailed,
 	}
 	if cfg.Certificate != nil {
 		ecfg.Certificates = []tls.Certificate{*cfg.Certificate}
@@ -246,6 +329,11 @@ func lifetime(identity []byte) time.Duration {
 // Serve runs the listener on conn until ctx ends.
 func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 	s.conn.Store(conn)
+	if s.cfg.ReadBuffer > 0 {
+		if err := conn.SetReadBuffer(s.cfg.ReadBuffer); err != nil {
+			s.log.Warn("cannot set socket receive buffer", "want", s.cfg.ReadBuffer, "err", err)
+		}
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for range lookupWorkers {
@@ -267,22 +355,18 @@ func (s *Server) send(b []byte, to netip.AddrPort) {
 	}
 }
 
-// psk parses the identity and queues its lookup for the workers (the
-// engine's read loop must not wait on the store); a malformed identity or
-// a full queue is refused at once.
+// psk queues the identity's lookup for the workers (the engine's read
+// loop must not wait on the store); a malformed identity takes the same
+// way, so that neither its answer nor its timing tells it apart. A full
+// queue is refused at once with handshake_failure.
 func (s *Server) psk(identity []byte, from netip.AddrPort) ([]byte, error) {
 	id, err := dtlspsk.Parse(identity)
-	if err != nil {
-		s.refused(err, from)
-		return nil, err
-	}
 	select {
-	case s.lookups <- lookup{addr: from, identity: identity, id: id}:
+	case s.lookups <- lookup{addr: from, identity: identity, id: id, err: err}:
 		return nil, engine.ErrPSKPending
 	default:
-		err := &dtlspsk.Error{Reason: dtlspsk.ReasonStore, Msg: "too many PSK lookups waiting"}
-		s.refused(err, from)
-		return nil, err
+		s.logRefusal(dtlspsk.ReasonStore, from, nil, "too many PSK lookups waiting")
+		return nil, &engine.PSKRefusal{Reason: dtlspsk.ReasonStore}
 	}
 }
 
@@ -292,39 +376,131 @@ func (s *Server) lookupWorker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case l := <-s.lookups:
-			key, err := s.cfg.LookupPSK(ctx, l.id)
+			key, err := l.key(ctx, s.cfg.LookupPSK)
 			if err != nil {
-				s.refused(err, l.addr)
+				reason := dtlspsk.Reason(err)
+				if reason == "" {
+					reason = dtlspsk.ReasonStore
+				}
+				var id *dtlspsk.Identity
+				if l.err == nil {
+					id = &l.id
+				}
+				s.logRefusal(reason, l.addr, id, err.Error())
+				ref := &engine.PSKRefusal{Reason: reason, Hide: hidesIdentity(reason)}
+				key = nil
+				if ref.Hide {
+					key = s.decoyKey(l.identity)
+				}
+				s.e.ProvidePSK(l.addr, l.identity, key, ref)
+				continue
 			}
-			s.e.ProvidePSK(l.addr, l.identity, key, err)
+			s.remember(l.addr, l.identity, key)
+			s.e.ProvidePSK(l.addr, l.identity, key, nil)
 		}
 	}
 }
 
-func (s *Server) refused(err error, from netip.AddrPort) {
-	reason := dtlspsk.Reason(err)
-	s.failures.WithLabelValues(reason).Inc()
-	s.log.Debug("handshake refused", "reason", reason, "peer", from.String())
+// key looks the identity's key up (or returns why it did not parse).
+func (l *lookup) key(ctx context.Context, f func(context.Context, dtlspsk.Identity) ([]byte, error)) ([]byte, error) {
+	if l.err != nil {
+		return nil, l.err
+	}
+	return f(ctx, l.id)
 }
 
-// handshakeFailed counts the engine's failures under the listener's
-// reason names; refusals of the PSK lookup are counted by psk.
+// hidesIdentity reports whether a refusal is answered as a wrong key
+// (decrypt_error), not with an alert of its own: every refusal that says
+// something about the identity. Only an unreachable store gets
+// handshake_failure (the device should retry, not re-provision).
+func hidesIdentity(reason string) bool {
+	return reason != dtlspsk.ReasonStore
+}
+
+// decoyKey is the PSK a refused identity's handshake goes on with: derived
+// from the identity under a per-process random key, so that every attempt
+// with one identity looks the same, and no client can know it.
+func (s *Server) decoyKey(identity []byte) []byte {
+	m := hmac.New(sha256.New, s.decoy)
+	m.Write(identity)
+	return m.Sum(nil)[:dtlspsk.KeyLen]
+}
+
+// logRefusal logs a refused PSK identity at a bounded rate per reason (the
+// metric counts every one).
+func (s *Server) logRefusal(reason string, from netip.AddrPort, id *dtlspsk.Identity, msg string) {
+	attrs := []any{"reason", reason, "peer", from.String()}
+	if id != nil {
+		attrs = append(attrs, "productKey", id.ProductKey, "deviceKey", id.DeviceKey, "secureMode", id.SecureMode)
+	}
+	attrs = append(attrs, "err", msg)
+	s.refusals.Log(context.Background(), slog.LevelInfo, "handshake refused/"+reason, "handshake refused", attrs...)
+}
+
+// remember keeps the key a lookup gave the handshake of identity at addr
+// until its session attaches; entries of handshakes that never completed
+// are dropped once they are older than any handshake can be.
+func (s *Server) remember(addr netip.AddrPort, identity, key []byte) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit := max(s.cfg.MaxHandshakes, 64); len(s.keys) >= limit {
+		ttl := max(s.cfg.HandshakeTimeout, 10*time.Second) * 2
+		for k, v := range s.keys {
+			if now.Sub(v.at) > ttl {
+				delete(s.keys, k)
+			}
+		}
+		// Bounded whatever the peers do: beyond 4×, arbitrary entries go
+		// (such a session is refused at binding and reconnects).
+		for k := range s.keys {
+			if len(s.keys) < 4*limit {
+				break
+			}
+			delete(s.keys, k)
+		}
+	}
+	s.keys[keyOf(addr, identity)] = keyed{key: append([]byte(nil), key...), at: now}
+}
+
+func keyOf(addr netip.AddrPort, identity []byte) string {
+	return addr.String() + "\x00" + string(identity)
+}
+
+// admit is the engine's AdmitHandshake: under pressure, each source IP
+// address is held to HandshakeRate new handshakes per second.
+func (s *Server) admit(from netip.AddrPort, pressure bool) string {
+	if !pressure {
+		return ""
+	}
+	if !s.rate.allow(from.Addr(), time.Now()) {
+		return ReasonRateLimited
+	}
+	return ""
+}
+
+// handshakeFailed counts a failed handshake: the engine's reasons under
+// the metric's names, the refusals of this package (PSK lookups, rate) as
+// they are.
 func (s *Server) handshakeFailed(reason string) {
 	switch reason {
-	case engine.ReasonUnknownPSK:
-		return
 	case engine.ReasonBadFinished:
 		reason = dtlspsk.ReasonBadKey
-	case engine.ReasonLimit:
-		reason = "limit_handshakes"
-	case engine.ReasonTimeout, engine.ReasonPeerAlert, engine.ReasonLimitSessions, engine.ReasonLimitAddress:
-	default:
+	case engine.ReasonTimeout, engine.ReasonPeerAlert, engine.ReasonLimit, engine.ReasonLimitSessions, engine.ReasonLimitAddress, engine.ReasonUnknownPSK:
+	case engine.ReasonNoSuite, engine.ReasonBadMessage, engine.ReasonBadVersion, engine.ReasonReplaced, engine.ReasonRestarted:
 		reason = "handshake_error"
 	}
 	s.failures.WithLabelValues(reason).Inc()
 }
 
-func (s *Server) onUp(es *engine.Session) { s.attach(es) }
+// onUp attaches the session (if its first data has not) and then ends it
+// if it was closed while OnUp ran (the gateway revokes a stale session
+// from OnUp; OnDown must not come before OnUp returned).
+func (s *Server) onUp(es *engine.Session) {
+	if ss := s.attach(es); ss != nil && ss.closeAfterUp.Load() {
+		s.e.CloseSession(es)
+	}
+}
 
 // attach returns the Session of es, creating it (and running OnUp) on
 // first sight: the engine may hand over the first data of a session whose
@@ -333,6 +509,7 @@ func (s *Server) onUp(es *engine.Session) { s.attach(es) }
 // gateway sees a session up before any of its requests. Nil: es already
 // ended.
 func (s *Server) attach(es *engine.Session) *Session {
+	peer := s.e.Peer(es)
 	s.mu.Lock()
 	if ss := s.sessions[es]; ss != nil {
 		ready := ss.ready
@@ -350,6 +527,9 @@ func (s *Server) attach(es *engine.Session) *Session {
 		if id, err := dtlspsk.Parse(idb); err == nil {
 			ss.ident, ss.hasPSK = id, true
 		}
+		k := keyOf(peer, idb)
+		ss.key = s.keys[k].key
+		delete(s.keys, k)
 	}
 	s.sessions[es] = ss
 	s.mu.Unlock()
@@ -384,10 +564,18 @@ func (s *Server) onDown(es *engine.Session, reason string) {
 	if ss != nil {
 		<-ready
 	}
-	s.closed.WithLabelValues(reason).Inc()
+	s.closed.WithLabelValues(closeReason(ss, reason)).Inc()
 	if ss != nil && s.cfg.OnDown != nil {
 		s.cfg.OnDown(ss, reason)
 	}
+}
+
+// closeReason is the reason a session ended: revoked when Revoke ended it.
+func closeReason(ss *Session, reason string) string {
+	if ss != nil && ss.revoked.Load() {
+		return CloseRevoked
+	}
+	return reason
 }
 
 // suiteLabel names a suite as the listener's metrics do:

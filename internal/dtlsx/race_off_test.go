@@ -1,5 +1,0 @@
-//go:build !race
-
-package dtlsx
-
-const raceEnabled = false
