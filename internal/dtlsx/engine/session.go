@@ -27,6 +27,7 @@ type Session struct {
 	lastUse  time.Time  // last record sealed or opened
 	hs       *handshake // the finished handshake, kept to retransmit its last flight
 	closed   bool
+	wlim     *writeLimit // reserved write sequence numbers (repl.go); nil: no limit
 }
 
 var errWrongCID = errors.New("engine: record with a wrong or empty connection ID")
@@ -64,6 +65,9 @@ func (b brokenCipher) Decrypt(recordlayer.Header, []byte) ([]byte, error)       
 func (s *Session) seal(typ byte, b []byte) ([]byte, error) {
 	if s.wseq > maxSeq {
 		return nil, errSeqExhausted
+	}
+	if s.wlim != nil && !s.wlim.allow(s) {
+		return nil, ErrSeqReserved
 	}
 	seq := s.wseq
 	s.wseq++
