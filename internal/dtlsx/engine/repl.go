@@ -68,16 +68,13 @@ type writeLimit struct {
 
 // allow reports whether s may seal with its next sequence number.
 func (w *writeLimit) allow(s *Session) bool {
-	if s.wseq >= w.limit {
-		return false
-	}
 	if s.wseq >= w.low && !w.told {
 		w.told = true
 		if w.onLow != nil {
 			w.onLow(s)
 		}
 	}
-	return true
+	return s.wseq < w.limit
 }
 
 // SetWriteLimit lets s seal with sequence numbers below limit only; low
@@ -174,3 +171,7 @@ func (e *Engine) Adopt(b []byte, addr netip.AddrPort, start, limit, low uint64) 
 	e.mu.Unlock()
 	return e.install(s)
 }
+
+// ConnectionID returns the connection ID the peer puts in its records (nil:
+// none was negotiated). It never changes.
+func (s *Session) ConnectionID() []byte { return s.rcid }
