@@ -90,11 +90,11 @@ const (
 // negativeTTL: how long a key found missing (or a record refused) is not
 // looked up again.
 const (
-	negativeTTL   = 2 * time.Second
-	negativeMax   = 4096
-	storeTimeout  = 5 * time.Second
-	replWorkers   = 2
-	replLookups   = 4
+	negativeTTL  = 2 * time.Second
+	negativeMax  = 4096
+	storeTimeout = 5 * time.Second
+	replWorkers  = 2
+	replLookups  = 4
 )
 
 // repl runs the replication of a Server's sessions.
