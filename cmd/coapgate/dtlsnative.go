@@ -1,30 +1,43 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx/native"
+	"github.com/coapgate/coapgate/internal/dtlsx/natskv"
 	"github.com/coapgate/coapgate/internal/gateway"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // newNativeDTLS builds the DTLS listener on the native engine
 // (dtls.engine: native): same gateway, PSK lookup, presence and push
 // hooks as the pion listener.
-func newNativeDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, reg prometheus.Registerer, log *slog.Logger) (*native.Server, error) {
+// closeFn releases the session replication's NATS connection (after the
+// listener stopped).
+func newNativeDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, reg prometheus.Registerer, log *slog.Logger) (srv *native.Server, closeFn func(), err error) {
 	cert, err := loadDTLSCert(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	suites, err := cfg.DTLS.SuiteIDs()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return native.New(native.Config{
+	repl, closeFn, err := dtlsReplication(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err = native.New(native.Config{
 		LookupPSK:        gw.LookupPSK,
 		Suites:           suites,
 		Certificate:      cert,
@@ -42,8 +55,59 @@ func newNativeDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, r
 				gw.SessionLive(id.ProductKey, id.DeviceKey, ss)
 			}
 		},
-		OnDown:     func(ss *native.Session, _ string) { gw.SessionGone(ss) },
-		Registerer: reg,
-		Logger:     log,
+		OnDown:      func(ss *native.Session, _ string) { gw.SessionGone(ss) },
+		Registerer:  reg,
+		Logger:      log,
+		Replication: repl,
 	}, coap)
+	if err != nil {
+		closeFn()
+		return nil, nil, err
+	}
+	return srv, closeFn, nil
+}
+
+// dtlsReplication connects the sharing of DTLS sessions between nodes
+// (cluster.dtls_sessions with cluster.nats_url); nil when off.
+func dtlsReplication(cfg config.Config, log *slog.Logger) (*native.Replication, func(), error) {
+	url := string(cfg.Cluster.NATSURL)
+	if url == "" || !cfg.Cluster.DTLSSessions {
+		return nil, func() {}, nil
+	}
+	keys, err := loadSecretKeys(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(url, nats.Name("coapgate dtls sessions"), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("cluster: NATS disconnected; new DTLS sessions stay on this node meanwhile", "err", err)
+		}))
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster.nats_url: connect: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// What a dead node leaves behind expires: no session outlives a day
+	// without a new reservation unless it is idle, and an idle one's
+	// record is written again on its next reservation.
+	st, err := natskv.Open(ctx, nc, cfg.Cluster.DTLSBucket, 24*time.Hour)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("cluster.dtls_sessions: %w", err)
+	}
+	node := cfg.Cluster.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	// A per-process suffix: two processes under one name stay apart.
+	var sfx [4]byte
+	_, _ = rand.Read(sfx[:])
+	node += "/" + hex.EncodeToString(sfx[:])
+	log.Info("cluster: DTLS sessions shared through NATS", "bucket", cfg.Cluster.DTLSBucket, "address_sessions", cfg.Cluster.DTLSAddressSessions)
+	return &native.Replication{
+		Store: st, Keys: keys, Node: node,
+		Reserve:   uint64(cfg.Cluster.DTLSSeqReserve),
+		ByAddress: cfg.Cluster.DTLSAddressSessions,
+		Ready:     func() bool { return nc.Status() == nats.CONNECTED },
+	}, nc.Close, nil
 }

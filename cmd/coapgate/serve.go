@@ -68,6 +68,8 @@ type server struct {
 	dtlsNat  *native.Server // dtls.engine native (instead of dtls)
 	// closeChanges releases the device-change feed (nil before it exists).
 	closeChanges func()
+	// closeDTLSRepl releases the DTLS session replication (nil: none).
+	closeDTLSRepl func()
 	// flushPresence records offline transitions due at now and writes the
 	// presence table (tests call it with a clock of their own).
 	flushPresence func(now time.Time)
@@ -308,7 +310,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
 		dtlsGW.SetRequester(dtlsCoAP)
 		pushers = append(pushers, dtlsGW) // a live DTLS session first
-		if s.dtlsNat, err = newNativeDTLS(cfg, dtlsGW, dtlsCoAP, reg, log); err != nil {
+		if s.dtlsNat, s.closeDTLSRepl, err = newNativeDTLS(cfg, dtlsGW, dtlsCoAP, reg, log); err != nil {
 			return nil, err
 		}
 		if s.dtlsConn, err = listenUDP(cfg.DTLS.Listen); err != nil {
@@ -595,6 +597,9 @@ func (s *server) shutdown() error {
 	}
 	if s.closeChanges != nil {
 		s.closeChanges()
+	}
+	if s.closeDTLSRepl != nil {
+		s.closeDTLSRepl()
 	}
 	if s.batcher != nil {
 		s.batcher.Close()
