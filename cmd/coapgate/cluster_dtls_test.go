@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -158,6 +159,7 @@ type replDevice struct {
 	relay        *replRelay
 	conn         *dtls.Conn
 	in           chan []byte
+	closed       chan struct{} // the session ended (close_notify or error)
 	mid          uint16
 	acked        []int64
 }
@@ -187,9 +189,10 @@ func dialReplDevice(t *testing.T, r *replRelay, pk, dk, secret string, cid bool)
 	if err := c.HandshakeContext(ctx); err != nil {
 		t.Fatalf("handshake of %s: %v", dk, err)
 	}
-	d := &replDevice{name: dk, pk: pk, dk: dk, relay: r, conn: c, in: make(chan []byte, 16), mid: 100}
+	d := &replDevice{name: dk, pk: pk, dk: dk, relay: r, conn: c, in: make(chan []byte, 16), closed: make(chan struct{}), mid: 100}
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		defer close(d.closed)
 		for {
 			buf := make([]byte, 1500)
 			n, err := c.Read(buf)
@@ -231,6 +234,9 @@ func (d *replDevice) publish(t *testing.T) error {
 	wait:
 		for {
 			select {
+			case <-d.closed:
+				timer.Stop()
+				return errDTLSClosed
 			case <-timer.C:
 				break wait
 			case p := <-d.in:
@@ -254,6 +260,9 @@ func (d *replDevice) publish(t *testing.T) error {
 	}
 	return fmt.Errorf("uplink of %s: no answer", d.dk)
 }
+
+// errDTLSClosed: the gateway ended the device's session.
+var errDTLSClosed = errors.New("the DTLS session ended")
 
 // dtlsAddr reads a node's DTLS listener from its start line.
 func replDTLSAddr(t *testing.T, c *testCluster, nd *clusterNode) *net.UDPAddr {
@@ -342,6 +351,10 @@ func TestClusterDTLSSessions(t *testing.T) {
 	// the node killed below.
 	ra := newReplRelay(t, net.IPv4(127, 0, 0, 60), dtlsOf[n1])
 	addrDev := dialReplDevice(t, ra, prod.ProductKey, "addr00", newDev("addr00"), false)
+	// Another one, disabled while its node is dead: its session must not
+	// come back on another node.
+	rg := newReplRelay(t, net.IPv4(127, 0, 0, 61), dtlsOf[n1])
+	goneDev := dialReplDevice(t, rg, prod.ProductKey, "gone00", newDev("gone00"), false)
 
 	sum := func(prefix, label string) float64 {
 		total := 0.0
@@ -380,16 +393,16 @@ func TestClusterDTLSSessions(t *testing.T) {
 		}
 	}
 	all := append(append([]*replDevice(nil), devs...), addrDev)
-	burstAll("first burst", all)
+	burstAll("first burst", append(all, goneDev))
 	handshakes := sum("coapgate_dtls_handshakes_total{", "")
-	if handshakes != devices+1 {
-		t.Fatalf("%v handshakes counted, want %d", handshakes, devices+1)
+	if handshakes != devices+2 {
+		t.Fatalf("%v handshakes counted, want %d", handshakes, devices+2)
 	}
 	// Wait until every session is stored (the write happens after the
 	// handshake, asynchronously).
-	for end := time.Now().Add(60 * time.Second); event("exported") < devices+1; time.Sleep(20 * time.Millisecond) {
+	for end := time.Now().Add(60 * time.Second); event("exported") < devices+2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
-			t.Fatalf("%v sessions stored, want %d", event("exported"), devices+1)
+			t.Fatalf("%v sessions stored, want %d", event("exported"), devices+2)
 		}
 	}
 
@@ -435,16 +448,32 @@ func TestClusterDTLSSessions(t *testing.T) {
 	c.kill(victim)
 	// The address-preserving balancer re-hashes the device's address to
 	// another node; the source address stays.
+	var survivor *clusterNode
 	for _, nd := range c.nodes {
 		if nd != victim && nd != n1 {
-			ra.retarget(dtlsOf[nd])
+			survivor = nd
 			break
 		}
 	}
+	ra.retarget(dtlsOf[survivor])
 	if victim != n1 {
-		// n1 is alive: kill it too, so that the direct device's node is
+		// n1 is alive: kill it too, so that the direct devices' node is
 		// gone as well.
 		c.kill(n1)
+	}
+	// gone00 is disabled while its node is dead; its next record reaches
+	// the survivor, which verifies it, takes the session over, finds the
+	// device disabled and ends the session (close_notify) and its record.
+	deletedBefore := event("deleted")
+	c.call(survivor, "PATCH", "/devices/"+prod.ProductKey+"/gone00", map[string]any{"enabled": false}, nil)
+	rg.retarget(dtlsOf[survivor])
+	if err := goneDev.publish(t); !errors.Is(err, errDTLSClosed) {
+		t.Fatalf("uplink of a device disabled while its node was dead: %v, want the session ended", err)
+	}
+	for end := time.Now().Add(60 * time.Second); event("deleted") <= deletedBefore; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the disabled device's session record was not deleted")
+		}
 	}
 	burstAll("after the node died", all)
 	noNewHandshakes("the failover")
@@ -472,7 +501,7 @@ func TestClusterDTLSSessions(t *testing.T) {
 		stored[it.ID] = true
 	}
 	acked := 0
-	for _, d := range all {
+	for _, d := range append(all, goneDev) {
 		for _, id := range d.acked {
 			acked++
 			if !stored[strconv.FormatInt(id, 10)] {

@@ -95,6 +95,10 @@ type Session struct {
 	id    uint64
 	ident *dtlspsk.Identity
 	ready chan struct{} // closed once OnUp has run
+	// revokeUp: Revoke was called from OnUp (the gateway found the device
+	// changed); the session ends once OnUp returns, since ending it
+	// inside OnUp would wait for OnUp (onDown waits for ready).
+	revokeUp atomic.Bool
 }
 
 // SessionID implements coapx.Session.
@@ -126,7 +130,14 @@ func (s *Session) Close() { s.srv.e.CloseSession(s.es) }
 
 // Revoke ends the session because its device's credentials changed
 // (gateway.BoundSession): close_notify, then its records are refused.
-func (s *Session) Revoke() { s.Close() }
+func (s *Session) Revoke() {
+	select {
+	case <-s.ready:
+		s.Close()
+	default: // inside OnUp: attach ends it when OnUp returns
+		s.revokeUp.Store(true)
+	}
+}
 
 // New returns a server handing decrypted CoAP datagrams to coap.
 func New(cfg Config, coap *coapx.Server) (*Server, error) {
@@ -368,6 +379,9 @@ func (s *Server) attach(es *engine.Session) *Session {
 		s.cfg.OnUp(ss)
 	}
 	close(ss.ready)
+	if ss.revokeUp.Load() {
+		ss.Close()
+	}
 	return ss
 }
 

@@ -145,6 +145,9 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 	if cfg.Lookups <= 0 {
 		cfg.Lookups = 64
 	}
+	if len(cfg.Node) > 200 {
+		cfg.Node = cfg.Node[:200] // one length byte in the record
+	}
 	r := &repl{
 		srv: srv, cfg: cfg,
 		owned: map[*engine.Session]*owned{}, byKey: map[string]*owned{},
@@ -379,11 +382,19 @@ func (r *repl) store(ctx context.Context, o *owned) {
 		return
 	}
 	r.mu.Lock()
-	if r.owned[o.es] == o {
+	live = r.owned[o.es] == o
+	if live {
 		o.rev, o.limit = nrev, next
 	}
 	o.queued = false
 	r.mu.Unlock()
+	if !live {
+		// The session ended while its record was written: remove it.
+		if err := r.cfg.Store.Delete(c, o.key, nrev); err == nil {
+			r.count(evDeleted)
+		}
+		return
+	}
 	if rev == 0 {
 		r.count(evExported)
 	}
