@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -371,8 +372,10 @@ func TestClusterDTLSSessions(t *testing.T) {
 	event := func(ev string) float64 {
 		return sum("coapgate_dtls_replication_total{", `event="`+ev+`"`)
 	}
-	burstAll := func(phase string, ds []*replDevice) {
-		t.Helper()
+	var acks atomic.Int64 // uplinks answered 2.04
+	// startBurst has every device of ds publish burst CON uplinks, each
+	// device one after the other; wait fails the test on any error.
+	startBurst := func(phase string, ds []*replDevice) (wait func()) {
 		var wg sync.WaitGroup
 		errs := make(chan error, len(ds)*burst)
 		for _, d := range ds {
@@ -382,15 +385,23 @@ func TestClusterDTLSSessions(t *testing.T) {
 						errs <- fmt.Errorf("%s: %w", phase, err)
 						return
 					}
+					acks.Add(1)
 				}
 			})
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			dumpDTLSMetrics(t, c)
-			t.Fatal(err)
+		return func() {
+			t.Helper()
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				dumpDTLSMetrics(t, c)
+				t.Fatal(err)
+			}
 		}
+	}
+	burstAll := func(phase string, ds []*replDevice) {
+		t.Helper()
+		startBurst(phase, ds)()
 	}
 	all := append(append([]*replDevice(nil), devs...), addrDev)
 	burstAll("first burst", append(all, goneDev))
@@ -445,6 +456,16 @@ func TestClusterDTLSSessions(t *testing.T) {
 		}
 	}
 	held := metricSum(t, victim, "coapgate_dtls_sessions ", "")
+	// It dies in the middle of a burst: once every device has had one
+	// more uplink answered, with others in flight.
+	from := acks.Load()
+	wait := startBurst("across the node's death", all)
+	for end := time.Now().Add(120 * time.Second); acks.Load() < from+int64(len(all)); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			wait()
+			t.Fatal("the burst did not start")
+		}
+	}
 	c.kill(victim)
 	// The address-preserving balancer re-hashes the device's address to
 	// another node; the source address stays.
@@ -461,6 +482,8 @@ func TestClusterDTLSSessions(t *testing.T) {
 		// gone as well.
 		c.kill(n1)
 	}
+	wait()
+	noNewHandshakes("the failover")
 	// gone00 is disabled while its node is dead; its next record reaches
 	// the survivor, which verifies it, takes the session over, finds the
 	// device disabled and ends the session (close_notify) and its record.
@@ -515,7 +538,7 @@ func TestClusterDTLSSessions(t *testing.T) {
 		records += n
 	}
 	t.Logf("%d devices, %d uplinks acknowledged and stored; %v sessions moved on rebinding, the killed node held %v; imported %v, taken over %v, reservations %v; %d gateway records, no (epoch, sequence number) twice",
-		len(all), acked, moved, held, event("imported"), event("taken_over"), event("extended"), records)
+		len(all)+1, acked, moved, held, event("imported"), event("taken_over"), event("extended"), records)
 }
 
 func replRelays(ds []*replDevice) []*replRelay {
