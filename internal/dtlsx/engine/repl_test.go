@@ -125,3 +125,27 @@ func TestWriteLimitAndTakeover(t *testing.T) {
 		})
 	}
 }
+
+// FuzzVerifyRecord: any bytes offered as the proof record of a stored
+// session are refused without a panic, unless they are a record the
+// peer sealed; nothing is installed either way.
+func FuzzVerifyRecord(f *testing.F) {
+	h := newHarness(f, Config{ConnectionID: true})
+	c := newClient(h, 1)
+	c.cid = []byte{}
+	c.connect()
+	blob, _ := h.e.Export(c.addr)
+	good, _ := c.sess.seal(ctApplicationData, []byte("proof"))
+	f.Add(good)
+	f.Add(good[:13])
+	f.Add([]byte{25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9})
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		err := h.e.VerifyRecord(blob, rec)
+		if err == nil && !bytes.Equal(rec, good) {
+			t.Fatalf("a record other than the peer's verified: %x", rec)
+		}
+		if h.e.Stats().Imports != 0 {
+			t.Fatal("verification installed a session")
+		}
+	})
+}
