@@ -289,7 +289,7 @@ func replDTLSAddr(t *testing.T, c *testCluster, nd *clusterNode) *net.UDPAddr {
 	return nil
 }
 
-// TestClusterDTLSSessions: three nodes (native DTLS engine, sessions
+// TestClusterSessionFailover: three nodes (native DTLS engine, sessions
 // shared through NATS) behind nginx. Devices with connection IDs publish
 // CON uplinks in bursts through relays standing for their NATs; their
 // addresses change (nginx sends some to another node) and then the node
@@ -300,7 +300,7 @@ func replDTLSAddr(t *testing.T, c *testCluster, nd *clusterNode) *net.UDPAddr {
 // (epoch, sequence number). A device without a connection ID whose
 // records reach another node from the same address (what an
 // address-preserving balancer does on re-hash) continues too.
-func TestClusterDTLSSessions(t *testing.T) {
+func TestClusterSessionFailover(t *testing.T) {
 	natsURL := os.Getenv("COAPGATE_TEST_NATS_URL")
 	if natsURL == "" {
 		t.Skip("COAPGATE_TEST_NATS_URL not set: no local NATS to test against")
