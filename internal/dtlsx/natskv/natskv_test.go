@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -211,6 +213,11 @@ var testKey = dtlspsk.Key("secret")
 
 func startNode(t *testing.T, name string, st native.SessionStore, keys *secretbox.Keyring, byAddr bool) *node {
 	t.Helper()
+	return startNodeReady(t, name, st, keys, byAddr, nil, 8)
+}
+
+func startNodeReady(t *testing.T, name string, st native.SessionStore, keys *secretbox.Keyring, byAddr bool, ready func() bool, reserve uint64) *node {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	coap := coapx.NewServer(coapx.Config{Transport: "coap-dtls"}, coapx.HandlerFunc(func(ctx context.Context, req *coapx.Request) *coapx.Response {
 		return &coapx.Response{Code: codes.Changed, Payload: []byte(name)}
@@ -224,7 +231,7 @@ func startNode(t *testing.T, name string, st native.SessionStore, keys *secretbo
 		},
 		ConnectionID: true,
 		Registerer:   reg,
-		Replication:  &native.Replication{Store: st, Keys: keys, Node: name, Reserve: 8, ByAddress: byAddr, Lookups: 4},
+		Replication:  &native.Replication{Store: st, Keys: keys, Node: name, Reserve: reserve, ByAddress: byAddr, Lookups: 4, Ready: ready},
 	}, coap)
 	if err != nil {
 		t.Fatal(err)
@@ -586,5 +593,68 @@ func TestSealedRecord(t *testing.T) {
 	}
 	if _, err := keys.Open(string(val), "dtls.session:c.00"); err == nil {
 		t.Fatal("opened under another key name")
+	}
+}
+
+// TestNATSDown: with the NATS server gone, a replicated session keeps
+// working within its reservation, and new handshakes still work (their
+// sessions stay local, counted). A private NATS server, stopped by the
+// test.
+func TestNATSDown(t *testing.T) {
+	bin := "/usr/sbin/nats-server"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("nats-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	srv := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = srv.Process.Kill()
+			_ = srv.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	var nc *nats.Conn
+	waitFor(t, "the private NATS server", func() bool {
+		nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), nats.MaxReconnects(-1))
+		return err == nil
+	})
+	t.Cleanup(nc.Close)
+	st, err := Open(context.Background(), nc, "dtls", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startNodeReady(t, "a", st, newKeys(t), false, func() bool { return nc.Status() == nats.CONNECTED }, 64)
+	r1 := newRelay(t, a.addr)
+	c1 := dial(t, r1, true)
+	exchange(t, c1, 1)
+	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
+	stop()
+	waitFor(t, "the node to see NATS gone", func() bool { return nc.Status() != nats.CONNECTED })
+	// The replicated session continues within its reservation (64, of
+	// which a few are used).
+	for mid := uint16(2); mid < 12; mid++ {
+		if got := exchange(t, c1, mid); got != "a" {
+			t.Fatalf("answered by %s", got)
+		}
+	}
+	// A new device handshakes and publishes; its session is local.
+	r2 := newRelay(t, a.addr)
+	c2 := dial(t, r2, true)
+	if got := exchange(t, c2, 1); got != "a" {
+		t.Fatalf("answered by %s", got)
+	}
+	if a.event("local_only") != 1 || a.event("handshakes") != 2 {
+		t.Fatalf("local_only %d, handshakes %d", a.event("local_only"), a.event("handshakes"))
 	}
 }
