@@ -175,3 +175,13 @@ func (e *Engine) Adopt(b []byte, addr netip.AddrPort, start, limit, low uint64) 
 // ConnectionID returns the connection ID the peer puts in its records (nil:
 // none was negotiated). It never changes.
 func (s *Session) ConnectionID() []byte { return s.rcid }
+
+// ExportedIdentity returns the PSK identity of an exported session (nil:
+// a certificate session).
+func (e *Engine) ExportedIdentity(b []byte) ([]byte, error) {
+	s, err := e.decode(b, 0)
+	if err != nil {
+		return nil, err
+	}
+	return s.identity, nil
+}

@@ -1,7 +1,9 @@
 package native
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx/engine"
 	"github.com/coapgate/coapgate/internal/secretbox"
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +88,7 @@ const (
 	evLookupsDrop   = "lookup_dropped" // lookups not made: limit reached or key known missing
 	evConflicts     = "cas_conflicts"  // compare-and-set lost to another node
 	evFailures      = "failures"       // store errors (retried)
+	evStale         = "stale"          // sessions not taken over: device gone, disabled or its key changed
 )
 
 // negativeTTL: how long a key found missing (or a record refused) is not
@@ -120,6 +124,7 @@ type owned struct {
 	es     *engine.Session
 	rev    uint64 // revision of our record; 0: not stored yet
 	limit  uint64 // end of the reservation in force locally (and stored, once rev > 0)
+	psk    []byte // SHA-256 of the session's PSK (nil until known; empty: certificate session)
 	queued bool   // a job for it is queued
 }
 
@@ -157,7 +162,7 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 			Name: "coapgate_dtls_replication_total", Help: "DTLS session replication between cluster nodes, by event.",
 		}, []string{"event"}),
 	}
-	for _, ev := range []string{evExported, evExtended, evImported, evTakenOver, evDeleted, evLocalOnly,
+	for _, ev := range []string{evExported, evExtended, evImported, evTakenOver, evDeleted, evLocalOnly, evStale,
 		evLookups, evLookupMisses, evLookupsDenied, evLookupsDrop, evConflicts, evFailures} {
 		r.events.WithLabelValues(ev)
 	}
@@ -197,19 +202,22 @@ func (r *repl) keyOf(cid []byte, addr netip.AddrPort) string {
 type record struct {
 	owner string
 	limit uint64 // no node may send with a sequence number at or above it but its owner, after moving it
+	psk   []byte // SHA-256 of the PSK the session was keyed with (empty: certificate session)
 	blob  []byte // engine export
 }
 
-const recordVersion = 1
+const recordVersion = 2
 
 func aad(key string) string { return "dtls.session:" + key }
 
 func (r *repl) seal(key string, v record) []byte {
-	b := make([]byte, 0, 10+len(v.owner)+len(v.blob))
+	b := make([]byte, 0, 11+len(v.owner)+len(v.psk)+len(v.blob))
 	b = append(b, recordVersion)
 	b = binary.BigEndian.AppendUint64(b, v.limit)
 	b = append(b, byte(len(v.owner)))
 	b = append(b, v.owner...)
+	b = append(b, byte(len(v.psk)))
+	b = append(b, v.psk...)
 	b = append(b, v.blob...)
 	return []byte(r.cfg.Keys.Seal(b, aad(key)))
 }
@@ -219,11 +227,36 @@ func (r *repl) open(key string, val []byte) (record, error) {
 	if err != nil {
 		return record{}, err
 	}
-	if len(b) < 10 || b[0] != recordVersion || len(b) < 10+int(b[9]) {
-		return record{}, errors.New("dtls replication: malformed record")
+	bad := errors.New("dtls replication: malformed record")
+	if len(b) < 10 || b[0] != recordVersion || len(b) < 11+int(b[9]) {
+		return record{}, bad
 	}
 	n := int(b[9])
-	return record{limit: binary.BigEndian.Uint64(b[1:9]), owner: string(b[10 : 10+n]), blob: b[10+n:]}, nil
+	v := record{limit: binary.BigEndian.Uint64(b[1:9]), owner: string(b[10 : 10+n])}
+	b = b[10+n:]
+	if len(b) < 1+int(b[0]) {
+		return record{}, bad
+	}
+	v.psk, v.blob = b[1:1+int(b[0])], b[1+int(b[0]):]
+	return v, nil
+}
+
+// pskHash returns the SHA-256 of the PSK identity's key as the registry
+// has it now (nil for a certificate session: no identity).
+func (r *repl) pskHash(ctx context.Context, identity []byte) ([]byte, error) {
+	if identity == nil {
+		return nil, nil
+	}
+	id, err := dtlspsk.Parse(identity)
+	if err != nil {
+		return nil, err
+	}
+	key, err := r.srv.cfg.LookupPSK(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(key)
+	return h[:], nil
 }
 
 // established starts replicating a session this node completed the
@@ -348,14 +381,27 @@ func (r *repl) store(ctx context.Context, o *owned) {
 		done()
 		return // ended meanwhile
 	}
+	c, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if o.psk == nil {
+		// The key the session was made with is the device's key now (a
+		// change since the handshake revokes the session): a node taking
+		// it over compares it with the key it finds then.
+		h, err := r.pskHash(c, o.es.Identity())
+		if err != nil {
+			r.count(evFailures)
+			done()
+			r.srv.e.SetWriteLimit(o.es, limit, 0) // ask again on the next record sealed
+			return
+		}
+		o.psk = append([]byte{}, h...)
+	}
 	res := r.cfg.Reserve
 	next := max(limit, wseq) + res
 	if rev == 0 && wseq < limit-res/2 {
 		next = limit // the first write stores the reservation in force
 	}
-	val := r.seal(o.key, record{owner: r.cfg.Node, limit: next, blob: blob})
-	c, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
+	val := r.seal(o.key, record{owner: r.cfg.Node, limit: next, psk: o.psk, blob: blob})
 	var nrev uint64
 	if rev == 0 {
 		nrev, err = r.cfg.Store.Put(c, o.key, val)
@@ -540,9 +586,32 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		r.refuse(j.key)
 		return
 	}
+	// The gateway's checks before anything moves: the device is still
+	// there, enabled, and its key is the one the session was made with
+	// (a secret rotated while the owner was down ends the session).
+	identity, err := r.srv.e.ExportedIdentity(v.blob)
+	if err != nil {
+		r.count(evFailures)
+		r.refuse(j.key)
+		return
+	}
+	h, err := r.pskHash(c, identity)
+	switch {
+	case err != nil && dtlspsk.Reason(err) == dtlspsk.ReasonStore:
+		r.count(evFailures)
+		r.refuse(j.key)
+		return
+	case err != nil || !bytes.Equal(h, v.psk):
+		r.count(evStale)
+		r.refuse(j.key)
+		if err := r.cfg.Store.Delete(c, j.key, rev); err == nil {
+			r.count(evDeleted)
+		}
+		return
+	}
 	res := r.cfg.Reserve
 	next := v.limit + res
-	nrev, err := r.cfg.Store.Update(c, j.key, r.seal(j.key, record{owner: r.cfg.Node, limit: next, blob: v.blob}), rev)
+	nrev, err := r.cfg.Store.Update(c, j.key, r.seal(j.key, record{owner: r.cfg.Node, limit: next, psk: v.psk, blob: v.blob}), rev)
 	switch {
 	case errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound):
 		r.count(evConflicts)
@@ -557,7 +626,7 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		r.srv.log.Warn("dtls replication: installing a session taken over failed", "err", err)
 		return
 	}
-	o := &owned{key: j.key, es: es, rev: nrev, limit: next}
+	o := &owned{key: j.key, es: es, rev: nrev, limit: next, psk: append([]byte{}, v.psk...)}
 	r.mu.Lock()
 	r.owned[es] = o
 	r.byKey[j.key] = o

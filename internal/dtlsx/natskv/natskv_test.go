@@ -216,8 +216,12 @@ func startNode(t *testing.T, name string, st native.SessionStore, keys *secretbo
 	return startNodeReady(t, name, st, keys, byAddr, nil, 8)
 }
 
-func startNodeReady(t *testing.T, name string, st native.SessionStore, keys *secretbox.Keyring, byAddr bool, ready func() bool, reserve uint64) *node {
+func startNodeReady(t *testing.T, name string, st native.SessionStore, keys *secretbox.Keyring, byAddr bool, ready func() bool, reserve uint64, psk ...[]byte) *node {
 	t.Helper()
+	key := testKey
+	if len(psk) > 0 {
+		key = psk[0] // the device's key as this node's registry has it
+	}
 	reg := prometheus.NewRegistry()
 	coap := coapx.NewServer(coapx.Config{Transport: "coap-dtls"}, coapx.HandlerFunc(func(ctx context.Context, req *coapx.Request) *coapx.Response {
 		return &coapx.Response{Code: codes.Changed, Payload: []byte(name)}
@@ -227,7 +231,7 @@ func startNodeReady(t *testing.T, name string, st native.SessionStore, keys *sec
 			if id.String() != testIdentity {
 				return nil, &dtlspsk.Error{Reason: dtlspsk.ReasonUnknownDevice, Msg: "unknown"}
 			}
-			return testKey, nil
+			return key, nil
 		},
 		ConnectionID: true,
 		Registerer:   reg,
@@ -560,6 +564,9 @@ func TestLookupsBounded(t *testing.T) {
 func storedKeys(t *testing.T, s *Store) []string {
 	t.Helper()
 	ks, err := s.kv.Keys(context.Background())
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -656,5 +663,35 @@ func TestNATSDown(t *testing.T) {
 	}
 	if a.event("local_only") != 1 || a.event("handshakes") != 2 {
 		t.Fatalf("local_only %d, handshakes %d", a.event("local_only"), a.event("handshakes"))
+	}
+}
+
+// TestChangedKeyNotTakenOver: a node whose registry has another key for
+// the device (a secret rotated while the owner was away) does not take
+// the session over, even with a record that authenticates, and deletes
+// its record.
+func TestChangedKeyNotTakenOver(t *testing.T) {
+	nc := connect(t)
+	st, _ := bucket(t, nc)
+	keys := newKeys(t)
+	a := startNode(t, "a", st, keys, false)
+	b := startNodeReady(t, "b", st, keys, false, nil, 8, dtlspsk.Key("rotated"))
+	r := newRelay(t, a.addr)
+	c := dial(t, r, true)
+	exchange(t, c, 1)
+	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
+	r.rebind()
+	r.retarget(b.addr)
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 2, Token: []byte{2}}
+	buf := make([]byte, 64)
+	n, _ := coder.DefaultCoder.Encode(m, buf)
+	if _, err := c.c.Write(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the takeover refused and the record deleted", func() bool {
+		return b.event("stale") == 1 && b.event("deleted") == 1
+	})
+	if b.event("imported") != 0 || b.sessions() != 0 || len(storedKeys(t, st)) != 0 {
+		t.Fatalf("imported %d, sessions %d, keys %v", b.event("imported"), b.sessions(), storedKeys(t, st))
 	}
 }
