@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,7 +28,9 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/sdk"
 )
 
 // replRelay stands for the device's NAT in front of the balancer: the
@@ -586,5 +589,54 @@ func dumpDTLSMetrics(t *testing.T, c *testCluster) {
 			}
 		}
 		t.Logf("%s metrics:\n%s", nd.name, strings.Join(lines, "\n"))
+	}
+}
+
+// TestSharedSessionsWithoutJetStream: a NATS server without JetStream
+// still carries device changes; the node starts and serves DTLS, its
+// sessions staying on the node.
+func TestSharedSessionsWithoutJetStream(t *testing.T) {
+	bin := "/usr/sbin/nats-server"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("nats-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	srv := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port)) // no -js
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			nc.Close()
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("private NATS server: %v", err)
+		}
+	}
+	g := startTestGateway(t, func(c *config.Config) {
+		c.DTLS.Engine, c.DTLS.Listen = "native", "127.0.0.1:0"
+		c.Cluster.NATSURL = config.Secret(url)
+	})
+	d := g.newDevice("", "nojs_1")
+	cl, err := g.dialDTLS(sdk.DTLSPSK{ProductKey: d.pk, DeviceName: d.dk, Secret: d.secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	resp, err := cl.Publish(context.Background(), "/sys/"+d.pk+"/"+d.dk+"/thing/event/property/post", []byte(`{"id":"1","params":{"t":1}}`))
+	if err != nil || resp.Code != codes.Changed {
+		t.Fatalf("publish: %v", err)
+	}
+	if strings.Contains(g.metricsText(), "coapgate_dtls_replication_total") {
+		t.Fatal("replication metrics registered without a bucket")
 	}
 }

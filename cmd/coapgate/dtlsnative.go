@@ -92,8 +92,11 @@ func dtlsReplication(cfg config.Config, log *slog.Logger) (*native.Replication, 
 	// record is written again on its next reservation.
 	st, err := natskv.Open(ctx, nc, cfg.Cluster.DTLSBucket, 24*time.Hour)
 	if err != nil {
+		// NATS without JetStream still carries device changes: run, with
+		// sessions on their node only.
 		nc.Close()
-		return nil, nil, fmt.Errorf("cluster.dtls_sessions: %w", err)
+		log.Warn("cluster: DTLS sessions stay on their node: the NATS key-value bucket is unavailable (JetStream enabled?)", "bucket", cfg.Cluster.DTLSBucket, "err", err)
+		return nil, func() {}, nil
 	}
 	node := cfg.Cluster.Node
 	if node == "" {
