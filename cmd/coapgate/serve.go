@@ -65,6 +65,8 @@ type server struct {
 	dtls     *native.Server
 	// closeChanges releases the device-change feed (nil before it exists).
 	closeChanges func()
+	// closeDTLSRepl releases the DTLS session replication (nil: none).
+	closeDTLSRepl func()
 	// flushPresence records offline transitions due at now and writes the
 	// presence table (tests call it with a clock of their own).
 	flushPresence func(now time.Time)
@@ -307,7 +309,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		dtlsCoAP = newCoAPServer(message.TransportDTLS, dtlsGW)
 		dtlsGW.SetRequester(dtlsCoAP)
 		pushers = append(pushers, dtlsGW) // a live DTLS session first
-		if s.dtls, err = newDTLS(cfg, dtlsGW, dtlsCoAP, reg, log); err != nil {
+		if s.dtls, s.closeDTLSRepl, err = newDTLS(cfg, dtlsGW, dtlsCoAP, reg, log); err != nil {
 			return nil, err
 		}
 		if s.dtlsConn, err = listenUDP(cfg.DTLS.Listen); err != nil {
@@ -542,6 +544,9 @@ func (s *server) shutdown() error {
 	}
 	if s.closeChanges != nil {
 		s.closeChanges()
+	}
+	if s.closeDTLSRepl != nil {
+		s.closeDTLSRepl()
 	}
 	if s.batcher != nil {
 		s.batcher.Close()

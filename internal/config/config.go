@@ -96,6 +96,22 @@ type Cluster struct {
 	// end tokens' and DTLS sessions' validity on all nodes within a
 	// second. Empty: changes stay within this node.
 	NATSURL Secret `yaml:"nats_url"`
+	// DTLSSessions shares the native DTLS engine's sessions with the other
+	// nodes through a JetStream key-value bucket on NATSURL, so a device
+	// continues on another node without a new handshake when its node
+	// dies or its address changes (connection ID). Needs NATSURL.
+	DTLSSessions bool `yaml:"dtls_sessions"`
+	// DTLSAddressSessions also shares sessions without a connection ID, by
+	// the device's address: only behind a balancer that preserves the
+	// client address (IPVS, a network load balancer), never behind a
+	// proxy such as nginx.
+	DTLSAddressSessions bool `yaml:"dtls_address_sessions"`
+	// DTLSSeqReserve is how many record sequence numbers a node reserves
+	// at a time for a shared session (a new reservation is stored when
+	// half is used).
+	DTLSSeqReserve int `yaml:"dtls_seq_reserve"`
+	// DTLSBucket names the key-value bucket of shared sessions.
+	DTLSBucket string `yaml:"dtls_bucket"`
 }
 
 // Forward configures the forwarding rules' workers (internal/forward).
@@ -333,7 +349,7 @@ func Default() Config {
 		},
 		API:     API{Listen: ":8080"},
 		Store:   Store{Driver: "sqlite", BatchMax: 512, UnavailableMaxAge: 30 * time.Second},
-		Cluster: Cluster{LeaseRetry: time.Second},
+		Cluster: Cluster{LeaseRetry: time.Second, DTLSSessions: true, DTLSSeqReserve: 1024, DTLSBucket: "coapgate_dtls_sessions"},
 		Commands: Commands{
 			Push: true, PushTimeout: 2 * time.Second, PushRetransmit: 4,
 			DefaultTTL: 24 * time.Hour, MaxTTL: 7 * 24 * time.Hour,
@@ -448,6 +464,12 @@ func (c Config) Validate() error {
 	if c.Cluster.LeaseRetry < 10*time.Millisecond {
 		bad("cluster.lease_retry must be >= 10ms")
 	}
+	if c.Cluster.DTLSSeqReserve < 2 || c.Cluster.DTLSSeqReserve > 1<<30 {
+		bad("cluster.dtls_seq_reserve must be in 2..2^30")
+	}
+	if !validBucket(c.Cluster.DTLSBucket) {
+		bad("cluster.dtls_bucket %q: want letters, digits, '-' and '_'", c.Cluster.DTLSBucket)
+	}
 	if c.Store.UnavailableMaxAge < time.Second {
 		bad("store.unavailable_max_age must be >= 1s")
 	}
@@ -474,4 +496,17 @@ func (c Config) Validate() error {
 		bad("retention.interval must be >= 1s, retention.batch_size in 1..5000 and retention.batch_pause >= 0")
 	}
 	return errors.Join(errs...)
+}
+
+// validBucket: a JetStream bucket name.
+func validBucket(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

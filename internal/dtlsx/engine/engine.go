@@ -175,6 +175,7 @@ type Engine struct {
 	out      []byte // datagram under construction
 	deliver  []delivery
 	closed   []closing
+	repl     *Replication // hooks for sessions shared between nodes (repl.go)
 }
 
 type delivery struct {
@@ -365,7 +366,7 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 			e.sessionRecord(s, r, addr, now)
 			return
 		}
-		e.st.RecordsDropped++
+		e.unknownRecord(r, addr)
 		return
 	}
 	if h := e.hs[addr]; h != nil {
@@ -391,7 +392,7 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 		e.sessionRecord(s, r, addr, now)
 		return
 	}
-	e.st.RecordsDropped++
+	e.unknownRecord(r, addr)
 }
 
 // fail ends a handshake, sending a fatal alert when desc >= 0.

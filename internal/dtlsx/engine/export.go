@@ -30,6 +30,11 @@ func (e *Engine) Export(addr netip.AddrPort) ([]byte, error) {
 	if s == nil {
 		return nil, ErrNoSession
 	}
+	return s.marshal(), nil
+}
+
+// marshal encodes s in the exported format (under the engine's lock).
+func (s *Session) marshal() []byte {
 	a, _ := s.addr.MarshalBinary()
 	identity, rcid, wcid, keys := s.Identity(), s.rcid(), s.wcid(), s.keys()
 	b := make([]byte, 0, 64+len(a)+len(s.mem))
@@ -53,7 +58,7 @@ func (e *Engine) Export(addr netip.AddrPort) ([]byte, error) {
 	b = append(b, anyRec)
 	b = append(b, byte(len(keys)))
 	b = append(b, keys...)
-	return b, nil
+	return b
 }
 
 // reader consumes an exported session.
@@ -102,6 +107,16 @@ func (r *reader) u64() uint64 {
 // with the same (epoch, sequence number); the client's replay window
 // accepts the jump.
 func (e *Engine) Import(b []byte, seqAdvance uint64) (*Session, error) {
+	s, err := e.decode(b, seqAdvance)
+	if err != nil {
+		return nil, err
+	}
+	return e.install(s)
+}
+
+// decode parses an exported session; its send sequence number moves
+// forward by seqAdvance.
+func (e *Engine) decode(b []byte, seqAdvance uint64) (*Session, error) {
 	r := &reader{b: b}
 	if r.u8() != exportVersion {
 		return nil, fmt.Errorf("%w: version", errBadExport)
@@ -140,7 +155,12 @@ func (e *Engine) Import(b []byte, seqAdvance uint64) (*Session, error) {
 	s := newSession(st, keys, identity, rcid, wcid)
 	s.addr, s.win = addr, win
 	s.wseq = wseq + seqAdvance
+	return s, nil
+}
 
+// install enters a decoded session in the table, replacing any session at
+// its address.
+func (e *Engine) install(s *Session) (*Session, error) {
 	e.mu.Lock()
 	if rcid := s.rcid(); len(rcid) > 0 {
 		if other := e.byCID[cidKey(rcid)]; other != nil && other.addr != s.addr {

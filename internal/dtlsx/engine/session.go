@@ -35,6 +35,7 @@ type Session struct {
 	wcidLen  uint8
 	rcidLen  uint8
 	closed   bool
+	wlim     *writeLimit // reserved write sequence numbers (repl.go); nil: no limit
 }
 
 // finalFlight is what the server needs to send its last flight again
@@ -120,6 +121,9 @@ func (b brokenCipher) Decrypt(recordlayer.Header, []byte) ([]byte, error)       
 func (s *Session) seal(typ byte, b []byte) ([]byte, error) {
 	if s.wseq > maxSeq {
 		return nil, errSeqExhausted
+	}
+	if s.wlim != nil && !s.wlim.allow(s) {
+		return nil, ErrSeqReserved
 	}
 	seq := s.wseq
 	s.wseq++

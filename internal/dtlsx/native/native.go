@@ -72,6 +72,9 @@ type Config struct {
 	OnDown      func(*Session, string)
 	Registerer  prometheus.Registerer
 	Logger      *slog.Logger
+	// Replication, when set, shares sessions with the other nodes of a
+	// cluster (repl.go).
+	Replication *Replication
 }
 
 // Server is a DTLS listener on the native engine.
@@ -88,6 +91,7 @@ type Server struct {
 	gone     map[*engine.Session]struct{} // ended before their OnEstablished ran
 
 	lookups  chan lookup // PSK lookups for the workers
+	repl     *repl       // nil: sessions stay on this node
 	decoy    []byte      // HMAC key of the decoy PSKs of refused identities
 	refusals *ratelog.Limiter
 	rate     *rateLimiter // under the engine's lock (AdmitHandshake)
@@ -265,6 +269,14 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 			ConstLabels: prometheus.Labels{"reason": r.reason},
 		}, stat(func(st engine.Stats) float64 { return float64(r.f(st)) })))
 	}
+	if cfg.Replication != nil {
+		r, err := newRepl(s, *cfg.Replication)
+		if err != nil {
+			return nil, err
+		}
+		s.repl = r
+		collectors = append(collectors, r.events)
+	}
 	if cfg.Registerer != nil {
 		for _, c := range collectors {
 			if err := cfg.Registerer.Register(c); err != nil {
@@ -310,6 +322,9 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 		return nil, fmt.Errorf("dtls engine: %w", err)
 	}
 	s.e = e
+	if s.repl != nil {
+		e.SetReplication(engine.Replication{OnUnknown: s.repl.unknown, OnLowWater: s.repl.lowWater})
+	}
 	return s, nil
 }
 
@@ -338,6 +353,9 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 	var wg sync.WaitGroup
 	for range lookupWorkers {
 		wg.Go(func() { s.lookupWorker(wctx) })
+	}
+	if s.repl != nil {
+		wg.Go(func() { s.repl.run(wctx) })
 	}
 	defer func() { cancel(); wg.Wait() }()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)); conn.Close() })
@@ -533,7 +551,10 @@ func (s *Server) attach(es *engine.Session) *Session {
 	}
 	s.sessions[es] = ss
 	s.mu.Unlock()
-	s.done.WithLabelValues(suiteLabel(es.CipherSuite())).Inc()
+	adopted := s.repl != nil && s.repl.established(es) // before any of its data
+	if !adopted {
+		s.done.WithLabelValues(suiteLabel(es.CipherSuite())).Inc()
+	}
 	if s.cfg.OnUp != nil {
 		s.cfg.OnUp(ss)
 	}
@@ -565,6 +586,9 @@ func (s *Server) onDown(es *engine.Session, reason string) {
 		<-ready
 	}
 	s.closed.WithLabelValues(closeReason(ss, reason)).Inc()
+	if s.repl != nil {
+		s.repl.closed(es, reason)
+	}
 	if ss != nil && s.cfg.OnDown != nil {
 		s.cfg.OnDown(ss, reason)
 	}

@@ -1,0 +1,187 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Sessions shared between engines (nodes of a cluster): the hooks and
+// methods a replicator needs on top of Export and Import. The replicator
+// stores exported sessions, gives one engine at a time the right to send on
+// a session, and hands every engine a disjoint range of write sequence
+// numbers, so that no (epoch, sequence number) pair is ever sealed twice
+// under the same keys, whichever engine seals it.
+
+// ReasonTakenOver ends a session silently (no close_notify) because
+// another engine now owns it (Drop).
+const ReasonTakenOver = "taken_over"
+
+// ErrSeqReserved: the session's write sequence numbers reached the limit
+// SetWriteLimit gave; nothing is sent until the limit is raised.
+var ErrSeqReserved = errors.New("engine: reserved write sequence numbers used up")
+
+// Replication are the hooks of a session replicator (SetReplication).
+type Replication struct {
+	// OnUnknown gets an epoch-1 record that no session here can take: its
+	// connection ID (cid non-nil) or, without one, its source address is
+	// unknown. It runs under the engine's lock on the read loop: it must
+	// not block nor call the engine, and must copy cid and rec to keep
+	// them. The record is unauthenticated input.
+	OnUnknown func(cid []byte, addr netip.AddrPort, rec []byte)
+	// OnLowWater is called once per SetWriteLimit when the session's next
+	// write sequence number reaches its low-water mark: time to reserve
+	// more. It runs under the engine's lock: it must not block nor call
+	// the engine.
+	OnLowWater func(s *Session)
+}
+
+// SetReplication installs the replicator's hooks (before Serve).
+func (e *Engine) SetReplication(r Replication) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.repl = &r
+}
+
+// unknownRecord counts a record without a session and offers it to the
+// replicator.
+func (e *Engine) unknownRecord(r *record, addr netip.AddrPort) {
+	e.st.RecordsDropped++
+	if e.repl == nil || e.repl.OnUnknown == nil || r.epoch != 1 || r.typ == ctChangeCipherSpec {
+		return
+	}
+	var cid []byte
+	if r.typ == ctCID {
+		cid = r.cid
+	}
+	e.repl.OnUnknown(cid, addr, r.raw)
+}
+
+// writeLimit bounds the write sequence numbers a session may use: those
+// below limit; reaching low tells the replicator once.
+type writeLimit struct {
+	limit, low uint64
+	told       bool
+	onLow      func(*Session)
+}
+
+// allow reports whether s may seal with its next sequence number.
+func (w *writeLimit) allow(s *Session) bool {
+	if s.wseq >= w.low && !w.told {
+		w.told = true
+		if w.onLow != nil {
+			w.onLow(s)
+		}
+	}
+	return s.wseq < w.limit
+}
+
+// SetWriteLimit lets s seal with sequence numbers below limit only; low
+// (at most limit) is where OnLowWater asks for more. A limit never moves
+// down.
+func (e *Engine) SetWriteLimit(s *Session, limit, low uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.setLimit(s, limit, low)
+}
+
+func (e *Engine) setLimit(s *Session, limit, low uint64) {
+	var onLow func(*Session)
+	if e.repl != nil {
+		onLow = e.repl.OnLowWater
+	}
+	if s.wlim != nil && limit < s.wlim.limit {
+		limit = s.wlim.limit
+	}
+	s.wlim = &writeLimit{limit: limit, low: min(low, limit), onLow: onLow}
+}
+
+// WriteState returns s exported (Export's format) and its next write
+// sequence number; ErrNoSession once it ended.
+func (e *Engine) WriteState(s *Session) ([]byte, uint64, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.closed {
+		return nil, 0, ErrNoSession
+	}
+	return s.marshal(), s.wseq, nil
+}
+
+// Closed reports whether s has ended.
+func (e *Engine) Closed(s *Session) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return s.closed
+}
+
+// Drop ends s silently (no close_notify: the peer continues with the
+// engine that took it over); OnClose gets ReasonTakenOver.
+func (e *Engine) Drop(s *Session) {
+	e.mu.Lock()
+	if !s.closed {
+		e.closeSession(s, ReasonTakenOver)
+	}
+	e.unlockAndNotify()
+}
+
+// VerifyRecord reports whether rec, one epoch-1 record, authenticates
+// under the exported session b and is newer than b's replay window allows:
+// the proof that a peer holds the session, required before taking it over
+// (a spoofed connection ID or a replayed record must not move a session).
+// It changes nothing.
+func (e *Engine) VerifyRecord(b, rec []byte) error {
+	s, err := e.decode(b, 0)
+	if err != nil {
+		return err
+	}
+	r, rest, err := splitRecord(slices.Clone(rec), e.cidLen)
+	switch {
+	case err != nil || len(rest) != 0 || !r.validVersion():
+		return fmt.Errorf("engine: verify: malformed record")
+	case r.epoch != 1 || r.typ == ctChangeCipherSpec:
+		return fmt.Errorf("engine: verify: not an epoch-1 record")
+	case (r.typ == ctCID) != (len(s.rcid()) > 0):
+		return errWrongCID
+	case !s.win.check(r.seq):
+		return fmt.Errorf("engine: verify: record replayed")
+	}
+	if _, _, err := s.open(&r); err != nil {
+		return fmt.Errorf("engine: verify: %w", err)
+	}
+	return nil
+}
+
+// Adopt installs the exported session b, taken over from another engine,
+// at addr (where its peer is now): it seals from sequence number start
+// (or the exported one, if higher) up to limit, low being the low-water
+// mark (SetWriteLimit). Any session at addr is replaced.
+func (e *Engine) Adopt(b []byte, addr netip.AddrPort, start, limit, low uint64) (*Session, error) {
+	s, err := e.decode(b, 0)
+	if err != nil {
+		return nil, err
+	}
+	if !addr.IsValid() || start > maxSeq {
+		return nil, fmt.Errorf("%w: address or sequence number", errBadExport)
+	}
+	s.addr = addr
+	s.wseq = max(s.wseq, start)
+	e.mu.Lock()
+	e.setLimit(s, limit, low)
+	e.mu.Unlock()
+	return e.install(s)
+}
+
+// ConnectionID returns the connection ID the peer puts in its records (nil:
+// none was negotiated). It never changes.
+func (s *Session) ConnectionID() []byte { return s.rcid() }
+
+// ExportedIdentity returns the PSK identity of an exported session (nil:
+// a certificate session).
+func (e *Engine) ExportedIdentity(b []byte) ([]byte, error) {
+	s, err := e.decode(b, 0)
+	if err != nil {
+		return nil, err
+	}
+	return s.Identity(), nil
+}

@@ -1,0 +1,645 @@
+package native
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/dtlsx/engine"
+	"github.com/coapgate/coapgate/internal/secretbox"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Replication shares established sessions with the other nodes of a
+// cluster, so that a session survives the loss of its node and, with a
+// connection ID, a change of the peer's address that sends it to another
+// node (docs/architecture.md, "DTLS sessions across nodes").
+//
+// Each replicated session has one record in Store: the exported session
+// sealed with Keys, its owner (the one node that may send on it) and the
+// end of the owner's write-sequence reservation. The owner never seals
+// with a sequence number at or above the stored end; a node taking the
+// session over first proves the peer holds it (a record that authenticates
+// under the stored keys), then moves the record to itself by
+// compare-and-set, and sends from the old end on.
+type Replication struct {
+	Store SessionStore
+	// Keys seal the stored sessions (the cluster's secret keys).
+	Keys *secretbox.Keyring
+	// Node names this node in the records (unique in the cluster).
+	Node string
+	// Reserve is the number of write sequence numbers reserved at a time
+	// [1024]; a new reservation is made when half is used.
+	Reserve uint64
+	// ByAddress also replicates sessions without a connection ID, by the
+	// peer address the node sees; only for balancers that preserve the
+	// client's address (behind a proxy such as nginx the address is the
+	// proxy's and means nothing to another node).
+	ByAddress bool
+	// Lookups bounds the lookups of unknown sessions queued or running
+	// [64]; more are dropped (and counted).
+	Lookups int
+	// Ready reports whether Store is reachable now; while it is not, new
+	// sessions stay local (nil: always ready).
+	Ready func() bool
+}
+
+// SessionStore is the shared store of replicated sessions, with
+// compare-and-set on a key's revision.
+type SessionStore interface {
+	// Get returns the value and revision of key; ErrNotFound if none.
+	Get(ctx context.Context, key string) ([]byte, uint64, error)
+	// Put stores val under key unconditionally.
+	Put(ctx context.Context, key string, val []byte) (uint64, error)
+	// Update stores val if key is still at revision rev; ErrConflict if
+	// not (ErrNotFound: it no longer exists).
+	Update(ctx context.Context, key string, val []byte, rev uint64) (uint64, error)
+	// Delete removes key if it is still at revision rev.
+	Delete(ctx context.Context, key string, rev uint64) error
+	// Watch calls fn with every change made from now on (val nil: the
+	// key was deleted) until ctx ends.
+	Watch(ctx context.Context, fn func(key string, val []byte, rev uint64)) error
+}
+
+// Errors of a SessionStore.
+var (
+	ErrNotFound = errors.New("session store: no such key")
+	ErrConflict = errors.New("session store: revision changed")
+)
+
+// Replication events (the event label of coapgate_dtls_replication_total).
+const (
+	evExported      = "exported"       // a new session stored
+	evExtended      = "extended"       // a new write-sequence reservation
+	evImported      = "imported"       // a session taken over from another node
+	evTakenOver     = "taken_over"     // a session another node took over: dropped here
+	evDeleted       = "deleted"        // a record removed at the session's end
+	evLocalOnly     = "local_only"     // a session not replicated (store unreachable)
+	evLookups       = "lookups"        // lookups of unknown sessions started
+	evLookupMisses  = "lookup_misses"  // lookups that found nothing
+	evLookupsDenied = "lookup_refused" // records that did not authenticate under the stored session
+	evLookupsDrop   = "lookup_dropped" // lookups not made: limit reached or key known missing
+	evConflicts     = "cas_conflicts"  // compare-and-set lost to another node
+	evFailures      = "failures"       // store errors (retried)
+	evStale         = "stale"          // sessions not taken over: device gone, disabled or its key changed
+)
+
+// negativeTTL: how long a key found missing (or a record refused) is not
+// looked up again.
+const (
+	negativeTTL  = 2 * time.Second
+	negativeMax  = 4096
+	storeTimeout = 5 * time.Second
+	replWorkers  = 2
+	replLookups  = 4
+)
+
+// repl runs the replication of a Server's sessions.
+type repl struct {
+	srv    *Server
+	cfg    Replication
+	events *prometheus.CounterVec
+
+	mu     sync.Mutex
+	owned  map[*engine.Session]*owned
+	byKey  map[string]*owned
+	neg    map[string]time.Time // keys not to look up before the time
+	busy   map[string]struct{}  // keys being looked up
+	look   chan lookupJob
+	jobs   chan replJob
+	ctx    context.Context // the Serve context, for store calls
+	cancel context.CancelFunc
+}
+
+// owned is a replicated session this node owns.
+type owned struct {
+	key    string
+	es     *engine.Session
+	rev    uint64 // revision of our record; 0: not stored yet
+	limit  uint64 // end of the reservation in force locally (and stored, once rev > 0)
+	psk    []byte // SHA-256 of the session's PSK (nil until known; empty: certificate session)
+	queued bool   // a job for it is queued
+}
+
+type replJob struct {
+	o      *owned
+	delete bool
+	rev    uint64 // of a delete
+}
+
+type lookupJob struct {
+	key  string
+	addr netip.AddrPort
+	rec  []byte
+}
+
+func newRepl(srv *Server, cfg Replication) (*repl, error) {
+	if cfg.Store == nil || cfg.Keys == nil || cfg.Node == "" {
+		return nil, errors.New("dtls replication: store, keys and node name are required")
+	}
+	if cfg.Reserve < 2 {
+		cfg.Reserve = 1024
+	}
+	if cfg.Lookups <= 0 {
+		cfg.Lookups = 64
+	}
+	if len(cfg.Node) > 200 {
+		cfg.Node = cfg.Node[:200] // one length byte in the record
+	}
+	r := &repl{
+		srv: srv, cfg: cfg,
+		owned: map[*engine.Session]*owned{}, byKey: map[string]*owned{},
+		neg: map[string]time.Time{}, busy: map[string]struct{}{},
+		look: make(chan lookupJob, cfg.Lookups), jobs: make(chan replJob, 4096),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coapgate_dtls_replication_total", Help: "DTLS session replication between cluster nodes, by event.",
+		}, []string{"event"}),
+	}
+	for _, ev := range []string{evExported, evExtended, evImported, evTakenOver, evDeleted, evLocalOnly, evStale,
+		evLookups, evLookupMisses, evLookupsDenied, evLookupsDrop, evConflicts, evFailures} {
+		r.events.WithLabelValues(ev)
+	}
+	return r, nil
+}
+
+func (r *repl) count(ev string) { r.events.WithLabelValues(ev).Inc() }
+
+// run serves the workers and the watch until ctx ends.
+func (r *repl) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range replWorkers {
+		wg.Go(func() { r.jobWorker(ctx) })
+	}
+	for range replLookups {
+		wg.Go(func() { r.lookupWorker(ctx) })
+	}
+	wg.Go(func() { r.watch(ctx) })
+	wg.Wait()
+}
+
+// keyOf returns the store key of a session: by connection ID, else (with
+// ByAddress) by peer address; "" if it is not replicated.
+func (r *repl) keyOf(cid []byte, addr netip.AddrPort) string {
+	if len(cid) > 0 {
+		return "c." + hex.EncodeToString(cid)
+	}
+	if !r.cfg.ByAddress {
+		return ""
+	}
+	a := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	b, _ := a.MarshalBinary()
+	return "a." + hex.EncodeToString(b)
+}
+
+// record is the stored form of a session.
+type record struct {
+	owner string
+	limit uint64 // no node may send with a sequence number at or above it but its owner, after moving it
+	psk   []byte // SHA-256 of the PSK the session was keyed with (empty: certificate session)
+	blob  []byte // engine export
+}
+
+const recordVersion = 2
+
+func aad(key string) string { return "dtls.session:" + key }
+
+func (r *repl) seal(key string, v record) []byte {
+	b := make([]byte, 0, 11+len(v.owner)+len(v.psk)+len(v.blob))
+	b = append(b, recordVersion)
+	b = binary.BigEndian.AppendUint64(b, v.limit)
+	b = append(b, byte(len(v.owner)))
+	b = append(b, v.owner...)
+	b = append(b, byte(len(v.psk)))
+	b = append(b, v.psk...)
+	b = append(b, v.blob...)
+	return []byte(r.cfg.Keys.Seal(b, aad(key)))
+}
+
+func (r *repl) open(key string, val []byte) (record, error) {
+	b, err := r.cfg.Keys.Open(string(val), aad(key))
+	if err != nil {
+		return record{}, err
+	}
+	bad := errors.New("dtls replication: malformed record")
+	if len(b) < 10 || b[0] != recordVersion || len(b) < 11+int(b[9]) {
+		return record{}, bad
+	}
+	n := int(b[9])
+	v := record{limit: binary.BigEndian.Uint64(b[1:9]), owner: string(b[10 : 10+n])}
+	b = b[10+n:]
+	if len(b) < 1+int(b[0]) {
+		return record{}, bad
+	}
+	v.psk, v.blob = b[1:1+int(b[0])], b[1+int(b[0]):]
+	return v, nil
+}
+
+// pskHash returns the SHA-256 of the PSK identity's key as the registry
+// has it now, and the key (nil for a certificate session: no identity).
+func (r *repl) pskHash(ctx context.Context, identity []byte) (hash, key []byte, err error) {
+	if identity == nil {
+		return nil, nil, nil
+	}
+	id, err := dtlspsk.Parse(identity)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err = r.srv.cfg.LookupPSK(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	h := sha256.Sum256(key)
+	return h[:], key, nil
+}
+
+// established starts replicating a session this node completed the
+// handshake of: it may send below one reservation until its record is
+// stored; then the record is written. Runs before the session's data.
+// It reports whether es was taken over from another node instead.
+func (r *repl) established(es *engine.Session) (adopted bool) {
+	r.mu.Lock()
+	adopted = r.owned[es] != nil
+	r.mu.Unlock()
+	key := r.keyOf(es.ConnectionID(), es.Addr())
+	if adopted || key == "" {
+		return adopted
+	}
+	if r.cfg.Ready != nil && !r.cfg.Ready() {
+		r.count(evLocalOnly)
+		return false
+	}
+	res := r.cfg.Reserve
+	r.srv.e.SetWriteLimit(es, res, res/2)
+	o := &owned{key: key, es: es, limit: res}
+	r.mu.Lock()
+	r.owned[es] = o
+	r.byKey[key] = o
+	r.mu.Unlock()
+	r.queue(o)
+	return false
+}
+
+// queue asks a worker to store o's record (a first write or a new
+// reservation), unless a job for it is pending.
+func (r *repl) queue(o *owned) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if o.queued {
+		return
+	}
+	select {
+	case r.jobs <- replJob{o: o}:
+		o.queued = true
+	default:
+		r.count(evFailures)
+	}
+}
+
+// lowWater: the engine's hook (under its lock) when a session used half
+// its reservation.
+func (r *repl) lowWater(es *engine.Session) {
+	r.mu.Lock()
+	o := r.owned[es]
+	r.mu.Unlock()
+	if o != nil {
+		r.queue(o)
+	}
+}
+
+// closed: the session ended here. Unless another node took it over, its
+// record goes.
+func (r *repl) closed(es *engine.Session, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := r.owned[es]
+	if o == nil {
+		return
+	}
+	delete(r.owned, es)
+	if r.byKey[o.key] != o {
+		return
+	}
+	delete(r.byKey, o.key)
+	if reason == engine.ReasonTakenOver || o.rev == 0 {
+		return
+	}
+	select {
+	case r.jobs <- replJob{o: o, delete: true, rev: o.rev}:
+	default: // the record expires with the bucket's TTL
+		r.count(evFailures)
+	}
+}
+
+func (r *repl) jobWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-r.jobs:
+			if j.delete {
+				c, cancel := context.WithTimeout(ctx, storeTimeout)
+				if err := r.cfg.Store.Delete(c, j.o.key, j.rev); err == nil {
+					r.count(evDeleted)
+				}
+				cancel()
+				continue
+			}
+			r.store(ctx, j.o)
+		}
+	}
+}
+
+// store writes o's record with a new reservation (or, the first time, the
+// one in force) and then lets the engine use it.
+// One store runs at a time per session (queued stays set until it ends),
+// so the stored end only grows and is never below the engine's limit.
+// The engine's low-water call is re-armed only after queued is cleared,
+// so none is lost.
+func (r *repl) store(ctx context.Context, o *owned) {
+	done := func() {
+		r.mu.Lock()
+		o.queued = false
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	live := r.owned[o.es] == o
+	rev, limit := o.rev, o.limit
+	r.mu.Unlock()
+	if !live {
+		done()
+		return
+	}
+	blob, wseq, err := r.srv.e.WriteState(o.es)
+	if err != nil {
+		done()
+		return // ended meanwhile
+	}
+	c, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if o.psk == nil {
+		// The key the session was made with is the device's key now (a
+		// change since the handshake revokes the session): a node taking
+		// it over compares it with the key it finds then.
+		h, _, err := r.pskHash(c, o.es.Identity())
+		if err != nil {
+			r.count(evFailures)
+			done()
+			r.srv.e.SetWriteLimit(o.es, limit, 0) // ask again on the next record sealed
+			return
+		}
+		o.psk = append([]byte{}, h...)
+	}
+	res := r.cfg.Reserve
+	next := max(limit, wseq) + res
+	if rev == 0 && wseq < limit-res/2 {
+		next = limit // the first write stores the reservation in force
+	}
+	val := r.seal(o.key, record{owner: r.cfg.Node, limit: next, psk: o.psk, blob: blob})
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = r.cfg.Store.Put(c, o.key, val)
+	} else {
+		nrev, err = r.cfg.Store.Update(c, o.key, val, rev)
+		if errors.Is(err, ErrNotFound) {
+			// Expired (an idle session outlived the bucket's TTL): nobody
+			// took it over, since a takeover rewrites it.
+			nrev, err = r.cfg.Store.Put(c, o.key, val)
+		}
+	}
+	switch {
+	case errors.Is(err, ErrConflict):
+		// Another node moved the record: it owns the session now.
+		r.count(evConflicts)
+		done()
+		r.takenOver(o)
+		return
+	case err != nil:
+		r.count(evFailures)
+		r.srv.log.Warn("dtls replication: storing a session failed; retried on its next record", "err", err)
+		done()
+		r.srv.e.SetWriteLimit(o.es, limit, 0) // ask again on the next record sealed
+		return
+	}
+	r.mu.Lock()
+	live = r.owned[o.es] == o
+	if live {
+		o.rev, o.limit = nrev, next
+	}
+	o.queued = false
+	r.mu.Unlock()
+	if !live {
+		// The session ended while its record was written: remove it.
+		if err := r.cfg.Store.Delete(c, o.key, nrev); err == nil {
+			r.count(evDeleted)
+		}
+		return
+	}
+	if rev == 0 {
+		r.count(evExported)
+	}
+	if next > limit {
+		r.count(evExtended)
+	}
+	r.srv.e.SetWriteLimit(o.es, next, next-res/2)
+}
+
+// takenOver drops o's session here, silently.
+func (r *repl) takenOver(o *owned) {
+	r.count(evTakenOver)
+	r.srv.e.Drop(o.es)
+}
+
+// watch drops the sessions other nodes take over as soon as their records
+// change.
+func (r *repl) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := r.cfg.Store.Watch(ctx, func(key string, val []byte, rev uint64) {
+			r.mu.Lock()
+			o := r.byKey[key]
+			stale := o != nil && rev > o.rev
+			r.mu.Unlock()
+			if !stale {
+				return
+			}
+			if val != nil {
+				v, err := r.open(key, val)
+				if err != nil || v.owner == r.cfg.Node {
+					return // ours (an update whose answer is on its way)
+				}
+			}
+			r.takenOver(o)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		r.count(evFailures)
+		r.srv.log.Warn("dtls replication: watch ended; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// unknown: the engine's hook (under its lock) for an epoch-1 record of no
+// session here. Unauthenticated input: it costs at most a bounded queue
+// entry and a negative-cache entry.
+func (r *repl) unknown(cid []byte, addr netip.AddrPort, rec []byte) {
+	key := r.keyOf(cid, addr)
+	if key == "" {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.busy[key]; ok {
+		r.count(evLookupsDrop) // a lookup of the key is on its way
+		return
+	}
+	if until, ok := r.neg[key]; ok && now.Before(until) {
+		r.count(evLookupsDrop)
+		return
+	}
+	if len(r.busy) >= r.cfg.Lookups {
+		r.count(evLookupsDrop)
+		return
+	}
+	select {
+	case r.look <- lookupJob{key: key, addr: addr, rec: append([]byte(nil), rec...)}:
+		r.busy[key] = struct{}{}
+		r.count(evLookups)
+	default:
+		r.count(evLookupsDrop)
+	}
+}
+
+// refuse keeps key from being looked up for a while.
+func (r *repl) refuse(key string) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.neg) >= negativeMax {
+		for k, t := range r.neg {
+			if now.After(t) {
+				delete(r.neg, k)
+			}
+		}
+		if len(r.neg) >= negativeMax {
+			clear(r.neg)
+		}
+	}
+	r.neg[key] = now.Add(negativeTTL)
+}
+
+func (r *repl) lookupWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-r.look:
+			r.lookup(ctx, j)
+			r.mu.Lock()
+			delete(r.busy, j.key)
+			r.mu.Unlock()
+		}
+	}
+}
+
+// lookup takes over the session of an unknown record if the store has it
+// and the record authenticates under it.
+func (r *repl) lookup(ctx context.Context, j lookupJob) {
+	c, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	val, rev, err := r.cfg.Store.Get(c, j.key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		r.count(evLookupMisses)
+		r.refuse(j.key)
+		return
+	case err != nil:
+		r.count(evFailures)
+		r.refuse(j.key)
+		return
+	}
+	v, err := r.open(j.key, val)
+	if err != nil {
+		r.count(evFailures)
+		r.refuse(j.key)
+		return
+	}
+	r.mu.Lock()
+	_, mine := r.byKey[j.key]
+	r.mu.Unlock()
+	if mine {
+		return // taken over by this node meanwhile
+	}
+	// Proof of possession before anything moves.
+	if err := r.srv.e.VerifyRecord(v.blob, j.rec); err != nil {
+		r.count(evLookupsDenied)
+		r.refuse(j.key)
+		return
+	}
+	// The gateway's checks before anything moves: the device is still
+	// there, enabled, and its key is the one the session was made with
+	// (a secret rotated while the owner was down ends the session).
+	identity, err := r.srv.e.ExportedIdentity(v.blob)
+	if err != nil {
+		r.count(evFailures)
+		r.refuse(j.key)
+		return
+	}
+	h, key, err := r.pskHash(c, identity)
+	switch {
+	case err != nil && dtlspsk.Reason(err) == dtlspsk.ReasonStore:
+		r.count(evFailures)
+		r.refuse(j.key)
+		return
+	case err != nil || !bytes.Equal(h, v.psk):
+		r.count(evStale)
+		r.refuse(j.key)
+		if err := r.cfg.Store.Delete(c, j.key, rev); err == nil {
+			r.count(evDeleted)
+		}
+		return
+	}
+	res := r.cfg.Reserve
+	next := v.limit + res
+	nrev, err := r.cfg.Store.Update(c, j.key, r.seal(j.key, record{owner: r.cfg.Node, limit: next, psk: v.psk, blob: v.blob}), rev)
+	switch {
+	case errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound):
+		r.count(evConflicts)
+		return
+	case err != nil:
+		r.count(evFailures)
+		return
+	}
+	es, err := r.srv.e.Adopt(v.blob, j.addr, v.limit, next, next-res/2)
+	if err != nil {
+		r.count(evFailures)
+		r.srv.log.Warn("dtls replication: installing a session taken over failed", "err", err)
+		return
+	}
+	o := &owned{key: j.key, es: es, rev: nrev, limit: next, psk: append([]byte{}, v.psk...)}
+	r.mu.Lock()
+	r.owned[es] = o
+	r.byKey[j.key] = o
+	r.mu.Unlock()
+	r.count(evImported)
+	// The gateway's checks (device enabled, still there, keyed with its
+	// secret as it is now: Session.KeyMatches) before any data.
+	if key != nil {
+		r.srv.remember(j.addr, identity, key)
+	}
+	r.srv.attach(es)
+	if r.srv.e.Closed(es) {
+		return
+	}
+	r.srv.e.HandleDatagram(j.rec, j.addr, time.Now())
+}

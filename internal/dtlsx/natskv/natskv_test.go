@@ -1,0 +1,697 @@
+package natskv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coapgate/coapgate/internal/coapx"
+	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/dtlsx/native"
+	"github.com/coapgate/coapgate/internal/secretbox"
+)
+
+func connect(t *testing.T) *nats.Conn {
+	t.Helper()
+	url := os.Getenv("COAPGATE_TEST_NATS_URL")
+	if url == "" {
+		t.Skip("COAPGATE_TEST_NATS_URL not set: no local NATS to test against")
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// bucket opens a fresh bucket, deleted at the end of the test.
+func bucket(t *testing.T, nc *nats.Conn) (*Store, string) {
+	t.Helper()
+	name := fmt.Sprintf("coapgate_test_dtls_%d", time.Now().UnixNano())
+	s, err := Open(context.Background(), nc, name, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		js, _ := jetstream.New(nc)
+		_ = js.DeleteKeyValue(context.Background(), name)
+	})
+	return s, name
+}
+
+// TestStoreCompareAndSet: one writer wins a revision; a deleted key is
+// "not found" to an update, not a conflict.
+func TestStoreCompareAndSet(t *testing.T) {
+	ctx := context.Background()
+	s, _ := bucket(t, connect(t))
+	r1, err := s.Put(ctx, "c.01", []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.Update(ctx, "c.01", []byte("b"), r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, "c.01", []byte("c"), r1); !errors.Is(err, native.ErrConflict) {
+		t.Fatalf("update at a stale revision: %v", err)
+	}
+	if v, rev, err := s.Get(ctx, "c.01"); err != nil || string(v) != "b" || rev != r2 {
+		t.Fatalf("get: %q %d %v", v, rev, err)
+	}
+	if err := s.Delete(ctx, "c.01", r1); !errors.Is(err, native.ErrConflict) {
+		t.Fatalf("delete at a stale revision: %v", err)
+	}
+	if err := s.Delete(ctx, "c.01", r2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Get(ctx, "c.01"); !errors.Is(err, native.ErrNotFound) {
+		t.Fatalf("get after delete: %v", err)
+	}
+	if _, err := s.Update(ctx, "c.01", []byte("d"), r2); !errors.Is(err, native.ErrNotFound) {
+		t.Fatalf("update after delete: %v", err)
+	}
+}
+
+// relay stands between a DTLS client and the nodes: like a balancer it
+// forwards the client's datagrams to a target node, from a socket of its
+// own that rebind replaces (a new source port: NAT rebinding). It notes
+// every epoch-1 sequence number the nodes send, to find any sent twice.
+type relay struct {
+	t     *testing.T
+	front *net.UDPConn
+
+	mu     sync.Mutex
+	client *net.UDPAddr
+	back   *net.UDPConn
+	target *net.UDPAddr
+	seqs   map[uint64]int // epoch-1 sequence numbers from the nodes
+	hs     int            // ClientHellos from the client
+	wg     sync.WaitGroup
+}
+
+func newRelay(t *testing.T, target *net.UDPAddr) *relay {
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{t: t, front: front, target: target, seqs: map[uint64]int{}}
+	r.rebind()
+	r.wg.Go(func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := front.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.client = from
+			if n > 13 && buf[0] == 22 && buf[3] == 0 && buf[4] == 0 && buf[13] == 1 {
+				r.hs++
+			}
+			back, to := r.back, r.target
+			r.mu.Unlock()
+			_, _ = back.WriteToUDP(buf[:n], to)
+		}
+	})
+	t.Cleanup(func() {
+		front.Close()
+		r.mu.Lock()
+		r.back.Close()
+		r.mu.Unlock()
+		r.wg.Wait()
+	})
+	return r
+}
+
+// rebind moves the relay's traffic to a new source port.
+func (r *relay) rebind() {
+	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	old := r.back
+	r.back = back
+	r.mu.Unlock()
+	if old != nil {
+		old.Close() // its reader ends
+	}
+	r.wg.Go(func() {
+		buf := make([]byte, 65535)
+		for {
+			n, _, err := back.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			r.note(buf[:n])
+			r.mu.Lock()
+			c := r.client
+			r.mu.Unlock()
+			if c != nil {
+				_, _ = r.front.WriteToUDP(buf[:n], c)
+			}
+		}
+	})
+}
+
+// note records the server records' sequence numbers (the nodes send no
+// connection IDs to the client: it asked for none).
+func (r *relay) note(d []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(d) >= 13 {
+		epoch := binary.BigEndian.Uint16(d[3:5])
+		seq := uint64(binary.BigEndian.Uint16(d[5:7]))<<32 | uint64(binary.BigEndian.Uint32(d[7:11]))
+		n := int(binary.BigEndian.Uint16(d[11:13]))
+		if epoch == 1 {
+			r.seqs[seq]++
+		}
+		if 13+n > len(d) {
+			return
+		}
+		d = d[13+n:]
+	}
+}
+
+func (r *relay) retarget(to *net.UDPAddr) {
+	r.mu.Lock()
+	r.target = to
+	r.mu.Unlock()
+}
+
+// node is one native DTLS server with replication on a shared bucket.
+type node struct {
+	name string
+	srv  *native.Server
+	addr *net.UDPAddr
+	reg  *prometheus.Registry
+}
+
+const testIdentity = "pk1,dk1,2,3600"
+
+var testKey = dtlspsk.Key("secret")
+
+func startNode(t *testing.T, name string, st native.SessionStore, keys *secretbox.Keyring, byAddr bool) *node {
+	t.Helper()
+	return startNodeReady(t, name, st, keys, byAddr, nil, 8)
+}
+
+func startNodeReady(t *testing.T, name string, st native.SessionStore, keys *secretbox.Keyring, byAddr bool, ready func() bool, reserve uint64, psk ...[]byte) *node {
+	t.Helper()
+	key := testKey
+	if len(psk) > 0 {
+		key = psk[0] // the device's key as this node's registry has it
+	}
+	reg := prometheus.NewRegistry()
+	coap := coapx.NewServer(coapx.Config{Transport: "coap-dtls"}, coapx.HandlerFunc(func(ctx context.Context, req *coapx.Request) *coapx.Response {
+		return &coapx.Response{Code: codes.Changed, Payload: []byte(name)}
+	}), nil, nil)
+	srv, err := native.New(native.Config{
+		LookupPSK: func(_ context.Context, id dtlspsk.Identity) ([]byte, error) {
+			if id.String() != testIdentity {
+				return nil, &dtlspsk.Error{Reason: dtlspsk.ReasonUnknownDevice, Msg: "unknown"}
+			}
+			return key, nil
+		},
+		ConnectionID: true,
+		Registerer:   reg,
+		Replication:  &native.Replication{Store: st, Keys: keys, Node: name, Reserve: reserve, ByAddress: byAddr, Lookups: 4, Ready: ready},
+	}, coap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = coap.Run(ctx) })
+	wg.Go(func() { _ = srv.Serve(ctx, conn) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return &node{name: name, srv: srv, addr: conn.LocalAddr().(*net.UDPAddr), reg: reg}
+}
+
+// event reads a node's replication counter.
+func (n *node) event(ev string) int {
+	mfs, _ := n.reg.Gather()
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "coapgate_dtls_replication_total" && m.GetLabel()[0].GetValue() == ev {
+				return int(m.GetCounter().GetValue())
+			}
+			if ev == "handshakes" && mf.GetName() == "coapgate_dtls_handshakes_total" {
+				return int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return 0
+}
+
+func newKeys(t *testing.T) *secretbox.Keyring {
+	k := make([]byte, secretbox.KeySize)
+	_, _ = rand.Read(k)
+	kr, err := secretbox.New(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// client is a pion DTLS client whose datagrams a reader goroutine
+// delivers (the test waits on them with its own timer).
+type client struct {
+	c  *dtls.Conn
+	in chan []byte
+}
+
+// exchange sends a CON request and returns the answering node's name.
+func exchange(t *testing.T, c *client, mid uint16) string {
+	t.Helper()
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: int32(mid), Token: []byte{byte(mid >> 8), byte(mid)}}
+	b := make([]byte, 256)
+	n, err := coder.DefaultCoder.Encode(m, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for try := range 12 { // CoAP retransmission, with a generous bound
+		if _, err := c.c.Write(b[:n]); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.NewTimer(time.Duration(try+1) * 500 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case <-timer.C:
+				break wait
+			case d := <-c.in:
+				var r message.Message
+				if _, err := coder.DefaultCoder.Decode(d, &r); err != nil || r.MessageID != int32(mid) {
+					continue
+				}
+				timer.Stop()
+				if r.Code != codes.Changed {
+					t.Fatalf("request %d: %v", mid, r.Code)
+				}
+				return string(r.Payload)
+			}
+		}
+	}
+	t.Fatalf("request %d: no answer", mid)
+	return ""
+}
+
+func dial(t *testing.T, r *relay, cid bool) *client {
+	t.Helper()
+	opts := []dtls.ClientOption{
+		dtls.WithPSK(func([]byte) ([]byte, error) { return testKey, nil }),
+		dtls.WithPSKIdentityHint([]byte(testIdentity)),
+		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
+	}
+	if cid {
+		opts = append(opts, dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()))
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dtls.ClientWithOptions(pc, r.front.LocalAddr(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cl := &client{c: c, in: make(chan []byte, 64)}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			buf := make([]byte, 1500)
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case cl.in <- buf[:n]:
+			default:
+			}
+		}
+	})
+	t.Cleanup(func() { c.Close(); pc.Close(); wg.Wait() })
+	return cl
+}
+
+// waitFor polls cond with a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// logEvents logs the nodes' replication counters.
+func logEvents(t *testing.T, nodes ...*node) {
+	for _, n := range nodes {
+		var evs []string
+		for _, ev := range []string{"exported", "extended", "imported", "taken_over", "lookups", "lookup_misses", "lookup_refused", "lookup_dropped", "cas_conflicts", "failures", "deleted"} {
+			evs = append(evs, fmt.Sprintf("%s=%d", ev, n.event(ev)))
+		}
+		t.Logf("node %s: %s", n.name, strings.Join(evs, " "))
+	}
+}
+
+// TestTakeoverBetweenNodes: a session moves between two nodes back and
+// forth, by connection ID after NAT rebinding and by address behind an
+// address-preserving balancer, without a new handshake; the nodes' write
+// reservations (8 records here) never let them send an (epoch, sequence
+// number) twice; the node that lost the session drops it.
+func TestTakeoverBetweenNodes(t *testing.T) {
+	for _, cid := range []bool{true, false} {
+		t.Run(map[bool]string{true: "CID", false: "address"}[cid], func(t *testing.T) {
+			nc := connect(t)
+			st, _ := bucket(t, nc)
+			keys := newKeys(t)
+			a := startNode(t, "a", st, keys, !cid)
+			b := startNode(t, "b", st, keys, !cid)
+			r := newRelay(t, a.addr)
+			c := dial(t, r, cid)
+			mid := uint16(1)
+			nodes := []*node{a, b}
+			t.Cleanup(func() {
+				if t.Failed() {
+					logEvents(t, nodes...)
+				}
+			})
+			for round := range 4 {
+				at := nodes[round%2]
+				if round > 0 {
+					if cid {
+						r.rebind() // a new source port: another node
+					}
+					r.retarget(at.addr)
+				}
+				for range 12 { // more than one reservation
+					if got := exchange(t, c, mid); got != at.name {
+						t.Fatalf("round %d: answered by %s, want %s", round, got, at.name)
+					}
+					mid++
+				}
+				if round > 0 {
+					other := nodes[(round+1)%2]
+					waitFor(t, "the old owner to drop the session", func() bool {
+						return other.event("taken_over") >= (round+1)/2
+					})
+				}
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for seq, n := range r.seqs {
+				if n > 1 {
+					t.Fatalf("sequence number %d sent %d times", seq, n)
+				}
+			}
+			if r.hs != 2 { // ClientHello twice (cookie exchange), then none
+				t.Fatalf("%d handshake records from the client", r.hs)
+			}
+			if a.event("handshakes") != 1 || b.event("handshakes") != 0 {
+				t.Fatalf("handshakes: a %d, b %d", a.event("handshakes"), b.event("handshakes"))
+			}
+			if a.event("imported") != 1 || b.event("imported") != 2 || a.event("extended") == 0 || b.event("extended") == 0 {
+				t.Fatalf("imported a %d b %d, extended a %d b %d", a.event("imported"), b.event("imported"), a.event("extended"), b.event("extended"))
+			}
+			t.Logf("%d records from the nodes, none repeated; a: %d extensions, b: %d", len(r.seqs), a.event("extended"), b.event("extended"))
+		})
+	}
+}
+
+// gated is a store whose lookups wait while it is closed.
+type gated struct {
+	*Store
+	mu     sync.Mutex
+	closed chan struct{} // nil: open
+}
+
+func (g *gated) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	g.mu.Lock()
+	c := g.closed
+	g.mu.Unlock()
+	if c != nil {
+		select {
+		case <-c:
+		case <-ctx.Done():
+		}
+	}
+	return g.Store.Get(ctx, key)
+}
+
+func (g *gated) close() { g.mu.Lock(); g.closed = make(chan struct{}); g.mu.Unlock() }
+func (g *gated) open()  { g.mu.Lock(); close(g.closed); g.closed = nil; g.mu.Unlock() }
+
+// sessions reads a node's established sessions.
+func (n *node) sessions() int {
+	mfs, _ := n.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "coapgate_dtls_sessions" {
+			return int(mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	return -1
+}
+
+// unexpected reads a node's count of records without a session.
+func (n *node) unexpected() int {
+	mfs, _ := n.reg.Gather()
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "coapgate_dtls_records_rejected_total" && m.GetLabel()[0].GetValue() == "unexpected" {
+				return int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return 0
+}
+
+// TestLookupsBounded: records with unknown or spoofed connection IDs cost
+// a bounded number of lookups (4 here), every other one is dropped and
+// counted; a spoofed record of a stored session (bad MAC) does not move it.
+func TestLookupsBounded(t *testing.T) {
+	nc := connect(t)
+	st, _ := bucket(t, nc)
+	keys := newKeys(t)
+	g := &gated{Store: st}
+	a := startNode(t, "a", st, keys, false)
+	b := startNode(t, "b", g, keys, false)
+	r := newRelay(t, a.addr)
+	c := dial(t, r, true)
+	if got := exchange(t, c, 1); got != "a" {
+		t.Fatalf("answered by %s", got)
+	}
+	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
+	keysList := storedKeys(t, st)
+	if len(keysList) != 1 || !strings.HasPrefix(keysList[0], "c.") {
+		t.Fatalf("stored keys %v", keysList)
+	}
+	cid, err := hex.DecodeString(keysList[0][2:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoof, err := net.DialUDP("udp", nil, b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spoof.Close()
+	rec := func(cid []byte, seq uint64) []byte {
+		d := []byte{25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(d[7:], uint32(seq))
+		d = append(d, cid...)
+		body := make([]byte, 40)
+		_, _ = rand.Read(body)
+		d = binary.BigEndian.AppendUint16(d, uint16(len(body)))
+		return append(d, body...)
+	}
+	// A record with the session's CID and a forged MAC.
+	_, _ = spoof.Write(rec(cid, 100))
+	waitFor(t, "the forged record refused", func() bool { return b.event("lookup_refused") == 1 })
+	// A burst of unknown CIDs while the store does not answer.
+	g.close()
+	l0, d0, u0 := b.event("lookups"), b.event("lookup_dropped"), b.unexpected()
+	const burst = 100
+	for i := range burst {
+		id := make([]byte, 8)
+		_, _ = rand.Read(id)
+		_, _ = spoof.Write(rec(id, uint64(i)))
+	}
+	waitFor(t, "the burst accounted for", func() bool {
+		l, d, u := b.event("lookups")-l0, b.event("lookup_dropped")-d0, b.unexpected()-u0
+		return l == 4 && l+d == u && u > 50
+	})
+	g.open()
+	waitFor(t, "the lookups to end", func() bool { return b.event("lookup_misses") == 4 })
+	// The session did not move: a still answers.
+	if got := exchange(t, c, 2); got != "a" {
+		t.Fatalf("answered by %s", got)
+	}
+	if b.event("imported") != 0 || a.event("taken_over") != 0 || b.sessions() != 0 {
+		t.Fatal("a forged record moved the session")
+	}
+	t.Logf("burst of %d: %d received, 4 lookups made, %d dropped", burst, b.unexpected()-u0, b.event("lookup_dropped")-d0)
+}
+
+func storedKeys(t *testing.T, s *Store) []string {
+	t.Helper()
+	ks, err := s.kv.Keys(context.Background())
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+// TestSealedRecord: the stored value opens only with the cluster's keys
+// and never shows the session's keys in the clear.
+func TestSealedRecord(t *testing.T) {
+	nc := connect(t)
+	st, _ := bucket(t, nc)
+	keys := newKeys(t)
+	a := startNode(t, "a", st, keys, false)
+	r := newRelay(t, a.addr)
+	c := dial(t, r, true)
+	exchange(t, c, 1)
+	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
+	k := storedKeys(t, st)[0]
+	val, _, err := st.Get(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(val), secretbox.Prefix) || strings.Contains(string(val), testIdentity) {
+		t.Fatalf("stored value not sealed: %.40q", val)
+	}
+	if _, err := keys.Open(string(val), "dtls.session:"+k); err != nil {
+		t.Fatalf("open with the cluster key: %v", err)
+	}
+	if _, err := newKeys(t).Open(string(val), "dtls.session:"+k); err == nil {
+		t.Fatal("opened with another key")
+	}
+	if _, err := keys.Open(string(val), "dtls.session:c.00"); err == nil {
+		t.Fatal("opened under another key name")
+	}
+}
+
+// TestNATSDown: with the NATS server gone, a replicated session keeps
+// working within its reservation, and new handshakes still work (their
+// sessions stay local, counted). A private NATS server, stopped by the
+// test.
+func TestNATSDown(t *testing.T) {
+	bin := "/usr/sbin/nats-server"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("nats-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	srv := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = srv.Process.Kill()
+			_ = srv.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	var nc *nats.Conn
+	waitFor(t, "the private NATS server", func() bool {
+		nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), nats.MaxReconnects(-1))
+		return err == nil
+	})
+	t.Cleanup(nc.Close)
+	st, err := Open(context.Background(), nc, "dtls", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startNodeReady(t, "a", st, newKeys(t), false, func() bool { return nc.Status() == nats.CONNECTED }, 64)
+	r1 := newRelay(t, a.addr)
+	c1 := dial(t, r1, true)
+	exchange(t, c1, 1)
+	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
+	stop()
+	waitFor(t, "the node to see NATS gone", func() bool { return nc.Status() != nats.CONNECTED })
+	// The replicated session continues within its reservation (64, of
+	// which a few are used).
+	for mid := uint16(2); mid < 12; mid++ {
+		if got := exchange(t, c1, mid); got != "a" {
+			t.Fatalf("answered by %s", got)
+		}
+	}
+	// A new device handshakes and publishes; its session is local.
+	r2 := newRelay(t, a.addr)
+	c2 := dial(t, r2, true)
+	if got := exchange(t, c2, 1); got != "a" {
+		t.Fatalf("answered by %s", got)
+	}
+	if a.event("local_only") != 1 || a.event("handshakes") != 2 {
+		t.Fatalf("local_only %d, handshakes %d", a.event("local_only"), a.event("handshakes"))
+	}
+}
+
+// TestChangedKeyNotTakenOver: a node whose registry has another key for
+// the device (a secret rotated while the owner was away) does not take
+// the session over, even with a record that authenticates, and deletes
+// its record.
+func TestChangedKeyNotTakenOver(t *testing.T) {
+	nc := connect(t)
+	st, _ := bucket(t, nc)
+	keys := newKeys(t)
+	a := startNode(t, "a", st, keys, false)
+	b := startNodeReady(t, "b", st, keys, false, nil, 8, dtlspsk.Key("rotated"))
+	r := newRelay(t, a.addr)
+	c := dial(t, r, true)
+	exchange(t, c, 1)
+	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
+	r.rebind()
+	r.retarget(b.addr)
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 2, Token: []byte{2}}
+	buf := make([]byte, 64)
+	n, _ := coder.DefaultCoder.Encode(m, buf)
+	if _, err := c.c.Write(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the takeover refused and the record deleted", func() bool {
+		return b.event("stale") == 1 && b.event("deleted") == 1
+	})
+	if b.event("imported") != 0 || b.sessions() != 0 || len(storedKeys(t, st)) != 0 {
+		t.Fatalf("imported %d, sessions %d, keys %v", b.event("imported"), b.sessions(), storedKeys(t, st))
+	}
+}
