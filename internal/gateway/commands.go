@@ -15,6 +15,7 @@ import (
 	"github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/coapgate/coapgate/internal/topic"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -216,6 +217,9 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if up.state != nil {
 		// The number is used: durable before anything is handed out.
 		if err := g.appendState(ctx, nil, up.state); err != nil {
+			if replay.IsReplay(err) { // another node of the cluster accepted the number
+				return g.replayRefused(req, &up, up.state.Accepted, err)
+			}
 			return g.unavailable()
 		}
 	}
