@@ -525,6 +525,18 @@ func (r *pushRouter) Push(ctx context.Context, c downlink.Command) (*downlink.Re
 	return nil, downlink.ErrNotLive
 }
 
+// Live reports whether any listener of this node holds the device's
+// session (command.LivePusher: commands created through other nodes are
+// pushed by the node the device is live on).
+func (r *pushRouter) Live(pk, dk string) bool {
+	for _, g := range *r {
+		if g.Live(pk, dk) {
+			return true
+		}
+	}
+	return false
+}
+
 func listenUDP(addr string) (*net.UDPConn, error) {
 	udpAddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {

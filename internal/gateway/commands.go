@@ -255,6 +255,23 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	return r
 }
 
+// Live reports whether Push could reach the device from this listener: a
+// DTLS session of the device here, or (plain UDP) its last contact here
+// within its lifetime over this listener's transport.
+func (g *Gateway) Live(pk, dk string) bool {
+	if g.requester == nil || g.o.Symmetric {
+		return false
+	}
+	if sess := g.live.get(pk, dk); sess != nil {
+		return true
+	}
+	if g.o.Presence == nil || g.o.Transport == "coap-dtls" {
+		return false
+	}
+	st, ok := g.o.Presence.Lookup(pk, dk)
+	return ok && st.Online(g.o.Now()) && st.Transport == g.o.Transport
+}
+
 // Push sends c to its device as a CON POST /topic/{requestTopic…} over the
 // device's live DTLS session on this listener, or to the last address of a
 // plain-UDP device seen on this listener within its lifetime
