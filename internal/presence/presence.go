@@ -36,11 +36,11 @@ type key struct{ pk, dk string }
 // Tracker is an in-memory, per-node presence table. Safe for concurrent use.
 type Tracker struct {
 	mu      sync.Mutex
-	state   map[key]Status   // guarded by mu
+	state   map[key]Status    // guarded by mu
 	dirty   map[key]time.Time // guarded by mu; seen since the last Drain, from when
-	pending []event.Event    // guarded by mu; transitions since the last DrainEvents
-	dropped int              // guarded by mu
-	tokens  map[key]int64    // guarded by mu; newest token issue time (unix s) noted per device
+	pending []event.Event     // guarded by mu; transitions since the last DrainEvents
+	dropped int               // guarded by mu
+	tokens  map[key]int64     // guarded by mu; newest token issue time (unix s) noted per device
 }
 
 // NewTracker returns an empty Tracker.
