@@ -60,8 +60,9 @@ type testCluster struct {
 
 // startCluster builds the binary and starts n nodes sharing a fresh
 // schema, a token key and a secret key file; every listener is on port 0
-// and its address is read back from the node's start log line.
-func startCluster(t *testing.T, n int) *testCluster {
+// and its address is read back from the node's start log line. env adds
+// settings (KEY=value) to every node's environment.
+func startCluster(t *testing.T, n int, env ...string) *testCluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("cluster test: builds the server and runs subprocesses (skipped with -short)")
@@ -82,6 +83,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 		"COAPGATE_API_LISTEN=127.0.0.1:0", "COAPGATE_LOG_FORMAT=json", "COAPGATE_LOG_LEVEL=info",
 		"COAPGATE_CLUSTER_LEASE_RETRY=100ms",
 		"COAPGATE_FORWARD_BACKOFF_BASE=50ms", "COAPGATE_FORWARD_BACKOFF_MAX=500ms")
+	c.env = append(c.env, env...)
 	// The first API key (this also creates the shared secret key file).
 	cmd := exec.Command(c.bin, "apikey", "create", "--name", "cluster", "--data-dir", filepath.Join(dir, "admin"))
 	cmd.Env = c.env
@@ -453,13 +455,15 @@ func TestClusterThreeNodes(t *testing.T) {
 	}
 	hook.mu.Unlock()
 	holder := c.waitHolder(fwdLease, "")
-	// Two leases in the cluster (points, the rule's action), each held once.
+	// Three leases in the cluster (points, presence, the rule's action),
+	// each held once.
+	c.waitHolder("presence", "")
 	held := 0.0
 	for _, nd := range c.nodes {
 		held += metricSum(t, nd, "coapgate_cluster_leases_held", "")
 	}
-	if held != 2 {
-		t.Fatalf("nodes report %v leases held in all, want 2", held)
+	if held != 3 {
+		t.Fatalf("nodes report %v leases held in all, want 3", held)
 	}
 	t.Logf("normal case: %d uplinks through 3 nodes, each delivered once; forwarding lease on %s, points lease on %s",
 		len(acked), holder, c.holder("points"))
