@@ -276,3 +276,41 @@ func sortOptions(o message.Options) {
 		}
 	}
 }
+
+// exchangeRefusingPushes is rawExchange for a device that answers any
+// command the server pushes meanwhile (the node holding its session pushes
+// the commands created through any node) with RST, so the command stays
+// pending and is announced with option 2100 instead.
+func exchangeRefusingPushes(t *testing.T, conn *net.UDPConn, m message.Message) *message.Message {
+	t.Helper()
+	sortOptions(m.Options)
+	b := make([]byte, 2048)
+	n, err := coder.DefaultCoder.Encode(m, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(b[:n]); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for end := time.Now().Add(10 * time.Second); ; {
+		_ = conn.SetReadDeadline(end)
+		k, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		r := &message.Message{Options: make(message.Options, 0, 16)}
+		if _, err := coder.DefaultCoder.Decode(append([]byte(nil), buf[:k]...), r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Type == message.Confirmable && r.Code == codes.POST { // a push
+			rst := make([]byte, 16)
+			k, _ := coder.DefaultCoder.Encode(message.Message{Type: message.Reset, Code: codes.Empty, MessageID: r.MessageID}, rst)
+			_, _ = conn.Write(rst[:k])
+			continue
+		}
+		if r.MessageID == m.MessageID {
+			return r
+		}
+	}
+}

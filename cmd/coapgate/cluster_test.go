@@ -67,7 +67,12 @@ func startCluster(t *testing.T, n int, env ...string) *testCluster {
 	if testing.Short() {
 		t.Skip("cluster test: builds the server and runs subprocesses (skipped with -short)")
 	}
-	pgURL := pgtest.Schema(t)
+	return startClusterOn(t, n, pgtest.Schema(t), env...)
+}
+
+// startClusterOn is startCluster on the database at pgURL.
+func startClusterOn(t *testing.T, n int, pgURL string, env ...string) *testCluster {
+	t.Helper()
 	dir := t.TempDir()
 	c := &testCluster{t: t, bin: filepath.Join(dir, "coapgate"), dir: dir, pgURL: pgURL}
 	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
@@ -474,7 +479,9 @@ func TestClusterThreeNodes(t *testing.T) {
 	downlinkUplink := func() *message.Message {
 		mid++
 		n++
-		r := rawExchange(t, conns[n3.name], message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid,
+		// n3 holds the device's session, so it pushes the command too:
+		// refused here, to see it announced.
+		r := exchangeRefusingPushes(t, conns[n3.name], message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid,
 			Token: []byte{7, byte(mid)}, Options: topicOpts(tok, 2088, topic),
 			Payload: fmt.Appendf(nil, `{"id":"%d","params":{"n":%d}}`, n, n)})
 		if r.Code != codes.Changed {
