@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/sdk"
 )
 
@@ -99,6 +101,43 @@ func TestClusterSharedState(t *testing.T) {
 		}
 		if n := stored(dk); n != 5+burst {
 			t.Fatalf("stored %d uplinks, want %d (each number once)", n, 5+burst)
+		}
+	})
+
+	t.Run("replay of option 2101", func(t *testing.T) {
+		dk, ds := newDev("e")
+		conns := []*net.UDPConn{udpConn(t, n1.coap), udpConn(t, n2.coap)}
+		mid := int32(2000)
+		ex := func(node int, m message.Message) *message.Message {
+			t.Helper()
+			mid++
+			m.MessageID, m.Type = mid, message.Confirmable
+			return rawExchange(t, conns[node], m)
+		}
+		r := ex(0, message.Message{Code: codes.POST, Options: message.Options{
+			{ID: message.URIPath, Value: []byte("auth")}, {ID: message.URIPath, Value: []byte(prod.ProductKey)}, {ID: message.URIPath, Value: []byte(dk)},
+			{ID: message.ContentFormat, Value: coapx.EncodeUint(50)},
+		}, Payload: []byte(`{"secureMode":2,"lifetime":3600,"sign":"` + signE(prod.ProductKey, dk, "3600", "2", ds) + `"}`)})
+		var ar struct{ Token string }
+		if r.Code != codes.Content || json.Unmarshal(r.Payload, &ar) != nil || ar.Token == "" {
+			t.Fatalf("dialect E auth through n1: %v %s", r.Code, r.Payload)
+		}
+		want := func(node, n int, code codes.Code) {
+			t.Helper()
+			opts := append(topicOpts("", 2088, topicOf(dk)).Remove(2088), message.Option{ID: 2101, Value: opt2101(t, ds, dialectAIV, ar.Token, n)})
+			if r := ex(node, message.Message{Code: codes.POST, Token: []byte{6}, Options: opts, Payload: []byte(`{"id":"1","params":{}}`)}); r.Code != code {
+				t.Fatalf("N=%d through n%d: %v, want %v", n, node+1, r.Code, code)
+			}
+		}
+		want(0, 1, codes.Changed)
+		want(1, 2, codes.Changed) // both nodes hold the session now
+		want(0, 5, codes.Changed)
+		want(1, 5, codes.Unauthorized) // strictly increasing across the nodes
+		want(1, 4, codes.Unauthorized)
+		want(1, 6, codes.Changed)
+		want(0, 6, codes.Unauthorized)
+		if n := stored(dk); n != 4 {
+			t.Fatalf("stored %d uplinks, want 4", n)
 		}
 	})
 
