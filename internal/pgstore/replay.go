@@ -160,25 +160,31 @@ func (s *Store) AppendClaims(ctx context.Context, msgs []*message.Message, state
 			pks, dks, rnds = append(pks, st.Key.ProductKey), append(dks, st.Key.DeviceKey), append(rnds, append([]byte(nil), st.Key.Random[:]...))
 			locks = append(locks, replayLockKey(st.Key))
 		}
-		if anyMsg {
-			// The log lock first, as every appender takes it: with the
-			// session locks after it in key order there is no cycle.
-			if err := lockLogTx(ctx, tx); err != nil {
-				return err
-			}
-		}
+		// One round trip: the log lock first (as every appender takes it),
+		// then the session locks in key order (so there is no cycle), then
+		// the stored windows.
 		slices.Sort(locks)
 		locks = slices.Compact(locks)
 		var lb pgx.Batch
-		for _, l := range locks {
-			lb.Queue(`SELECT pg_advisory_xact_lock($1::int4, $2::int4)`, int32(lockClassReplay), l)
+		if anyMsg {
+			lb.Queue(`SELECT pg_advisory_xact_lock(` + lockLogKey + `)`)
+		}
+		if len(locks) > 0 {
+			// The keys sorted in the subquery: PostgreSQL evaluates the
+			// volatile lock calls row by row in that order.
+			lb.Queue(`SELECT count(pg_advisory_xact_lock($1::int4, k))
+				FROM (SELECT k FROM unnest($2::int4[]) AS k ORDER BY k) AS sorted`, int32(lockClassReplay), locks)
+		}
+		cur := map[replay.Key]replay.State{}
+		if len(pks) > 0 {
+			lb.Queue(loadReplayStatesSQL, pks, dks, rnds).Query(func(rows pgx.Rows) error {
+				var err error
+				cur, err = scanReplayStates(rows)
+				return err
+			})
 		}
 		if err := tx.SendBatch(ctx, &lb).Close(); err != nil {
-			return fmt.Errorf("lock replay sessions: %w", err)
-		}
-		cur, err := loadReplayStatesTx(ctx, tx, pks, dks, rnds)
-		if err != nil {
-			return err
+			return fmt.Errorf("lock and load replay sessions: %w", err)
 		}
 		changed := map[replay.Key]bool{}
 		var retried []string // exchanges of refused entries
@@ -256,20 +262,15 @@ func (s *Store) AppendClaims(ctx context.Context, msgs []*message.Message, state
 	return refused, nil
 }
 
-// loadReplayStatesTx reads the stored states of the given sessions.
-func loadReplayStatesTx(ctx context.Context, tx pgx.Tx, pks, dks []string, rnds [][]byte) (map[replay.Key]replay.State, error) {
-	out := make(map[replay.Key]replay.State, len(pks))
-	if len(pks) == 0 {
-		return out, nil
-	}
-	rows, err := tx.Query(ctx, `SELECT r.product_key, r.device_key, r.random, r.floor, r.size, r.high,
-		r.started, r.seen, r.version, r.expires_at
-		FROM replay_sessions r JOIN unnest($1::text[], $2::text[], $3::bytea[]) AS k(pk, dk, rnd)
-		ON r.product_key = k.pk AND r.device_key = k.dk AND r.random = k.rnd`, pks, dks, rnds)
-	if err != nil {
-		return nil, fmt.Errorf("load replay states: %w", err)
-	}
-	defer rows.Close()
+// loadReplayStatesSQL reads the stored states of the sessions given as
+// three arrays (product keys, device keys, randoms).
+const loadReplayStatesSQL = `SELECT r.product_key, r.device_key, r.random, r.floor, r.size, r.high,
+	r.started, r.seen, r.version, r.expires_at
+	FROM replay_sessions r JOIN unnest($1::text[], $2::text[], $3::bytea[]) AS k(pk, dk, rnd)
+	ON r.product_key = k.pk AND r.device_key = k.dk AND r.random = k.rnd`
+
+func scanReplayStates(rows pgx.Rows) (map[replay.Key]replay.State, error) {
+	out := map[replay.Key]replay.State{}
 	for rows.Next() {
 		var (
 			k                                   replay.Key
