@@ -75,6 +75,17 @@ func TestFollowPushesOnTheSessionHolder(t *testing.T) {
 		go func() { q.Run(ctx); done <- struct{}{} }()
 	}
 	defer func() { cancel(); <-done; <-done; <-done; <-done }()
+	// b tails the log once it counts a command created after it started.
+	warm, err := a.Create(ctx, "pk", "warm", command.Spec{Kind: command.KindSetProperties, Params: json.RawMessage(`{"x":0}`)}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-pa.got
+	for end := time.Now().Add(30 * time.Second); !b.HasPending("pk", "warm"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) { // a hang guard, not a timing assert
+			t.Fatalf("b never counted %s", warm.ID)
+		}
+	}
 	c, err := a.Create(ctx, "pk", "dk", command.Spec{Kind: command.KindSetProperties, Params: json.RawMessage(`{"x":1}`)}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
