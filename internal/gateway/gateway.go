@@ -48,7 +48,9 @@ type Ingester interface {
 // (ingest.Batcher): AppendState commits msg (nil: none) together with the
 // replay state its acceptance produced (nil: none), in one transaction; a
 // store that keeps no states ignores st. With a plain Ingester the session
-// modes' state lives in memory only.
+// modes' state lives in memory only. An error satisfying replay.IsReplay is
+// the store refusing st.Accepted (used through another node of a cluster):
+// the uplink is answered as a replay.
 type StateIngester interface {
 	AppendState(ctx context.Context, msg *message.Message, st *replay.State) error
 }

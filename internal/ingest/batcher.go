@@ -116,7 +116,10 @@ func (b *Batcher) KeepsStates() bool { return b.states != nil }
 // AppendState is Append with the replay state that msg's acceptance
 // produced, committed in the same transaction; msg may be nil to persist a
 // state alone (a new session, an uplink that stores no message). When the
-// store keeps no states, st is ignored.
+// store keeps no states, st is ignored. On a store shared by a cluster
+// (ClaimAppender), st.Accepted is admitted against the stored window: an
+// error satisfying replay.IsReplay means another node (or an earlier
+// uplink) used that number, and msg was not stored.
 func (b *Batcher) AppendState(ctx context.Context, msg *message.Message, st *replay.State) error {
 	if b.states == nil {
 		st = nil
