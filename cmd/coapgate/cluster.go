@@ -78,8 +78,10 @@ func sweepPresence(ctx context.Context, st presenceStore, log *slog.Logger) {
 }
 
 // sharedPresence answers the API's online state from the shared presence,
-// so every node answers the same; this node's own table when the store
-// cannot be read.
+// so every node answers the same, except that a contact this node saw
+// after the shared record's (not flushed yet: at most one flush interval)
+// is answered from this node's table; this node's table alone when the
+// store cannot be read.
 type sharedPresence struct {
 	st    presenceStore
 	local *presence.Tracker
@@ -89,8 +91,9 @@ func (p sharedPresence) Lookup(pk, dk string) (presence.Status, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	r, ok, err := p.st.LookupPresence(ctx, pk, dk)
-	if err != nil {
-		return p.local.Lookup(pk, dk)
+	local, lok := p.local.Lookup(pk, dk)
+	if err != nil || (lok && (!ok || local.LastSeen.After(r.LastSeen))) {
+		return local, lok
 	}
 	return r.Status(), ok
 }
