@@ -206,7 +206,7 @@ func testRetransmission(t *testing.T, s ClusterStore) {
 	if err, _ := claim(t, s, b, k, 8, ""); err != nil { // B holds the session from here on
 		t.Fatal(err)
 	}
-	ex := message.ExchangeKey("p", "d", "198.51.100.7:5683", 77)
+	ex := "p/d|77|exchange-a" // an exchange key (its form is package message's)
 	err, first := claim(t, s, a, k, 9, ex)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ func testRetransmission(t *testing.T, s ClusterStore) {
 	if err != nil || again == nil || again.ID != first.ID {
 		t.Fatalf("retransmission on another node: %v, id %d; want the stored entry %d", err, again.ID, first.ID)
 	}
-	if err, _ := claim(t, s, b, k, 9, message.ExchangeKey("p", "d", "198.51.100.7:5683", 78)); !replay.IsReplay(err) {
+	if err, _ := claim(t, s, b, k, 9, "p/d|78|exchange-b"); !replay.IsReplay(err) {
 		t.Fatalf("the number in another exchange: %v, want a replay", err)
 	}
 }
