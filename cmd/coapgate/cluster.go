@@ -4,10 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/lease"
 	"github.com/coapgate/coapgate/internal/lease/pglease"
+	"github.com/coapgate/coapgate/internal/presence"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,4 +33,67 @@ func newLeases(cfg config.Config, reg prometheus.Registerer, log *slog.Logger) (
 		return nil, nil, err
 	}
 	return e, e.Monitor, nil
+}
+
+// presenceStore is a presence shared by the nodes of a cluster (pgstore):
+// the gateway's flush merges each node's contacts into it
+// (gateway.PresenceRecorder); one node at a time sweeps it for offline
+// transitions; the API reads the online state from it.
+type presenceStore interface {
+	SweepPresence(ctx context.Context, before time.Time) (int, error)
+	LookupPresence(ctx context.Context, pk, dk string) (presence.Record, bool, error)
+}
+
+// presenceFlushInterval is how often a node flushes its contacts; the
+// shared sweep leaves two of them of grace, so that a contact still on
+// its way from another node does not make a device offline and online.
+const presenceFlushInterval = 5 * time.Second
+
+// sweepPresence records the shared presence's offline transitions every
+// presenceFlushInterval until ctx ends (run under the "presence" lease).
+func sweepPresence(ctx context.Context, st presenceStore, log *slog.Logger) {
+	t := time.NewTicker(presenceFlushInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := st.SweepPresence(ctx, time.Now().Add(-2*presenceFlushInterval))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			if !failing { // once per outage
+				log.Warn("presence sweep failed; retrying", "err", err)
+			}
+			failing = true
+		case err == nil:
+			failing = false
+			if n > 0 {
+				log.Debug("devices offline", "devices", n)
+			}
+		}
+	}
+}
+
+// sharedPresence answers the API's online state from the shared presence,
+// so every node answers the same, except that a contact this node saw
+// after the shared record's (not flushed yet: at most one flush interval)
+// is answered from this node's table; this node's table alone when the
+// store cannot be read.
+type sharedPresence struct {
+	st    presenceStore
+	local *presence.Tracker
+}
+
+func (p sharedPresence) Lookup(pk, dk string) (presence.Status, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r, ok, err := p.st.LookupPresence(ctx, pk, dk)
+	local, lok := p.local.Lookup(pk, dk)
+	if err != nil || (lok && (!ok || local.LastSeen.After(r.LastSeen))) {
+		return local, lok
+	}
+	return r.Status(), ok
 }

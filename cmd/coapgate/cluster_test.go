@@ -60,13 +60,19 @@ type testCluster struct {
 
 // startCluster builds the binary and starts n nodes sharing a fresh
 // schema, a token key and a secret key file; every listener is on port 0
-// and its address is read back from the node's start log line.
-func startCluster(t *testing.T, n int) *testCluster {
+// and its address is read back from the node's start log line. env adds
+// settings (KEY=value) to every node's environment.
+func startCluster(t *testing.T, n int, env ...string) *testCluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("cluster test: builds the server and runs subprocesses (skipped with -short)")
 	}
-	pgURL := pgtest.Schema(t)
+	return startClusterOn(t, n, pgtest.Schema(t), env...)
+}
+
+// startClusterOn is startCluster on the database at pgURL.
+func startClusterOn(t *testing.T, n int, pgURL string, env ...string) *testCluster {
+	t.Helper()
 	dir := t.TempDir()
 	c := &testCluster{t: t, bin: filepath.Join(dir, "coapgate"), dir: dir, pgURL: pgURL}
 	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
@@ -82,6 +88,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 		"COAPGATE_API_LISTEN=127.0.0.1:0", "COAPGATE_LOG_FORMAT=json", "COAPGATE_LOG_LEVEL=info",
 		"COAPGATE_CLUSTER_LEASE_RETRY=100ms",
 		"COAPGATE_FORWARD_BACKOFF_BASE=50ms", "COAPGATE_FORWARD_BACKOFF_MAX=500ms")
+	c.env = append(c.env, env...)
 	// The first API key (this also creates the shared secret key file).
 	cmd := exec.Command(c.bin, "apikey", "create", "--name", "cluster", "--data-dir", filepath.Join(dir, "admin"))
 	cmd.Env = c.env
@@ -455,13 +462,15 @@ func TestClusterThreeNodes(t *testing.T) {
 	}
 	hook.mu.Unlock()
 	holder := c.waitHolder(fwdLease, "")
-	// Two leases in the cluster (points, the rule's action), each held once.
+	// Three leases in the cluster (points, presence, the rule's action),
+	// each held once.
+	c.waitHolder("presence", "")
 	held := 0.0
 	for _, nd := range c.nodes {
 		held += metricSum(t, nd, "coapgate_cluster_leases_held", "")
 	}
-	if held != 2 {
-		t.Fatalf("nodes report %v leases held in all, want 2", held)
+	if held != 3 {
+		t.Fatalf("nodes report %v leases held in all, want 3", held)
 	}
 	t.Logf("normal case: %d uplinks through 3 nodes, each delivered once; forwarding lease on %s, points lease on %s",
 		len(acked), holder, c.holder("points"))
@@ -472,7 +481,9 @@ func TestClusterThreeNodes(t *testing.T) {
 	downlinkUplink := func() *message.Message {
 		mid++
 		n++
-		r := rawExchange(t, conns[n3.name], message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid,
+		// n3 holds the device's session, so it pushes the command too:
+		// refused here, to see it announced.
+		r := exchangeRefusingPushes(t, conns[n3.name], message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: mid,
 			Token: []byte{7, byte(mid)}, Options: topicOpts(tok, 2088, topic),
 			Payload: fmt.Appendf(nil, `{"id":"%d","params":{"n":%d}}`, n, n)})
 		if r.Code != codes.Changed {

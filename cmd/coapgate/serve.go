@@ -349,9 +349,14 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 	// The console's overview: an hour of samples of the counters above.
 	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log, Registry: s.store,
 		Devices: func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }})
+	var apiPresence api.PresenceLookup = pres
+	shared, sharedOK := s.store.(presenceStore)
+	if sharedOK {
+		apiPresence = sharedPresence{st: shared, local: pres}
+	}
 	apiHandler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
-		Rules: s.forward, Notify: s.store, Presence: pres, Health: s.store.Ping,
+		Rules: s.forward, Notify: s.store, Presence: apiPresence, Health: s.store.Ping,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		OnDeviceChange:        invalidate,
 		Logger:                log,
@@ -424,11 +429,24 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		s.wg.Go(func() { pruneReplayStates(runCtx, s.store, log) })
 	}
 	// The presence table is shared: one flusher drains it for every listener.
-	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, 5*time.Second) })
+	s.wg.Go(func() { gw.FlushPresence(runCtx, s.store, presenceFlushInterval) })
 	for _, g := range gateways { // "log lines suppressed" summaries after a flood
 		s.wg.Go(func() { g.RunRefusalLog(runCtx) })
 	}
 	s.flushPresence = func(now time.Time) { gw.FlushPresenceOnce(s.store, now) }
+	if sharedOK {
+		// Online/offline transitions: decided in the shared presence; the
+		// offline sweep on one node of the cluster at a time.
+		s.wg.Go(func() {
+			leases.Run(runCtx, "presence", func(ctx context.Context) { sweepPresence(ctx, shared, log) })
+		})
+		s.flushPresence = func(now time.Time) {
+			gw.FlushPresenceOnce(s.store, now)
+			if _, err := shared.SweepPresence(context.Background(), now); err != nil {
+				log.Warn("presence sweep failed", "err", err)
+			}
+		}
+	}
 	symAddr := "disabled"
 	if s.symConn != nil {
 		symAddr = s.symConn.LocalAddr().String()
@@ -472,6 +490,18 @@ func (r *pushRouter) Push(ctx context.Context, c downlink.Command) (*downlink.Re
 		}
 	}
 	return nil, downlink.ErrNotLive
+}
+
+// Live reports whether any listener of this node holds the device's
+// session (command.LivePusher: commands created through other nodes are
+// pushed by the node the device is live on).
+func (r *pushRouter) Live(pk, dk string) bool {
+	for _, g := range *r {
+		if g.Live(pk, dk) {
+			return true
+		}
+	}
+	return false
 }
 
 func listenUDP(addr string) (*net.UDPConn, error) {

@@ -71,7 +71,7 @@ func (q *Queue) Follow(ctx context.Context, log LogReader, notify message.Notifi
 				}
 			}
 			for k := range seen {
-				if err := q.recount(ctx, k); err != nil {
+				if err := q.recount(ctx, k, true); err != nil {
 					return false, err
 				}
 			}
@@ -105,8 +105,12 @@ func (q *Queue) Follow(ctx context.Context, log LogReader, notify message.Notifi
 }
 
 // recount sets k's pending count from the store. Recounts run one at a
-// time, so a slower, older answer never overwrites a newer one.
-func (q *Queue) recount(ctx context.Context, k DeviceKey) error {
+// time, so a slower, older answer never overwrites a newer one. With push
+// set and a LivePusher whose device k is live on this node, the pending
+// commands this node has not queued yet (created through other nodes) are
+// queued for a push: the node holding the device's session pushes them,
+// whichever node created them.
+func (q *Queue) recount(ctx context.Context, k DeviceKey, push bool) error {
 	q.recountMu.Lock()
 	defer q.recountMu.Unlock()
 	cs, err := q.o.Store.ListCommands(ctx, ListQuery{ProductKey: k.ProductKey, DeviceKey: k.DeviceKey, State: StatePending, Limit: 1000})
@@ -115,9 +119,14 @@ func (q *Queue) recount(ctx context.Context, k DeviceKey) error {
 	}
 	now := q.o.Now()
 	n := 0
+	lp, _ := q.o.Pusher.(LivePusher)
+	live := push && lp != nil && len(cs) > 0 && lp.Live(k.ProductKey, k.DeviceKey)
 	for _, c := range cs {
 		if c.ExpiresAt.After(now) {
 			n++
+			if live {
+				q.queuePush(c)
+			}
 		}
 	}
 	q.mu.Lock()

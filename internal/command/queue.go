@@ -23,6 +23,19 @@ type Pusher interface {
 	Push(ctx context.Context, c Command) (reply *Reply, err error)
 }
 
+// LivePusher is a Pusher that can tell cheaply whether a device has a live
+// session on this node. Follow uses it to push the commands created on
+// other nodes: only the node that holds the device's session pushes.
+type LivePusher interface {
+	Pusher
+	Live(pk, dk string) bool
+}
+
+// maxTried bounds the command IDs remembered as pushed (or queued to be)
+// by this node; beyond it the set starts over (a command then may be
+// pushed once more, which the device answers like any retransmission).
+const maxTried = 1 << 14
+
 // Push errors.
 var (
 	ErrNotLive = errors.New("command: device has no live session")
@@ -75,6 +88,12 @@ type Queue struct {
 	acked sync.Map
 
 	push chan Command
+
+	// tried holds the IDs of commands this node queued for a push (its
+	// own, and other nodes' it saw through Follow while the device was
+	// live here), so Follow queues each once.
+	triedMu sync.Mutex
+	tried   map[string]struct{} // guarded by triedMu
 
 	// pushed, when set (tests), is called after pushOne has finished all
 	// its bookkeeping for a command, whatever the outcome.
@@ -176,7 +195,7 @@ func (q *Queue) adjust(pk, dk string, d int) {
 		// Follow recounts from the store; a delta applied after one of
 		// its recounts would count this change twice.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := q.recount(ctx, k)
+		err := q.recount(ctx, k, false)
 		cancel()
 		if err == nil {
 			return
@@ -226,13 +245,28 @@ func (q *Queue) Create(ctx context.Context, pk, dk string, s Spec, ttl time.Dura
 	q.m.created.Inc()
 	q.log.Info("command queued", "command", c.ID, "productKey", pk, "deviceKey", dk, "topic", topic, "expiresAt", c.ExpiresAt)
 	if q.o.Pusher != nil {
-		select {
-		case q.push <- c:
-		default:
-			q.m.push.WithLabelValues("queue_full").Inc()
-		}
+		q.queuePush(c)
 	}
 	return c, nil
+}
+
+// queuePush queues c for a push unless this node queued it before.
+func (q *Queue) queuePush(c Command) {
+	q.triedMu.Lock()
+	if _, ok := q.tried[c.ID]; ok {
+		q.triedMu.Unlock()
+		return
+	}
+	if q.tried == nil || len(q.tried) >= maxTried {
+		q.tried = make(map[string]struct{})
+	}
+	q.tried[c.ID] = struct{}{}
+	q.triedMu.Unlock()
+	select {
+	case q.push <- c:
+	default:
+		q.m.push.WithLabelValues("queue_full").Inc()
+	}
 }
 
 // NextTopic returns the request topic of the device's oldest deliverable

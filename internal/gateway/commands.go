@@ -15,6 +15,7 @@ import (
 	"github.com/coapgate/coapgate/internal/command"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/coapgate/coapgate/internal/topic"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -222,6 +223,9 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 	if up.state != nil {
 		// The number is used: durable before anything is handed out.
 		if err := g.appendState(ctx, nil, up.state); err != nil {
+			if replay.IsReplay(err) { // another node of the cluster accepted the number
+				return g.replayRefused(req, &up, up.state.Accepted, err)
+			}
 			return g.unavailable()
 		}
 	}
@@ -255,6 +259,23 @@ func (g *Gateway) pull(ctx context.Context, req *coapx.Request) *coapx.Response 
 		r.SetBytes(coapx.OptionDownlink, []byte("/topic"+next))
 	}
 	return r
+}
+
+// Live reports whether Push could reach the device from this listener: a
+// DTLS session of the device here, or (plain UDP) its last contact here
+// within its lifetime over this listener's transport.
+func (g *Gateway) Live(pk, dk string) bool {
+	if g.requester == nil || g.o.Symmetric {
+		return false
+	}
+	if sess := g.live.get(pk, dk); sess != nil {
+		return true
+	}
+	if g.o.Presence == nil || g.o.Transport == "coap-dtls" {
+		return false
+	}
+	st, ok := g.o.Presence.Lookup(pk, dk)
+	return ok && st.Online(g.o.Now()) && st.Transport == g.o.Transport
 }
 
 // Push sends c to its device as a CON POST /topic/{requestTopic…} over the

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/auth/symmetric"
@@ -47,7 +48,9 @@ type Ingester interface {
 // (ingest.Batcher): AppendState commits msg (nil: none) together with the
 // replay state its acceptance produced (nil: none), in one transaction; a
 // store that keeps no states ignores st. With a plain Ingester the session
-// modes' state lives in memory only.
+// modes' state lives in memory only. An error satisfying replay.IsReplay is
+// the store refusing st.Accepted (used through another node of a cluster):
+// the uplink is answered as a replay.
 type StateIngester interface {
 	AppendState(ctx context.Context, msg *message.Message, st *replay.State) error
 }
@@ -154,6 +157,9 @@ type Gateway struct {
 	requester Requester
 	live      liveSessions
 	bound     bindings
+	// held are contacts the shared presence could not take yet.
+	heldMu sync.Mutex
+	held   []presence.Contact // guarded by heldMu
 }
 
 var (
@@ -366,6 +372,19 @@ type PresenceWriter interface {
 	AppendEvents(ctx context.Context, evs []event.Event) error
 }
 
+// PresenceRecorder is a presence shared by the nodes of a cluster
+// (pgstore): each node hands it the contacts it saw and it decides the
+// online/offline transitions once for all nodes (its offline sweep runs
+// elsewhere, on one node). When the PresenceWriter is one, this node's own
+// transitions are not written: they are one node's view.
+type PresenceRecorder interface {
+	RecordPresence(ctx context.Context, contacts []presence.Contact) error
+}
+
+// maxHeldContacts bounds the contacts kept for the next flush after the
+// shared presence could not be written.
+const maxHeldContacts = 1 << 16
+
 // FlushPresence writes last-contact times and online/offline transitions
 // to the store every interval until ctx ends (and once more then), so
 // lastSeenAt survives restarts without a database write per uplink.
@@ -391,8 +410,14 @@ func (g *Gateway) FlushPresenceOnce(w PresenceWriter, now time.Time) {
 	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var batch []registry.Presence
+	rec, shared := w.(PresenceRecorder)
+	var contacts []presence.Contact
 	g.o.Presence.Drain(func(pk, dk string, s presence.Status) {
 		batch = append(batch, registry.Presence{ProductKey: pk, DeviceKey: dk, SeenAt: s.LastSeen, Address: s.Address})
+		if shared {
+			contacts = append(contacts, presence.Contact{ProductKey: pk, DeviceKey: dk, First: s.Since, Last: s.LastSeen,
+				Address: s.Address, Transport: s.Transport, Lifetime: s.Lifetime})
+		}
 	})
 	if len(batch) > 0 {
 		if err := w.TouchDevices(wctx, batch); err != nil {
@@ -401,6 +426,10 @@ func (g *Gateway) FlushPresenceOnce(w PresenceWriter, now time.Time) {
 	}
 	g.o.Presence.Sweep(now)
 	evs, dropped := g.o.Presence.DrainEvents()
+	if shared {
+		g.recordShared(wctx, rec, contacts)
+		return // the shared presence decides the transitions
+	}
 	if dropped > 0 {
 		g.log.Warn("device events dropped (flush too slow)", "dropped", dropped)
 	}
@@ -413,5 +442,26 @@ func (g *Gateway) FlushPresenceOnce(w PresenceWriter, now time.Time) {
 		if err := w.AppendEvents(wctx, evs); err != nil {
 			g.log.Warn("device events write failed", "events", len(evs), "err", err)
 		}
+	}
+}
+
+// recordShared hands contacts (and those a failed flush kept) to the shared
+// presence; on failure they are kept, bounded, for the next flush.
+func (g *Gateway) recordShared(ctx context.Context, rec PresenceRecorder, contacts []presence.Contact) {
+	g.heldMu.Lock()
+	contacts = append(g.held, contacts...)
+	g.held = nil
+	g.heldMu.Unlock()
+	if len(contacts) == 0 {
+		return
+	}
+	if err := rec.RecordPresence(ctx, contacts); err != nil {
+		g.log.Warn("shared presence flush failed; retrying with the next flush", "devices", len(contacts), "err", err)
+		if len(contacts) > maxHeldContacts {
+			contacts = contacts[len(contacts)-maxHeldContacts:]
+		}
+		g.heldMu.Lock()
+		g.held = append(contacts, g.held...)
+		g.heldMu.Unlock()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/message"
 	"github.com/coapgate/coapgate/internal/registry"
+	"github.com/coapgate/coapgate/internal/replay"
 	"github.com/coapgate/coapgate/internal/topic"
 	coapmsg "github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -189,6 +190,9 @@ func (g *Gateway) publish(ctx context.Context, req *coapx.Request) *coapx.Respon
 	}
 	// The session's advanced replay state commits with the uplink.
 	if err := g.appendState(ctx, msg, up.state); err != nil {
+		if replay.IsReplay(err) { // another node of the cluster accepted the number
+			return g.replayRefused(req, &up, up.state.Accepted, err)
+		}
 		g.m.publish.WithLabelValues("store_unavailable").Inc()
 		return g.unavailable()
 	}

@@ -215,15 +215,23 @@ func (g *Gateway) open(req *coapx.Request, up *uplinkAuth) ([]byte, *coapx.Respo
 		up.state = &st
 		return payload, nil
 	case replay.IsReplay(err):
-		reason := replayReason(err)
-		g.m.replays.WithLabelValues(reason).Inc()
-		g.m.publish.WithLabelValues("replay").Inc()
-		g.refusals.Log(context.Background(), slog.LevelInfo, "replay refused/"+reason, "replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10), "productKey", pk, "deviceKey", dk, "peer", req.Peer.String())
-		return nil, &coapx.Response{Code: codes.Unauthorized}
+		return nil, g.replayRefused(req, up, seq, err)
 	case errors.Is(err, decryptErr):
 		g.m.publish.WithLabelValues("bad_ciphertext").Inc()
 		g.refusals.Log(context.Background(), slog.LevelInfo, "uplink refused/bad_ciphertext", "uplink refused", "reason", "bad_ciphertext", "productKey", pk, "deviceKey", dk, "peer", req.Peer.String(), "err", err)
 		return nil, badRequest(fmt.Errorf("%w: %w", errPayload, err))
 	}
 	return nil, &coapx.Response{Code: codes.InternalServerError}
+}
+
+// replayRefused answers an uplink whose sequence number was refused (4.01):
+// by this node's window, or by the store when another node of the cluster
+// had accepted it (err from the commit, replay.IsReplay).
+func (g *Gateway) replayRefused(req *coapx.Request, up *uplinkAuth, seq uint64, err error) *coapx.Response {
+	reason := replayReason(err)
+	g.m.replays.WithLabelValues(reason).Inc()
+	g.m.publish.WithLabelValues("replay").Inc()
+	g.refusals.Log(context.Background(), slog.LevelInfo, "replay refused/"+reason, "replay refused", "reason", reason, "seq", strconv.FormatUint(seq, 10),
+		"productKey", up.id.dev.ProductKey, "deviceKey", up.id.dev.DeviceKey, "peer", req.Peer.String())
+	return &coapx.Response{Code: codes.Unauthorized}
 }

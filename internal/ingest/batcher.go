@@ -34,6 +34,18 @@ type StateAppender interface {
 	AppendWithState(ctx context.Context, msgs []*message.Message, states []replay.State) error
 }
 
+// ClaimAppender is a store shared by the nodes of a cluster, where a
+// node's replay windows are only its view: it appends entry i (msgs[i],
+// nil: none, with states[i], an empty Key: none) in one transaction and
+// admits each state's accepted number against the session's stored window
+// under a lock on it (replay.Admit), so that a number is accepted once
+// cluster-wide. An entry whose number was already used is left out (its
+// message is not stored) and refused[i] is the Window's error (replay.IsReplay);
+// err is a failure of the whole transaction.
+type ClaimAppender interface {
+	AppendClaims(ctx context.Context, msgs []*message.Message, states []replay.State) (refused []error, err error)
+}
+
 type pending struct {
 	msg   *message.Message // nil for a state alone
 	state *replay.State    // nil for a message alone
@@ -44,6 +56,7 @@ type pending struct {
 type Batcher struct {
 	store    Appender
 	states   StateAppender // nil: the store keeps no replay states
+	claims   ClaimAppender // nil: states are this node's (no cluster-wide admission)
 	max      int
 	in       chan pending
 	log      *slog.Logger
@@ -81,6 +94,10 @@ func NewBatcher(store Appender, max int, reg prometheus.Registerer, log *slog.Lo
 		reg.MustRegister(b.latency, b.batches, b.failures, b.stored)
 	}
 	b.states, _ = store.(StateAppender)
+	b.claims, _ = store.(ClaimAppender)
+	if b.claims != nil && b.states == nil {
+		b.claims = nil
+	}
 	b.wg.Add(1)
 	go b.run()
 	return b
@@ -99,7 +116,10 @@ func (b *Batcher) KeepsStates() bool { return b.states != nil }
 // AppendState is Append with the replay state that msg's acceptance
 // produced, committed in the same transaction; msg may be nil to persist a
 // state alone (a new session, an uplink that stores no message). When the
-// store keeps no states, st is ignored.
+// store keeps no states, st is ignored. On a store shared by a cluster
+// (ClaimAppender), st.Accepted is admitted against the stored window: an
+// error satisfying replay.IsReplay means another node (or an earlier
+// uplink) used that number, and msg was not stored.
 func (b *Batcher) AppendState(ctx context.Context, msg *message.Message, st *replay.State) error {
 	if b.states == nil {
 		st = nil
@@ -156,13 +176,18 @@ func (b *Batcher) run() {
 				states = append(states, *p.state)
 			}
 		}
-		states = newestStates(states)
 		// The commit runs to completion regardless of callers' contexts.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		var err error
-		if len(states) > 0 {
-			err = b.states.AppendWithState(ctx, msgs, states)
-		} else {
+		var (
+			err     error
+			refused []error
+		)
+		switch {
+		case len(states) > 0 && b.claims != nil:
+			refused, err = b.appendClaims(ctx, batch)
+		case len(states) > 0:
+			err = b.states.AppendWithState(ctx, msgs, newestStates(states))
+		default:
 			err = b.store.Append(ctx, msgs)
 		}
 		cancel()
@@ -171,13 +196,42 @@ func (b *Batcher) run() {
 			b.failures.Inc()
 			b.log.Error("group commit failed", "messages", len(msgs), "states", len(states), "err", err)
 		} else {
-			b.stored.Add(float64(len(msgs)))
+			n := len(msgs)
+			for i, r := range refused {
+				if r != nil && batch[i].msg != nil {
+					n--
+				}
+			}
+			b.stored.Add(float64(n))
 		}
-		for _, p := range batch {
+		for i, p := range batch {
+			if err == nil && i < len(refused) && refused[i] != nil {
+				p.done <- refused[i]
+				continue
+			}
 			p.done <- err
 		}
 		clear(batch)
 	}
+}
+
+// appendClaims commits batch through the ClaimAppender, entry for entry:
+// each state's number is admitted cluster-wide, so states are not merged
+// per session here (the store admits them in order).
+func (b *Batcher) appendClaims(ctx context.Context, batch []pending) ([]error, error) {
+	msgs := make([]*message.Message, len(batch))
+	states := make([]replay.State, len(batch))
+	for i, p := range batch {
+		msgs[i] = p.msg
+		if p.state != nil {
+			states[i] = *p.state
+		}
+	}
+	refused, err := b.claims.AppendClaims(ctx, msgs, states)
+	if err == nil && refused != nil && len(refused) != len(batch) {
+		err = errors.New("ingest: store answered a different number of entries")
+	}
+	return refused, err
 }
 
 // newestStates keeps, per session, the state with the highest Version (a

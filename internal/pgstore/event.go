@@ -19,22 +19,28 @@ func (s *Store) AppendEvents(ctx context.Context, evs []event.Event) error {
 		if err := lockLogTx(ctx, tx); err != nil {
 			return err
 		}
-		logs := make([]*message.Message, len(evs))
-		for i := range evs {
-			e := &evs[i]
-			if err := tx.QueryRow(ctx, `INSERT INTO device_events (product_key, device_key, type, at, transport, peer)
-				VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
-				e.ProductKey, e.DeviceKey, string(e.Type), toNanos(e.At), e.Transport, e.Peer).Scan(&e.ID); err != nil {
-				return err
-			}
-			logs[i] = event.LogMessage(e)
-		}
-		return s.appendLogTx(ctx, tx, logs...)
+		return s.appendEventsTx(ctx, tx, evs)
 	})
 	if err != nil {
 		return errorf("pgstore: append events: %w", err)
 	}
 	return nil
+}
+
+// appendEventsTx inserts evs and their log entries in tx, which holds the
+// log lock, and sets their IDs.
+func (s *Store) appendEventsTx(ctx context.Context, tx pgx.Tx, evs []event.Event) error {
+	logs := make([]*message.Message, len(evs))
+	for i := range evs {
+		e := &evs[i]
+		if err := tx.QueryRow(ctx, `INSERT INTO device_events (product_key, device_key, type, at, transport, peer)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+			e.ProductKey, e.DeviceKey, string(e.Type), toNanos(e.At), e.Transport, e.Peer).Scan(&e.ID); err != nil {
+			return err
+		}
+		logs[i] = event.LogMessage(e)
+	}
+	return s.appendLogTx(ctx, tx, logs...)
 }
 
 // ListEvents implements event.Store.

@@ -191,7 +191,10 @@ func (s *Store) UpdateDevice(ctx context.Context, d registry.Device) error {
 
 // DeleteDevice implements registry.Store.
 func (s *Store) DeleteDevice(ctx context.Context, productKey, deviceKey string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM devices WHERE product_key = $1 AND device_key = $2`, productKey, deviceKey)
+	// Its shared presence goes with it: a device created again under the
+	// same key starts offline.
+	tag, err := s.pool.Exec(ctx, `WITH p AS (DELETE FROM device_presence WHERE product_key = $1 AND device_key = $2)
+		DELETE FROM devices WHERE product_key = $1 AND device_key = $2`, productKey, deviceKey)
 	if err := affectedOne(tag, err); err != nil {
 		return errorf("pgstore: delete device %s/%s: %w", productKey, deviceKey, err)
 	}

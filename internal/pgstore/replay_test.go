@@ -12,3 +12,12 @@ func TestReplayStates(t *testing.T) {
 		return s
 	})
 }
+
+// TestReplayCluster: a number accepted through one node is refused through
+// every other (the stored window is admitted against under a lock).
+func TestReplayCluster(t *testing.T) {
+	replaytest.RunCluster(t, func(t *testing.T) replaytest.ClusterStore {
+		s, _ := openTest(t)
+		return s
+	})
+}

@@ -20,7 +20,10 @@ type Status struct {
 	Address   string
 	Transport string
 	Lifetime  time.Duration
-	offline   bool // the offline transition was recorded
+	// Since is the first contact since the previous Drain (set in the
+	// statuses Drain hands out only).
+	Since   time.Time
+	offline bool // the offline transition was recorded
 }
 
 // Online reports whether the device is online at now.
@@ -33,16 +36,16 @@ type key struct{ pk, dk string }
 // Tracker is an in-memory, per-node presence table. Safe for concurrent use.
 type Tracker struct {
 	mu      sync.Mutex
-	state   map[key]Status   // guarded by mu
-	dirty   map[key]struct{} // guarded by mu; seen since the last Drain
-	pending []event.Event    // guarded by mu; transitions since the last DrainEvents
-	dropped int              // guarded by mu
-	tokens  map[key]int64    // guarded by mu; newest token issue time (unix s) noted per device
+	state   map[key]Status    // guarded by mu
+	dirty   map[key]time.Time // guarded by mu; seen since the last Drain, from when
+	pending []event.Event     // guarded by mu; transitions since the last DrainEvents
+	dropped int               // guarded by mu
+	tokens  map[key]int64     // guarded by mu; newest token issue time (unix s) noted per device
 }
 
 // NewTracker returns an empty Tracker.
 func NewTracker() *Tracker {
-	return &Tracker{state: make(map[key]Status), dirty: make(map[key]struct{}), tokens: make(map[key]int64)}
+	return &Tracker{state: make(map[key]Status), dirty: make(map[key]time.Time), tokens: make(map[key]int64)}
 }
 
 // NoteToken records that a token issued at issued was handed to or used by
@@ -73,7 +76,9 @@ func (t *Tracker) Seen(pk, dk, addr, transport string, lifetime time.Duration, n
 	t.mu.Lock()
 	prev, ok := t.state[k]
 	t.state[k] = Status{LastSeen: now, Address: addr, Transport: transport, Lifetime: lifetime}
-	t.dirty[k] = struct{}{}
+	if since, ok := t.dirty[k]; !ok || now.Before(since) {
+		t.dirty[k] = now
+	}
 	came := !ok || !prev.Online(now)
 	if came {
 		if ok && !prev.offline {
@@ -173,16 +178,18 @@ func (t *Tracker) OnlineVia(transport string, now time.Time) int {
 func (t *Tracker) Drain(fn func(pk, dk string, s Status)) {
 	t.mu.Lock()
 	dirty := t.dirty
-	t.dirty = make(map[key]struct{}, len(dirty))
+	t.dirty = make(map[key]time.Time, len(dirty))
 	out := make([]struct {
 		k key
 		s Status
 	}, 0, len(dirty))
-	for k := range dirty {
+	for k, since := range dirty {
+		st := t.state[k]
+		st.Since = since
 		out = append(out, struct {
 			k key
 			s Status
-		}{k, t.state[k]})
+		}{k, st})
 	}
 	t.mu.Unlock()
 	for _, e := range out {

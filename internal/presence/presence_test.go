@@ -3,6 +3,8 @@ package presence
 import (
 	"testing"
 	"time"
+
+	"github.com/coapgate/coapgate/internal/event"
 )
 
 func TestOnlineVia(t *testing.T) {
@@ -60,5 +62,53 @@ func TestTransitions(t *testing.T) {
 	evs, _ = tr.DrainEvents()
 	if len(evs) != 2 || evs[0].Type != "offline" || !evs[0].At.Equal(t0.Add(90*time.Second)) || evs[1].Type != "online" {
 		t.Fatalf("late events %+v", evs)
+	}
+}
+
+// TestRecordApply: the shared record's transitions, contact by contact.
+func TestRecordApply(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	c := func(first, last int) Contact {
+		return Contact{ProductKey: "p", DeviceKey: "d", First: t0.Add(time.Duration(first) * time.Second),
+			Last: t0.Add(time.Duration(last) * time.Second), Address: "a", Transport: "coap", Lifetime: 10 * time.Second}
+	}
+	var r Record
+	steps := []struct {
+		c    Contact
+		want []event.Type
+	}{
+		{c(0, 2), []event.Type{event.Online}},
+		{c(1, 5), nil}, // another node, overlapping
+		{c(0, 1), nil}, // a late, older flush
+		{c(15, 16), []event.Type{event.Offline, event.Online}}, // silent 5 s..15 s: a lifetime
+		{c(20, 21), nil},
+	}
+	for i, st := range steps {
+		var evs []event.Event
+		r, evs = r.Apply(st.c)
+		if len(evs) != len(st.want) {
+			t.Fatalf("step %d: events %+v, want %v", i, evs, st.want)
+		}
+		for j, e := range evs {
+			if e.Type != st.want[j] {
+				t.Fatalf("step %d: events %+v, want %v", i, evs, st.want)
+			}
+		}
+		if i == 3 && (!evs[0].At.Equal(t0.Add(15*time.Second)) || !evs[1].At.Equal(t0.Add(15*time.Second))) {
+			t.Fatalf("offline at %v, online at %v; want both at 15 s (5 s + lifetime; the contact)", evs[0].At, evs[1].At)
+		}
+	}
+	if !r.Online || !r.LastSeen.Equal(t0.Add(21*time.Second)) {
+		t.Fatalf("record %+v", r)
+	}
+	off, e, ok := r.Expire("p", "d", t0.Add(31*time.Second))
+	if !ok || off.Online || e.Type != event.Offline || !e.At.Equal(t0.Add(31*time.Second)) {
+		t.Fatalf("expire at 31 s: %+v %+v %v", off, e, ok)
+	}
+	if _, _, ok := off.Expire("p", "d", t0.Add(40*time.Second)); ok {
+		t.Fatal("an offline record expired twice")
+	}
+	if _, _, ok := r.Expire("p", "d", t0.Add(30*time.Second)); ok {
+		t.Fatal("expired before its lifetime passed")
 	}
 }

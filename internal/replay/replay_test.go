@@ -437,3 +437,38 @@ func TestUnknownSessionNotReloaded(t *testing.T) {
 		t.Fatalf("%d store reads for one unknown token, want 1", n)
 	}
 }
+
+// TestAdmit: the stored window decides, not the node's; a refused number
+// leaves the stored state as it was; versions grow by one per admission.
+func TestAdmit(t *testing.T) {
+	k := Key{ProductKey: "p", DeviceKey: "d"}
+	exp := time.Unix(100, 0)
+	fresh := State{Key: k, Floor: 3, Size: 8, Version: 1, Expires: exp}
+	cur, err := Admit(State{}, false, fresh)
+	if err != nil || cur.Version != 1 || cur.Started {
+		t.Fatalf("new session: %+v %v", cur, err)
+	}
+	for _, tc := range []struct {
+		seq  uint64
+		want error
+	}{{5, nil}, {5, ErrRepeated}, {2, ErrBelowFloor}, {20, nil}, {12, ErrTooOld}, {13, nil}, {13, ErrRepeated}} {
+		// The node's own state claims every number is fine: only cur counts.
+		next := State{Key: k, Floor: 3, Size: 8, Version: 99, Expires: exp.Add(time.Duration(tc.seq) * time.Second), Accepted: tc.seq}
+		before := cur.Version
+		got, err := Admit(cur, true, next)
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("Admit %d: %v, want %v", tc.seq, err, tc.want)
+		}
+		if err != nil {
+			continue
+		}
+		wantExp := cur.Expires
+		if next.Expires.After(wantExp) {
+			wantExp = next.Expires
+		}
+		if got.Version != before+1 || !got.Expires.Equal(wantExp) || got.High < tc.seq || got.Accepted != 0 {
+			t.Fatalf("Admit %d: %+v", tc.seq, got)
+		}
+		cur = got
+	}
+}

@@ -346,7 +346,9 @@ func (s *Session) UseAt(seq uint64, now time.Time, accept func() error) (State, 
 			s.expires.Store(e)
 		}
 	}
-	return s.stateLocked(), nil
+	st := s.stateLocked()
+	st.Accepted = seq
+	return st, nil
 }
 
 // Release ends what UseAt began: the accepted number's state is durable (or

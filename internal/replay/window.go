@@ -151,6 +151,46 @@ type State struct {
 	// Expires is when the session ends unless it is used again (the
 	// sliding lifetime); a store may forget the state after it.
 	Expires time.Time
+	// Accepted is the number whose acceptance produced this state (0: none,
+	// the state of a new session). It is not part of the stored form: a
+	// store shared by several nodes admits it against the stored window
+	// (Admit) so that a number is accepted once cluster-wide.
+	Accepted uint64
+}
+
+// Admit is the cluster-wide acceptance of next's number: cur is the stored
+// state of next's session (ok false: none is stored), read under the
+// store's lock on it. The number (next.Accepted) is checked against cur's
+// window, not next's, which is one node's view: a number another node
+// accepted is refused with the Window's error (IsReplay). Otherwise the
+// number is added and the result, to be stored, is cur's window plus the
+// number, one version further, with the later expiry of both. A new
+// session's state (Accepted 0) is admitted as it is when none is stored.
+func Admit(cur State, ok bool, next State) (State, error) {
+	if !ok {
+		cur = State{Key: next.Key, Floor: next.Floor, Size: next.Size, Expires: next.Expires}
+		if next.Accepted == 0 {
+			cur = next
+			cur.Seen = append([]uint64(nil), next.Seen...)
+			return cur, nil
+		}
+	}
+	if next.Accepted != 0 {
+		w := restoreWindow(cur, max(cur.Size, 1))
+		if err := w.Check(next.Accepted); err != nil {
+			return cur, err
+		}
+		w.Accept(next.Accepted)
+		st := w.snapshot()
+		st.Key, st.Version, st.Expires = cur.Key, cur.Version, cur.Expires
+		cur = st
+	}
+	cur.Version++
+	if next.Expires.After(cur.Expires) {
+		cur.Expires = next.Expires
+	}
+	cur.Accepted = 0
+	return cur, nil
 }
 
 // snapshot returns w's state (Key, Version and Expires are the caller's).
