@@ -530,3 +530,65 @@ func TestHalfOpenFlood(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestNATStorm: thousands of devices behind one address (a carrier NAT)
+// reconnect at once, with the product's limits (1024 handshakes in flight,
+// dtls.handshake_rate 20 under pressure): every handshake completes and
+// none is refused by a per-address limit. Per-address limits are for
+// floods that hold slots, not for many real devices sharing an address.
+func TestNATStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("thousands of handshakes")
+	}
+	ts := start(t, func(c *Config) { c.MaxHandshakes, c.HandshakeRate = 1024, 20 })
+	devices := int64(10000)
+	if raceEnabled {
+		devices = 500
+	}
+	var ok, failed atomic.Int64
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for i := range devices {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c, err := dtls.ClientWithOptions(pc, ts.addr,
+				dtls.WithPSK(func([]byte) ([]byte, error) { return dtlspsk.Key(secret), nil }),
+				dtls.WithPSKIdentityHint([]byte("pk,dk,2,60")),
+				dtls.WithCipherSuites(pskSuites[i%2]))
+			if err != nil {
+				pc.Close()
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := c.HandshakeContext(ctx); err != nil {
+				if failed.Add(1) <= 3 {
+					t.Logf("handshake failed: %v", err)
+				}
+				return
+			}
+			ok.Add(1)
+		})
+	}
+	wg.Wait()
+	took := time.Since(began)
+	limited := ts.failures(ReasonRateLimited) + ts.failures("limit_address")
+	t.Logf("NAT storm: %d/%d handshakes from one address completed in %v (%.0f/s); rate_limited %v, limit_address %v",
+		ok.Load(), devices, took.Round(time.Millisecond), float64(ok.Load())/took.Seconds(),
+		ts.failures(ReasonRateLimited), ts.failures("limit_address"))
+	if ok.Load() != devices {
+		t.Fatalf("%d of %d handshakes completed (%d failed)", ok.Load(), devices, failed.Load())
+	}
+	if limited != 0 {
+		t.Fatalf("%v handshakes refused by per-address limits during the storm", limited)
+	}
+}
