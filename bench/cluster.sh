@@ -218,13 +218,13 @@ events { worker_connections 8192; }
 stream {
   upstream one {
     hash \$remote_addr consistent;
-    server ${NODES[0]} max_fails=1 fail_timeout=10s;
+    server ${NODES[0]} max_fails=1 fail_timeout=60s;
   }
   upstream three {
     hash \$remote_addr consistent;
-    server ${NODES[0]} max_fails=1 fail_timeout=10s;
-    server ${NODES[1]} max_fails=1 fail_timeout=10s;
-    server ${NODES[2]} max_fails=1 fail_timeout=10s;
+    server ${NODES[0]} max_fails=1 fail_timeout=60s;
+    server ${NODES[1]} max_fails=1 fail_timeout=60s;
+    server ${NODES[2]} max_fails=1 fail_timeout=60s;
   }
   server {
     listen 127.0.0.1:$LB1 udp reuseport;

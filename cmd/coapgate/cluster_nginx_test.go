@@ -44,7 +44,10 @@ func startNginxUDP(t *testing.T, c *testCluster) *net.UDPAddr {
 	listen := nginxListenAddr(t) // nginx cannot report a port 0 back
 	var servers strings.Builder
 	for _, nd := range c.nodes {
-		fmt.Fprintf(&servers, "    server %s;\n", nd.coap)
+		// As docs/deployment.md configures it: a node found dead stays out
+		// for a minute, so that a device hashed to two dead nodes in turn
+		// does not retry them alternately while each one's mark expires.
+		fmt.Fprintf(&servers, "    server %s max_fails=1 fail_timeout=60s;\n", nd.coap)
 	}
 	conf := fmt.Sprintf(`load_module %s;
 pid %s/nginx.pid;
@@ -53,7 +56,7 @@ worker_processes 1;
 events { worker_connections 1024; }
 stream {
   upstream coapgate {
-    hash $remote_addr;
+    hash $remote_addr consistent;
 %s  }
   server {
     listen %s udp;
