@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,137 +29,15 @@ import (
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/dtlsx/dtlstest"
 	"github.com/coapgate/coapgate/sdk"
 )
-
-// replRelay stands for the device's NAT in front of the balancer: the
-// device's datagrams leave from a socket of the relay's (rebind: a new
-// source address, as after NAT rebinding). It counts the device's
-// ClientHellos and notes every epoch-1 sequence number the gateway sends,
-// to find any (epoch, sequence number) sent twice.
-type replRelay struct {
-	t     *testing.T
-	front *net.UDPConn
-
-	mu     sync.Mutex
-	client *net.UDPAddr
-	back   *net.UDPConn
-	target *net.UDPAddr
-	seqs   map[uint64]int
-	hellos int
-	wg     sync.WaitGroup
-}
-
-func newReplRelay(t *testing.T, src net.IP, target *net.UDPAddr) *replRelay {
-	t.Helper()
-	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &replRelay{t: t, front: front, target: target, seqs: map[uint64]int{}}
-	r.rebind(src)
-	r.wg.Go(func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := front.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			r.client = from
-			if n > 13 && buf[0] == 22 && buf[3] == 0 && buf[4] == 0 && buf[13] == 1 {
-				r.hellos++
-			}
-			back, to := r.back, r.target
-			r.mu.Unlock()
-			_, _ = back.WriteToUDP(buf[:n], to)
-		}
-	})
-	t.Cleanup(func() {
-		front.Close()
-		r.mu.Lock()
-		r.back.Close()
-		r.mu.Unlock()
-		r.wg.Wait()
-	})
-	return r
-}
-
-// rebind sends from a new socket on src.
-func (r *replRelay) rebind(src net.IP) {
-	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: src})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.mu.Lock()
-	old := r.back
-	r.back = back
-	r.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	r.wg.Go(func() {
-		buf := make([]byte, 65535)
-		for {
-			n, _, err := back.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			r.note(buf[:n])
-			r.mu.Lock()
-			c := r.client
-			r.mu.Unlock()
-			if c != nil {
-				_, _ = r.front.WriteToUDP(buf[:n], c)
-			}
-		}
-	})
-}
-
-func (r *replRelay) retarget(to *net.UDPAddr) {
-	r.mu.Lock()
-	r.target = to
-	r.mu.Unlock()
-}
-
-// note records the sequence numbers of the gateway's records (it sends no
-// connection ID: the device asks for none).
-func (r *replRelay) note(d []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for len(d) >= 13 {
-		epoch := binary.BigEndian.Uint16(d[3:5])
-		seq := uint64(binary.BigEndian.Uint16(d[5:7]))<<32 | uint64(binary.BigEndian.Uint32(d[7:11]))
-		n := int(binary.BigEndian.Uint16(d[11:13]))
-		if epoch == 1 {
-			r.seqs[seq]++
-		}
-		if 13+n > len(d) {
-			return
-		}
-		d = d[13+n:]
-	}
-}
-
-// check fails on a sequence number sent twice and returns the number of
-// records seen and of ClientHellos.
-func (r *replRelay) check(t *testing.T, name string) (records, hellos int) {
-	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for seq, n := range r.seqs {
-		if n > 1 {
-			t.Errorf("%s: the gateway sent epoch 1 sequence number %d %d times", name, seq, n)
-		}
-	}
-	return len(r.seqs), r.hellos
-}
 
 // replDevice is a PSK device on a pion client with a connection ID,
 // behind its relay.
 type replDevice struct {
 	name, pk, dk string
-	relay        *replRelay
+	relay        *dtlstest.Relay
 	conn         *dtls.Conn
 	in           chan []byte
 	closed       chan struct{} // the session ended (close_notify or error)
@@ -168,7 +45,7 @@ type replDevice struct {
 	acked        []int64
 }
 
-func dialReplDevice(t *testing.T, r *replRelay, pk, dk, secret string, cid bool) *replDevice {
+func dialReplDevice(t *testing.T, r *dtlstest.Relay, pk, dk, secret string, cid bool) *replDevice {
 	t.Helper()
 	key := dtlspsk.Key(secret)
 	id := dtlspsk.Identity{ProductKey: pk, DeviceKey: dk, SecureMode: dtlspsk.ModeDevice, Lifetime: time.Hour}.String()
@@ -184,7 +61,7 @@ func dialReplDevice(t *testing.T, r *replRelay, pk, dk, secret string, cid bool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := dtls.ClientWithOptions(pc, r.front.LocalAddr(), opts...)
+	c, err := dtls.ClientWithOptions(pc, r.Addr(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,16 +230,16 @@ func TestClusterSessionFailover(t *testing.T) {
 	var devs []*replDevice
 	for i := range devices {
 		dk := fmt.Sprintf("cid%02d", i)
-		r := newReplRelay(t, net.IPv4(127, 0, 0, byte(20+i)), lb)
+		r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, byte(20+i)), lb)
 		devs = append(devs, dialReplDevice(t, r, prod.ProductKey, dk, newDev(dk), true))
 	}
 	// The device without a connection ID talks to n1 directly; n1 is
 	// the node killed below.
-	ra := newReplRelay(t, net.IPv4(127, 0, 0, 60), dtlsOf[n1])
+	ra := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 60), dtlsOf[n1])
 	addrDev := dialReplDevice(t, ra, prod.ProductKey, "addr00", newDev("addr00"), false)
 	// Another one, disabled while its node is dead: its session must not
 	// come back on another node.
-	rg := newReplRelay(t, net.IPv4(127, 0, 0, 61), dtlsOf[n1])
+	rg := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 61), dtlsOf[n1])
 	goneDev := dialReplDevice(t, rg, prod.ProductKey, "gone00", newDev("gone00"), false)
 
 	sum := func(prefix, label string) float64 {
@@ -447,7 +324,7 @@ func TestClusterSessionFailover(t *testing.T) {
 	// NAT rebinding: every device's source address changes; nginx hashes
 	// some of them to another node.
 	for i, d := range devs {
-		d.relay.rebind(net.IPv4(127, 0, 0, byte(40+i)))
+		d.relay.Rebind(net.IPv4(127, 0, 0, byte(40+i)))
 	}
 	burstAll("after rebinding", devs)
 	moved := event("imported")
@@ -484,7 +361,7 @@ func TestClusterSessionFailover(t *testing.T) {
 			break
 		}
 	}
-	ra.retarget(dtlsOf[survivor])
+	ra.Retarget(dtlsOf[survivor])
 	if victim != n1 {
 		// n1 is alive: kill it too, so that the direct devices' node is
 		// gone as well.
@@ -497,7 +374,7 @@ func TestClusterSessionFailover(t *testing.T) {
 	// the session is not taken over and its record is deleted.
 	deletedBefore := event("deleted")
 	c.call(survivor, "PATCH", "/devices/"+prod.ProductKey+"/gone00", map[string]any{"enabled": false}, nil)
-	rg.retarget(dtlsOf[survivor])
+	rg.Retarget(dtlsOf[survivor])
 	up, err := goneDev.uplink()
 	if err != nil {
 		t.Fatal(err)
@@ -512,8 +389,8 @@ func TestClusterSessionFailover(t *testing.T) {
 	}
 	burstAll("after the node died", all)
 	noNewHandshakes("the failover")
-	for _, r := range append([]*replRelay{ra}, replRelays(devs)...) {
-		if _, hellos := r.check(t, "device"); hellos != 2 {
+	for _, r := range append([]*dtlstest.Relay{ra}, replRelays(devs)...) {
+		if _, hellos := r.Check(t, "device"); hellos != 2 {
 			t.Fatalf("a device sent %d ClientHellos, want 2 (one cookie exchange, no new handshake)", hellos)
 		}
 	}
@@ -553,15 +430,15 @@ func TestClusterSessionFailover(t *testing.T) {
 	}
 	records := 0
 	for _, d := range all {
-		n, _ := d.relay.check(t, d.dk)
+		n, _ := d.relay.Check(t, d.dk)
 		records += n
 	}
 	t.Logf("%d devices, %d uplinks acknowledged and stored; %v sessions moved on rebinding, the killed node held %v; imported %v, taken over %v, reservations %v; %d gateway records, no (epoch, sequence number) twice",
 		len(all)+1, acked, moved, held, event("imported"), event("taken_over"), event("extended"), records)
 }
 
-func replRelays(ds []*replDevice) []*replRelay {
-	var rs []*replRelay
+func replRelays(ds []*replDevice) []*dtlstest.Relay {
+	var rs []*dtlstest.Relay
 	for _, d := range ds {
 		rs = append(rs, d.relay)
 	}

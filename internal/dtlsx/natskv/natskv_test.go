@@ -26,6 +26,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/coapx"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/dtlsx/dtlstest"
 	"github.com/coapgate/coapgate/internal/dtlsx/native"
 	"github.com/coapgate/coapgate/internal/secretbox"
 )
@@ -90,113 +91,6 @@ func TestStoreCompareAndSet(t *testing.T) {
 	if _, err := s.Update(ctx, "c.01", []byte("d"), r2); !errors.Is(err, native.ErrNotFound) {
 		t.Fatalf("update after delete: %v", err)
 	}
-}
-
-// relay stands between a DTLS client and the nodes: like a balancer it
-// forwards the client's datagrams to a target node, from a socket of its
-// own that rebind replaces (a new source port: NAT rebinding). It notes
-// every epoch-1 sequence number the nodes send, to find any sent twice.
-type relay struct {
-	t     *testing.T
-	front *net.UDPConn
-
-	mu     sync.Mutex
-	client *net.UDPAddr
-	back   *net.UDPConn
-	target *net.UDPAddr
-	seqs   map[uint64]int // epoch-1 sequence numbers from the nodes
-	hs     int            // ClientHellos from the client
-	wg     sync.WaitGroup
-}
-
-func newRelay(t *testing.T, target *net.UDPAddr) *relay {
-	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{t: t, front: front, target: target, seqs: map[uint64]int{}}
-	r.rebind()
-	r.wg.Go(func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := front.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			r.client = from
-			if n > 13 && buf[0] == 22 && buf[3] == 0 && buf[4] == 0 && buf[13] == 1 {
-				r.hs++
-			}
-			back, to := r.back, r.target
-			r.mu.Unlock()
-			_, _ = back.WriteToUDP(buf[:n], to)
-		}
-	})
-	t.Cleanup(func() {
-		front.Close()
-		r.mu.Lock()
-		r.back.Close()
-		r.mu.Unlock()
-		r.wg.Wait()
-	})
-	return r
-}
-
-// rebind moves the relay's traffic to a new source port.
-func (r *relay) rebind() {
-	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.mu.Lock()
-	old := r.back
-	r.back = back
-	r.mu.Unlock()
-	if old != nil {
-		old.Close() // its reader ends
-	}
-	r.wg.Go(func() {
-		buf := make([]byte, 65535)
-		for {
-			n, _, err := back.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			r.note(buf[:n])
-			r.mu.Lock()
-			c := r.client
-			r.mu.Unlock()
-			if c != nil {
-				_, _ = r.front.WriteToUDP(buf[:n], c)
-			}
-		}
-	})
-}
-
-// note records the server records' sequence numbers (the nodes send no
-// connection IDs to the client: it asked for none).
-func (r *relay) note(d []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for len(d) >= 13 {
-		epoch := binary.BigEndian.Uint16(d[3:5])
-		seq := uint64(binary.BigEndian.Uint16(d[5:7]))<<32 | uint64(binary.BigEndian.Uint32(d[7:11]))
-		n := int(binary.BigEndian.Uint16(d[11:13]))
-		if epoch == 1 {
-			r.seqs[seq]++
-		}
-		if 13+n > len(d) {
-			return
-		}
-		d = d[13+n:]
-	}
-}
-
-func (r *relay) retarget(to *net.UDPAddr) {
-	r.mu.Lock()
-	r.target = to
-	r.mu.Unlock()
 }
 
 // node is one native DTLS server with replication on a shared bucket.
@@ -321,7 +215,7 @@ func exchange(t *testing.T, c *client, mid uint16) string {
 	return ""
 }
 
-func dial(t *testing.T, r *relay, cid bool) *client {
+func dial(t *testing.T, r *dtlstest.Relay, cid bool) *client {
 	t.Helper()
 	opts := []dtls.ClientOption{
 		dtls.WithPSK(func([]byte) ([]byte, error) { return testKey, nil }),
@@ -335,7 +229,7 @@ func dial(t *testing.T, r *relay, cid bool) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := dtls.ClientWithOptions(pc, r.front.LocalAddr(), opts...)
+	c, err := dtls.ClientWithOptions(pc, r.Addr(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +291,7 @@ func TestTakeoverBetweenNodes(t *testing.T) {
 			keys := newKeys(t)
 			a := startNode(t, "a", st, keys, !cid)
 			b := startNode(t, "b", st, keys, !cid)
-			r := newRelay(t, a.addr)
+			r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a.addr)
 			c := dial(t, r, cid)
 			mid := uint16(1)
 			nodes := []*node{a, b}
@@ -410,9 +304,9 @@ func TestTakeoverBetweenNodes(t *testing.T) {
 				at := nodes[round%2]
 				if round > 0 {
 					if cid {
-						r.rebind() // a new source port: another node
+						r.Rebind(net.IPv4(127, 0, 0, 1)) // a new source port: another node
 					}
-					r.retarget(at.addr)
+					r.Retarget(at.addr)
 				}
 				for range 12 { // more than one reservation
 					if got := exchange(t, c, mid); got != at.name {
@@ -427,15 +321,9 @@ func TestTakeoverBetweenNodes(t *testing.T) {
 					})
 				}
 			}
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			for seq, n := range r.seqs {
-				if n > 1 {
-					t.Fatalf("sequence number %d sent %d times", seq, n)
-				}
-			}
-			if r.hs != 2 { // ClientHello twice (cookie exchange), then none
-				t.Fatalf("%d handshake records from the client", r.hs)
+			records, hellos := r.Check(t, "client")
+			if hellos != 2 { // ClientHello twice (cookie exchange), then none
+				t.Fatalf("%d handshake records from the client", hellos)
 			}
 			if a.event("handshakes") != 1 || b.event("handshakes") != 0 {
 				t.Fatalf("handshakes: a %d, b %d", a.event("handshakes"), b.event("handshakes"))
@@ -443,7 +331,7 @@ func TestTakeoverBetweenNodes(t *testing.T) {
 			if a.event("imported") != 1 || b.event("imported") != 2 || a.event("extended") == 0 || b.event("extended") == 0 {
 				t.Fatalf("imported a %d b %d, extended a %d b %d", a.event("imported"), b.event("imported"), a.event("extended"), b.event("extended"))
 			}
-			t.Logf("%d records from the nodes, none repeated; a: %d extensions, b: %d", len(r.seqs), a.event("extended"), b.event("extended"))
+			t.Logf("%d records from the nodes, none repeated; a: %d extensions, b: %d", records, a.event("extended"), b.event("extended"))
 		})
 	}
 }
@@ -505,7 +393,7 @@ func TestLookupsBounded(t *testing.T) {
 	g := &gated{Store: st}
 	a := startNode(t, "a", st, keys, false)
 	b := startNode(t, "b", g, keys, false)
-	r := newRelay(t, a.addr)
+	r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a.addr)
 	c := dial(t, r, true)
 	if got := exchange(t, c, 1); got != "a" {
 		t.Fatalf("answered by %s", got)
@@ -580,7 +468,7 @@ func TestSealedRecord(t *testing.T) {
 	st, _ := bucket(t, nc)
 	keys := newKeys(t)
 	a := startNode(t, "a", st, keys, false)
-	r := newRelay(t, a.addr)
+	r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a.addr)
 	c := dial(t, r, true)
 	exchange(t, c, 1)
 	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
@@ -642,7 +530,7 @@ func TestNATSDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := startNodeReady(t, "a", st, newKeys(t), false, func() bool { return nc.Status() == nats.CONNECTED }, 64)
-	r1 := newRelay(t, a.addr)
+	r1 := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a.addr)
 	c1 := dial(t, r1, true)
 	exchange(t, c1, 1)
 	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
@@ -656,7 +544,7 @@ func TestNATSDown(t *testing.T) {
 		}
 	}
 	// A new device handshakes and publishes; its session is local.
-	r2 := newRelay(t, a.addr)
+	r2 := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a.addr)
 	c2 := dial(t, r2, true)
 	if got := exchange(t, c2, 1); got != "a" {
 		t.Fatalf("answered by %s", got)
@@ -676,12 +564,12 @@ func TestChangedKeyNotTakenOver(t *testing.T) {
 	keys := newKeys(t)
 	a := startNode(t, "a", st, keys, false)
 	b := startNodeReady(t, "b", st, keys, false, nil, 8, dtlspsk.Key("rotated"))
-	r := newRelay(t, a.addr)
+	r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a.addr)
 	c := dial(t, r, true)
 	exchange(t, c, 1)
 	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
-	r.rebind()
-	r.retarget(b.addr)
+	r.Rebind(net.IPv4(127, 0, 0, 1))
+	r.Retarget(b.addr)
 	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 2, Token: []byte{2}}
 	buf := make([]byte, 64)
 	n, _ := coder.DefaultCoder.Encode(m, buf)
