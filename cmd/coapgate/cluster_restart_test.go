@@ -464,30 +464,7 @@ func TestClusterRestarts(t *testing.T) {
 	for _, u := range devs {
 		acked = append(acked, u.acked...)
 	}
-	stored := map[int64]bool{}
-	for after := int64(0); ; {
-		var page struct {
-			Items []struct{ ID string } `json:"items"`
-		}
-		path := "/messages?order=asc&limit=1000"
-		if after > 0 {
-			path += fmt.Sprintf("&after=%d", after)
-		}
-		c.call(n1, "GET", path, nil, &page)
-		if len(page.Items) == 0 {
-			break
-		}
-		for _, it := range page.Items {
-			id, _ := strconv.ParseInt(it.ID, 10, 64)
-			stored[id] = true
-			after = id
-		}
-	}
-	for _, id := range acked {
-		if !stored[id] {
-			t.Fatalf("acknowledged uplink %d is not stored", id)
-		}
-	}
+	c.requireStored(t, n1, acked)
 	got := hook.waitAll(t, acked)
 	dups := 0
 	for _, id := range acked {

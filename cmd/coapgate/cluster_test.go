@@ -613,30 +613,7 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 	}
 	// Every acknowledged uplink is stored (once: ids are distinct)...
-	stored := map[int64]bool{}
-	for after := int64(0); ; {
-		var page struct {
-			Items []struct{ ID string } `json:"items"`
-		}
-		path := "/messages?order=asc&limit=1000"
-		if after > 0 {
-			path += fmt.Sprintf("&after=%d", after)
-		}
-		c.call(next0(c, holder), "GET", path, nil, &page)
-		if len(page.Items) == 0 {
-			break
-		}
-		for _, it := range page.Items {
-			id, _ := strconv.ParseInt(it.ID, 10, 64)
-			stored[id] = true
-			after = id
-		}
-	}
-	for _, id := range acked {
-		if !stored[id] {
-			t.Fatalf("acknowledged uplink %d is not stored", id)
-		}
-	}
+	c.requireStored(t, next0(c, holder), acked)
 	// ...and delivered at least once.
 	hook.waitAll(t, acked)
 	// Phase 3: the point projector's holder is killed too (unless it was
@@ -685,4 +662,34 @@ func TestClusterThreeNodes(t *testing.T) {
 	t.Logf("burst: %d uplinks acknowledged (%d before SIGKILL of %s); forwarding lease then on %s; all acknowledged uplinks stored and delivered; "+
 		"points lease finally on %s, latest point current; %d uplinks in all delivered at least once",
 		len(burst), killedAt, holder, next, pointsHolder, len(acked))
+}
+
+// requireStored fails unless every id in acked is in the message log, read
+// through nd.
+func (c *testCluster) requireStored(t *testing.T, nd *clusterNode, acked []int64) {
+	t.Helper()
+	stored := map[int64]bool{}
+	for after := int64(0); ; {
+		var page struct {
+			Items []struct{ ID string } `json:"items"`
+		}
+		path := "/messages?order=asc&limit=1000"
+		if after > 0 {
+			path += fmt.Sprintf("&after=%d", after)
+		}
+		c.call(nd, "GET", path, nil, &page)
+		if len(page.Items) == 0 {
+			break
+		}
+		for _, it := range page.Items {
+			id, _ := strconv.ParseInt(it.ID, 10, 64)
+			stored[id] = true
+			after = id
+		}
+	}
+	for _, id := range acked {
+		if !stored[id] {
+			t.Fatalf("acknowledged uplink %d is not stored", id)
+		}
+	}
 }
