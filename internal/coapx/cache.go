@@ -158,22 +158,30 @@ const dedupShards = 64
 
 // dedupCache is the bounded duplicate-detection and response cache, sharded
 // to keep lock hold times short between the read loop and the workers.
+//
+// Exchanges answered with a refusal (4.xx: nothing was acted upon) move to
+// a table of their own, an eighth of the size: a flood of refused requests
+// (peers without credentials) evicts only other refusals, never the
+// exchanges of devices whose requests were acted upon. A refusal evicted
+// early is refused again if retransmitted, which changes nothing.
 type dedupCache struct {
 	seed   maphash.Seed
 	shards [dedupShards]struct {
-		mu sync.Mutex
-		c  *fifoCache[exchangeKey, exchange] // guarded by mu
+		mu      sync.Mutex
+		c       *fifoCache[exchangeKey, exchange] // guarded by mu
+		refused *fifoCache[exchangeKey, exchange] // guarded by mu
 	}
 }
 
-func newDedupCache(max int) *dedupCache {
+func newDedupCache(size int) *dedupCache {
 	d := &dedupCache{seed: maphash.MakeSeed()}
-	per := max / dedupShards
+	per := size / dedupShards
 	if per < 16 {
 		per = 16
 	}
 	for i := range d.shards {
 		d.shards[i].c = newFIFOCache[exchangeKey, exchange](per)
+		d.shards[i].refused = newFIFOCache[exchangeKey, exchange](max(per/8, 16))
 	}
 	return d
 }
@@ -194,7 +202,25 @@ func (d *dedupCache) begin(k exchangeKey, ttl time.Duration, now time.Time) (st 
 		}
 		return dedupInFlight, nil, 0
 	}
+	if e, ok := s.refused.get(k, now); ok {
+		return dedupDone, e.val.resp, 0
+	}
 	return dedupNew, nil, s.c.put(k, exchange{}, ttl, now)
+}
+
+// refuse records the response of an exchange that was refused (nil for
+// NON), in the refusals' table for the rest of the exchange's lifetime.
+func (d *dedupCache) refuse(k exchangeKey, resp []byte, now time.Time) (evictedEarly int) {
+	s := &d.shards[d.shard(k)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.c.get(k, now)
+	if !ok {
+		return 0
+	}
+	ttl := e.expires.Sub(now)
+	s.c.del(k)
+	return s.refused.put(k, exchange{done: true, resp: resp}, ttl, now)
 }
 
 // complete records the response of an exchange (nil for NON).
@@ -223,11 +249,25 @@ func (d *dedupCache) sweep(now time.Time) {
 		s := &d.shards[i]
 		s.mu.Lock()
 		s.c.expire(now)
+		s.refused.expire(now)
 		s.mu.Unlock()
 	}
 }
 
+// len returns the exchanges held, refusals included.
 func (d *dedupCache) len() int {
+	n := 0
+	for i := range d.shards {
+		s := &d.shards[i]
+		s.mu.Lock()
+		n += s.c.len() + s.refused.len()
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// acted returns the exchanges held that were not refusals.
+func (d *dedupCache) acted() int {
 	n := 0
 	for i := range d.shards {
 		s := &d.shards[i]

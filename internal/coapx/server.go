@@ -455,17 +455,18 @@ func (s *Server) process(ctx context.Context, j job) {
 	}
 	// Record the exchange before answering, so a duplicate that races the
 	// answer finds the cached response rather than an in-flight entry.
-	// A refusal (4.xx: the request was not acted upon, RFC 7252 §5.9.2) is
-	// not kept: answering a retransmission again costs nothing and changes
-	// nothing, and so a peer without credentials holds no exchange state
-	// beyond its requests in flight.
+	// A refusal (4.xx: the request was not acted upon, RFC 7252 §5.9.2)
+	// goes to the refusals' own table, so that floods of refused requests
+	// cannot push out the exchanges of devices that were served.
+	cached := out
+	if typ != message.Confirmable {
+		cached = nil // duplicates of a NON are dropped, never answered
+	}
 	if resp != nil && resp.Code>>5 == 4 {
-		s.dedup.abort(k)
-	} else {
-		cached := out
-		if typ != message.Confirmable {
-			cached = nil // duplicates of a NON are dropped, never answered
+		if n := s.dedup.refuse(k, cached, s.now()); n > 0 {
+			s.m.dedupEvicted(n)
 		}
+	} else {
 		s.dedup.complete(k, cached, s.now())
 	}
 	if out != nil {

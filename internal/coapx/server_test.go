@@ -364,47 +364,48 @@ func (r *refuser) ServeCoAP(_ context.Context, req *Request) *Response {
 	return &Response{Code: codes.Unauthorized}
 }
 
-// TestRefusalsHoldNoExchangeState: a peer whose every request is refused
-// (no credentials) leaves nothing in the duplicate cache, whatever it sends;
-// a retransmitted refused request is refused again, while an exchange acted
-// upon is still answered once and replayed to duplicates.
-func TestRefusalsHoldNoExchangeState(t *testing.T) {
+// TestRefusalsCannotPushOutServedExchanges: a flood of refused requests
+// (a peer without credentials) far beyond the duplicate cache's size
+// leaves the exchanges of requests that were acted upon in place: their
+// duplicates are still answered from the cache, not processed again. A
+// duplicate of a refusal still in the refusals' table is answered from it;
+// the refusals' table stays within its bound.
+func TestRefusalsCannotPushOutServedExchanges(t *testing.T) {
 	h := &refuser{}
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(Config{}, h, NewMetrics(nil), nil)
+	const size = dedupShards * 32 // 32 exchanges per shard, 16 refusals (the floor)
+	s := NewServer(Config{DedupEntries: size}, h, NewMetrics(nil), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Serve(ctx, conn); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	c := dial(t, conn.LocalAddr().(*net.UDPAddr))
 
-	const n = 500
-	for i := range n {
+	ok := con(60000, "ok", "")
+	if r := c.roundTrip(ok); r.Code != codes.Changed {
+		t.Fatalf("served request: %v", r.Code)
+	}
+	const flood = 4 * size
+	for i := range flood {
 		if r := c.roundTrip(con(int32(i), "topic/x", "no token")); r.Code != codes.Unauthorized {
 			t.Fatalf("request %d: got %v, want 4.01", i, r.Code)
 		}
 	}
-	if got := s.dedup.len(); got != 0 {
-		t.Fatalf("%d exchanges kept for %d refused requests, want 0", got, n)
+	if got := s.dedup.acted(); got != 1 {
+		t.Fatalf("%d served exchanges held after the flood, want 1", got)
 	}
-	before := h.calls.Load()
-	if r := c.roundTrip(con(0, "topic/x", "retransmission")); r.Code != codes.Unauthorized {
-		t.Fatalf("retransmitted refusal: got %v", r.Code)
+	if got, bound := s.dedup.len()-s.dedup.acted(), dedupShards*16; got > bound {
+		t.Fatalf("%d refusals held, want at most %d", got, bound)
 	}
-	if h.calls.Load() != before+1 {
-		t.Fatalf("a retransmitted refused request was not refused again")
+	calls := h.calls.Load()
+	if r := c.roundTrip(ok); r.Code != codes.Changed || h.calls.Load() != calls {
+		t.Fatalf("duplicate of the served request after the flood: %v, handler ran %d more times", r.Code, h.calls.Load()-calls)
 	}
-
-	ok := con(9000, "ok", "")
-	c.roundTrip(ok)
-	c.roundTrip(ok)
-	if got := h.calls.Load(); got != before+2 {
-		t.Fatalf("handler ran %d times for one exchange acted upon and its duplicate", got-before-1)
-	}
-	if got := s.dedup.len(); got != 1 {
-		t.Fatalf("dedup holds %d exchanges, want 1 (the 2.04)", got)
+	last := con(flood-1, "topic/x", "retransmission")
+	if r := c.roundTrip(last); r.Code != codes.Unauthorized || h.calls.Load() != calls {
+		t.Fatalf("duplicate of the last refusal: %v, handler ran %d more times", r.Code, h.calls.Load()-calls)
 	}
 }
