@@ -5,7 +5,7 @@
 # 32 client sockets, 256 outstanding CON POSTs, 64 B payload).
 #
 #   (a) plain CoAP: coap-server-notls vs coapgate token publish (durable store)
-#   (b) DTLS-PSK publish over established sessions: coapgate 5684 vs
+#   (b) DTLS-PSK publish over established sessions: coapgate DTLS vs
 #       coap-server-gnutls (CBC_SHA256), and coapgate with CCM_8
 #   (c) full PSK handshakes/s: coap-server-openssl vs coapgate (CCM_8)
 #   (d) p99 latency of ours at half its maximum rate; a sweep of offered
@@ -39,17 +39,25 @@ R=$BENCH_TMP/r
 mkdir -p "$R"
 # run NAME ARGS...: one generator run, report in $R/NAME.json (a failed run
 # still leaves its report; the table shows it).
+# Each run also records in $R/NAME.cpu the CPU seconds the server ($SRV,
+# the last one started) and the generator spent during it, and its wall
+# time: which side's core was busy.
 run() {
-	local name=$1; shift
+	local name=$1 t0; shift
 	echo "== $name" >&2
-	bench_dev "$@" "${GEN[@]}" >"$R/$name.json" 2>"$R/$name.err" || echo "   ($name: $(tail -1 "$R/$name.err"))" >&2
+	t0=$(ticks "$SRV")
+	local TIMEFORMAT='%3R %3U %3S'
+	{ time bench_dev "$@" "${GEN[@]}" >"$R/$name.json" 2>"$R/$name.err"; } 2>"$R/$name.time" ||
+		echo "   ($name: $(tail -1 "$R/$name.err"))" >&2
+	echo "$(cat "$R/$name.time") $(( $(ticks "$SRV") - t0 ))" >"$R/$name.cpu"
 }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # utime + stime, 1/100 s
 libcoap() { # libcoap VARIANT: starts coap-server-VARIANT pinned; LC_PORT, LC_PID
 	LC_PORT=$(free_port)
 	local key=()
 	[ "$1" = notls ] || key=(-k "$(rawkey)")
 	spawn_server "coap-server-$1" -A 127.0.0.1 -p "$LC_PORT" -d 5000 -v 0 "${key[@]}"
-	LC_PID=$SPAWNED
+	LC_PID=$SPAWNED SRV=$SPAWNED
 	wait_owned "$LC_PID" udp "$LC_PORT"
 	[ "$1" = notls ] || wait_owned "$LC_PID" udp "$((LC_PORT + 1))"
 }
@@ -69,6 +77,7 @@ gateway() {
 	else
 		start_gateway "$1"
 	fi
+	SRV=$GW_PID
 }
 # profiled NAME ARGS...: run NAME, with a CPU profile of the gateway over
 # its warm-up and measurement when BENCH_PROFILE is set.
@@ -115,7 +124,7 @@ stop_pid "$LC_PID"
 libcoap openssl
 run e-libcoap --mode dtls-plain --server "127.0.0.1:$((LC_PORT + 1))" --psk-identity "$LIBCOAP_IDENT" --psk-key "$LIBCOAP_KEYHEX" --idle "$IDLE" --hold "$HOLD" --server-pid "$LC_PID" --path /bench
 stop_pid "$LC_PID"
-start_gateway e
+gateway e
 run e-ours $(gw_args dtls) --devices 32 --idle "$IDLE" --hold "$HOLD" --server-pid "$GW_PID"
 stop_pid "$GW_PID"
 
