@@ -11,7 +11,7 @@
 #
 #   single-*  one node, GOMAXPROCS=1 taskset -c 0, generator taskset -c 1
 #             (PostgreSQL and NATS unpinned: they take what they need from
-#             either core), dtls.engine native; per repetition, order
+#             either core); per repetition, order
 #             alternated: "lite" (SQLite, the embedded default) and "pg"
 #             (store.driver postgres + cluster.nats_url), and "pgmiss" (the same
 #             with auth.device_cache_ttl 0: every request reads the device from
@@ -102,7 +102,7 @@ start_node() {
 	NODE_API=http://127.0.0.1:$apiport
 	local envs=("${PG_ENV[@]}" "COAPGATE_CLUSTER_NODE=$name" "COAPGATE_DATA_DIR=$dir/data"
 		"COAPGATE_COAP_LISTEN=$NODE_COAP" COAPGATE_COAP_SYMMETRIC_LISTEN= "COAPGATE_DTLS_LISTEN=$NODE_DTLS"
-		"COAPGATE_API_LISTEN=127.0.0.1:$apiport" COAPGATE_DTLS_HANDSHAKE_RATE=0 COAPGATE_DTLS_ENGINE=native
+		"COAPGATE_API_LISTEN=127.0.0.1:$apiport" COAPGATE_DTLS_HANDSHAKE_RATE=0
 		COAPGATE_LOG_LEVEL=warn "${@:3}")
 	if [ "${2:-}" = pin ]; then
 		SPAWN_LOG=$dir/server.log spawn_server env "${envs[@]}" "$BIN/coapgate" serve
@@ -140,7 +140,7 @@ measure() {
 }
 
 # --- phase 1: one node, embedded vs PostgreSQL + NATS, same core ---------------
-COAPGATE_DTLS_ENGINE=native start_gateway lite
+start_gateway lite
 LITE=(--api "$GW_API" --api-key "$GW_KEY" --product "$GW_PK")
 LITE_GW="lite=$GW_API=$GW_PID"
 LITE_COAP=$GW_COAP LITE_DTLS=$GW_DTLS

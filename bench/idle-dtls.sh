@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# bench/idle-native.sh [N] [HOLD]: server RSS growth per idle DTLS session
-# on the native engine (dtls.engine native) at N sessions (default
-# 100,000), all checked to still answer afterwards. The gateway runs pinned
-# (GOMAXPROCS=1 taskset -c 0), the generator (coapdev dtls-load --park) on
+# bench/idle-dtls.sh [N] [HOLD]: server RSS growth per idle DTLS session
+# at N sessions (default 100,000), all checked to still answer afterwards.
+# The gateway runs pinned (GOMAXPROCS=1 taskset -c 0), the generator (coapdev dtls-load --park) on
 # core 1 gives each session its own source address (127.0.0.2-127.0.0.3,
 # ports 10000-59999) and keeps only a snapshot of each session, so neither
 # side needs thousands of sockets. RSS is read once every session is up and
@@ -18,7 +17,7 @@ trap bench_cleanup EXIT
 N=${1:-100000} HOLD=${2:-120s}
 bench_build
 PPROF=127.0.0.1:$(free_port)
-COAPGATE_API_PPROF_LISTEN=$PPROF COAPGATE_DTLS_ENGINE=native COAPGATE_DTLS_MAX_SESSIONS=$((N * 2)) start_gateway idle
+COAPGATE_API_PPROF_LISTEN=$PPROF COAPGATE_DTLS_MAX_SESSIONS=$((N * 2)) start_gateway idle
 COAPGATE_API_URL=$GW_API COAPGATE_API_KEY=$GW_KEY "$BIN/coapgate" device create "$GW_PK" dev1 --secret devsecret1 >/dev/null
 export COAPDEV_PRODUCT=$GW_PK COAPDEV_DEVICE=dev1 COAPDEV_SECRET=devsecret1
 rss() { awk '/VmRSS/{print $2}' "/proc/$GW_PID/status"; } # kB
