@@ -12,7 +12,7 @@ source "$HERE/lib.sh"
 trap bench_cleanup EXIT
 export BENCH_NOPIN=1 # CI machines may have a single core
 bench_build
-S=(--duration 10s --warmup 500ms --sockets 4 --outstanding 16 --quiet)
+S=(--duration 4s --warmup 500ms --sockets 4 --outstanding 16 --quiet)
 fail=0
 check() { # check NAME ARGS...
 	local name=$1; shift
