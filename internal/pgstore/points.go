@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -344,84 +343,24 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 	if q.Interval <= 0 {
 		return nil, fmt.Errorf("%w: interval must be positive", point.ErrInvalid)
 	}
-	want := map[string]bool{}
-	for _, a := range q.Aggs {
-		if !slices.Contains(point.AggNames, a) {
-			return nil, fmt.Errorf("%w: unknown aggregate %q", point.ErrInvalid, a)
-		}
-		want[a] = true
-	}
-	if len(want) == 0 {
-		for _, a := range point.AggNames {
-			want[a] = true
-		}
+	want, err := point.WantedAggs(q.Aggs)
+	if err != nil {
+		return nil, err
 	}
 	kind := q.Kind
 	if kind == "" {
 		kind = point.KindPoint
 	}
 	lo, hi := timeBounds(q.From, q.To)
-	accs, err := s.aggregatePartials(ctx, q, kind, lo, hi, int64(q.Interval), rollupResolution(int64(q.Interval)))
+	iv := int64(q.Interval)
+	ps, err := s.aggregatePartials(ctx, q, kind, lo, hi, iv, point.RollupLevels(iv))
 	if err != nil {
 		return nil, errorf("pgstore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 	}
-	out := make([]point.Bucket, 0, len(accs))
-	for _, a := range accs {
-		bk := point.Bucket{Start: time.Unix(0, a.start).UTC()}
-		if want["count"] {
-			bk.Count = a.count
-		}
-		if a.numCount > 0 {
-			opt := func(name string, v *float64) *float64 {
-				if !want[name] || v == nil {
-					return nil
-				}
-				f := *v
-				return &f
-			}
-			avg, sum := a.sum/float64(a.numCount), a.sum
-			bk.Avg, bk.Min, bk.Max, bk.Sum = opt("avg", &avg), opt("min", a.min), opt("max", a.max), opt("sum", &sum)
-		}
-		out = append(out, bk)
-	}
-	return out, nil
+	return ps.Buckets(want), nil
 }
 
 // Export implements point.Reader, point by point in keyset chunks.
 func (s *Store) Export(ctx context.Context, q point.ExportQuery, fn func(point.Sample) error) error {
-	kind := q.Kind
-	if kind == "" {
-		kind = point.KindPoint
-	}
-	names := slices.Clone(q.Names)
-	if len(names) == 0 {
-		latest, err := s.Latest(ctx, q.PK, q.DK, kind)
-		if err != nil {
-			return err
-		}
-		for _, l := range latest {
-			names = append(names, l.Name)
-		}
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	for _, name := range names {
-		hq := point.HistoryQuery{PK: q.PK, DK: q.DK, Kind: kind, Name: name, From: q.From, To: q.To, Limit: exportChunk}
-		for {
-			page, err := s.History(ctx, hq)
-			if err != nil {
-				return err
-			}
-			for _, sm := range page.Samples {
-				if err := fn(sm); err != nil {
-					return err
-				}
-			}
-			if page.Next == "" {
-				break
-			}
-			hq.Cursor = page.Next
-		}
-	}
-	return nil
+	return point.ExportPages(ctx, s, q, exportChunk, fn)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/retention"
 )
 
@@ -77,9 +78,9 @@ func (s *Store) Purge(ctx context.Context, p retention.Purge) (retention.Result,
 			(SELECT product_key, device_key, kind, name, ts, msg_id FROM points
 			WHERE product_key = $1 AND ts < $2 LIMIT $3)`, p.Limit, p.ProductKey, before, p.Limit)
 	case retention.Rollups1m, retention.Rollups1h:
-		r := rollupMinute
+		r := point.RollupMinute
 		if p.Kind == retention.Rollups1h {
-			r = rollupHour
+			r = point.RollupHour
 		}
 		// A bucket goes once it ends at or before the cut-off.
 		res, err = s.purgeExec(ctx, `DELETE FROM point_rollups WHERE (product_key, device_key, kind, name, res, bucket) IN

@@ -2,23 +2,15 @@ package pgstore
 
 import (
 	"context"
-	"math"
-	"slices"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/coapgate/coapgate/internal/point"
 )
 
-// Rollup resolutions of point_rollups, in nanoseconds (as in the embedded
-// adapter).
-const (
-	rollupMinute = int64(time.Minute)
-	rollupHour   = int64(time.Hour)
-)
-
-var rollupResolutions = [...]int64{rollupMinute, rollupHour}
+// rollupResolutions are the widths (point.RollupMinute, point.RollupHour)
+// every projected sample is rolled up into.
+var rollupResolutions = [...]int64{point.RollupMinute, point.RollupHour}
 
 // upsertRollupSQL adds a partial rollup to its bucket (least and greatest
 // ignore NULLs).
@@ -27,8 +19,6 @@ const upsertRollupSQL = `INSERT INTO point_rollups AS r (product_key, device_key
 	ON CONFLICT (product_key, device_key, kind, name, res, bucket) DO UPDATE SET
 		count = r.count + excluded.count, num_count = r.num_count + excluded.num_count,
 		sum = r.sum + excluded.sum, min = least(r.min, excluded.min), max = greatest(r.max, excluded.max)`
-
-func floorTo(t, res int64) int64 { return t - ((t%res)+res)%res }
 
 type rollupKey struct {
 	pk, dk, kind, name string
@@ -77,7 +67,7 @@ func (b *rollupBatch) add(pk, dk, kind, name string, ts int64, sv storedValue) {
 		b.accs = make(map[rollupKey]*rollupAcc)
 	}
 	for _, res := range rollupResolutions {
-		k := rollupKey{pk: pk, dk: dk, kind: kind, name: name, res: res, bucket: floorTo(ts, res)}
+		k := rollupKey{pk: pk, dk: dk, kind: kind, name: name, res: res, bucket: point.FloorTo(ts, res)}
 		a := b.accs[k]
 		if a == nil {
 			a = &rollupAcc{}
@@ -96,133 +86,44 @@ func (b *rollupBatch) queue(qb *pgx.Batch) {
 	}
 }
 
-// bucketAcc merges partial aggregates of one Aggregate bucket.
-type bucketAcc struct {
-	start           int64
-	count, numCount int64
-	sum             float64
-	min, max        *float64
-}
-
-func (b *bucketAcc) merge(count, numCount int64, sum float64, mn, mx *float64) {
-	b.count += count
-	b.numCount += numCount
-	b.sum += sum
-	if mn != nil && (b.min == nil || *mn < *b.min) {
-		b.min = mn
-	}
-	if mx != nil && (b.max == nil || *mx > *b.max) {
-		b.max = mx
-	}
-}
-
-// rollupResolution returns the rollup width that can answer buckets of
-// width iv (0: none).
-func rollupResolution(iv int64) int64 {
-	switch {
-	case iv%rollupHour == 0:
-		return rollupHour
-	case iv%rollupMinute == 0:
-		return rollupMinute
-	}
-	return 0
-}
-
-// aggregatePartials answers Aggregate over [lo, hi): each part aligned to
-// a rollup width from point_rollups (they outlive the samples under
-// retention), coarsest first, the unaligned rest from finer rollups and at
-// last the samples; res 0 reads the samples only.
-func (s *Store) aggregatePartials(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv, res int64) ([]*bucketAcc, error) {
-	var levels []int64
-	switch res {
-	case rollupHour:
-		levels = []int64{rollupHour, rollupMinute}
-	case rollupMinute:
-		levels = []int64{rollupMinute}
-	}
-	buckets := map[int64]*bucketAcc{}
-	if err := s.aggregatePart(ctx, q, kind, lo, hi, iv, levels, buckets); err != nil {
-		return nil, err
-	}
-	return sortedBuckets(buckets), nil
-}
-
-// aggregatePart adds [lo, hi) to buckets from the first of levels (or the
-// samples when none is left).
-func (s *Store) aggregatePart(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64, buckets map[int64]*bucketAcc) error {
-	if lo >= hi {
-		return nil
-	}
-	if len(levels) == 0 {
-		return s.aggregateRaw(ctx, q, kind, lo, hi, iv, buckets)
-	}
-	res := levels[0]
-	alo, ahi := lo, floorTo(hi, res)
-	if lo != math.MinInt64 {
-		if f := floorTo(lo, res); f != lo {
-			if f > math.MaxInt64-res {
-				alo = math.MaxInt64
-			} else {
-				alo = f + res
-			}
-		}
-	}
-	if alo >= ahi {
-		return s.aggregatePart(ctx, q, kind, lo, hi, iv, levels[1:], buckets)
-	}
-	if err := s.aggregatePart(ctx, q, kind, lo, alo, iv, levels[1:], buckets); err != nil {
-		return err
-	}
-	rows, err := s.pool.Query(ctx, `SELECT bucket - ((bucket % $1) + $1) % $1 AS b,
+// aggregatePartials answers Aggregate over [lo, hi) (point.SplitRollups):
+// each part aligned to a rollup width of levels from point_rollups (they
+// outlive the samples under retention), the rest from the samples.
+func (s *Store) aggregatePartials(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64) (point.Partials, error) {
+	ps := point.Partials{}
+	rolled := func(res, lo, hi int64) error {
+		rows, err := s.pool.Query(ctx, `SELECT bucket - ((bucket % $1) + $1) % $1 AS b,
 			sum(count)::bigint, sum(num_count)::bigint, coalesce(sum(sum), 0), min(min), max(max)
 		FROM point_rollups
 		WHERE product_key = $2 AND device_key = $3 AND kind = $4 AND name = $5 AND res = $6
 			AND bucket >= $7 AND bucket < $8
-		GROUP BY b`, iv, q.PK, q.DK, kind, q.Name, res, alo, ahi)
-	if err != nil {
-		return err
-	}
-	if err := scanPartials(rows, buckets); err != nil {
-		return err
-	}
-	return s.aggregatePart(ctx, q, kind, ahi, hi, iv, levels[1:], buckets)
-}
-
-func sortedBuckets(m map[int64]*bucketAcc) []*bucketAcc {
-	out := make([]*bucketAcc, 0, len(m))
-	for _, b := range m {
-		out = append(out, b)
-	}
-	slices.SortFunc(out, func(a, b *bucketAcc) int {
-		switch {
-		case a.start < b.start:
-			return -1
-		case a.start > b.start:
-			return 1
+		GROUP BY b`, iv, q.PK, q.DK, kind, q.Name, res, lo, hi)
+		if err != nil {
+			return err
 		}
-		return 0
-	})
-	return out
-}
-
-// aggregateRaw adds the samples' partial aggregates over [lo, hi) to
-// buckets.
-func (s *Store) aggregateRaw(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, buckets map[int64]*bucketAcc) error {
-	rows, err := s.pool.Query(ctx, `SELECT b, count(*), count(num), coalesce(sum(num), 0), min(num), max(num)
+		return scanPartials(rows, ps)
+	}
+	raw := func(lo, hi int64) error {
+		rows, err := s.pool.Query(ctx, `SELECT b, count(*), count(num), coalesce(sum(num), 0), min(num), max(num)
 		FROM (SELECT ts - ((ts % $1) + $1) % $1 AS b,
 			CASE value_type WHEN 1 THEN float_value WHEN 2 THEN int_value::double precision END AS num
 			FROM points
 			WHERE product_key = $2 AND device_key = $3 AND kind = $4 AND name = $5 AND ts >= $6 AND ts < $7) t
 		GROUP BY b`, iv, q.PK, q.DK, kind, q.Name, lo, hi)
-	if err != nil {
-		return err
+		if err != nil {
+			return err
+		}
+		return scanPartials(rows, ps)
 	}
-	return scanPartials(rows, buckets)
+	if err := point.SplitRollups(lo, hi, levels, rolled, raw); err != nil {
+		return nil, err
+	}
+	return ps, nil
 }
 
 // scanPartials merges rows of (bucket, count, numeric count, sum, min,
-// max) into buckets and closes rows.
-func scanPartials(rows pgx.Rows, buckets map[int64]*bucketAcc) error {
+// max) into ps and closes rows.
+func scanPartials(rows pgx.Rows, ps point.Partials) error {
 	defer rows.Close()
 	for rows.Next() {
 		var (
@@ -233,12 +134,7 @@ func scanPartials(rows pgx.Rows, buckets map[int64]*bucketAcc) error {
 		if err := rows.Scan(&start, &count, &numCount, &sum, &mn, &mx); err != nil {
 			return err
 		}
-		b := buckets[start]
-		if b == nil {
-			b = &bucketAcc{start: start}
-			buckets[start] = b
-		}
-		b.merge(count, numCount, sum, mn, mx)
+		ps.Merge(start, count, numCount, sum, mn, mx)
 	}
 	return rows.Err()
 }

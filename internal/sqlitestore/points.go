@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -294,17 +293,9 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 	if q.Interval <= 0 {
 		return nil, fmt.Errorf("%w: interval must be positive", point.ErrInvalid)
 	}
-	want := map[string]bool{}
-	for _, a := range q.Aggs {
-		if !slices.Contains(point.AggNames, a) {
-			return nil, fmt.Errorf("%w: unknown aggregate %q", point.ErrInvalid, a)
-		}
-		want[a] = true
-	}
-	if len(want) == 0 {
-		for _, a := range point.AggNames {
-			want[a] = true
-		}
+	want, err := point.WantedAggs(q.Aggs)
+	if err != nil {
+		return nil, err
 	}
 	kind := q.Kind
 	if kind == "" {
@@ -312,21 +303,12 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 	}
 	lo, hi := timeBounds(q.From, q.To)
 	iv := int64(q.Interval)
-	if levels := rollupLevels(iv); levels != nil {
-		accs, err := s.aggregateRollups(ctx, q, kind, lo, hi, iv, levels)
+	if levels := point.RollupLevels(iv); levels != nil {
+		ps, err := s.aggregateRollups(ctx, q, kind, lo, hi, iv, levels)
 		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 		}
-		out := make([]point.Bucket, 0, len(accs))
-		for _, a := range accs {
-			var avg sql.NullFloat64
-			if a.numCount > 0 {
-				avg = sql.NullFloat64{Float64: a.sum / float64(a.numCount), Valid: true}
-			}
-			out = append(out, makeBucket(want, a.start, a.count, a.numCount, avg, a.min, a.max,
-				sql.NullFloat64{Float64: a.sum, Valid: a.numCount > 0}))
-		}
-		return out, nil
+		return ps.Buckets(want), nil
 	}
 	// ts - ((ts % iv) + iv) % iv is ts rounded down to a multiple of iv,
 	// also for times before 1970 (% truncates towards zero).
@@ -349,7 +331,7 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 		if err := rows.Scan(&start, &count, &numCount, &avg, &mn, &mx, &sum); err != nil {
 			return nil, fmt.Errorf("sqlitestore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
 		}
-		out = append(out, makeBucket(want, start, count, numCount, avg, mn, mx, sum))
+		out = append(out, point.NewBucket(want, start, count, numCount, nullFloat(avg), nullFloat(mn), nullFloat(mx), nullFloat(sum)))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlitestore: aggregate %s/%s %s: %w", q.PK, q.DK, q.Name, err)
@@ -357,64 +339,11 @@ func (s *Store) Aggregate(ctx context.Context, q point.HistoryQuery) ([]point.Bu
 	return out, nil
 }
 
-// makeBucket builds one Aggregate bucket with the aggregates in want.
-func makeBucket(want map[string]bool, start, count, numCount int64, avg, mn, mx, sum sql.NullFloat64) point.Bucket {
-	bk := point.Bucket{Start: time.Unix(0, start).UTC()}
-	if want["count"] {
-		bk.Count = count
-	}
-	if numCount > 0 {
-		opt := func(name string, v sql.NullFloat64) *float64 {
-			if !want[name] || !v.Valid {
-				return nil
-			}
-			f := v.Float64
-			return &f
-		}
-		bk.Avg, bk.Min, bk.Max, bk.Sum = opt("avg", avg), opt("min", mn), opt("max", mx), opt("sum", sum)
-	}
-	return bk
-}
-
 // Export implements point.Reader: point by point (names from latest_points
 // unless given), each in keyset chunks of exportChunk rows, so fn never
 // runs inside a read transaction and memory stays bounded.
 func (s *Store) Export(ctx context.Context, q point.ExportQuery, fn func(point.Sample) error) error {
-	kind := q.Kind
-	if kind == "" {
-		kind = point.KindPoint
-	}
-	names := slices.Clone(q.Names)
-	if len(names) == 0 {
-		latest, err := s.Latest(ctx, q.PK, q.DK, kind)
-		if err != nil {
-			return err
-		}
-		for _, l := range latest {
-			names = append(names, l.Name)
-		}
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	for _, name := range names {
-		hq := point.HistoryQuery{PK: q.PK, DK: q.DK, Kind: kind, Name: name, From: q.From, To: q.To, Limit: exportChunk}
-		for {
-			page, err := s.History(ctx, hq)
-			if err != nil {
-				return err
-			}
-			for _, sm := range page.Samples {
-				if err := fn(sm); err != nil {
-					return err
-				}
-			}
-			if page.Next == "" {
-				break
-			}
-			hq.Cursor = page.Next
-		}
-	}
-	return nil
+	return point.ExportPages(ctx, s, q, exportChunk, fn)
 }
 
 // encodePointValue returns the type tag and stored form of v.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/coapgate/coapgate/internal/point"
 	"github.com/coapgate/coapgate/internal/retention"
 )
 
@@ -99,9 +100,9 @@ func (s *Store) Purge(ctx context.Context, p retention.Purge) (retention.Result,
 	case retention.Points:
 		res, err = s.purgePoints(ctx, p.ProductKey, before, p.Limit)
 	case retention.Rollups1m:
-		res, err = s.purgeRollups(ctx, p.ProductKey, rollupMinute, before, p.Limit)
+		res, err = s.purgeRollups(ctx, p.ProductKey, point.RollupMinute, before, p.Limit)
 	case retention.Rollups1h:
-		res, err = s.purgeRollups(ctx, p.ProductKey, rollupHour, before, p.Limit)
+		res, err = s.purgeRollups(ctx, p.ProductKey, point.RollupHour, before, p.Limit)
 	default:
 		err = fmt.Errorf("unknown kind %q", p.Kind)
 	}

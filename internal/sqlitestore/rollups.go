@@ -5,21 +5,13 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
-	"slices"
-	"time"
 
 	"github.com/coapgate/coapgate/internal/point"
 )
 
-// Rollup resolutions of point_rollups (migration 0010), in nanoseconds.
-const (
-	rollupMinute = int64(time.Minute)
-	rollupHour   = int64(time.Hour)
-)
-
-// rollupResolutions are the widths every projected sample is rolled up
-// into.
-var rollupResolutions = [...]int64{rollupMinute, rollupHour}
+// rollupResolutions are the widths (point.RollupMinute, point.RollupHour)
+// every projected sample is rolled up into (point_rollups, migration 0010).
+var rollupResolutions = [...]int64{point.RollupMinute, point.RollupHour}
 
 // upsertRollupSQL adds a partial rollup to its bucket.
 const upsertRollupSQL = `INSERT INTO point_rollups (product_key, device_key, kind, name, res, bucket,
@@ -34,9 +26,6 @@ const upsertRollupSQL = `INSERT INTO point_rollups (product_key, device_key, kin
 		max = CASE WHEN excluded.max IS NULL THEN point_rollups.max
 			WHEN point_rollups.max IS NULL OR excluded.max > point_rollups.max THEN excluded.max
 			ELSE point_rollups.max END`
-
-// floorTo rounds t down to a multiple of res (also below zero).
-func floorTo(t, res int64) int64 { return t - ((t%res)+res)%res }
 
 // rollupKey names one bucket of one point at one resolution.
 type rollupKey struct {
@@ -100,7 +89,7 @@ func (b *rollupBatch) add(pk, dk, kind, name string, ts, vt int64, v any) {
 		b.accs = make(map[rollupKey]*rollupAcc)
 	}
 	for _, res := range rollupResolutions {
-		k := rollupKey{pk: pk, dk: dk, kind: kind, name: name, res: res, bucket: floorTo(ts, res)}
+		k := rollupKey{pk: pk, dk: dk, kind: kind, name: name, res: res, bucket: point.FloorTo(ts, res)}
 		a := b.accs[k]
 		if a == nil {
 			a = &rollupAcc{}
@@ -131,136 +120,58 @@ func (b *rollupBatch) write(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
-// bucketAcc merges partial aggregates of one Aggregate bucket.
-type bucketAcc struct {
-	start           int64
-	count, numCount int64
-	sum             float64
-	min, max        sql.NullFloat64
-}
-
-func (b *bucketAcc) merge(count, numCount int64, sum float64, mn, mx sql.NullFloat64) {
-	b.count += count
-	b.numCount += numCount
-	b.sum += sum
-	if mn.Valid && (!b.min.Valid || mn.Float64 < b.min.Float64) {
-		b.min = mn
-	}
-	if mx.Valid && (!b.max.Valid || mx.Float64 > b.max.Float64) {
-		b.max = mx
-	}
-}
-
-// rollupLevels returns the rollup widths that can answer buckets of width
-// iv, coarsest first (none: iv is not a whole number of minutes).
-func rollupLevels(iv int64) []int64 {
-	switch {
-	case iv%rollupHour == 0:
-		return []int64{rollupHour, rollupMinute}
-	case iv%rollupMinute == 0:
-		return []int64{rollupMinute}
-	}
-	return nil
-}
-
 // aggregateRollups answers Aggregate for an interval that is a whole
-// number of minutes: the part of [lo, hi) aligned to the coarsest rollup
-// width from those rollups, the unaligned ends from the next finer width,
-// and what no width covers (sub-minute ends) from the samples. Every
-// rollup bucket lies inside one interval bucket (the width divides the
-// interval), so the answer equals the one over the samples; sums of
-// non-integer floats may differ in the last bits (addition order).
-func (s *Store) aggregateRollups(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64) ([]*bucketAcc, error) {
-	buckets := map[int64]*bucketAcc{}
-	if err := s.aggregatePart(ctx, q, kind, lo, hi, iv, levels, buckets); err != nil {
-		return nil, err
-	}
-	out := make([]*bucketAcc, 0, len(buckets))
-	for _, b := range buckets {
-		out = append(out, b)
-	}
-	slices.SortFunc(out, func(a, b *bucketAcc) int { return cmpInt64(a.start, b.start) })
-	return out, nil
-}
-
-// aggregatePart adds [lo, hi) to buckets from the first of levels (or the
-// samples when none is left).
-func (s *Store) aggregatePart(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64, buckets map[int64]*bucketAcc) error {
-	if lo >= hi {
-		return nil
-	}
-	if len(levels) == 0 {
-		return s.aggregateRaw(ctx, q, kind, lo, hi, iv, buckets)
-	}
-	res := levels[0]
-	alo, ahi := lo, floorTo(hi, res)
-	if lo != math.MinInt64 {
-		if f := floorTo(lo, res); f != lo {
-			if f > math.MaxInt64-res {
-				alo = math.MaxInt64
-			} else {
-				alo = f + res
-			}
-		}
-	}
-	if alo >= ahi {
-		return s.aggregatePart(ctx, q, kind, lo, hi, iv, levels[1:], buckets)
-	}
-	if err := s.aggregatePart(ctx, q, kind, lo, alo, iv, levels[1:], buckets); err != nil {
-		return err
-	}
-	query := `SELECT bucket - ((bucket % ?1) + ?1) % ?1 AS b,
+// number of minutes (point.SplitRollups): the part of [lo, hi) aligned to
+// the coarsest rollup width from those rollups, the unaligned ends from
+// the next finer width, and what no width covers (sub-minute ends) from
+// the samples. Every rollup bucket lies inside one interval bucket (the
+// width divides the interval), so the answer equals the one over the
+// samples; sums of non-integer floats may differ in the last bits
+// (addition order).
+func (s *Store) aggregateRollups(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, levels []int64) (point.Partials, error) {
+	ps := point.Partials{}
+	rolled := func(res, lo, hi int64) error {
+		query := `SELECT bucket - ((bucket % ?1) + ?1) % ?1 AS b,
 			sum(count), sum(num_count), total(sum), min(min), max(max)
 		FROM point_rollups
 		WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
 			AND bucket >= ?7 AND bucket < ?8
 		GROUP BY b`
-	if iv == res {
-		// One rollup row per bucket, in key order: no grouping (?1 stays
-		// referenced so that both forms take the same arguments).
-		query = `SELECT bucket + 0 * ?1, count, num_count, sum, min, max
+		if iv == res {
+			// One rollup row per bucket, in key order: no grouping (?1
+			// stays referenced so that both forms take the same arguments).
+			query = `SELECT bucket + 0 * ?1, count, num_count, sum, min, max
 		FROM point_rollups
 		WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND res = ?6
 			AND bucket >= ?7 AND bucket < ?8`
+		}
+		rows, err := s.reader.QueryContext(ctx, query, iv, q.PK, q.DK, kind, q.Name, res, lo, hi)
+		if err != nil {
+			return err
+		}
+		return scanPartials(rows, ps)
 	}
-	rows, err := s.reader.QueryContext(ctx, query, iv, q.PK, q.DK, kind, q.Name, res, alo, ahi)
-	if err != nil {
-		return err
-	}
-	if err := scanPartials(rows, buckets); err != nil {
-		return err
-	}
-	return s.aggregatePart(ctx, q, kind, ahi, hi, iv, levels[1:], buckets)
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-// aggregateRaw adds the samples' partial aggregates over [lo, hi) to
-// buckets.
-func (s *Store) aggregateRaw(ctx context.Context, q point.HistoryQuery, kind string, lo, hi, iv int64, buckets map[int64]*bucketAcc) error {
-	rows, err := s.reader.QueryContext(ctx, `SELECT b, count(*), count(num), total(num), min(num), max(num)
+	raw := func(lo, hi int64) error {
+		rows, err := s.reader.QueryContext(ctx, `SELECT b, count(*), count(num), total(num), min(num), max(num)
 		FROM (SELECT ts - ((ts % ?1) + ?1) % ?1 AS b,
 			CASE WHEN value_type IN (1, 2) THEN value END AS num
 			FROM points
 			WHERE product_key = ?2 AND device_key = ?3 AND kind = ?4 AND name = ?5 AND ts >= ?6 AND ts < ?7)
 		GROUP BY b`, iv, q.PK, q.DK, kind, q.Name, lo, hi)
-	if err != nil {
-		return err
+		if err != nil {
+			return err
+		}
+		return scanPartials(rows, ps)
 	}
-	return scanPartials(rows, buckets)
+	if err := point.SplitRollups(lo, hi, levels, rolled, raw); err != nil {
+		return nil, err
+	}
+	return ps, nil
 }
 
 // scanPartials merges rows of (bucket, count, numeric count, sum, min,
-// max) into buckets and closes rows.
-func scanPartials(rows *sql.Rows, buckets map[int64]*bucketAcc) error {
+// max) into ps and closes rows.
+func scanPartials(rows *sql.Rows, ps point.Partials) error {
 	defer rows.Close()
 	for rows.Next() {
 		var (
@@ -271,12 +182,15 @@ func scanPartials(rows *sql.Rows, buckets map[int64]*bucketAcc) error {
 		if err := rows.Scan(&start, &count, &numCount, &sum, &mn, &mx); err != nil {
 			return err
 		}
-		b := buckets[start]
-		if b == nil {
-			b = &bucketAcc{start: start}
-			buckets[start] = b
-		}
-		b.merge(count, numCount, sum, mn, mx)
+		ps.Merge(start, count, numCount, sum, nullFloat(mn), nullFloat(mx))
 	}
 	return rows.Err()
+}
+
+// nullFloat returns v's value, nil when it is NULL.
+func nullFloat(v sql.NullFloat64) *float64 {
+	if !v.Valid {
+		return nil
+	}
+	return &v.Float64
 }
