@@ -47,47 +47,12 @@ type replDevice struct {
 
 func dialReplDevice(t *testing.T, r *dtlstest.Relay, pk, dk, secret string, cid bool) *replDevice {
 	t.Helper()
-	key := dtlspsk.Key(secret)
 	id := dtlspsk.Identity{ProductKey: pk, DeviceKey: dk, SecureMode: dtlspsk.ModeDevice, Lifetime: time.Hour}.String()
-	opts := []dtls.ClientOption{
-		dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
-		dtls.WithPSKIdentityHint([]byte(id)),
-		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
-	}
-	if cid {
-		opts = append(opts, dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()))
-	}
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := dtlstest.DialPSK(t, r, id, dtlspsk.Key(secret), cid, 16, 60*time.Second)
 	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := dtls.ClientWithOptions(pc, r.Addr(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := c.HandshakeContext(ctx); err != nil {
 		t.Fatalf("handshake of %s: %v", dk, err)
 	}
-	d := &replDevice{name: dk, pk: pk, dk: dk, relay: r, conn: c, in: make(chan []byte, 16), closed: make(chan struct{}), mid: 100}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(d.closed)
-		for {
-			buf := make([]byte, 1500)
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case d.in <- buf[:n]:
-			default:
-			}
-		}
-	})
-	t.Cleanup(func() { c.Close(); pc.Close(); wg.Wait() })
-	return d
+	return &replDevice{name: dk, pk: pk, dk: dk, relay: r, conn: c.Conn, in: c.In, closed: c.Closed, mid: 100}
 }
 
 // uplink returns the next CON uplink, encoded.

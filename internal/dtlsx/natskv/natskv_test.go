@@ -217,44 +217,11 @@ func exchange(t *testing.T, c *client, mid uint16) string {
 
 func dial(t *testing.T, r *dtlstest.Relay, cid bool) *client {
 	t.Helper()
-	opts := []dtls.ClientOption{
-		dtls.WithPSK(func([]byte) ([]byte, error) { return testKey, nil }),
-		dtls.WithPSKIdentityHint([]byte(testIdentity)),
-		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
-	}
-	if cid {
-		opts = append(opts, dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()))
-	}
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := dtlstest.DialPSK(t, r, testIdentity, testKey, cid, 64, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := dtls.ClientWithOptions(pc, r.Addr(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cl := &client{c: c, in: make(chan []byte, 64)}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			buf := make([]byte, 1500)
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case cl.in <- buf[:n]:
-			default:
-			}
-		}
-	})
-	t.Cleanup(func() { c.Close(); pc.Close(); wg.Wait() })
-	return cl
+	return &client{c: c.Conn, in: c.In}
 }
 
 // waitFor polls cond with a generous deadline.
