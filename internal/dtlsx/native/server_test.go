@@ -299,13 +299,18 @@ func TestKeyMatchesAtEstablishment(t *testing.T) {
 	if matched.Load() != 1 {
 		t.Fatalf("KeyMatches(current key) false")
 	}
+	// The revocation's close_notify follows the server's Finished at once:
+	// the client reads it either after its handshake returned or while it
+	// completes (then the handshake itself reports it).
 	c2, err := dialPSK(t, nil, ts.addr, "pk,dk,2,120", dtlspsk.Key(secret), pskSuites[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c2.Read(make([]byte, 100)); err == nil {
-		t.Fatal("read on a session keyed with a rotated secret succeeded")
+	switch {
+	case err != nil && !strings.Contains(err.Error(), "CloseNotify"):
+		t.Fatalf("handshake with a rotated secret: %v, want success or close_notify", err)
+	case err == nil:
+		_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c2.Read(make([]byte, 100)); err == nil {
+			t.Fatal("read on a session keyed with a rotated secret succeeded")
+		}
 	}
 	waitFor(t, func() bool { return ts.closedAs(CloseRevoked) == 1 }, "the stale session closed as revoked")
 	if other.Load() != 0 || matched.Load() != 1 {
