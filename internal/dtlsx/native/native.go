@@ -88,7 +88,6 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*engine.Session]*Session
-	gone     map[*engine.Session]struct{} // ended before their OnEstablished ran
 
 	lookups  chan lookup // PSK lookups for the workers
 	repl     *repl       // nil: sessions stay on this node
@@ -214,7 +213,7 @@ func New(cfg Config, coap *coapx.Server) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, coap: coap, log: cfg.Logger.With("component", "dtls"), sessions: map[*engine.Session]*Session{}, gone: map[*engine.Session]struct{}{}, keys: map[string]keyed{}}
+	s := &Server{cfg: cfg, coap: coap, log: cfg.Logger.With("component", "dtls"), sessions: map[*engine.Session]*Session{}, keys: map[string]keyed{}}
 	s.lookups = make(chan lookup, max(cfg.MaxHandshakes, 64))
 	s.decoy = make([]byte, 32)
 	if _, err := rand.Read(s.decoy); err != nil {
@@ -525,7 +524,9 @@ func (s *Server) onUp(es *engine.Session) {
 // handshake a lookup worker completed before that worker has run
 // OnEstablished. Whoever gets here second waits until OnUp has run, so the
 // gateway sees a session up before any of its requests. Nil: es already
-// ended.
+// ended — its OnEstablished or data came after (or raced with) its
+// OnClose; the engine's closed flag decides, read under s.mu so that
+// onDown sees either no Session or the one made here.
 func (s *Server) attach(es *engine.Session) *Session {
 	peer := s.e.Peer(es)
 	s.mu.Lock()
@@ -535,8 +536,7 @@ func (s *Server) attach(es *engine.Session) *Session {
 		<-ready
 		return ss
 	}
-	if _, ok := s.gone[es]; ok {
-		delete(s.gone, es)
+	if s.e.Closed(es) { // lock order: s.mu, then the engine's
 		s.mu.Unlock()
 		return nil
 	}
@@ -575,9 +575,7 @@ func (s *Server) onDown(es *engine.Session, reason string) {
 	s.mu.Lock()
 	ss := s.sessions[es]
 	var ready chan struct{}
-	if ss == nil {
-		s.gone[es] = struct{}{} // its OnEstablished is still to come
-	} else {
+	if ss != nil {
 		ready = ss.ready
 	}
 	delete(s.sessions, es)

@@ -597,3 +597,43 @@ func TestNATStorm(t *testing.T) {
 		t.Fatalf("%v handshakes refused by per-address limits during the storm", limited)
 	}
 }
+
+// TestLateCallbacksAfterClose: the engine runs its callbacks after its
+// lock is released, on whichever goroutine made them (read loop, lookup
+// worker, timers), so a session's data or OnEstablished can arrive after
+// its OnClose has run. Such a session must not come up again: no second
+// OnUp, nothing left in the session table.
+func TestLateCallbacksAfterClose(t *testing.T) {
+	var ups, downs atomic.Int32
+	ts := start(t, func(c *Config) {
+		c.OnUp = func(*Session) { ups.Add(1) }
+		c.OnDown = func(*Session, string) { downs.Add(1) }
+	})
+	c, err := dialPSK(t, nil, ts.addr, "pk,dk,2,60", dtlspsk.Key(secret), pskSuites[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := post(t, c); err != nil || r.Code != codes.Changed {
+		t.Fatalf("post: %v %v", r.Code, err)
+	}
+	ts.mu.Lock()
+	var ss *Session
+	for _, v := range ts.sessions {
+		ss = v
+	}
+	ts.mu.Unlock()
+	if ss == nil || ups.Load() != 1 {
+		t.Fatalf("session not attached (ups %d)", ups.Load())
+	}
+	ss.Close()
+	waitFor(t, func() bool { return downs.Load() == 1 }, "OnDown of the closed session")
+
+	ts.onData(ss.es, []byte{0x50, 0x02, 0, 1}) // data collected before the close, delivered after it
+	ts.onUp(ss.es)                             // an OnEstablished that lost the race
+	ts.mu.Lock()
+	n := len(ts.sessions)
+	ts.mu.Unlock()
+	if ups.Load() != 1 || n != 0 {
+		t.Fatalf("after late callbacks: OnUp ran %d times (want 1), %d sessions in the table (want 0)", ups.Load(), n)
+	}
+}
