@@ -57,9 +57,9 @@ type Config struct {
 	// session from its PSK identity (nil for certificate sessions); 0
 	// keeps IdleTimeout. It runs under the engine's lock.
 	SessionIdleTimeout func(identity []byte) time.Duration
-	// OnHandshakeFailure, when set, is called with the reason of every
-	// failed handshake (under the engine's lock: count, do not block).
-	OnHandshakeFailure func(reason string)
+	// OnHandshakeFailure, when set, is called for every failed handshake
+	// (under the engine's lock: count or log, do not block).
+	OnHandshakeFailure func(HandshakeFailure)
 	// AdmitHandshake, when set, is asked about every verified ClientHello
 	// that the engine's own limits admit, with whether the engine is under
 	// pressure (at least half of MaxHandshakes in progress); a non-empty
@@ -395,6 +395,15 @@ func (e *Engine) handleRecord(r *record, addr netip.AddrPort, now time.Time) {
 	e.unknownRecord(r, addr)
 }
 
+// HandshakeFailure is a failed handshake, for Config.OnHandshakeFailure.
+type HandshakeFailure struct {
+	Reason string
+	Addr   netip.AddrPort
+	// Identity is the PSK identity of the ClientKeyExchange (nil before
+	// it, or for a certificate suite). Valid only during the call.
+	Identity []byte
+}
+
 // fail ends a handshake, sending a fatal alert when desc >= 0.
 // A handshake whose PSK identity was refused in secret (PSKRefusal) fails
 // for that refusal, whatever ended it.
@@ -407,7 +416,11 @@ func (e *Engine) fail(h *handshake, reason string, desc int) {
 	}
 	e.st.HandshakeFailures[reason]++
 	if e.cfg.OnHandshakeFailure != nil {
-		e.cfg.OnHandshakeFailure(reason)
+		f := HandshakeFailure{Reason: reason, Addr: h.addr, Identity: h.pendingID}
+		if h.sess != nil {
+			f.Identity = h.sess.Identity()
+		}
+		e.cfg.OnHandshakeFailure(f)
 	}
 	e.dropHandshake(h)
 	h.gen++

@@ -155,7 +155,7 @@ func (e *Engine) clientHello(r *record, addr netip.AddrPort, now time.Time) {
 	if reason != "" {
 		e.st.HandshakeFailures[reason]++
 		if e.cfg.OnHandshakeFailure != nil {
-			e.cfg.OnHandshakeFailure(reason)
+			e.cfg.OnHandshakeFailure(HandshakeFailure{Reason: reason, Addr: addr})
 		}
 		return
 	}

@@ -24,7 +24,7 @@ func TestHiddenPSKRefusal(t *testing.T) {
 		}
 		return nil, &PSKRefusal{Reason: "store_unavailable"}
 	}
-	h := newHarness(t, Config{PSK: refuse, OnHandshakeFailure: func(r string) { reported = append(reported, r) }})
+	h := newHarness(t, Config{PSK: refuse, OnHandshakeFailure: func(f HandshakeFailure) { reported = append(reported, f.Reason) }})
 
 	for i, tc := range []struct {
 		identity string
@@ -90,7 +90,7 @@ func TestAdmitHandshakeHook(t *testing.T) {
 		return ""
 	}
 	h := newHarness(t, Config{MaxHandshakes: 2, MaxHandshakesPerAddress: 8, AdmitHandshake: refuseUnderPressure,
-		OnHandshakeFailure: func(r string) { reported = append(reported, r) }})
+		OnHandshakeFailure: func(f HandshakeFailure) { reported = append(reported, f.Reason) }})
 	c1 := newClient(h, 1)
 	c1.cookieExchange() // no pressure: admitted
 	if len(asked) != 1 || asked[0] {

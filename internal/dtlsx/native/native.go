@@ -498,11 +498,20 @@ func (s *Server) admit(from netip.AddrPort, pressure bool) string {
 
 // handshakeFailed counts a failed handshake: the engine's reasons under
 // the metric's names, the refusals of this package (PSK lookups, rate) as
-// they are.
-func (s *Server) handshakeFailed(reason string) {
+// they are. A wrong key is also logged (at the refusals' bounded rate)
+// with the identity it was tried for: the refusals of the lookup workers
+// were logged there, and this one is the device maker's commonest
+// mistake.
+func (s *Server) handshakeFailed(f engine.HandshakeFailure) {
+	reason := f.Reason
 	switch reason {
 	case engine.ReasonBadFinished:
 		reason = dtlspsk.ReasonBadKey
+		var id *dtlspsk.Identity
+		if parsed, err := dtlspsk.Parse(f.Identity); err == nil {
+			id = &parsed
+		}
+		s.logRefusal(reason, f.Addr, id, "the client's Finished did not verify: the device holds another key than its secret here")
 	case engine.ReasonTimeout, engine.ReasonPeerAlert, engine.ReasonLimit, engine.ReasonLimitSessions, engine.ReasonLimitAddress, engine.ReasonUnknownPSK:
 	case engine.ReasonNoSuite, engine.ReasonBadMessage, engine.ReasonBadVersion, engine.ReasonReplaced, engine.ReasonRestarted:
 		reason = "handshake_error"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
@@ -635,5 +636,41 @@ func TestLateCallbacksAfterClose(t *testing.T) {
 	ts.mu.Unlock()
 	if ups.Load() != 1 || n != 0 {
 		t.Fatalf("after late callbacks: OnUp ran %d times (want 1), %d sessions in the table (want 0)", ups.Load(), n)
+	}
+}
+
+// TestWrongKeyLogged: a handshake with a wrong key is logged (rate-bounded)
+// with the identity and address it came from, so an operator can tell
+// which device holds a stale secret; the key itself is not in the line.
+func TestWrongKeyLogged(t *testing.T) {
+	var logs refusalLog
+	ts := start(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := dtlspsk.Key("not-the-secret")
+	if _, err := dialPSK(t, pc, ts.addr, "pk,dk,2,60", wrong, pskSuites[0]); err == nil {
+		t.Fatal("handshake with a wrong key succeeded")
+	}
+	waitFor(t, func() bool { return ts.failures(dtlspsk.ReasonBadKey) == 1 }, "the wrong key counted")
+	logs.mu.Lock()
+	out := logs.b.String()
+	logs.mu.Unlock()
+	var line map[string]any
+	for _, l := range strings.Split(out, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["reason"] == dtlspsk.ReasonBadKey {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no bad_key line in the log:\n%s", out)
+	}
+	if line["productKey"] != "pk" || line["deviceKey"] != "dk" || line["peer"] != pc.LocalAddr().String() {
+		t.Fatalf("bad_key line %v: want productKey pk, deviceKey dk, peer %s", line, pc.LocalAddr())
+	}
+	if strings.Contains(out, fmt.Sprintf("%x", wrong)) || strings.Contains(out, secret) {
+		t.Fatal("a key or secret is in the log")
 	}
 }
