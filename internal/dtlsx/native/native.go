@@ -560,7 +560,7 @@ func (s *Server) attach(es *engine.Session) *Session {
 	}
 	s.sessions[es] = ss
 	s.mu.Unlock()
-	adopted := s.repl != nil && s.repl.established(es) // before any of its data
+	adopted := s.repl != nil && s.repl.established(es, ss.key) // before any of its data
 	if !adopted {
 		s.done.WithLabelValues(suiteLabel(es.CipherSuite())).Inc()
 	}

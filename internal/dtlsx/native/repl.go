@@ -263,7 +263,11 @@ func (r *repl) pskHash(ctx context.Context, identity []byte) (hash, key []byte, 
 // handshake of: it may send below one reservation until its record is
 // stored; then the record is written. Runs before the session's data.
 // It reports whether es was taken over from another node instead.
-func (r *repl) established(es *engine.Session) (adopted bool) {
+// psk is the key the handshake used (nil: not known here, or a
+// certificate session); the record carries its hash, so that a node
+// taking the session over compares the device's key then with the key
+// the session was made with, not with the key at the first write.
+func (r *repl) established(es *engine.Session, psk []byte) (adopted bool) {
 	r.mu.Lock()
 	adopted = r.owned[es] != nil
 	r.mu.Unlock()
@@ -278,6 +282,13 @@ func (r *repl) established(es *engine.Session) (adopted bool) {
 	res := r.cfg.Reserve
 	r.srv.e.SetWriteLimit(es, res, res/2)
 	o := &owned{key: key, es: es, limit: res}
+	switch {
+	case es.Identity() == nil:
+		o.psk = []byte{} // certificate session
+	case len(psk) > 0:
+		h := sha256.Sum256(psk)
+		o.psk = h[:]
+	}
 	r.mu.Lock()
 	r.owned[es] = o
 	r.byKey[key] = o
@@ -384,9 +395,9 @@ func (r *repl) store(ctx context.Context, o *owned) {
 	c, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	if o.psk == nil {
-		// The key the session was made with is the device's key now (a
-		// change since the handshake revokes the session): a node taking
-		// it over compares it with the key it finds then.
+		// The handshake's key was not kept (its entry went under a flood
+		// of handshakes): the device's key now stands in for it, since a
+		// change since the handshake revokes the session at binding.
 		h, _, err := r.pskHash(c, o.es.Identity())
 		if err != nil {
 			r.count(evFailures)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +117,13 @@ func startNodeReady(t *testing.T, name string, st native.SessionStore, keys *sec
 	if len(psk) > 0 {
 		key = psk[0] // the device's key as this node's registry has it
 	}
+	return startNodeLookup(t, name, st, keys, byAddr, ready, reserve, func() []byte { return key })
+}
+
+// startNodeLookup starts a node whose registry gives the test identity the
+// key current returns at each lookup.
+func startNodeLookup(t *testing.T, name string, st native.SessionStore, keys *secretbox.Keyring, byAddr bool, ready func() bool, reserve uint64, current func() []byte) *node {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	coap := coapx.NewServer(coapx.Config{Transport: "coap-dtls"}, coapx.HandlerFunc(func(ctx context.Context, req *coapx.Request) *coapx.Response {
 		return &coapx.Response{Code: codes.Changed, Payload: []byte(name)}
@@ -125,7 +133,7 @@ func startNodeReady(t *testing.T, name string, st native.SessionStore, keys *sec
 			if id.String() != testIdentity {
 				return nil, &dtlspsk.Error{Reason: dtlspsk.ReasonUnknownDevice, Msg: "unknown"}
 			}
-			return key, nil
+			return current(), nil
 		},
 		ConnectionID: true,
 		Registerer:   reg,
@@ -548,5 +556,41 @@ func TestChangedKeyNotTakenOver(t *testing.T) {
 	})
 	if b.event("imported") != 0 || b.sessions() != 0 || len(storedKeys(t, st)) != 0 {
 		t.Fatalf("imported %d, sessions %d, keys %v", b.event("imported"), b.sessions(), storedKeys(t, st))
+	}
+}
+
+// TestRecordCarriesTheSessionsKey: the stored record names the key the
+// session was made with, not the registry's key when the record is
+// written. Here the device's secret changes right after the owner's
+// handshake lookup: the record must still carry the old key, so a node
+// that knows only the new secret refuses the takeover.
+func TestRecordCarriesTheSessionsKey(t *testing.T) {
+	nc := connect(t)
+	st, _ := bucket(t, nc)
+	keys := newKeys(t)
+	rotated := dtlspsk.Key("rotated")
+	var lookups atomic.Int32
+	a := startNodeLookup(t, "a", st, keys, false, nil, 8, func() []byte {
+		if lookups.Add(1) == 1 {
+			return testKey // the handshake's lookup
+		}
+		return rotated // every later one: the secret was rotated meanwhile
+	})
+	b := startNodeReady(t, "b", st, keys, false, nil, 8, rotated)
+	r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a.addr)
+	c := dial(t, r, true)
+	exchange(t, c, 1)
+	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
+	r.Rebind(net.IPv4(127, 0, 0, 1))
+	r.Retarget(b.addr)
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 2, Token: []byte{2}}
+	buf := make([]byte, 64)
+	n, _ := coder.DefaultCoder.Encode(m, buf)
+	if _, err := c.c.Write(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the takeover refused", func() bool { return b.event("stale") == 1 || b.event("imported") == 1 })
+	if b.event("imported") != 0 || b.sessions() != 0 {
+		t.Fatalf("a session keyed with the old secret was taken over by a node with the new one (imported %d, sessions %d)", b.event("imported"), b.sessions())
 	}
 }
