@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/config"
@@ -42,6 +43,7 @@ func newLeases(cfg config.Config, reg prometheus.Registerer, log *slog.Logger) (
 type presenceStore interface {
 	SweepPresence(ctx context.Context, before time.Time) (int, error)
 	LookupPresence(ctx context.Context, pk, dk string) (presence.Record, bool, error)
+	CountPresence(ctx context.Context, now time.Time) (online, seen int, err error)
 }
 
 // presenceFlushInterval is how often a node flushes its contacts; the
@@ -96,4 +98,50 @@ func (p sharedPresence) Lookup(pk, dk string) (presence.Status, bool) {
 		return local, lok
 	}
 	return r.Status(), ok
+}
+
+// presenceCountEvery: how often the overview recounts the cluster's
+// devices (a scan of the shared presence, as the registry's count is).
+const presenceCountEvery = time.Minute
+
+// clusterDevices gives the console's overview the cluster's device counts
+// (stats.Options.Devices) from the shared presence, counted at most once
+// per every; between counts it gives the last count, and this node's own
+// until the first count succeeds. A failed count is retried at the next
+// sample and logged once per outage.
+type clusterDevices struct {
+	st interface {
+		CountPresence(context.Context, time.Time) (int, int, error)
+	}
+	local *presence.Tracker
+	every time.Duration
+	log   *slog.Logger
+
+	mu           sync.Mutex
+	at           time.Time // of the last count; zero: none yet
+	online, seen int
+	failing      bool
+}
+
+func (c *clusterDevices) Devices(now time.Time) (online, seen int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() || now.Sub(c.at) >= c.every {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		on, n, err := c.st.CountPresence(ctx, now)
+		cancel()
+		switch {
+		case err != nil:
+			if !c.failing {
+				c.log.Warn("cluster device count failed; the overview shows the last count", "err", err)
+			}
+			c.failing = true
+		default:
+			c.at, c.online, c.seen, c.failing = now, on, n, false
+		}
+	}
+	if c.at.IsZero() {
+		return c.local.Online(now), c.local.Len()
+	}
+	return c.online, c.seen
 }

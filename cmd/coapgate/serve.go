@@ -347,13 +347,14 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger, hooks
 		s.sampler.MarkChanged() // the overview's device count
 	}
 	// The console's overview: an hour of samples of the counters above.
-	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log, Registry: s.store,
-		Devices: func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }})
+	devices := func(now time.Time) (int, int) { return pres.Online(now), pres.Len() }
 	var apiPresence api.PresenceLookup = pres
 	shared, sharedOK := s.store.(presenceStore)
 	if sharedOK {
 		apiPresence = sharedPresence{st: shared, local: pres}
+		devices = (&clusterDevices{st: shared, local: pres, every: presenceCountEvery, log: log}).Devices
 	}
+	s.sampler = stats.New(stats.Options{Gatherer: reg, Logger: log, Registry: s.store, Devices: devices})
 	apiHandler := api.New(api.Options{
 		Registry: s.store, Messages: s.store, Keys: s.store, Events: s.store, Points: s.store, Commands: queue,
 		Rules: s.forward, Notify: s.store, Presence: apiPresence, Health: s.store.Ping,

@@ -176,3 +176,16 @@ func (s *Store) LookupPresence(ctx context.Context, pk, dk string) (presence.Rec
 	r.LastSeen, r.Lifetime = fromNanos(seen), time.Duration(lifetime)
 	return r, true, nil
 }
+
+// CountPresence returns how many devices of the shared presence are
+// online at now (seen within their lifetime, whether or not the sweep has
+// run) and how many it holds in all. It reads the whole table: callers
+// cache it (the console's overview counts at most once a minute).
+func (s *Store) CountPresence(ctx context.Context, now time.Time) (online, seen int, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE online AND last_seen + lifetime > $1), count(*)
+		FROM device_presence`, toNanos(now)).Scan(&online, &seen)
+	if err != nil {
+		return 0, 0, errorf("pgstore: count presence: %w", err)
+	}
+	return online, seen, nil
+}

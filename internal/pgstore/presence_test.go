@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -117,5 +118,37 @@ func TestPresenceConcurrentNodes(t *testing.T) {
 	}
 	for _, dk := range devices {
 		wantTypes(t, eventTypes(t, s, "p", dk), event.Online)
+	}
+}
+
+// TestCountPresence: the cluster's online count counts a device by its
+// last contact and lifetime, before and after the sweep marks it offline,
+// and every device the shared presence holds is seen.
+func TestCountPresence(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	t0 := time.Unix(1_800_000_000, 0).UTC()
+	var cs []presence.Contact
+	for i, life := range []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second} {
+		cs = append(cs, presence.Contact{ProductKey: "p", DeviceKey: fmt.Sprint("d", i), First: t0, Last: t0,
+			Address: "a", Transport: "coap", Lifetime: life})
+	}
+	if err := s.RecordPresence(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		at     time.Duration
+		online int
+	}{{0, 3}, {10 * time.Second, 2}, {25 * time.Second, 1}, {30 * time.Second, 0}} {
+		online, seen, err := s.CountPresence(ctx, t0.Add(tc.at))
+		if err != nil || online != tc.online || seen != 3 {
+			t.Fatalf("at %v: online %d seen %d (%v), want %d of 3", tc.at, online, seen, err, tc.online)
+		}
+	}
+	if _, err := s.SweepPresence(ctx, t0.Add(15*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if online, seen, err := s.CountPresence(ctx, t0.Add(12*time.Second)); err != nil || online != 2 || seen != 3 {
+		t.Fatalf("after the sweep: online %d seen %d (%v), want 2 of 3", online, seen, err)
 	}
 }

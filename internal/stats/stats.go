@@ -35,10 +35,10 @@ type Sample struct {
 	// Errors: CoAP responses with a 4.xx or 5.xx code plus datagrams
 	// dropped as malformed, during the interval.
 	Errors uint64 `json:"errors"`
-	// DevicesOnline on this node at Time.
+	// DevicesOnline at Time, as Options.Devices counts them (this node's,
+	// or a cluster's).
 	DevicesOnline int `json:"devicesOnline"`
-	// DevicesOffline: devices this node has seen since it started that are
-	// no longer online.
+	// DevicesOffline: devices seen that are no longer online (Options.Devices).
 	DevicesOffline int `json:"devicesOffline"`
 	// DevicesRegistered is the number of devices in the registry, counted
 	// every Options.CountEvery and at the next sample after MarkChanged (-1
