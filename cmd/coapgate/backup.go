@@ -81,7 +81,8 @@ Flags:
 
 // dataDirKeyFiles lists the files of dir other than the database db, its
 // WAL and shared-memory files and the backup out: the token key,
-// generated certificates.
+// generated certificates. The kept DTLS sessions are not listed: they
+// must never be restored (a session's stored reservation would move back).
 func dataDirKeyFiles(dir, db, out string) []string {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -92,7 +93,8 @@ func dataDirKeyFiles(dir, db, out string) []string {
 	for _, e := range ents {
 		n := e.Name()
 		p := filepath.Join(dir, n)
-		if e.IsDir() || (filepath.Dir(db) == filepath.Clean(dir) && strings.HasPrefix(n, base)) || sameFile(p, out) {
+		if e.IsDir() || (filepath.Dir(db) == filepath.Clean(dir) && strings.HasPrefix(n, base)) || sameFile(p, out) ||
+			strings.HasPrefix(n, sessionFile) {
 			continue
 		}
 		files = append(files, p)

@@ -144,6 +144,9 @@ func TestBackupRestoreWhileIngesting(t *testing.T) {
 	if !strings.Contains(stdout.String(), "token.key") {
 		t.Errorf("backup output does not name the token key to back up:\n%s", stdout.String())
 	}
+	if _, err := os.Stat(filepath.Join(g.dir, sessionFile)); err == nil && strings.Contains(stdout.String(), sessionFile) {
+		t.Errorf("backup output asks for the kept DTLS sessions, which must never be restored:\n%s", stdout.String())
+	}
 
 	// Restore: the backup as the database, the token key and the key of
 	// the secrets at rest (kept apart from the backup) beside it.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/coapx"
@@ -14,6 +15,7 @@ import (
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx/native"
 	"github.com/coapgate/coapgate/internal/dtlsx/natskv"
+	"github.com/coapgate/coapgate/internal/dtlsx/sqlitekv"
 	"github.com/coapgate/coapgate/internal/gateway"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,11 +72,12 @@ func newDTLS(cfg config.Config, gw *gateway.Gateway, coap *coapx.Server, reg pro
 }
 
 // dtlsReplication connects the sharing of DTLS sessions between nodes
-// (cluster.dtls_sessions with cluster.nats_url); nil when off.
+// (cluster.dtls_sessions with cluster.nats_url), else the keeping of this
+// node's sessions across its restarts (dtls.keep_sessions); nil when off.
 func dtlsReplication(cfg config.Config, log *slog.Logger) (*native.Replication, func(), error) {
 	url := string(cfg.Cluster.NATSURL)
 	if url == "" || !cfg.Cluster.DTLSSessions {
-		return nil, func() {}, nil
+		return keptSessions(cfg, log)
 	}
 	keys, err := loadSecretKeys(cfg, log)
 	if err != nil {
@@ -115,4 +118,47 @@ func dtlsReplication(cfg config.Config, log *slog.Logger) (*native.Replication, 
 		ByAddress: cfg.Cluster.DTLSAddressSessions,
 		Ready:     func() bool { return nc.Status() == nats.CONNECTED },
 	}, nc.Close, nil
+}
+
+// sessionFile is the file in data_dir that keeps a node's DTLS sessions
+// across its restarts.
+const sessionFile = "dtls-sessions.db"
+
+// keptSessionsTTL: a kept session whose record was not written for this
+// long is dropped from the file (an idle session's record is written
+// again at its next reservation, so only sessions idle that long are lost).
+const keptSessionsTTL = 7 * 24 * time.Hour
+
+// keptSessions keeps this node's established DTLS sessions in data_dir
+// (dtls.keep_sessions): the session replication with a store of one node,
+// so a restarted node takes its sessions back as a cluster node takes over
+// a dead one's — on the device's next record, which must authenticate
+// under the kept keys, sending from the stored end of the reservation on.
+func keptSessions(cfg config.Config, log *slog.Logger) (*native.Replication, func(), error) {
+	if !cfg.DTLS.KeepSessions {
+		return nil, func() {}, nil
+	}
+	keys, err := loadSecretKeys(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("dtls.keep_sessions: %w", err)
+	}
+	path := filepath.Join(cfg.DataDir, sessionFile)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := sqlitekv.Open(ctx, path, keptSessionsTTL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dtls.keep_sessions: %w (set dtls.keep_sessions false to run without)", err)
+	}
+	if n, err := st.Len(ctx); err == nil && n > 0 {
+		log.Info("DTLS sessions kept from the last run; each continues on its device's next record", "sessions", n, "file", path)
+	}
+	return &native.Replication{
+		Store: st, Keys: keys, Node: "local",
+		Reserve:         uint64(cfg.Cluster.DTLSSeqReserve),
+		ByAddress:       true, // one node: the address it sees is the one it will see again
+		FirstWriteAfter: 5 * time.Second,
+	}, func() { _ = st.Close() }, nil
 }

@@ -366,6 +366,7 @@ type procServer struct {
 	logf                      *os.File
 	cmd                       *exec.Cmd
 	coapAddr, symAddr, apiURL string // of the current start
+	dtlsAddr                  string // of the current start ("" without DTLS)
 	client                    *api.Client
 }
 
@@ -417,7 +418,7 @@ func (p *procServer) start() {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	addrs := make(chan [3]string, 1)
+	addrs := make(chan [4]string, 1)
 	go func() { // copies the log to the file until the process ends
 		sc := bufio.NewScanner(stderr)
 		sent := false
@@ -425,7 +426,7 @@ func (p *procServer) start() {
 			line := sc.Text()
 			fmt.Fprintln(p.logf, line)
 			if !sent && strings.Contains(line, `msg="coapgate started"`) {
-				addrs <- [3]string{logField(line, "coap"), logField(line, "coap_sym"), logField(line, "api")}
+				addrs <- [4]string{logField(line, "coap"), logField(line, "coap_sym"), logField(line, "api"), logField(line, "dtls")}
 				sent = true
 			}
 		}
@@ -438,7 +439,7 @@ func (p *procServer) start() {
 		b, _ := os.ReadFile(p.logf.Name())
 		p.t.Fatalf("server did not start:\n%s", b)
 	}
-	p.coapAddr, p.symAddr, p.apiURL = a[0], a[1], "http://"+a[2]
+	p.coapAddr, p.symAddr, p.apiURL, p.dtlsAddr = a[0], a[1], "http://"+a[2], a[3]
 	p.client = &api.Client{BaseURL: p.apiURL, Key: p.key}
 	waitHealthy(p.t, p.apiURL)
 }

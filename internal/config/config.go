@@ -230,6 +230,12 @@ type DTLS struct {
 	// preference order (docs/compatibility.md, suite choice); empty: the
 	// certificate's suites, then the dialect's two PSK suites.
 	Suites List `yaml:"suites"`
+	// KeepSessions keeps established sessions in DataDir (sealed with the
+	// store's secret key) so that devices continue after a restart of the
+	// node without a new handshake; off in a cluster sharing its sessions
+	// through NATS (cluster.dtls_sessions), which does the same across
+	// nodes.
+	KeepSessions bool `yaml:"keep_sessions"`
 }
 
 // Auth configures device authentication.
@@ -339,6 +345,7 @@ func Default() Config {
 			HandshakeRate:    20,
 			HandshakeTimeout: 30 * time.Second,
 			IdleTimeout:      time.Hour,
+			KeepSessions:     true,
 		},
 		Auth: Auth{
 			TokenTTL:           7 * 24 * time.Hour,

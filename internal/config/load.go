@@ -129,6 +129,7 @@ var Help = map[string]string{
 	"dtls.handshake_timeout":          "longest DTLS handshake",
 	"dtls.idle_timeout":               "idle limit of certificate sessions (PSK sessions use their identity's lifetime)",
 	"dtls.suites":                     "cipher suites offered, comma-separated IANA names in preference order (e.g. TLS_PSK_WITH_AES_128_CCM_8,TLS_RSA_WITH_AES_128_CBC_SHA256); empty: the certificate's suites, then the dialect's two PSK suites",
+	"dtls.keep_sessions":              "keep established DTLS sessions in data_dir (dtls-sessions.db, sealed with the store's secret key) so devices continue after a restart of this node, graceful or a crash, without a new handshake; a session is kept once it has lasted 5 s",
 	"cluster.nats_url":                "NATS URL that carries device changes (revocations, secret rotations, disable, delete) to every node within a second; empty: this node only",
 	"cluster.dtls_sessions":           "with cluster.nats_url: share DTLS sessions between nodes, so devices continue on another node without a new handshake when their node dies or (with a connection ID) their address changes",
 	"cluster.dtls_address_sessions":   "also share DTLS sessions without a connection ID, by device address: only behind a balancer that preserves the client address (IPVS, cloud network load balancers), never behind nginx",

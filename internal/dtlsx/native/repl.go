@@ -49,6 +49,11 @@ type Replication struct {
 	// Ready reports whether Store is reachable now; while it is not, new
 	// sessions stay local (nil: always ready).
 	Ready func() bool
+	// FirstWriteAfter delays a new session's first write: a session that
+	// ends sooner (a device that handshakes, reports and closes) costs the
+	// store nothing. Safe whatever its length, since a session sends only
+	// within its first reservation until its record is stored. 0: at once.
+	FirstWriteAfter time.Duration
 }
 
 // SessionStore is the shared store of replicated sessions, with
@@ -293,6 +298,17 @@ func (r *repl) established(es *engine.Session, psk []byte) (adopted bool) {
 	r.owned[es] = o
 	r.byKey[key] = o
 	r.mu.Unlock()
+	if d := r.cfg.FirstWriteAfter; d > 0 {
+		time.AfterFunc(d, func() {
+			r.mu.Lock()
+			due := r.owned[es] == o && o.rev == 0 // not ended, nor written at its low water
+			r.mu.Unlock()
+			if due {
+				r.queue(o)
+			}
+		})
+		return false
+	}
 	r.queue(o)
 	return false
 }

@@ -61,37 +61,11 @@ func bucket(t *testing.T, nc *nats.Conn) (*Store, string) {
 	return s, name
 }
 
-// TestStoreCompareAndSet: one writer wins a revision; a deleted key is
-// "not found" to an update, not a conflict.
-func TestStoreCompareAndSet(t *testing.T) {
-	ctx := context.Background()
+// TestStoreConformance: the session store's compare-and-set semantics, as
+// every SessionStore has them.
+func TestStoreConformance(t *testing.T) {
 	s, _ := bucket(t, connect(t))
-	r1, err := s.Put(ctx, "c.01", []byte("a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2, err := s.Update(ctx, "c.01", []byte("b"), r1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Update(ctx, "c.01", []byte("c"), r1); !errors.Is(err, native.ErrConflict) {
-		t.Fatalf("update at a stale revision: %v", err)
-	}
-	if v, rev, err := s.Get(ctx, "c.01"); err != nil || string(v) != "b" || rev != r2 {
-		t.Fatalf("get: %q %d %v", v, rev, err)
-	}
-	if err := s.Delete(ctx, "c.01", r1); !errors.Is(err, native.ErrConflict) {
-		t.Fatalf("delete at a stale revision: %v", err)
-	}
-	if err := s.Delete(ctx, "c.01", r2); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := s.Get(ctx, "c.01"); !errors.Is(err, native.ErrNotFound) {
-		t.Fatalf("get after delete: %v", err)
-	}
-	if _, err := s.Update(ctx, "c.01", []byte("d"), r2); !errors.Is(err, native.ErrNotFound) {
-		t.Fatalf("update after delete: %v", err)
-	}
+	dtlstest.SessionStoreConformance(t, s)
 }
 
 // node is one native DTLS server with replication on a shared bucket.

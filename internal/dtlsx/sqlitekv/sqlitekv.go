@@ -1,0 +1,214 @@
+// Package sqlitekv keeps a single node's DTLS sessions (native.SessionStore)
+// in a SQLite file of their own, so that established sessions survive a
+// restart of the node — an upgrade, a crash, kill -9 — and devices go on
+// without a new handshake.
+//
+// The file is separate from the node's database: a session write never
+// waits behind the message log's writer, nor the log behind it. Every
+// write is durable when it returns (WAL, synchronous=FULL): the stored end
+// of a session's write-sequence reservation must never move back, or a
+// restarted node could seal two records with one nonce. Keys expire a TTL
+// after their last write, like a NATS key-value bucket's.
+package sqlitekv
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/coapgate/coapgate/internal/dtlsx/native"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+)
+
+// Store is a native.SessionStore in one SQLite file, for one process.
+type Store struct {
+	db  *sql.DB
+	ttl time.Duration
+	now func() time.Time
+}
+
+var _ native.SessionStore = (*Store)(nil)
+
+const schema = `CREATE TABLE IF NOT EXISTS sessions (
+	key TEXT PRIMARY KEY,
+	val BLOB NOT NULL,
+	rev INTEGER NOT NULL,
+	expires INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 1), rev INTEGER NOT NULL);
+INSERT OR IGNORE INTO revision (id, rev) VALUES (1, 0);`
+
+// Open opens (creating, mode 0600) the session file at path, whose keys
+// expire ttl after their last write, and removes those already expired.
+func Open(ctx context.Context, path string, ttl time.Duration) (*Store, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitekv: %w", err)
+	}
+	_ = f.Close()
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlitekv: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1) // one writer; reads are few (lookups of unknown sessions)
+	s := &Store{db: db, ttl: ttl, now: time.Now}
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlitekv: %s: schema: %w", path, err)
+	}
+	if _, err := s.Expire(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Expire removes the keys whose TTL has passed and returns how many.
+func (s *Store) Expire(ctx context.Context) (int64, error) {
+	r, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires <= ?`, s.now().UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("sqlitekv: expire: %w", err)
+	}
+	n, _ := r.RowsAffected()
+	return n, nil
+}
+
+// Len returns the number of live keys.
+func (s *Store) Len(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM sessions WHERE expires > ?`, s.now().UnixNano()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitekv: count: %w", err)
+	}
+	return n, nil
+}
+
+// Get implements native.SessionStore.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	var (
+		val []byte
+		rev uint64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT val, rev FROM sessions WHERE key = ? AND expires > ?`,
+		key, s.now().UnixNano()).Scan(&val, &rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, native.ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("sqlitekv: get: %w", err)
+	}
+	return val, rev, nil
+}
+
+// Put implements native.SessionStore.
+func (s *Store) Put(ctx context.Context, key string, val []byte) (uint64, error) {
+	return s.write(ctx, func(tx *sql.Tx, rev uint64) (bool, error) {
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (key, val, rev, expires) VALUES (?, ?, ?, ?)
+			ON CONFLICT (key) DO UPDATE SET val = excluded.val, rev = excluded.rev, expires = excluded.expires`,
+			key, val, rev, s.expires())
+		return err == nil, err
+	})
+}
+
+// Update implements native.SessionStore.
+func (s *Store) Update(ctx context.Context, key string, val []byte, rev uint64) (uint64, error) {
+	var missing bool
+	n, err := s.write(ctx, func(tx *sql.Tx, next uint64) (bool, error) {
+		r, err := tx.ExecContext(ctx, `UPDATE sessions SET val = ?, rev = ?, expires = ?
+			WHERE key = ? AND rev = ? AND expires > ?`, val, next, s.expires(), key, rev, s.now().UnixNano())
+		if err != nil {
+			return false, err
+		}
+		if n, _ := r.RowsAffected(); n == 1 {
+			return true, nil
+		}
+		missing, err = s.missing(ctx, tx, key)
+		return false, err
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case n != 0:
+		return n, nil
+	case missing:
+		return 0, native.ErrNotFound
+	}
+	return 0, native.ErrConflict
+}
+
+// Delete implements native.SessionStore.
+func (s *Store) Delete(ctx context.Context, key string, rev uint64) error {
+	var missing bool
+	n, err := s.write(ctx, func(tx *sql.Tx, _ uint64) (bool, error) {
+		r, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE key = ? AND rev = ?`, key, rev)
+		if err != nil {
+			return false, err
+		}
+		if n, _ := r.RowsAffected(); n == 1 {
+			return true, nil
+		}
+		missing, err = s.missing(ctx, tx, key)
+		return false, err
+	})
+	switch {
+	case err != nil:
+		return err
+	case n != 0:
+		return nil
+	case missing:
+		return native.ErrNotFound
+	}
+	return native.ErrConflict
+}
+
+// Watch implements native.SessionStore: no other node writes this file,
+// so there is nothing to watch; it returns when ctx ends.
+func (s *Store) Watch(ctx context.Context, _ func(key string, val []byte, rev uint64)) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (s *Store) expires() int64 { return s.now().Add(s.ttl).UnixNano() }
+
+// missing reports whether key has no live value.
+func (s *Store) missing(ctx context.Context, tx *sql.Tx, key string) (bool, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM sessions WHERE key = ? AND expires > ?`, key, s.now().UnixNano()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil
+	}
+	return false, err
+}
+
+// write runs f in a transaction with the next revision of the file (every
+// write takes a new one, so a revision is never reused, even for a key
+// deleted and written again); f reports whether it wrote. It returns the
+// revision written, 0 if f did not write.
+func (s *Store) write(ctx context.Context, f func(tx *sql.Tx, rev uint64) (bool, error)) (uint64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitekv: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var rev uint64
+	if err := tx.QueryRowContext(ctx, `UPDATE revision SET rev = rev + 1 WHERE id = 1 RETURNING rev`).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("sqlitekv: revision: %w", err)
+	}
+	wrote, err := f(tx, rev)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitekv: write: %w", err)
+	}
+	if !wrote {
+		return 0, nil // rolled back: the revision is not used
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlitekv: commit: %w", err)
+	}
+	return rev, nil
+}
