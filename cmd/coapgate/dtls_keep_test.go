@@ -131,3 +131,89 @@ func TestRestartKeepsDTLSSessions(t *testing.T) {
 		t.Logf("%s: %d uplinks acknowledged and stored across SIGKILL and a graceful restart, one handshake, %d server records, none with a repeated sequence number", d.name, len(d.acked), records)
 	}
 }
+
+// TestRolledBackSessionFile: the kept sessions are put back as they were
+// earlier (a machine snapshot or a backup restored, a disk that lost its
+// last writes) after the node sent records under later reservations. The
+// restarted node takes the sessions back from the old records and still
+// never sends a sequence number it sent before: it starts beyond what it
+// could have sent since the old records were written.
+func TestRolledBackSessionFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restart test: builds the server and kills a subprocess (skipped with -short)")
+	}
+	p := newProcServer(t, "COAPGATE_DTLS_LISTEN=127.0.0.1:0", "COAPGATE_CLUSTER_DTLS_SEQ_RESERVE=8")
+	p.start()
+	var prod struct{ ProductKey string }
+	p.call("POST", "/products", nil, map[string]any{"name": "dtls-rollback"}, &prod)
+	var devs []*replDevice
+	for i, cid := range []bool{true, false} {
+		var d struct{ DeviceKey, DeviceSecret string }
+		p.call("POST", "/devices", nil, map[string]any{"productKey": prod.ProductKey, "deviceKey": fmt.Sprintf("d%d", i)}, &d)
+		a, err := net.ResolveUDPAddr("udp", p.dtlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, dialReplDevice(t, dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a), prod.ProductKey, d.DeviceKey, d.DeviceSecret, cid))
+	}
+	publish := func(when string, n int) {
+		t.Helper()
+		for _, d := range devs {
+			for range n {
+				if err := d.publish(t); err != nil {
+					t.Fatalf("%s: %s: %v", when, d.name, err)
+				}
+			}
+		}
+	}
+	retarget := func() {
+		a, err := net.ResolveUDPAddr("udp", p.dtlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devs {
+			d.relay.Retarget(a)
+		}
+	}
+	publish("first run", 6)
+	const exported = `coapgate_dtls_replication_total{event="exported"}`
+	for deadline := time.Now().Add(60 * time.Second); p.metricValue(t, exported) < 2; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("sessions not kept")
+		}
+	}
+	p.stop() // the file is complete on disk (WAL checkpointed at close)
+	file := filepath.Join(p.data, sessionFile)
+	old, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	p.start()
+	retarget()
+	publish("second run", 30) // several reservations of 8 beyond the saved ones
+	if v := p.metricValue(t, `coapgate_dtls_replication_total{event="extended"}`); v < 4 {
+		t.Fatalf("%v new reservations in the second run, want several", v)
+	}
+	p.kill()
+	for _, sfx := range []string{"-wal", "-shm"} {
+		_ = os.Remove(file + sfx)
+	}
+	if err := os.WriteFile(file, old, 0o600); err != nil { // rolled back
+		t.Fatal(err)
+	}
+
+	p.start()
+	retarget()
+	publish("after the rollback", 10)
+	if v := p.metricValue(t, `coapgate_dtls_replication_total{event="imported"}`); v != 2 {
+		t.Fatalf("%v sessions taken back from the old records, want 2", v)
+	}
+	for _, d := range devs {
+		records, hellos := d.relay.Check(t, d.name) // fails the test on a sequence number sent twice
+		if hellos != 2 {
+			t.Fatalf("%s sent %d ClientHellos, want 2 (no new handshake)", d.name, hellos)
+		}
+		t.Logf("%s: %d server records over three runs, the last from rolled-back session records, none repeated", d.name, records)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // Sessions shared between engines (nodes of a cluster): the hooks and
@@ -58,23 +59,75 @@ func (e *Engine) unknownRecord(r *record, addr netip.AddrPort) {
 	e.repl.OnUnknown(cid, addr, r.raw)
 }
 
+// ErrRecordRate: a session with a write limit sealed MaxRecordRate
+// records a second (RecordBurst at once); the record is not sent.
+var ErrRecordRate = errors.New("engine: record rate of a shared session exceeded")
+
+// A session with a write limit (a replicated one) seals at most
+// RecordBurst records at once and MaxRecordRate a second on average,
+// far beyond what a CoAP device asks for. With that bound a store that
+// lost its latest writes — restored from a backup, a crash before its
+// disk sync — cannot make a node repeat a sequence number: the owner
+// cannot have sealed more than RollbackMargin(time since the record was
+// written) beyond the record's reservation, so a node taking the session
+// over starts that far beyond it.
+const (
+	MaxRecordRate = 100_000
+	RecordBurst   = MaxRecordRate
+	recordPeriod  = int64(time.Second) / MaxRecordRate
+	// clockSlack covers the wall clocks of two nodes (or of one node
+	// across a restart) disagreeing, and steps of the clock.
+	clockSlack = time.Hour
+)
+
+// RollbackMargin is how far beyond the reservation end of a session's
+// record, written elapsed ago (by the writer's wall clock), a node taking
+// the session over starts sending (see MaxRecordRate): the records the
+// owner could have sealed since, plus twice the burst and an hour of
+// clock disagreement.
+func RollbackMargin(elapsed time.Duration) uint64 {
+	elapsed = max(elapsed, 0) + clockSlack
+	return uint64(elapsed/time.Second)*MaxRecordRate + uint64(elapsed%time.Second)/uint64(recordPeriod) + 2*RecordBurst
+}
+
 // writeLimit bounds the write sequence numbers a session may use: those
-// below limit; reaching low tells the replicator once.
+// below limit; reaching low tells the replicator once. It also caps the
+// session's record rate (MaxRecordRate).
 type writeLimit struct {
 	limit, low uint64
 	told       bool
 	onLow      func(*Session)
+	e          *Engine // its clock
+	avail      uint64  // records that may be sealed now (at most RecordBurst)
+	at         int64   // engine time avail was refilled up to
 }
 
-// allow reports whether s may seal with its next sequence number.
-func (w *writeLimit) allow(s *Session) bool {
+// allow reports whether s may seal with its next sequence number, or
+// why not.
+func (w *writeLimit) allow(s *Session) error {
 	if s.wseq >= w.low && !w.told {
 		w.told = true
 		if w.onLow != nil {
 			w.onLow(s)
 		}
 	}
-	return s.wseq < w.limit
+	if s.wseq >= w.limit {
+		return ErrSeqReserved
+	}
+	if now := w.e.clock(w.e.now); now > w.at {
+		add := uint64((now - w.at) / recordPeriod)
+		w.at += int64(add) * recordPeriod
+		if w.avail+add >= RecordBurst {
+			w.avail, w.at = RecordBurst, now
+		} else {
+			w.avail += add
+		}
+	}
+	if w.avail == 0 {
+		return ErrRecordRate
+	}
+	w.avail--
+	return nil
 }
 
 // SetWriteLimit lets s seal with sequence numbers below limit only; low
@@ -91,10 +144,13 @@ func (e *Engine) setLimit(s *Session, limit, low uint64) {
 	if e.repl != nil {
 		onLow = e.repl.OnLowWater
 	}
-	if s.wlim != nil && limit < s.wlim.limit {
-		limit = s.wlim.limit
+	if s.wlim == nil {
+		s.wlim = &writeLimit{e: e, avail: RecordBurst, at: e.clock(e.now)}
 	}
-	s.wlim = &writeLimit{limit: limit, low: min(low, limit), onLow: onLow}
+	// A new limit, never lower; the rate state carries over.
+	w := s.wlim
+	w.limit = max(w.limit, limit)
+	w.low, w.told, w.onLow = min(low, w.limit), false, onLow
 }
 
 // WriteState returns s exported (Export's format) and its next write

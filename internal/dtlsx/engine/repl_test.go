@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TestWriteLimitAndTakeover: a session sealing under a write limit stops
@@ -148,4 +149,52 @@ func FuzzVerifyRecord(f *testing.F) {
 			t.Fatal("verification installed a session")
 		}
 	})
+}
+
+// TestRecordRateCap: a session with a write limit seals at most
+// RecordBurst records at once and MaxRecordRate a second on average,
+// whatever its reservation; new limits do not refill the burst. That is
+// the bound RollbackMargin relies on.
+func TestRecordRateCap(t *testing.T) {
+	h := newHarness(t, Config{})
+	c := newClient(h, 1)
+	c.connect()
+	s := h.e.Session(c.addr)
+	h.e.SetWriteLimit(s, 1<<40, 1<<39)
+	write := func(n int) (sent int) {
+		for range n {
+			switch err := h.e.Write(c.addr, []byte("x")); {
+			case err == nil:
+				sent++
+			case !errors.Is(err, ErrRecordRate):
+				t.Fatal(err)
+			}
+		}
+		h.take(c.addr)
+		return sent
+	}
+	if n := write(RecordBurst + 10); n != RecordBurst {
+		t.Fatalf("at once: %d records sealed, want the burst %d", n, RecordBurst)
+	}
+	h.e.SetWriteLimit(s, 1<<41, 1<<40) // a new reservation: no new burst
+	if n := write(10); n != 0 {
+		t.Fatalf("after a new limit: %d records, want 0", n)
+	}
+	h.advance(10 * time.Millisecond)
+	if n, want := write(MaxRecordRate), MaxRecordRate/100; n != want {
+		t.Fatalf("10 ms later: %d records, want %d", n, want)
+	}
+	h.advance(5 * time.Second)
+	if n := write(RecordBurst + 10); n != RecordBurst {
+		t.Fatalf("5 s later: %d records, want the burst %d (it does not accumulate)", n, RecordBurst)
+	}
+	// The margin covers what the owner could have sealed since the write.
+	for _, elapsed := range []time.Duration{0, time.Second, 24 * time.Hour} {
+		if m, most := RollbackMargin(elapsed), uint64((elapsed+time.Hour).Seconds()*MaxRecordRate)+2*RecordBurst; m < most {
+			t.Fatalf("RollbackMargin(%v) = %d, below %d", elapsed, m, most)
+		}
+	}
+	if RollbackMargin(-time.Hour) != RollbackMargin(0) {
+		t.Fatal("a record written in the future shrinks the margin")
+	}
 }

@@ -122,8 +122,10 @@ func (s *Session) seal(typ byte, b []byte) ([]byte, error) {
 	if s.wseq > maxSeq {
 		return nil, errSeqExhausted
 	}
-	if s.wlim != nil && !s.wlim.allow(s) {
-		return nil, ErrSeqReserved
+	if s.wlim != nil {
+		if err := s.wlim.allow(s); err != nil {
+			return nil, err
+		}
 	}
 	seq := s.wseq
 	s.wseq++

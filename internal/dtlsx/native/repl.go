@@ -209,15 +209,21 @@ type record struct {
 	limit uint64 // no node may send with a sequence number at or above it but its owner, after moving it
 	psk   []byte // SHA-256 of the PSK the session was keyed with (empty: certificate session)
 	blob  []byte // engine export
+	// written is when the record was sealed (the writer's wall clock, Unix
+	// ns; 0 in records of version 2): a node taking the session over
+	// starts engine.RollbackMargin(now - written) beyond limit, so that a
+	// store that lost later writes cannot make it repeat a sequence number.
+	written int64
 }
 
-const recordVersion = 2
+const recordVersion = 3
 
 func aad(key string) string { return "dtls.session:" + key }
 
 func (r *repl) seal(key string, v record) []byte {
-	b := make([]byte, 0, 11+len(v.owner)+len(v.psk)+len(v.blob))
+	b := make([]byte, 0, 19+len(v.owner)+len(v.psk)+len(v.blob))
 	b = append(b, recordVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(time.Now().UnixNano()))
 	b = binary.BigEndian.AppendUint64(b, v.limit)
 	b = append(b, byte(len(v.owner)))
 	b = append(b, v.owner...)
@@ -233,12 +239,22 @@ func (r *repl) open(key string, val []byte) (record, error) {
 		return record{}, err
 	}
 	bad := errors.New("dtls replication: malformed record")
-	if len(b) < 10 || b[0] != recordVersion || len(b) < 11+int(b[9]) {
+	var v record
+	switch {
+	case len(b) > 0 && b[0] == 2: // before the write time was stored
+		b = b[1:]
+	case len(b) >= 9 && b[0] == recordVersion:
+		v.written = int64(binary.BigEndian.Uint64(b[1:9]))
+		b = b[9:]
+	default:
 		return record{}, bad
 	}
-	n := int(b[9])
-	v := record{limit: binary.BigEndian.Uint64(b[1:9]), owner: string(b[10 : 10+n])}
-	b = b[10+n:]
+	if len(b) < 9 || len(b) < 10+int(b[8]) {
+		return record{}, bad
+	}
+	n := int(b[8])
+	v.limit, v.owner = binary.BigEndian.Uint64(b[:8]), string(b[9:9+n])
+	b = b[9+n:]
 	if len(b) < 1+int(b[0]) {
 		return record{}, bad
 	}
@@ -636,8 +652,15 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		}
 		return
 	}
+	// Start beyond what the owner may have sealed since the record was
+	// written, should the store have lost later writes (version 2
+	// records: at the stored end).
+	start := v.limit
+	if v.written != 0 {
+		start += engine.RollbackMargin(time.Since(time.Unix(0, v.written)))
+	}
 	res := r.cfg.Reserve
-	next := v.limit + res
+	next := start + res
 	nrev, err := r.cfg.Store.Update(c, j.key, r.seal(j.key, record{owner: r.cfg.Node, limit: next, psk: v.psk, blob: v.blob}), rev)
 	switch {
 	case errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound):
@@ -647,7 +670,7 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		r.count(evFailures)
 		return
 	}
-	es, err := r.srv.e.Adopt(v.blob, j.addr, v.limit, next, next-res/2)
+	es, err := r.srv.e.Adopt(v.blob, j.addr, start, next, next-res/2)
 	if err != nil {
 		r.count(evFailures)
 		r.srv.log.Warn("dtls replication: installing a session taken over failed", "err", err)
