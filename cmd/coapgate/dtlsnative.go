@@ -160,5 +160,6 @@ func keptSessions(cfg config.Config, log *slog.Logger) (*native.Replication, fun
 		Reserve:         uint64(cfg.Cluster.DTLSSeqReserve),
 		ByAddress:       true, // one node: the address it sees is the one it will see again
 		FirstWriteAfter: 5 * time.Second,
+		Workers:         32, // sqlitekv commits concurrent writes in one transaction
 	}, func() { _ = st.Close() }, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/dtlspsk"
@@ -49,6 +50,9 @@ type Replication struct {
 	// Ready reports whether Store is reachable now; while it is not, new
 	// sessions stay local (nil: always ready).
 	Ready func() bool
+	// Workers is the number of concurrent store writes [2]; a store that
+	// commits concurrent writes together (sqlitekv) wants more.
+	Workers int
 	// FirstWriteAfter delays a new session's first write: a session that
 	// ends sooner (a device that handshakes, reports and closes) costs the
 	// store nothing. Safe whatever its length, since a session sends only
@@ -112,15 +116,14 @@ type repl struct {
 	cfg    Replication
 	events *prometheus.CounterVec
 
-	mu     sync.Mutex
-	owned  map[*engine.Session]*owned
-	byKey  map[string]*owned
-	neg    map[string]time.Time // keys not to look up before the time
-	busy   map[string]struct{}  // keys being looked up
-	look   chan lookupJob
-	jobs   chan replJob
-	ctx    context.Context // the Serve context, for store calls
-	cancel context.CancelFunc
+	mu      sync.Mutex
+	owned   map[*engine.Session]*owned
+	byKey   map[string]*owned
+	neg     map[string]time.Time // keys not to look up before the time
+	busy    map[string]struct{}  // keys being looked up
+	look    chan lookupJob
+	jobs    chan replJob
+	stopped atomic.Bool // run returned: first writes are not retried
 }
 
 // owned is a replicated session this node owns.
@@ -155,6 +158,9 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 	if cfg.Lookups <= 0 {
 		cfg.Lookups = 64
 	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = replWorkers
+	}
 	if len(cfg.Node) > 200 {
 		cfg.Node = cfg.Node[:200] // one length byte in the record
 	}
@@ -179,7 +185,7 @@ func (r *repl) count(ev string) { r.events.WithLabelValues(ev).Inc() }
 // run serves the workers and the watch until ctx ends.
 func (r *repl) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for range replWorkers {
+	for range r.cfg.Workers {
 		wg.Go(func() { r.jobWorker(ctx) })
 	}
 	for range replLookups {
@@ -187,6 +193,7 @@ func (r *repl) run(ctx context.Context) {
 	}
 	wg.Go(func() { r.watch(ctx) })
 	wg.Wait()
+	r.stopped.Store(true)
 }
 
 // keyOf returns the store key of a session: by connection ID, else (with
@@ -315,33 +322,42 @@ func (r *repl) established(es *engine.Session, psk []byte) (adopted bool) {
 	r.byKey[key] = o
 	r.mu.Unlock()
 	if d := r.cfg.FirstWriteAfter; d > 0 {
-		time.AfterFunc(d, func() {
-			r.mu.Lock()
-			due := r.owned[es] == o && o.rev == 0 // not ended, nor written at its low water
-			r.mu.Unlock()
-			if due {
-				r.queue(o)
-			}
-		})
+		r.firstWrite(o, d)
 		return false
 	}
 	r.queue(o)
 	return false
 }
 
+// firstWrite queues o's first write after d; a full queue (a reconnect
+// storm) tries again after d.
+func (r *repl) firstWrite(o *owned, d time.Duration) {
+	time.AfterFunc(d, func() {
+		r.mu.Lock()
+		due := r.owned[o.es] == o && o.rev == 0 // not ended, nor written at its low water
+		r.mu.Unlock()
+		if due && !r.queue(o) && !r.stopped.Load() {
+			r.firstWrite(o, d)
+		}
+	})
+}
+
 // queue asks a worker to store o's record (a first write or a new
-// reservation), unless a job for it is pending.
-func (r *repl) queue(o *owned) {
+// reservation), unless a job for it is pending. It reports false when the
+// queue is full (counted as a failure).
+func (r *repl) queue(o *owned) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if o.queued {
-		return
+		return true
 	}
 	select {
 	case r.jobs <- replJob{o: o}:
 		o.queued = true
+		return true
 	default:
 		r.count(evFailures)
+		return false
 	}
 }
 

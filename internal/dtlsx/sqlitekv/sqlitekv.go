@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/coapgate/coapgate/internal/dtlsx/native"
@@ -24,11 +25,34 @@ import (
 )
 
 // Store is a native.SessionStore in one SQLite file, for one process.
+//
+// Writes are committed in groups: every write waiting when the writer
+// goroutine is free goes into one transaction (one disk sync), so the
+// store keeps up with the handshakes of a reconnect storm, not one sync
+// per session.
 type Store struct {
 	db  *sql.DB
 	ttl time.Duration
 	now func() time.Time
+
+	ops   chan *op
+	stop  chan struct{}
+	done  chan struct{}
+	close sync.Once
+	err   error // of Close
 }
+
+// op is a write waiting for the writer: f runs in the group's transaction
+// with the op's revision and reports whether it wrote.
+type op struct {
+	f    func(tx *sql.Tx, rev uint64) (bool, error)
+	rev  uint64 // written; 0: f did not write
+	err  error
+	done chan struct{}
+}
+
+// maxGroup bounds the writes of one transaction.
+const maxGroup = 256
 
 var _ native.SessionStore = (*Store)(nil)
 
@@ -53,8 +77,8 @@ func Open(ctx context.Context, path string, ttl time.Duration) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlitekv: open %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(1) // one writer; reads are few (lookups of unknown sessions)
-	s := &Store{db: db, ttl: ttl, now: time.Now}
+	db.SetMaxOpenConns(2) // the writer and a reader (lookups of unknown sessions)
+	s := &Store{db: db, ttl: ttl, now: time.Now, ops: make(chan *op), stop: make(chan struct{}), done: make(chan struct{})}
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlitekv: %s: schema: %w", path, err)
@@ -63,11 +87,21 @@ func Open(ctx context.Context, path string, ttl time.Duration) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	go s.writer()
 	return s, nil
 }
 
-// Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the writer (writes waiting fail) and closes the file.
+func (s *Store) Close() error {
+	s.close.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.err = s.db.Close()
+	})
+	return s.err
+}
+
+var errClosed = errors.New("sqlitekv: store closed")
 
 // Expire removes the keys whose TTL has passed and returns how many.
 func (s *Store) Expire(ctx context.Context) (int64, error) {
@@ -186,29 +220,92 @@ func (s *Store) missing(ctx context.Context, tx *sql.Tx, key string) (bool, erro
 	return false, err
 }
 
-// write runs f in a transaction with the next revision of the file (every
-// write takes a new one, so a revision is never reused, even for a key
-// deleted and written again); f reports whether it wrote. It returns the
-// revision written, 0 if f did not write.
+// write runs f in the transaction of the next group, with a revision of
+// its own (every write takes a new one, so a revision is never reused,
+// even for a key deleted and written again); f reports whether it wrote.
+// It returns the revision written, 0 if f did not write.
 func (s *Store) write(ctx context.Context, f func(tx *sql.Tx, rev uint64) (bool, error)) (uint64, error) {
+	o := &op{f: f, done: make(chan struct{})}
+	select {
+	case s.ops <- o:
+	case <-s.stop:
+		return 0, errClosed
+	case <-ctx.Done():
+		return 0, fmt.Errorf("sqlitekv: %w", ctx.Err())
+	}
+	<-o.done // the writer always answers an op it took
+	return o.rev, o.err
+}
+
+// writer commits the waiting writes in groups until Close.
+func (s *Store) writer() {
+	defer close(s.done)
+	for {
+		var group []*op
+		select {
+		case <-s.stop:
+			return
+		case o := <-s.ops:
+			group = append(group, o)
+		}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case o := <-s.ops:
+				group = append(group, o)
+			default:
+				break more
+			}
+		}
+		err := s.commit(group)
+		for _, o := range group {
+			if err != nil {
+				o.rev, o.err = 0, err
+			}
+			close(o.done)
+		}
+	}
+}
+
+// commit runs a group's writes in one transaction. An op's own SQL error
+// fails that op only (its statements are undone to a savepoint); a failed
+// commit fails them all.
+func (s *Store) commit(group []*op) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("sqlitekv: begin: %w", err)
+		return fmt.Errorf("sqlitekv: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	var rev uint64
-	if err := tx.QueryRowContext(ctx, `UPDATE revision SET rev = rev + 1 WHERE id = 1 RETURNING rev`).Scan(&rev); err != nil {
-		return 0, fmt.Errorf("sqlitekv: revision: %w", err)
+	if err := tx.QueryRowContext(ctx, `SELECT rev FROM revision WHERE id = 1`).Scan(&rev); err != nil {
+		return fmt.Errorf("sqlitekv: revision: %w", err)
 	}
-	wrote, err := f(tx, rev)
-	if err != nil {
-		return 0, fmt.Errorf("sqlitekv: write: %w", err)
+	for _, o := range group {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+			return fmt.Errorf("sqlitekv: savepoint: %w", err)
+		}
+		wrote, err := o.f(tx, rev+1)
+		switch {
+		case err != nil:
+			o.err = fmt.Errorf("sqlitekv: write: %w", err)
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO op`); err != nil {
+				return fmt.Errorf("sqlitekv: rollback to savepoint: %w", err)
+			}
+		case wrote:
+			rev++
+			o.rev = rev
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE op`); err != nil {
+			return fmt.Errorf("sqlitekv: release savepoint: %w", err)
+		}
 	}
-	if !wrote {
-		return 0, nil // rolled back: the revision is not used
+	if _, err := tx.ExecContext(ctx, `UPDATE revision SET rev = ? WHERE id = 1`, rev); err != nil {
+		return fmt.Errorf("sqlitekv: revision: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("sqlitekv: commit: %w", err)
+		return fmt.Errorf("sqlitekv: commit: %w", err)
 	}
-	return rev, nil
+	return nil
 }

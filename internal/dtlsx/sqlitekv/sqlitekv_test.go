@@ -3,8 +3,11 @@ package sqlitekv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,4 +85,71 @@ func TestReopenAndExpiry(t *testing.T) {
 	if v, _, err := s.Get(ctx, "young"); err != nil || string(v) != "b2" {
 		t.Fatalf("a key updated 50 s ago: %q %v", v, err)
 	}
+}
+
+// TestConcurrentWrites: writes from many goroutines (committed in groups)
+// each get a revision of their own, and compare-and-set still holds
+// between them: of writers racing on one revision, exactly one wins.
+func TestConcurrentWrites(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "s.db"), time.Hour)
+	base, err := s.Put(ctx, "shared", []byte("0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers = 32
+	revs := make(chan uint64, writers*10)
+	wins := make(chan int, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range 10 {
+				r, err := s.Put(ctx, fmt.Sprintf("k%d.%d", w, i), []byte("v"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				revs <- r
+			}
+			if _, err := s.Update(ctx, "shared", []byte(fmt.Sprint(w)), base); err == nil {
+				wins <- w
+			} else if !errors.Is(err, native.ErrConflict) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	close(revs)
+	close(wins)
+	seen := map[uint64]bool{base: true}
+	for r := range revs {
+		if seen[r] {
+			t.Fatalf("revision %d given twice", r)
+		}
+		seen[r] = true
+	}
+	if len(seen) != writers*10+1 || len(wins) != 1 {
+		t.Fatalf("%d distinct revisions, %d compare-and-set winners; want %d and 1", len(seen), len(wins), writers*10+1)
+	}
+}
+
+// BenchmarkPutParallel: kept-session writes from many workers, as a
+// reconnect storm makes them (each durable when it returns).
+func BenchmarkPutParallel(b *testing.B) {
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "s.db"), time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	val := make([]byte, 300)
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Put(context.Background(), fmt.Sprint("c.", n.Add(1)), val); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
