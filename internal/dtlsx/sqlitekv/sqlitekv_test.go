@@ -153,3 +153,18 @@ func BenchmarkPutParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPut: kept-session writes one by one (one disk sync each).
+func BenchmarkPut(b *testing.B) {
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "s.db"), time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	val := make([]byte, 300)
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.Put(context.Background(), fmt.Sprint("c.", i), val); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
