@@ -95,11 +95,10 @@ func RollbackMargin(elapsed time.Duration) uint64 {
 // session's record rate (MaxRecordRate).
 type writeLimit struct {
 	limit, low uint64
-	told       bool
-	onLow      func(*Session)
-	e          *Engine // its clock
-	avail      uint64  // records that may be sealed now (at most RecordBurst)
+	e          *Engine // its clock and OnLowWater
 	at         int64   // engine time avail was refilled up to
+	avail      uint32  // records that may be sealed now (at most RecordBurst)
+	told       bool
 }
 
 // allow reports whether s may seal with its next sequence number, or
@@ -107,20 +106,20 @@ type writeLimit struct {
 func (w *writeLimit) allow(s *Session) error {
 	if s.wseq >= w.low && !w.told {
 		w.told = true
-		if w.onLow != nil {
-			w.onLow(s)
+		if r := w.e.repl; r != nil && r.OnLowWater != nil {
+			r.OnLowWater(s)
 		}
 	}
 	if s.wseq >= w.limit {
 		return ErrSeqReserved
 	}
 	if now := w.e.clock(w.e.now); now > w.at {
-		add := uint64((now - w.at) / recordPeriod)
-		w.at += int64(add) * recordPeriod
-		if w.avail+add >= RecordBurst {
+		add := (now - w.at) / recordPeriod
+		w.at += add * recordPeriod
+		if int64(w.avail)+add >= RecordBurst {
 			w.avail, w.at = RecordBurst, now
 		} else {
-			w.avail += add
+			w.avail += uint32(add)
 		}
 	}
 	if w.avail == 0 {
@@ -140,17 +139,13 @@ func (e *Engine) SetWriteLimit(s *Session, limit, low uint64) {
 }
 
 func (e *Engine) setLimit(s *Session, limit, low uint64) {
-	var onLow func(*Session)
-	if e.repl != nil {
-		onLow = e.repl.OnLowWater
-	}
 	if s.wlim == nil {
 		s.wlim = &writeLimit{e: e, avail: RecordBurst, at: e.clock(e.now)}
 	}
 	// A new limit, never lower; the rate state carries over.
 	w := s.wlim
 	w.limit = max(w.limit, limit)
-	w.low, w.told, w.onLow = min(low, w.limit), false, onLow
+	w.low, w.told = min(low, w.limit), false
 }
 
 // WriteState returns s exported (Export's format) and its next write

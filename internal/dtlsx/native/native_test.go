@@ -1,6 +1,7 @@
 package native
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -29,5 +30,21 @@ func TestLifetimeFromIdentity(t *testing.T) {
 	}
 	if got := lifetime([]byte("garbage")); got != 0 {
 		t.Fatalf("malformed identity lifetime %v", got)
+	}
+}
+
+// TestCompactKey: the compact form of the replication's store keys turns
+// back into the same key; keys of another shape are not taken.
+func TestCompactKey(t *testing.T) {
+	for _, key := range []string{"c.0102030405060708", "a.00000000000000000000ffff7f0000011f90", "c.00"} {
+		k, ok := compact(key)
+		if !ok || k.String() != key {
+			t.Fatalf("%q: compact %v, back %q", key, ok, k.String())
+		}
+	}
+	for _, key := range []string{"", "c.", "x.00", "c.0", "c.zz", "c0102", "a." + strings.Repeat("00", 19)} {
+		if _, ok := compact(key); ok {
+			t.Fatalf("%q taken", key)
+		}
 	}
 }

@@ -118,7 +118,7 @@ type repl struct {
 
 	mu      sync.Mutex
 	owned   map[*engine.Session]*owned
-	byKey   map[string]*owned
+	byKey   map[rkey]*owned
 	neg     map[string]time.Time // keys not to look up before the time
 	busy    map[string]struct{}  // keys being looked up
 	look    chan lookupJob
@@ -126,15 +126,68 @@ type repl struct {
 	stopped atomic.Bool // run returned: first writes are not retried
 }
 
-// owned is a replicated session this node owns.
+// owned is a replicated session this node owns. One per session, so it
+// is kept small: the key in compact form, the PSK hash inline.
 type owned struct {
-	key    string
+	key    rkey
 	es     *engine.Session
-	rev    uint64 // revision of our record; 0: not stored yet
-	limit  uint64 // end of the reservation in force locally (and stored, once rev > 0)
-	psk    []byte // SHA-256 of the session's PSK (nil until known; empty: certificate session)
-	queued bool   // a job for it is queued
+	rev    uint64   // revision of our record; 0: not stored yet
+	limit  uint64   // end of the reservation in force locally (and stored, once rev > 0)
+	psk    [32]byte // SHA-256 of the session's PSK, when pskOf is pskSet
+	pskOf  uint8    // pskUnknown, pskCert or pskSet
+	queued bool     // a job for it is queued
 }
+
+// What owned.psk holds.
+const (
+	pskUnknown = iota // not known yet (looked up before the first write)
+	pskCert           // a certificate session: no PSK
+	pskSet
+)
+
+// pskHash returns the stored form of the PSK hash (empty: certificate
+// session), nil when unknown.
+func (o *owned) pskHash() []byte {
+	switch o.pskOf {
+	case pskCert:
+		return []byte{}
+	case pskSet:
+		return o.psk[:]
+	}
+	return nil
+}
+
+// setPSK records the stored form of a PSK hash (empty: certificate).
+func (o *owned) setPSK(h []byte) {
+	if len(h) == 0 {
+		o.pskOf = pskCert
+		return
+	}
+	copy(o.psk[:], h)
+	o.pskOf = pskSet
+}
+
+// rkey is a store key in compact form, a map key without an allocation:
+// [0] the length of what follows, then the kind ('c': connection ID, 'a':
+// binary address) and the bytes the store key has in hex.
+type rkey [20]byte
+
+// compact returns the compact form of a store key ("c.<hex>" or
+// "a.<hex>"); ok false if it is not one this node writes.
+func compact(key string) (k rkey, ok bool) {
+	if len(key) < 4 || len(key)%2 != 0 || (len(key)-2)/2 > len(k)-2 || key[1] != '.' || (key[0] != 'c' && key[0] != 'a') {
+		return k, false
+	}
+	n, err := hex.Decode(k[2:], []byte(key[2:]))
+	if err != nil {
+		return rkey{}, false
+	}
+	k[0], k[1] = byte(1+n), key[0]
+	return k, true
+}
+
+// String returns the store key.
+func (k rkey) String() string { return string(k[1]) + "." + hex.EncodeToString(k[2:1+k[0]]) }
 
 type replJob struct {
 	o      *owned
@@ -166,7 +219,7 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 	}
 	r := &repl{
 		srv: srv, cfg: cfg,
-		owned: map[*engine.Session]*owned{}, byKey: map[string]*owned{},
+		owned: map[*engine.Session]*owned{}, byKey: map[rkey]*owned{},
 		neg: map[string]time.Time{}, busy: map[string]struct{}{},
 		look: make(chan lookupJob, cfg.Lookups), jobs: make(chan replJob, 4096),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -299,8 +352,9 @@ func (r *repl) established(es *engine.Session, psk []byte) (adopted bool) {
 	r.mu.Lock()
 	adopted = r.owned[es] != nil
 	r.mu.Unlock()
-	key := r.keyOf(es.ConnectionID(), es.Addr())
-	if adopted || key == "" {
+	skey := r.keyOf(es.ConnectionID(), es.Addr())
+	key, ok := compact(skey)
+	if adopted || !ok {
 		return adopted
 	}
 	if r.cfg.Ready != nil && !r.cfg.Ready() {
@@ -312,10 +366,9 @@ func (r *repl) established(es *engine.Session, psk []byte) (adopted bool) {
 	o := &owned{key: key, es: es, limit: res}
 	switch {
 	case es.Identity() == nil:
-		o.psk = []byte{} // certificate session
+		o.pskOf = pskCert
 	case len(psk) > 0:
-		h := sha256.Sum256(psk)
-		o.psk = h[:]
+		o.psk, o.pskOf = sha256.Sum256(psk), pskSet
 	}
 	r.mu.Lock()
 	r.owned[es] = o
@@ -404,7 +457,7 @@ func (r *repl) jobWorker(ctx context.Context) {
 		case j := <-r.jobs:
 			if j.delete {
 				c, cancel := context.WithTimeout(ctx, storeTimeout)
-				if err := r.cfg.Store.Delete(c, j.o.key, j.rev); err == nil {
+				if err := r.cfg.Store.Delete(c, j.o.key.String(), j.rev); err == nil {
 					r.count(evDeleted)
 				}
 				cancel()
@@ -442,7 +495,7 @@ func (r *repl) store(ctx context.Context, o *owned) {
 	}
 	c, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	if o.psk == nil {
+	if o.pskOf == pskUnknown {
 		// The handshake's key was not kept (its entry went under a flood
 		// of handshakes): the device's key now stands in for it, since a
 		// change since the handshake revokes the session at binding.
@@ -453,23 +506,24 @@ func (r *repl) store(ctx context.Context, o *owned) {
 			r.srv.e.SetWriteLimit(o.es, limit, 0) // ask again on the next record sealed
 			return
 		}
-		o.psk = append([]byte{}, h...)
+		o.setPSK(h)
 	}
 	res := r.cfg.Reserve
 	next := max(limit, wseq) + res
 	if rev == 0 && wseq < limit-res/2 {
 		next = limit // the first write stores the reservation in force
 	}
-	val := r.seal(o.key, record{owner: r.cfg.Node, limit: next, psk: o.psk, blob: blob})
+	skey := o.key.String()
+	val := r.seal(skey, record{owner: r.cfg.Node, limit: next, psk: o.pskHash(), blob: blob})
 	var nrev uint64
 	if rev == 0 {
-		nrev, err = r.cfg.Store.Put(c, o.key, val)
+		nrev, err = r.cfg.Store.Put(c, skey, val)
 	} else {
-		nrev, err = r.cfg.Store.Update(c, o.key, val, rev)
+		nrev, err = r.cfg.Store.Update(c, skey, val, rev)
 		if errors.Is(err, ErrNotFound) {
 			// Expired (an idle session outlived the bucket's TTL): nobody
 			// took it over, since a takeover rewrites it.
-			nrev, err = r.cfg.Store.Put(c, o.key, val)
+			nrev, err = r.cfg.Store.Put(c, skey, val)
 		}
 	}
 	switch {
@@ -495,7 +549,7 @@ func (r *repl) store(ctx context.Context, o *owned) {
 	r.mu.Unlock()
 	if !live {
 		// The session ended while its record was written: remove it.
-		if err := r.cfg.Store.Delete(c, o.key, nrev); err == nil {
+		if err := r.cfg.Store.Delete(c, skey, nrev); err == nil {
 			r.count(evDeleted)
 		}
 		return
@@ -520,8 +574,12 @@ func (r *repl) takenOver(o *owned) {
 func (r *repl) watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := r.cfg.Store.Watch(ctx, func(key string, val []byte, rev uint64) {
+			k, ok := compact(key)
+			if !ok {
+				return // not a key this node writes
+			}
 			r.mu.Lock()
-			o := r.byKey[key]
+			o := r.byKey[k]
 			stale := o != nil && rev > o.rev
 			r.mu.Unlock()
 			if !stale {
@@ -633,8 +691,12 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		r.refuse(j.key)
 		return
 	}
+	k, ok := compact(j.key)
+	if !ok {
+		return
+	}
 	r.mu.Lock()
-	_, mine := r.byKey[j.key]
+	_, mine := r.byKey[k]
 	r.mu.Unlock()
 	if mine {
 		return // taken over by this node meanwhile
@@ -692,10 +754,11 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		r.srv.log.Warn("dtls replication: installing a session taken over failed", "err", err)
 		return
 	}
-	o := &owned{key: j.key, es: es, rev: nrev, limit: next, psk: append([]byte{}, v.psk...)}
+	o := &owned{key: k, es: es, rev: nrev, limit: next}
+	o.setPSK(v.psk)
 	r.mu.Lock()
 	r.owned[es] = o
-	r.byKey[j.key] = o
+	r.byKey[k] = o
 	r.mu.Unlock()
 	r.count(evImported)
 	// The gateway's checks (device enabled, still there, keyed with its
