@@ -159,6 +159,17 @@ func (e *Engine) WriteState(s *Session) ([]byte, uint64, error) {
 	return s.marshal(), s.wseq, nil
 }
 
+// SessionByCID returns the session whose peer's records carry the
+// connection ID cid (nil: none here).
+func (e *Engine) SessionByCID(cid []byte) *Session {
+	if len(cid) != cidSize {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.byCID[cidKey(cid)]
+}
+
 // Closed reports whether s has ended.
 func (e *Engine) Closed(s *Session) bool {
 	e.mu.Lock()

@@ -137,8 +137,9 @@ type Session struct {
 	id     uint64
 	ready  chan struct{} // closed once OnUp has run; then closedReady (guarded by srv.mu)
 	ident  dtlspsk.Identity
-	hasPSK bool   // ident is set
-	key    []byte // the PSK the session was keyed with (nil: certificate)
+	hasPSK bool                 // ident is set
+	hasKey bool                 // key is set
+	key    [dtlspsk.KeyLen]byte // the PSK the session was keyed with (none: certificate)
 	// revoked: ended by Revoke (closed as "revoked"); closeAfterUp: Close
 	// was called before OnUp returned, onUp closes it then.
 	revoked, closeAfterUp atomic.Bool
@@ -205,7 +206,7 @@ func (s *Session) Revoke() {
 // gateway binds a session only if it matches the device's secret as it is
 // at establishment (gateway.BindSession).
 func (s *Session) KeyMatches(key []byte) bool {
-	return len(s.key) > 0 && subtle.ConstantTimeCompare(s.key, key) == 1
+	return s.hasKey && subtle.ConstantTimeCompare(s.key[:], key) == 1
 }
 
 // New returns a server handing decrypted CoAP datagrams to coap.
@@ -555,12 +556,19 @@ func (s *Server) attach(es *engine.Session) *Session {
 			ss.ident, ss.hasPSK = id, true
 		}
 		k := keyOf(peer, idb)
-		ss.key = s.keys[k].key
+		if key := s.keys[k].key; len(key) == len(ss.key) { // a PSK of another length cannot match a device's
+			copy(ss.key[:], key)
+			ss.hasKey = true
+		}
 		delete(s.keys, k)
 	}
 	s.sessions[es] = ss
 	s.mu.Unlock()
-	adopted := s.repl != nil && s.repl.established(es, ss.key) // before any of its data
+	var psk []byte
+	if ss.hasKey {
+		psk = ss.key[:]
+	}
+	adopted := s.repl != nil && s.repl.established(es, psk) // before any of its data
 	if !adopted {
 		s.done.WithLabelValues(suiteLabel(es.CipherSuite())).Inc()
 	}

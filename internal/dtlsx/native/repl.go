@@ -117,8 +117,7 @@ type repl struct {
 	events *prometheus.CounterVec
 
 	mu      sync.Mutex
-	owned   map[*engine.Session]*owned
-	byKey   map[rkey]*owned
+	owned   map[*engine.Session]*owned // found by key through the engine (sessionOf): no map by key
 	neg     map[string]time.Time // keys not to look up before the time
 	busy    map[string]struct{}  // keys being looked up
 	look    chan lookupJob
@@ -186,6 +185,28 @@ func compact(key string) (k rkey, ok bool) {
 	return k, true
 }
 
+// sessionOf returns this engine's session under key k (nil: none). It
+// takes the engine's lock: never call it holding r.mu.
+func (r *repl) sessionOf(k rkey) *engine.Session {
+	b := k[2 : 1+k[0]]
+	if k[1] == 'c' {
+		return r.srv.e.SessionByCID(b)
+	}
+	var a netip.AddrPort
+	if a.UnmarshalBinary(b) != nil {
+		return nil
+	}
+	// The engine keys address sessions by the address as received (IPv4
+	// possibly mapped); the store key has it unmapped.
+	if s := r.srv.e.Session(a); s != nil {
+		return s
+	}
+	if a.Addr().Is4() {
+		return r.srv.e.Session(netip.AddrPortFrom(netip.AddrFrom16(a.Addr().As16()), a.Port()))
+	}
+	return nil
+}
+
 // String returns the store key.
 func (k rkey) String() string { return string(k[1]) + "." + hex.EncodeToString(k[2:1+k[0]]) }
 
@@ -219,7 +240,7 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 	}
 	r := &repl{
 		srv: srv, cfg: cfg,
-		owned: map[*engine.Session]*owned{}, byKey: map[rkey]*owned{},
+		owned: map[*engine.Session]*owned{},
 		neg: map[string]time.Time{}, busy: map[string]struct{}{},
 		look: make(chan lookupJob, cfg.Lookups), jobs: make(chan replJob, 4096),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -372,7 +393,6 @@ func (r *repl) established(es *engine.Session, psk []byte) (adopted bool) {
 	}
 	r.mu.Lock()
 	r.owned[es] = o
-	r.byKey[key] = o
 	r.mu.Unlock()
 	if d := r.cfg.FirstWriteAfter; d > 0 {
 		r.firstWrite(o, d)
@@ -435,10 +455,8 @@ func (r *repl) closed(es *engine.Session, reason string) {
 		return
 	}
 	delete(r.owned, es)
-	if r.byKey[o.key] != o {
-		return
-	}
-	delete(r.byKey, o.key)
+	// A newer session under the same key (a new handshake from the
+	// address) has its own revision: the delete below, by ours, spares it.
 	if reason == engine.ReasonTakenOver || o.rev == 0 {
 		return
 	}
@@ -578,8 +596,9 @@ func (r *repl) watch(ctx context.Context) {
 			if !ok {
 				return // not a key this node writes
 			}
+			es := r.sessionOf(k) // before r.mu: the engine calls into r under its lock
 			r.mu.Lock()
-			o := r.byKey[k]
+			o := r.owned[es]
 			stale := o != nil && rev > o.rev
 			r.mu.Unlock()
 			if !stale {
@@ -695,10 +714,7 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 	if !ok {
 		return
 	}
-	r.mu.Lock()
-	_, mine := r.byKey[k]
-	r.mu.Unlock()
-	if mine {
+	if r.sessionOf(k) != nil {
 		return // taken over by this node meanwhile
 	}
 	// Proof of possession before anything moves.
@@ -758,7 +774,6 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 	o.setPSK(v.psk)
 	r.mu.Lock()
 	r.owned[es] = o
-	r.byKey[k] = o
 	r.mu.Unlock()
 	r.count(evImported)
 	// The gateway's checks (device enabled, still there, keyed with its
