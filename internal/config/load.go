@@ -133,7 +133,7 @@ var Help = map[string]string{
 	"cluster.nats_url":                "NATS URL that carries device changes (revocations, secret rotations, disable, delete) to every node within a second; empty: this node only",
 	"cluster.dtls_sessions":           "with cluster.nats_url: share DTLS sessions between nodes, so devices continue on another node without a new handshake when their node dies or (with a connection ID) their address changes",
 	"cluster.dtls_address_sessions":   "also share DTLS sessions without a connection ID, by device address: only behind a balancer that preserves the client address (IPVS, cloud network load balancers), never behind nginx",
-	"cluster.dtls_seq_reserve":        "record sequence numbers a node reserves at a time for a shared DTLS session (a new reservation is stored in NATS when half is used)",
+	"cluster.dtls_seq_reserve":        "record sequence numbers a node reserves at a time for a shared DTLS session, or one kept across restarts (dtls.keep_sessions); a new reservation is stored (in NATS, or in data_dir) when half is used",
 	"cluster.dtls_bucket":             "NATS JetStream key-value bucket holding the shared DTLS sessions (sealed with the store's secret key)",
 	"cluster.node":                    "name of this node in logs and PostgreSQL sessions (default: the host name)",
 	"cluster.lease_retry":             "with store.driver postgres: how often a standby node tries to take over the point projector and forwarding actions, and a holder checks its lease connection",
