@@ -27,14 +27,15 @@ import (
 // Store is a native.SessionStore in one SQLite file, for one process.
 //
 // Writes are committed in groups: every write waiting when the writer
-// goroutine is free goes into one transaction (one disk sync), so the
-// store keeps up with the handshakes of a reconnect storm, not one sync
-// per session.
+// goroutine is free goes into one transaction (one disk sync) of
+// prepared statements, so the store keeps up with the handshakes of a
+// reconnect storm, not one sync per session.
 type Store struct {
 	db  *sql.DB
 	ttl time.Duration
 	now func() time.Time
 
+	stmt  statements
 	ops   chan *op
 	stop  chan struct{}
 	done  chan struct{}
@@ -42,13 +43,28 @@ type Store struct {
 	err   error // of Close
 }
 
-// op is a write waiting for the writer: f runs in the group's transaction
-// with the op's revision and reports whether it wrote.
+// op is a write waiting for the writer.
 type op struct {
-	f    func(tx *sql.Tx, rev uint64) (bool, error)
-	rev  uint64 // written; 0: f did not write
-	err  error
-	done chan struct{}
+	kind    byte
+	key     string
+	val     []byte
+	rev     uint64 // the revision an update or delete expects
+	out     uint64 // the revision written; 0: not written
+	missing bool   // not written because the key has no live value
+	err     error
+	done    chan struct{}
+}
+
+// Kinds of op.
+const (
+	opPut = iota
+	opUpdate
+	opDelete
+)
+
+// statements prepared once (SQLite parses each only once).
+type statements struct {
+	put, update, delete, live, rev, setRev *sql.Stmt
 }
 
 // maxGroup bounds the writes of one transaction.
@@ -86,6 +102,23 @@ func Open(ctx context.Context, path string, ttl time.Duration) (*Store, error) {
 	if _, err := s.Expire(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	for _, p := range []struct {
+		to  **sql.Stmt
+		sql string
+	}{
+		{&s.stmt.put, `INSERT INTO sessions (key, val, rev, expires) VALUES (?, ?, ?, ?)
+			ON CONFLICT (key) DO UPDATE SET val = excluded.val, rev = excluded.rev, expires = excluded.expires`},
+		{&s.stmt.update, `UPDATE sessions SET val = ?, rev = ?, expires = ? WHERE key = ? AND rev = ? AND expires > ?`},
+		{&s.stmt.delete, `DELETE FROM sessions WHERE key = ? AND rev = ?`},
+		{&s.stmt.live, `SELECT 1 FROM sessions WHERE key = ? AND expires > ?`},
+		{&s.stmt.rev, `SELECT rev FROM revision WHERE id = 1`},
+		{&s.stmt.setRev, `UPDATE revision SET rev = ? WHERE id = 1`},
+	} {
+		if *p.to, err = db.PrepareContext(ctx, p.sql); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sqlitekv: %s: prepare: %w", path, err)
+		}
 	}
 	go s.writer()
 	return s, nil
@@ -142,35 +175,22 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 
 // Put implements native.SessionStore.
 func (s *Store) Put(ctx context.Context, key string, val []byte) (uint64, error) {
-	return s.write(ctx, func(tx *sql.Tx, rev uint64) (bool, error) {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (key, val, rev, expires) VALUES (?, ?, ?, ?)
-			ON CONFLICT (key) DO UPDATE SET val = excluded.val, rev = excluded.rev, expires = excluded.expires`,
-			key, val, rev, s.expires())
-		return err == nil, err
-	})
+	o, err := s.write(ctx, &op{kind: opPut, key: key, val: val})
+	if err != nil {
+		return 0, err
+	}
+	return o.out, nil
 }
 
 // Update implements native.SessionStore.
 func (s *Store) Update(ctx context.Context, key string, val []byte, rev uint64) (uint64, error) {
-	var missing bool
-	n, err := s.write(ctx, func(tx *sql.Tx, next uint64) (bool, error) {
-		r, err := tx.ExecContext(ctx, `UPDATE sessions SET val = ?, rev = ?, expires = ?
-			WHERE key = ? AND rev = ? AND expires > ?`, val, next, s.expires(), key, rev, s.now().UnixNano())
-		if err != nil {
-			return false, err
-		}
-		if n, _ := r.RowsAffected(); n == 1 {
-			return true, nil
-		}
-		missing, err = s.missing(ctx, tx, key)
-		return false, err
-	})
+	o, err := s.write(ctx, &op{kind: opUpdate, key: key, val: val, rev: rev})
 	switch {
 	case err != nil:
 		return 0, err
-	case n != 0:
-		return n, nil
-	case missing:
+	case o.out != 0:
+		return o.out, nil
+	case o.missing:
 		return 0, native.ErrNotFound
 	}
 	return 0, native.ErrConflict
@@ -178,24 +198,13 @@ func (s *Store) Update(ctx context.Context, key string, val []byte, rev uint64) 
 
 // Delete implements native.SessionStore.
 func (s *Store) Delete(ctx context.Context, key string, rev uint64) error {
-	var missing bool
-	n, err := s.write(ctx, func(tx *sql.Tx, _ uint64) (bool, error) {
-		r, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE key = ? AND rev = ?`, key, rev)
-		if err != nil {
-			return false, err
-		}
-		if n, _ := r.RowsAffected(); n == 1 {
-			return true, nil
-		}
-		missing, err = s.missing(ctx, tx, key)
-		return false, err
-	})
+	o, err := s.write(ctx, &op{kind: opDelete, key: key, rev: rev})
 	switch {
 	case err != nil:
 		return err
-	case n != 0:
+	case o.out != 0:
 		return nil
-	case missing:
+	case o.missing:
 		return native.ErrNotFound
 	}
 	return native.ErrConflict
@@ -210,31 +219,18 @@ func (s *Store) Watch(ctx context.Context, _ func(key string, val []byte, rev ui
 
 func (s *Store) expires() int64 { return s.now().Add(s.ttl).UnixNano() }
 
-// missing reports whether key has no live value.
-func (s *Store) missing(ctx context.Context, tx *sql.Tx, key string) (bool, error) {
-	var one int
-	err := tx.QueryRowContext(ctx, `SELECT 1 FROM sessions WHERE key = ? AND expires > ?`, key, s.now().UnixNano()).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return true, nil
-	}
-	return false, err
-}
-
-// write runs f in the transaction of the next group, with a revision of
-// its own (every write takes a new one, so a revision is never reused,
-// even for a key deleted and written again); f reports whether it wrote.
-// It returns the revision written, 0 if f did not write.
-func (s *Store) write(ctx context.Context, f func(tx *sql.Tx, rev uint64) (bool, error)) (uint64, error) {
-	o := &op{f: f, done: make(chan struct{})}
+// write hands o to the writer and waits for its group's commit.
+func (s *Store) write(ctx context.Context, o *op) (*op, error) {
+	o.done = make(chan struct{})
 	select {
 	case s.ops <- o:
 	case <-s.stop:
-		return 0, errClosed
+		return nil, errClosed
 	case <-ctx.Done():
-		return 0, fmt.Errorf("sqlitekv: %w", ctx.Err())
+		return nil, fmt.Errorf("sqlitekv: %w", ctx.Err())
 	}
 	<-o.done // the writer always answers an op it took
-	return o.rev, o.err
+	return o, o.err
 }
 
 // writer commits the waiting writes in groups until Close.
@@ -260,16 +256,17 @@ func (s *Store) writer() {
 		err := s.commit(group)
 		for _, o := range group {
 			if err != nil {
-				o.rev, o.err = 0, err
+				o.out, o.err = 0, err
 			}
 			close(o.done)
 		}
 	}
 }
 
-// commit runs a group's writes in one transaction. An op's own SQL error
-// fails that op only (its statements are undone to a savepoint); a failed
-// commit fails them all.
+// commit runs a group's writes in one transaction, each write with a
+// revision of its own (a revision is never reused, even for a key deleted
+// and written again). Any SQL error fails the whole group (the store's
+// own statements fail only when the disk does).
 func (s *Store) commit(group []*op) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -279,29 +276,39 @@ func (s *Store) commit(group []*op) error {
 	}
 	defer func() { _ = tx.Rollback() }()
 	var rev uint64
-	if err := tx.QueryRowContext(ctx, `SELECT rev FROM revision WHERE id = 1`).Scan(&rev); err != nil {
+	if err := tx.StmtContext(ctx, s.stmt.rev).QueryRowContext(ctx).Scan(&rev); err != nil {
 		return fmt.Errorf("sqlitekv: revision: %w", err)
 	}
+	now := s.now().UnixNano()
+	exp := s.expires()
+	put, upd, del, live := tx.StmtContext(ctx, s.stmt.put), tx.StmtContext(ctx, s.stmt.update), tx.StmtContext(ctx, s.stmt.delete), tx.StmtContext(ctx, s.stmt.live)
 	for _, o := range group {
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
-			return fmt.Errorf("sqlitekv: savepoint: %w", err)
+		var r sql.Result
+		switch o.kind {
+		case opPut:
+			r, err = put.ExecContext(ctx, o.key, o.val, rev+1, exp)
+		case opUpdate:
+			r, err = upd.ExecContext(ctx, o.val, rev+1, exp, o.key, o.rev, now)
+		case opDelete:
+			r, err = del.ExecContext(ctx, o.key, o.rev)
 		}
-		wrote, err := o.f(tx, rev+1)
-		switch {
-		case err != nil:
-			o.err = fmt.Errorf("sqlitekv: write: %w", err)
-			if _, err := tx.ExecContext(ctx, `ROLLBACK TO op`); err != nil {
-				return fmt.Errorf("sqlitekv: rollback to savepoint: %w", err)
-			}
-		case wrote:
+		if err != nil {
+			return fmt.Errorf("sqlitekv: write: %w", err)
+		}
+		if n, _ := r.RowsAffected(); n == 1 {
 			rev++
-			o.rev = rev
+			o.out = rev
+			continue
 		}
-		if _, err := tx.ExecContext(ctx, `RELEASE op`); err != nil {
-			return fmt.Errorf("sqlitekv: release savepoint: %w", err)
+		var one int
+		switch err := live.QueryRowContext(ctx, o.key, now).Scan(&one); {
+		case errors.Is(err, sql.ErrNoRows):
+			o.missing = true
+		case err != nil:
+			return fmt.Errorf("sqlitekv: write: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE revision SET rev = ? WHERE id = 1`, rev); err != nil {
+	if _, err := tx.StmtContext(ctx, s.stmt.setRev).ExecContext(ctx, rev); err != nil {
 		return fmt.Errorf("sqlitekv: revision: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
