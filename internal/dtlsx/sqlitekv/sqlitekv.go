@@ -4,11 +4,14 @@
 // without a new handshake.
 //
 // The file is separate from the node's database: a session write never
-// waits behind the message log's writer, nor the log behind it. Every
-// write is durable when it returns (WAL, synchronous=FULL): the stored end
-// of a session's write-sequence reservation must never move back, or a
-// restarted node could seal two records with one nonce. Keys expire a TTL
-// after their last write, like a NATS key-value bucket's.
+// waits behind the message log's writer, nor the log behind it. A write
+// survives the process's crash when it returns (WAL: it is in the
+// operating system's hands); with synchronous=NORMAL the last ones may be
+// lost with the machine's power. That costs no nonce: a session taken
+// back from an older record starts its sequence numbers beyond what it
+// could have sent since (engine.RollbackMargin), and a missing record
+// only means a new handshake. Keys expire a TTL after their last write,
+// like a NATS key-value bucket's.
 package sqlitekv
 
 import (
@@ -89,7 +92,7 @@ func Open(ctx context.Context, path string, ttl time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("sqlitekv: %w", err)
 	}
 	_ = f.Close()
-	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(8192)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlitekv: open %s: %w", path, err)
 	}
