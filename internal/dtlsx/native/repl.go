@@ -118,8 +118,8 @@ type repl struct {
 
 	mu      sync.Mutex
 	owned   map[*engine.Session]*owned // found by key through the engine (sessionOf): no map by key
-	neg     map[string]time.Time // keys not to look up before the time
-	busy    map[string]struct{}  // keys being looked up
+	neg     map[string]time.Time       // keys not to look up before the time
+	busy    map[string]struct{}        // keys being looked up
 	look    chan lookupJob
 	jobs    chan replJob
 	stopped atomic.Bool // run returned: first writes are not retried
@@ -241,7 +241,7 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 	r := &repl{
 		srv: srv, cfg: cfg,
 		owned: map[*engine.Session]*owned{},
-		neg: map[string]time.Time{}, busy: map[string]struct{}{},
+		neg:   map[string]time.Time{}, busy: map[string]struct{}{},
 		look: make(chan lookupJob, cfg.Lookups), jobs: make(chan replJob, 4096),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgate_dtls_replication_total", Help: "DTLS session replication between cluster nodes, by event.",
