@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx/engine"
+	"github.com/coapgate/coapgate/internal/ratelog"
 	"github.com/coapgate/coapgate/internal/secretbox"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -122,7 +124,8 @@ type repl struct {
 	busy    map[string]struct{}        // keys being looked up
 	look    chan lookupJob
 	jobs    chan replJob
-	stopped atomic.Bool // run returned: first writes are not retried
+	stopped atomic.Bool      // run returned: first writes are not retried
+	warn    *ratelog.Limiter // store failures, one per session: logged at a bounded rate
 }
 
 // owned is a replicated session this node owns. One per session, so it
@@ -243,6 +246,7 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 		owned: map[*engine.Session]*owned{},
 		neg:   map[string]time.Time{}, busy: map[string]struct{}{},
 		look: make(chan lookupJob, cfg.Lookups), jobs: make(chan replJob, 4096),
+		warn: ratelog.New(srv.log, ratelog.Config{}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coapgate_dtls_replication_total", Help: "DTLS session replication between cluster nodes, by event.",
 		}, []string{"event"}),
@@ -553,7 +557,7 @@ func (r *repl) store(ctx context.Context, o *owned) {
 		return
 	case err != nil:
 		r.count(evFailures)
-		r.srv.log.Warn("dtls replication: storing a session failed; retried on its next record", "err", err)
+		r.warn.Log(context.Background(), slog.LevelWarn, "store", "dtls replication: storing a session failed; retried on its next record", "err", err)
 		done()
 		r.srv.e.SetWriteLimit(o.es, limit, 0) // ask again on the next record sealed
 		return
@@ -767,7 +771,7 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 	es, err := r.srv.e.Adopt(v.blob, j.addr, start, next, next-res/2)
 	if err != nil {
 		r.count(evFailures)
-		r.srv.log.Warn("dtls replication: installing a session taken over failed", "err", err)
+		r.warn.Log(context.Background(), slog.LevelWarn, "adopt", "dtls replication: installing a session taken over failed", "err", err)
 		return
 	}
 	o := &owned{key: k, es: es, rev: nrev, limit: next}
