@@ -217,3 +217,25 @@ func TestRolledBackSessionFile(t *testing.T) {
 		t.Logf("%s: %d server records over three runs, the last from rolled-back session records, none repeated", d.name, records)
 	}
 }
+
+// TestUnreadableSessionFile: a kept-sessions file that is not a database
+// (a disk error, a stray copy) does not stop the node: it is set aside
+// and the node starts with no kept sessions.
+func TestUnreadableSessionFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the server and runs it as a subprocess (skipped with -short)")
+	}
+	p := newProcServer(t, "COAPGATE_DTLS_LISTEN=127.0.0.1:0")
+	file := filepath.Join(p.data, sessionFile)
+	if err := os.WriteFile(file, []byte("this is not an SQLite database, it is garbage written by a failing disk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.start() // fails the test if the server does not come up
+	aside, _ := filepath.Glob(file + ".unreadable-*")
+	if len(aside) != 1 {
+		t.Fatalf("the unreadable file was not set aside: %v", aside)
+	}
+	if fi, err := os.Stat(file); err != nil || fi.Size() == 0 {
+		t.Fatalf("no new session file: %v", err)
+	}
+}

@@ -150,7 +150,16 @@ func keptSessions(cfg config.Config, log *slog.Logger) (*native.Replication, fun
 	defer cancel()
 	st, err := sqlitekv.Open(ctx, path, keptSessionsTTL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dtls.keep_sessions: %w (set dtls.keep_sessions false to run without)", err)
+		// An unreadable file costs its devices one handshake, not the
+		// node: set it aside and start with none.
+		aside := fmt.Sprintf("%s.unreadable-%d", path, time.Now().Unix())
+		for _, sfx := range []string{"", "-wal", "-shm"} {
+			_ = os.Rename(path+sfx, aside+sfx)
+		}
+		log.Warn("the kept DTLS sessions could not be read; set aside, their devices make a new handshake", "file", path, "moved_to", aside, "err", err)
+		if st, err = sqlitekv.Open(ctx, path, keptSessionsTTL); err != nil {
+			return nil, nil, fmt.Errorf("dtls.keep_sessions: %w (set dtls.keep_sessions false to run without)", err)
+		}
 	}
 	if n, err := st.Len(ctx); err == nil && n > 0 {
 		log.Info("DTLS sessions kept from the last run; each continues on its device's next record", "sessions", n, "file", path)
