@@ -30,6 +30,7 @@ import (
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx/dtlstest"
+	"github.com/coapgate/coapgate/internal/natstest"
 	"github.com/coapgate/coapgate/sdk"
 )
 
@@ -151,10 +152,7 @@ func replDTLSAddr(t *testing.T, c *testCluster, nd *clusterNode) *net.UDPAddr {
 // records reach another node from the same address (what an
 // address-preserving balancer does on re-hash) continues too.
 func TestClusterSessionFailover(t *testing.T) {
-	natsURL := os.Getenv("COAPGATE_TEST_NATS_URL")
-	if natsURL == "" {
-		t.Skip("COAPGATE_TEST_NATS_URL not set: no local NATS to test against")
-	}
+	natsURL := natstest.URL(t)
 	c := startCluster(t, 0)
 	bucket := fmt.Sprintf("coapgate_test_dtls_%d", time.Now().UnixNano())
 	t.Cleanup(func() {

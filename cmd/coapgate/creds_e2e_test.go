@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/coapgate/coapgate/internal/config"
 	"github.com/coapgate/coapgate/internal/dtlspsk"
+	"github.com/coapgate/coapgate/internal/natstest"
 	"github.com/pion/dtls/v3"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -304,10 +304,7 @@ func TestInteropDTLSRefusalAlerts(t *testing.T) {
 // anything, which only the change feed can cause (the device cache would
 // notice only at the device's next request). The delay is logged.
 func TestE2EClusterRevocation(t *testing.T) {
-	natsURL := os.Getenv("COAPGATE_TEST_NATS_URL")
-	if natsURL == "" {
-		t.Skip("COAPGATE_TEST_NATS_URL not set: no local NATS to test against")
-	}
+	natsURL := natstest.URL(t)
 	natsSecret := config.Secret(natsURL)
 	a := startTestGateway(t, func(c *config.Config) { c.Cluster.NATSURL = natsSecret })
 	cfg := config.Default()

@@ -29,22 +29,9 @@ import (
 	"github.com/coapgate/coapgate/internal/dtlspsk"
 	"github.com/coapgate/coapgate/internal/dtlsx/dtlstest"
 	"github.com/coapgate/coapgate/internal/dtlsx/native"
+	"github.com/coapgate/coapgate/internal/natstest"
 	"github.com/coapgate/coapgate/internal/secretbox"
 )
-
-func connect(t *testing.T) *nats.Conn {
-	t.Helper()
-	url := os.Getenv("COAPGATE_TEST_NATS_URL")
-	if url == "" {
-		t.Skip("COAPGATE_TEST_NATS_URL not set: no local NATS to test against")
-	}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // bucket opens a fresh bucket, deleted at the end of the test.
 func bucket(t *testing.T, nc *nats.Conn) (*Store, string) {
@@ -64,7 +51,7 @@ func bucket(t *testing.T, nc *nats.Conn) (*Store, string) {
 // TestStoreConformance: the session store's compare-and-set semantics, as
 // every SessionStore has them.
 func TestStoreConformance(t *testing.T) {
-	s, _ := bucket(t, connect(t))
+	s, _ := bucket(t, natstest.Connect(t))
 	dtlstest.SessionStoreConformance(t, s)
 }
 
@@ -235,7 +222,7 @@ func logEvents(t *testing.T, nodes ...*node) {
 func TestTakeoverBetweenNodes(t *testing.T) {
 	for _, cid := range []bool{true, false} {
 		t.Run(map[bool]string{true: "CID", false: "address"}[cid], func(t *testing.T) {
-			nc := connect(t)
+			nc := natstest.Connect(t)
 			st, _ := bucket(t, nc)
 			keys := newKeys(t)
 			a := startNode(t, "a", st, keys, !cid)
@@ -336,7 +323,7 @@ func (n *node) unexpected() int {
 // a bounded number of lookups (4 here), every other one is dropped and
 // counted; a spoofed record of a stored session (bad MAC) does not move it.
 func TestLookupsBounded(t *testing.T) {
-	nc := connect(t)
+	nc := natstest.Connect(t)
 	st, _ := bucket(t, nc)
 	keys := newKeys(t)
 	g := &gated{Store: st}
@@ -413,7 +400,7 @@ func storedKeys(t *testing.T, s *Store) []string {
 // TestSealedRecord: the stored value opens only with the cluster's keys
 // and never shows the session's keys in the clear.
 func TestSealedRecord(t *testing.T) {
-	nc := connect(t)
+	nc := natstest.Connect(t)
 	st, _ := bucket(t, nc)
 	keys := newKeys(t)
 	a := startNode(t, "a", st, keys, false)
@@ -508,7 +495,7 @@ func TestNATSDown(t *testing.T) {
 // the session over, even with a record that authenticates, and deletes
 // its record.
 func TestChangedKeyNotTakenOver(t *testing.T) {
-	nc := connect(t)
+	nc := natstest.Connect(t)
 	st, _ := bucket(t, nc)
 	keys := newKeys(t)
 	a := startNode(t, "a", st, keys, false)
@@ -539,7 +526,7 @@ func TestChangedKeyNotTakenOver(t *testing.T) {
 // handshake lookup: the record must still carry the old key, so a node
 // that knows only the new secret refuses the takeover.
 func TestRecordCarriesTheSessionsKey(t *testing.T) {
-	nc := connect(t)
+	nc := natstest.Connect(t)
 	st, _ := bucket(t, nc)
 	keys := newKeys(t)
 	rotated := dtlspsk.Key("rotated")

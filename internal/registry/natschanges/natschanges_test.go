@@ -3,39 +3,24 @@ package natschanges
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/coapgate/coapgate/internal/natstest"
 	"github.com/coapgate/coapgate/internal/registry"
-	"github.com/nats-io/nats.go"
 )
-
-func connect(t *testing.T) *nats.Conn {
-	t.Helper()
-	url := os.Getenv("COAPGATE_TEST_NATS_URL")
-	if url == "" {
-		t.Skip("COAPGATE_TEST_NATS_URL not set: no local NATS to test against")
-	}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // TestTwoNodes: a change published by one node reaches the other node's
 // subscriber once, and the publishing node's own subscriber once
 // (synchronously, not echoed back). The delivery time is logged.
 func TestTwoNodes(t *testing.T) {
 	subject := fmt.Sprintf("coapgate_test_%d.device_changed", time.Now().UnixNano())
-	a, err := New(connect(t), subject)
+	a, err := New(natstest.Connect(t), subject)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := New(connect(t), subject)
+	b, err := New(natstest.Connect(t), subject)
 	if err != nil {
 		t.Fatal(err)
 	}
