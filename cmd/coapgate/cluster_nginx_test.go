@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/coapgate/coapgate/internal/coapx"
-	"github.com/coapgate/coapgate/sdk"
 )
 
 // nginxStreamModule is where Debian's libnginx-mod-stream installs it.
@@ -176,16 +174,7 @@ func TestClusterBehindNginx(t *testing.T) {
 		// Authenticate through the balancer from 127.0.0.1 (one node); the
 		// token then publishes from the device's own address (another node
 		// for most devices).
-		sc, err := sdk.Dial(context.Background(), lb.String(), sdk.WithCredentials(sdk.Credentials{
-			ProductKey: prod.ProductKey, DeviceName: dev.DeviceKey, DeviceSecret: dev.DeviceSecret}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok, err := sc.Auth(context.Background())
-		sc.Close()
-		if err != nil {
-			t.Fatalf("auth of %s through nginx: %v", dev.DeviceKey, err)
-		}
+		tok := sdkToken(t, lb.String(), prod.ProductKey, dev.DeviceKey, dev.DeviceSecret)
 		topic := "/sys/" + prod.ProductKey + "/" + dev.DeviceKey + "/thing/event/property/post"
 		for k := range perDevice {
 			m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: int32(1000 + k), Token: []byte{byte(i), byte(k)},

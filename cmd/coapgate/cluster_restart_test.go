@@ -413,15 +413,7 @@ func TestClusterRestarts(t *testing.T) {
 	// it, but refuses it once its cached record expires.
 	var victim struct{ DeviceKey, DeviceSecret string }
 	c.call(n1, "POST", "/devices", map[string]any{"productKey": prod.ProductKey, "deviceKey": "victim"}, &victim)
-	vc, err := sdk.Dial(context.Background(), n2.coap.String(), sdk.WithCredentials(sdk.Credentials{ProductKey: prod.ProductKey, DeviceName: "victim", DeviceSecret: victim.DeviceSecret}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vtok, err := vc.Auth(context.Background())
-	vc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	vtok := sdkToken(t, n2.coap.String(), prod.ProductKey, "victim", victim.DeviceSecret)
 	vconn := udpConn(t, n2.coap)
 	vmid := int32(0)
 	victimCode := func() codes.Code {

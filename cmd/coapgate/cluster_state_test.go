@@ -143,16 +143,7 @@ func TestClusterSharedState(t *testing.T) {
 
 	t.Run("push by the session holder", func(t *testing.T) {
 		dk, ds := newDev("pushed")
-		sc, err := sdk.Dial(context.Background(), n2.coap.String(),
-			sdk.WithCredentials(sdk.Credentials{ProductKey: prod.ProductKey, DeviceName: dk, DeviceSecret: ds}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok, err := sc.Auth(context.Background())
-		sc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok := sdkToken(t, n2.coap.String(), prod.ProductKey, dk, ds)
 		// The device: one socket, talking to n2 only, sending an uplink
 		// every few hundred milliseconds (it stays online there) and
 		// acknowledging any CON the server sends it.
@@ -242,16 +233,7 @@ func TestClusterSharedState(t *testing.T) {
 
 	t.Run("presence", func(t *testing.T) {
 		dk, ds := newDev("roaming")
-		sc, err := sdk.Dial(context.Background(), n1.coap.String(),
-			sdk.WithCredentials(sdk.Credentials{ProductKey: prod.ProductKey, DeviceName: dk, DeviceSecret: ds}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok, err := sc.Auth(context.Background())
-		sc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok := sdkToken(t, n1.coap.String(), prod.ProductKey, dk, ds)
 		conns := []*net.UDPConn{udpConn(t, n1.coap), udpConn(t, n2.coap)}
 		for i := range 6 { // the device alternates between the nodes
 			clusterUplink(t, conns[i%2], int32(4000+i), tok, topicOf(dk), i)

@@ -34,7 +34,6 @@ import (
 	"github.com/coapgate/coapgate/internal/forward"
 	"github.com/coapgate/coapgate/internal/lease/pglease"
 	"github.com/coapgate/coapgate/internal/pgstore/pgtest"
-	"github.com/coapgate/coapgate/sdk"
 )
 
 // clusterNode is one `coapgate serve` process of a test cluster.
@@ -368,16 +367,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	fwdLease := forward.LeaseName(rule.ID, 0)
 
 	// A token issued through n1.
-	sc, err := sdk.Dial(context.Background(), n1.coap.String(), sdk.WithCredentials(sdk.Credentials{
-		ProductKey: prod.ProductKey, DeviceName: dev.DeviceKey, DeviceSecret: dev.DeviceSecret}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := sc.Auth(context.Background())
-	sc.Close()
-	if err != nil {
-		t.Fatalf("auth through n1: %v", err)
-	}
+	tok := sdkToken(t, n1.coap.String(), prod.ProductKey, dev.DeviceKey, dev.DeviceSecret)
 	topic := "/sys/" + prod.ProductKey + "/" + dev.DeviceKey + "/thing/event/property/post"
 	conns := map[string]*net.UDPConn{}
 	for _, nd := range c.nodes {

@@ -97,6 +97,22 @@ func udpConn(t *testing.T, addr *net.UDPAddr) *net.UDPConn {
 	return conn
 }
 
+// sdkToken authenticates a device (pk/dk/secret) through the SDK at addr
+// (plain mode) and returns its token.
+func sdkToken(t *testing.T, addr, pk, dk, secret string) string {
+	t.Helper()
+	sc, err := sdk.Dial(context.Background(), addr, sdk.WithCredentials(sdk.Credentials{ProductKey: pk, DeviceName: dk, DeviceSecret: secret}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := sc.Auth(context.Background())
+	sc.Close()
+	if err != nil {
+		t.Fatalf("auth of %s at %s: %v", dk, addr, err)
+	}
+	return tok
+}
+
 // symUplink is a symmetric-mode publish: token in 2088, seq encrypted in
 // 2089, payload encrypted.
 func symUplink(t testing.TB, mid int32, tok string, key []byte, seq uint64, plain []byte, topic string) message.Message {
