@@ -490,6 +490,21 @@ func TestNATSDown(t *testing.T) {
 	}
 }
 
+// moveTo sends the client's traffic to node to from a new source port
+// (NAT rebinding) and sends one CON request there, without waiting for an
+// answer: the record that makes to look the session up.
+func moveTo(t *testing.T, r *dtlstest.Relay, c *client, to *node) {
+	t.Helper()
+	r.Rebind(net.IPv4(127, 0, 0, 1))
+	r.Retarget(to.addr)
+	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 2, Token: []byte{2}}
+	buf := make([]byte, 64)
+	n, _ := coder.DefaultCoder.Encode(m, buf)
+	if _, err := c.c.Write(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestChangedKeyNotTakenOver: a node whose registry has another key for
 // the device (a secret rotated while the owner was away) does not take
 // the session over, even with a record that authenticates, and deletes
@@ -504,14 +519,7 @@ func TestChangedKeyNotTakenOver(t *testing.T) {
 	c := dial(t, r, true)
 	exchange(t, c, 1)
 	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
-	r.Rebind(net.IPv4(127, 0, 0, 1))
-	r.Retarget(b.addr)
-	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 2, Token: []byte{2}}
-	buf := make([]byte, 64)
-	n, _ := coder.DefaultCoder.Encode(m, buf)
-	if _, err := c.c.Write(buf[:n]); err != nil {
-		t.Fatal(err)
-	}
+	moveTo(t, r, c, b)
 	waitFor(t, "the takeover refused and the record deleted", func() bool {
 		return b.event("stale") == 1 && b.event("deleted") == 1
 	})
@@ -542,14 +550,7 @@ func TestRecordCarriesTheSessionsKey(t *testing.T) {
 	c := dial(t, r, true)
 	exchange(t, c, 1)
 	waitFor(t, "the session stored", func() bool { return a.event("exported") == 1 })
-	r.Rebind(net.IPv4(127, 0, 0, 1))
-	r.Retarget(b.addr)
-	m := message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 2, Token: []byte{2}}
-	buf := make([]byte, 64)
-	n, _ := coder.DefaultCoder.Encode(m, buf)
-	if _, err := c.c.Write(buf[:n]); err != nil {
-		t.Fatal(err)
-	}
+	moveTo(t, r, c, b)
 	waitFor(t, "the takeover refused", func() bool { return b.event("stale") == 1 || b.event("imported") == 1 })
 	if b.event("imported") != 0 || b.sessions() != 0 {
 		t.Fatalf("a session keyed with the old secret was taken over by a node with the new one (imported %d, sessions %d)", b.event("imported"), b.sessions())
