@@ -123,7 +123,14 @@ func publishes(t *testing.T, nd *clusterNode) int {
 // contains label.
 func metricSum(t *testing.T, nd *clusterNode, prefix, label string) float64 {
 	t.Helper()
-	resp, err := http.Get(nd.api + "/metrics")
+	return scrapeSum(t, nd.api+"/metrics", prefix, label)
+}
+
+// scrapeSum reads the Prometheus page at url and adds up the samples whose
+// line starts with prefix and contains label (0 if none).
+func scrapeSum(t *testing.T, url, prefix, label string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +141,10 @@ func metricSum(t *testing.T, nd *clusterNode, prefix, label string) float64 {
 		l := sc.Text()
 		if strings.HasPrefix(l, prefix) && strings.Contains(l, label) {
 			f := strings.Fields(l)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metric line %q", l)
+			}
 			total += v
 		}
 	}

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/coapgate/coapgate/internal/config"
@@ -46,23 +42,5 @@ func TestE2EDeviceCacheEntries(t *testing.T) {
 // the node's listeners.
 func knownCached(t *testing.T, g *testGateway) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + g.s.APIAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	total := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(l, "coapgate_device_cache_entries{") && strings.Contains(l, `segment="known"`) {
-			f := strings.Fields(l)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				t.Fatalf("metric line %q", l)
-			}
-			total += v
-		}
-	}
-	return total
+	return scrapeSum(t, "http://"+g.s.APIAddr()+"/metrics", "coapgate_device_cache_entries{", `segment="known"`)
 }

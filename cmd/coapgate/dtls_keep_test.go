@@ -2,13 +2,10 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -19,18 +16,7 @@ import (
 // metricValue reads one sample of the server's /metrics (0 if absent).
 func (p *procServer) metricValue(t *testing.T, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(p.apiURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` (\S+)$`).FindSubmatch(b)
-	if m == nil {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return scrapeSum(t, p.apiURL+"/metrics", sample+" ", "")
 }
 
 // TestRestartKeepsDTLSSessions: DTLS devices go on without a new handshake
