@@ -19,6 +19,71 @@ func (p *procServer) metricValue(t *testing.T, sample string) float64 {
 	return scrapeSum(t, p.apiURL+"/metrics", sample+" ", "")
 }
 
+// keepFleet is a server process with DTLS, reservations of 8 sequence
+// numbers, and PSK devices behind relays (their NATs), for the tests of
+// sessions kept across restarts.
+type keepFleet struct {
+	t    *testing.T
+	p    *procServer
+	devs []*replDevice
+}
+
+// newKeepFleet starts the server and one device per entry of cids (with
+// a connection ID or not), each with a handshake done.
+func newKeepFleet(t *testing.T, product string, cids ...bool) *keepFleet {
+	p := newProcServer(t, "COAPGATE_DTLS_LISTEN=127.0.0.1:0", "COAPGATE_CLUSTER_DTLS_SEQ_RESERVE=8")
+	p.start()
+	f := &keepFleet{t: t, p: p}
+	var prod struct{ ProductKey string }
+	p.call("POST", "/products", nil, map[string]any{"name": product}, &prod)
+	for i, cid := range cids {
+		var d struct{ DeviceKey, DeviceSecret string }
+		p.call("POST", "/devices", nil, map[string]any{"productKey": prod.ProductKey, "deviceKey": fmt.Sprintf("d%d_cid_%v", i, cid)}, &d)
+		r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), f.dtlsAddr())
+		f.devs = append(f.devs, dialReplDevice(t, r, prod.ProductKey, d.DeviceKey, d.DeviceSecret, cid))
+	}
+	return f
+}
+
+// dtlsAddr is the DTLS listener of the server's current start.
+func (f *keepFleet) dtlsAddr() *net.UDPAddr {
+	a, err := net.ResolveUDPAddr("udp", f.p.dtlsAddr)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return a
+}
+
+// retarget sends every device's traffic to the current start.
+func (f *keepFleet) retarget() {
+	for _, d := range f.devs {
+		d.relay.Retarget(f.dtlsAddr())
+	}
+}
+
+// publish has each of ds acknowledge n uplinks.
+func (f *keepFleet) publish(when string, ds []*replDevice, n int) {
+	f.t.Helper()
+	for _, d := range ds {
+		for range n {
+			if err := d.publish(f.t); err != nil {
+				f.t.Fatalf("%s: %s: %v", when, d.name, err)
+			}
+		}
+	}
+}
+
+// waitKept waits until n sessions have been written to the session file.
+func (f *keepFleet) waitKept(n float64) {
+	f.t.Helper()
+	const exported = `coapgate_dtls_replication_total{event="exported"}`
+	for deadline := time.Now().Add(60 * time.Second); f.p.metricValue(f.t, exported) < n; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("sessions not kept: %s %v, want %v", exported, f.p.metricValue(f.t, exported), n)
+		}
+	}
+}
+
 // TestRestartKeepsDTLSSessions: DTLS devices go on without a new handshake
 // across restarts of a real server process on the same data directory —
 // SIGKILL, then a graceful stop: devices with a connection ID and one
@@ -32,46 +97,15 @@ func TestRestartKeepsDTLSSessions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restart test: builds the server and kills a subprocess (skipped with -short)")
 	}
-	p := newProcServer(t, "COAPGATE_DTLS_LISTEN=127.0.0.1:0", "COAPGATE_CLUSTER_DTLS_SEQ_RESERVE=8")
-	p.start()
-	var prod struct{ ProductKey string }
-	p.call("POST", "/products", nil, map[string]any{"name": "dtls-keep"}, &prod)
-	dtlsAddr := func() *net.UDPAddr {
-		a, err := net.ResolveUDPAddr("udp", p.dtlsAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	var devs []*replDevice
-	for i, cid := range []bool{true, false, true} {
-		var d struct{ DeviceKey, DeviceSecret string }
-		p.call("POST", "/devices", nil, map[string]any{"productKey": prod.ProductKey, "deviceKey": fmt.Sprintf("d%d_cid_%v", i, cid)}, &d)
-		r := dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), dtlsAddr())
-		devs = append(devs, dialReplDevice(t, r, prod.ProductKey, d.DeviceKey, d.DeviceSecret, cid))
-	}
-	publish := func(when string, ds []*replDevice, n int) {
-		t.Helper()
-		for _, d := range ds {
-			for range n {
-				if err := d.publish(t); err != nil {
-					t.Fatalf("%s: %s: %v", when, d.name, err)
-				}
-			}
-		}
-	}
+	f := newKeepFleet(t, "dtls-keep", true, false, true)
+	p, devs := f.p, f.devs
 	// The first two send more records than one reservation (8), so their
 	// kept sessions have moved their stored reservation on before the
 	// kill; the third sends one and is kept once its session has lasted
 	// 5 s.
-	publish("before any restart", devs[:2], 10)
-	publish("before any restart", devs[2:], 1)
-	const exported = `coapgate_dtls_replication_total{event="exported"}`
-	for deadline := time.Now().Add(60 * time.Second); p.metricValue(t, exported) < 3; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("sessions not kept: %s %v", exported, p.metricValue(t, exported))
-		}
-	}
+	f.publish("before any restart", devs[:2], 10)
+	f.publish("before any restart", devs[2:], 1)
+	f.waitKept(3)
 	if fi, err := os.Stat(filepath.Join(p.data, sessionFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("session file: %v %v, want mode 0600", fi, err)
 	}
@@ -82,10 +116,8 @@ func TestRestartKeepsDTLSSessions(t *testing.T) {
 	}{{"SIGKILL", p.kill}, {"graceful stop", p.stop}} {
 		restart.do()
 		p.start()
-		for _, d := range devs {
-			d.relay.Retarget(dtlsAddr())
-		}
-		publish("after "+restart.name, devs, 10)
+		f.retarget()
+		f.publish("after "+restart.name, devs, 10)
 		if v := p.metricValue(t, `coapgate_dtls_replication_total{event="imported"}`); v != 3 {
 			t.Fatalf("after %s: %v sessions taken back, want 3", restart.name, v)
 		}
@@ -128,46 +160,10 @@ func TestRolledBackSessionFile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restart test: builds the server and kills a subprocess (skipped with -short)")
 	}
-	p := newProcServer(t, "COAPGATE_DTLS_LISTEN=127.0.0.1:0", "COAPGATE_CLUSTER_DTLS_SEQ_RESERVE=8")
-	p.start()
-	var prod struct{ ProductKey string }
-	p.call("POST", "/products", nil, map[string]any{"name": "dtls-rollback"}, &prod)
-	var devs []*replDevice
-	for i, cid := range []bool{true, false} {
-		var d struct{ DeviceKey, DeviceSecret string }
-		p.call("POST", "/devices", nil, map[string]any{"productKey": prod.ProductKey, "deviceKey": fmt.Sprintf("d%d", i)}, &d)
-		a, err := net.ResolveUDPAddr("udp", p.dtlsAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		devs = append(devs, dialReplDevice(t, dtlstest.NewRelay(t, net.IPv4(127, 0, 0, 1), a), prod.ProductKey, d.DeviceKey, d.DeviceSecret, cid))
-	}
-	publish := func(when string, n int) {
-		t.Helper()
-		for _, d := range devs {
-			for range n {
-				if err := d.publish(t); err != nil {
-					t.Fatalf("%s: %s: %v", when, d.name, err)
-				}
-			}
-		}
-	}
-	retarget := func() {
-		a, err := net.ResolveUDPAddr("udp", p.dtlsAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range devs {
-			d.relay.Retarget(a)
-		}
-	}
-	publish("first run", 6)
-	const exported = `coapgate_dtls_replication_total{event="exported"}`
-	for deadline := time.Now().Add(60 * time.Second); p.metricValue(t, exported) < 2; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("sessions not kept")
-		}
-	}
+	f := newKeepFleet(t, "dtls-rollback", true, false)
+	p, devs := f.p, f.devs
+	f.publish("first run", devs, 6)
+	f.waitKept(2)
 	p.stop() // the file is complete on disk (WAL checkpointed at close)
 	file := filepath.Join(p.data, sessionFile)
 	old, err := os.ReadFile(file)
@@ -176,8 +172,8 @@ func TestRolledBackSessionFile(t *testing.T) {
 	}
 
 	p.start()
-	retarget()
-	publish("second run", 30) // several reservations of 8 beyond the saved ones
+	f.retarget()
+	f.publish("second run", devs, 30) // several reservations of 8 beyond the saved ones
 	if v := p.metricValue(t, `coapgate_dtls_replication_total{event="extended"}`); v < 4 {
 		t.Fatalf("%v new reservations in the second run, want several", v)
 	}
@@ -190,8 +186,8 @@ func TestRolledBackSessionFile(t *testing.T) {
 	}
 
 	p.start()
-	retarget()
-	publish("after the rollback", 10)
+	f.retarget()
+	f.publish("after the rollback", devs, 10)
 	if v := p.metricValue(t, `coapgate_dtls_replication_total{event="imported"}`); v != 2 {
 		t.Fatalf("%v sessions taken back from the old records, want 2", v)
 	}
