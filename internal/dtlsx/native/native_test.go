@@ -42,6 +42,13 @@ func TestCompactKey(t *testing.T) {
 			t.Fatalf("%q: compact %v, back %q", key, ok, k.String())
 		}
 	}
+	cid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	if k, ok := makeKey('c', cid); !ok || k.String() != "c.0102030405060708" {
+		t.Fatalf("makeKey of a CID: %v %q", ok, k.String())
+	}
+	if _, ok := makeKey('a', make([]byte, 19)); ok {
+		t.Fatal("makeKey took 19 bytes")
+	}
 	for _, key := range []string{"", "c.", "x.00", "c.0", "c.zz", "c0102", "a." + strings.Repeat("00", 19)} {
 		if _, ok := compact(key); ok {
 			t.Fatalf("%q taken", key)

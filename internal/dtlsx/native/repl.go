@@ -120,8 +120,8 @@ type repl struct {
 
 	mu      sync.Mutex
 	owned   map[*engine.Session]*owned // found by key through the engine (sessionOf): no map by key
-	neg     map[string]time.Time       // keys not to look up before the time
-	busy    map[string]struct{}        // keys being looked up
+	neg     map[rkey]time.Time         // keys not to look up before the time
+	busy    map[rkey]struct{}          // keys being looked up
 	look    chan lookupJob
 	jobs    chan replJob
 	stopped atomic.Bool      // run returned: first writes are not retried
@@ -174,6 +174,17 @@ func (o *owned) setPSK(h []byte) {
 // binary address) and the bytes the store key has in hex.
 type rkey [20]byte
 
+// makeKey returns the key of kind ('c' or 'a') for b; ok false if b is
+// too long (an address with a zone).
+func makeKey(kind byte, b []byte) (k rkey, ok bool) {
+	if len(b) > len(k)-2 {
+		return k, false
+	}
+	k[0], k[1] = byte(1+len(b)), kind
+	copy(k[2:], b)
+	return k, true
+}
+
 // compact returns the compact form of a store key ("c.<hex>" or
 // "a.<hex>"); ok false if it is not one this node writes.
 func compact(key string) (k rkey, ok bool) {
@@ -220,7 +231,7 @@ type replJob struct {
 }
 
 type lookupJob struct {
-	key  string
+	key  rkey
 	addr netip.AddrPort
 	rec  []byte
 }
@@ -244,7 +255,7 @@ func newRepl(srv *Server, cfg Replication) (*repl, error) {
 	r := &repl{
 		srv: srv, cfg: cfg,
 		owned: map[*engine.Session]*owned{},
-		neg:   map[string]time.Time{}, busy: map[string]struct{}{},
+		neg:   map[rkey]time.Time{}, busy: map[rkey]struct{}{},
 		look: make(chan lookupJob, cfg.Lookups), jobs: make(chan replJob, 4096),
 		warn: ratelog.New(srv.log, ratelog.Config{}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -275,17 +286,16 @@ func (r *repl) run(ctx context.Context) {
 }
 
 // keyOf returns the store key of a session: by connection ID, else (with
-// ByAddress) by peer address; "" if it is not replicated.
-func (r *repl) keyOf(cid []byte, addr netip.AddrPort) string {
+// ByAddress) by peer address; ok false if it is not replicated.
+func (r *repl) keyOf(cid []byte, addr netip.AddrPort) (k rkey, ok bool) {
 	if len(cid) > 0 {
-		return "c." + hex.EncodeToString(cid)
+		return makeKey('c', cid)
 	}
 	if !r.cfg.ByAddress {
-		return ""
+		return k, false
 	}
-	a := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	b, _ := a.MarshalBinary()
-	return "a." + hex.EncodeToString(b)
+	b, _ := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()).MarshalBinary()
+	return makeKey('a', b)
 }
 
 // record is the stored form of a session.
@@ -377,8 +387,7 @@ func (r *repl) established(es *engine.Session, psk []byte) (adopted bool) {
 	r.mu.Lock()
 	adopted = r.owned[es] != nil
 	r.mu.Unlock()
-	skey := r.keyOf(es.ConnectionID(), es.Addr())
-	key, ok := compact(skey)
+	key, ok := r.keyOf(es.ConnectionID(), es.Addr())
 	if adopted || !ok {
 		return adopted
 	}
@@ -632,8 +641,8 @@ func (r *repl) watch(ctx context.Context) {
 // session here. Unauthenticated input: it costs at most a bounded queue
 // entry and a negative-cache entry.
 func (r *repl) unknown(cid []byte, addr netip.AddrPort, rec []byte) {
-	key := r.keyOf(cid, addr)
-	if key == "" {
+	key, ok := r.keyOf(cid, addr)
+	if !ok {
 		return
 	}
 	now := time.Now()
@@ -661,7 +670,7 @@ func (r *repl) unknown(cid []byte, addr netip.AddrPort, rec []byte) {
 }
 
 // refuse keeps key from being looked up for a while.
-func (r *repl) refuse(key string) {
+func (r *repl) refuse(key rkey) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -697,7 +706,8 @@ func (r *repl) lookupWorker(ctx context.Context) {
 func (r *repl) lookup(ctx context.Context, j lookupJob) {
 	c, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	val, rev, err := r.cfg.Store.Get(c, j.key)
+	skey := j.key.String()
+	val, rev, err := r.cfg.Store.Get(c, skey)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		r.count(evLookupMisses)
@@ -708,17 +718,13 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		r.refuse(j.key)
 		return
 	}
-	v, err := r.open(j.key, val)
+	v, err := r.open(skey, val)
 	if err != nil {
 		r.count(evFailures)
 		r.refuse(j.key)
 		return
 	}
-	k, ok := compact(j.key)
-	if !ok {
-		return
-	}
-	if r.sessionOf(k) != nil {
+	if r.sessionOf(j.key) != nil {
 		return // taken over by this node meanwhile
 	}
 	// Proof of possession before anything moves.
@@ -745,7 +751,7 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 	case err != nil || !bytes.Equal(h, v.psk):
 		r.count(evStale)
 		r.refuse(j.key)
-		if err := r.cfg.Store.Delete(c, j.key, rev); err == nil {
+		if err := r.cfg.Store.Delete(c, skey, rev); err == nil {
 			r.count(evDeleted)
 		}
 		return
@@ -759,7 +765,7 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 	}
 	res := r.cfg.Reserve
 	next := start + res
-	nrev, err := r.cfg.Store.Update(c, j.key, r.seal(j.key, record{owner: r.cfg.Node, limit: next, psk: v.psk, blob: v.blob}), rev)
+	nrev, err := r.cfg.Store.Update(c, skey, r.seal(skey, record{owner: r.cfg.Node, limit: next, psk: v.psk, blob: v.blob}), rev)
 	switch {
 	case errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound):
 		r.count(evConflicts)
@@ -774,7 +780,7 @@ func (r *repl) lookup(ctx context.Context, j lookupJob) {
 		r.warn.Log(context.Background(), slog.LevelWarn, "adopt", "dtls replication: installing a session taken over failed", "err", err)
 		return
 	}
-	o := &owned{key: k, es: es, rev: nrev, limit: next}
+	o := &owned{key: j.key, es: es, rev: nrev, limit: next}
 	o.setPSK(v.psk)
 	r.mu.Lock()
 	r.owned[es] = o
