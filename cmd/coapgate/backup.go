@@ -81,8 +81,9 @@ Flags:
 
 // dataDirKeyFiles lists the files of dir other than the database db, its
 // WAL and shared-memory files and the backup out: the token key,
-// generated certificates. The kept DTLS sessions are not listed: they
-// must never be restored (a session's stored reservation would move back).
+// generated certificates. The kept DTLS sessions are not listed: a
+// restored node does without them (its devices make one handshake); an
+// older copy would cost no nonce but bring back older replay windows.
 func dataDirKeyFiles(dir, db, out string) []string {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

@@ -133,7 +133,8 @@ const keptSessionsTTL = 7 * 24 * time.Hour
 // (dtls.keep_sessions): the session replication with a store of one node,
 // so a restarted node takes its sessions back as a cluster node takes over
 // a dead one's — on the device's next record, which must authenticate
-// under the kept keys, sending from the stored end of the reservation on.
+// under the kept keys, sending from beyond the stored reservation
+// (engine.RollbackMargin).
 func keptSessions(cfg config.Config, log *slog.Logger) (*native.Replication, func(), error) {
 	if !cfg.DTLS.KeepSessions {
 		return nil, func() {}, nil
